@@ -1,0 +1,66 @@
+// swift-tools-version:6.0
+import Foundation
+import PackageDescription
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
+
+// Every built-in cell is its own dynamic library (lib<product>.so). The host (SeqCell, the
+// CLI, the tests) never links a cell: it finds these files at run time through the registry.
+let cellPlugins: [(product: String, target: String)] = [
+    ("seqcell_rnn", "RNNCell"),
+    ("seqcell_lstm", "LSTMCell"),
+    ("seqcell_gru", "GRUCell"),
+]
+
+let package = Package(
+    name: "SeqCell",
+    products: [
+        .library(name: "SeqCell", targets: ["SeqCell"]),
+        .executable(name: "seqcell", targets: ["seqcell"]),
+    ] + cellPlugins.map { .library(name: $0.product, type: .dynamic, targets: [$0.target]) },
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // The plugin ABI: one C header, shared by the host and every cell.
+        .target(name: "CSeqCell", path: "Sources/CSeqCell"),
+        // Debian's libhdf5-dev and libopenblas-dev.
+        .systemLibrary(
+            name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
+            providers: [.apt(["libhdf5-dev"])]),
+        .systemLibrary(
+            name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
+        // The core: tensors, registry, layers, models, checkpoints. Knows no cell by name.
+        .target(
+            name: "SeqCell",
+            dependencies: [
+                "CSeqCell", "CHDF5", "CBLAS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .executableTarget(
+            name: "seqcell",
+            dependencies: [
+                "SeqCell",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+        // Helpers for the Swift cells. Linked into each plugin .so, never into the host.
+        .target(
+            name: "SeqCellPluginKit", dependencies: ["CSeqCell"],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        .testTarget(
+            name: "SeqCellTests",
+            dependencies: ["SeqCell"],
+            path: "Tests/SeqCellTests"),
+    ] + cellPlugins.map {
+        .target(
+            name: $0.target, dependencies: ["CSeqCell", "SeqCellPluginKit"],
+            path: "Plugins/\($0.target)",
+            exclude: [],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageRoot)/Plugins/exports.map"])])
+    }
+)

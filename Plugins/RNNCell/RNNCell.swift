@@ -1,0 +1,160 @@
+// The Elman RNN cell, as PyTorch's nn.RNN:
+//   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  act = tanh (default) or relu.
+
+import CSeqCell
+import SeqCellPluginKit
+
+private let cellID = "rnn"
+
+private let optionSpecs = [
+    OptionSpec(name: "activation", description: "nonlinearity: tanh (default) or relu",
+               kind: .choice(["tanh", "relu"]), defaultValue: 0),
+]
+
+final class RNNKernel: CellKernel {
+    let inputSize: Int
+    let hidden: Int
+    let relu: Bool
+    let layout: LayoutStorage
+
+    init(_ config: CellConfig) {
+        inputSize = config.inputSize
+        hidden = config.hiddenSize
+        relu = config.options[0] == 1
+        let (I, H) = (inputSize, hidden)
+        layout = LayoutStorage(
+            params: [
+                ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [H, I], description: "W_ih [H, I]"),
+                ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [H, H], description: "W_hh [H, H]"),
+                ParamSpec("bias_ih", role: SEQCELL_ROLE_BIAS, shape: [H], description: "b_ih [H]"),
+                ParamSpec("bias_hh", role: SEQCELL_ROLE_BIAS, shape: [H], description: "b_hh [H]"),
+            ],
+            states: [StateSpec("h", size: H)],
+            outputSize: H)
+    }
+
+    struct Buffers {
+        var pre: UnsafeMutablePointer<Float>    // [T, B, H] pre-activations, then dpre in backward
+        var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [B, H]
+        var dh: UnsafeMutablePointer<Float>     // training only: [B, H]
+        var tmp: UnsafeMutablePointer<Float>    // training only: [B, H]
+    }
+
+    func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
+        let H = hidden
+        let pre = c.floats(T * B * H)
+        let states = c.floats((training ? T + 1 : 1) * B * H)
+        let dh = training ? c.floats(B * H) : pre
+        let tmp = training ? c.floats(B * H) : pre
+        return Buffers(pre: pre, states: states, dh: dh, tmp: tmp)
+    }
+
+    func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
+        var c = WorkspaceCarver(base: nil)
+        _ = carve(&c, T: T, B: B, training: training)
+        return c.bytes
+    }
+
+    func forward(_ f: ForwardCall) throws(CellError) {
+        let (T, B, I, H) = (f.T, f.B, inputSize, hidden)
+        var c = WorkspaceCarver(base: f.workspace)
+        let w = carve(&c, T: T, B: B, training: f.training)
+        let wih = f.param(0), whh = f.param(1)
+        // Input projection of every step at once: pre = X W_ih^T + b_ih + b_hh.
+        fillRows(w.pre, rows: T * B, n: H, bias1: f.param(2), bias2: f.param(3))
+        sgemm(transA: false, transB: true, m: T * B, n: H, k: I, a: f.input, lda: I, b: wih, ldb: I,
+              beta: 1, c: w.pre, ldc: H)
+        copyOrZero(f.initialState(0), to: w.states, count: B * H)
+        for t in 0..<T {
+            let hPrev = f.training ? w.states + t * B * H : w.states
+            let hNext = f.training ? w.states + (t + 1) * B * H : w.states
+            let pre = w.pre + t * B * H
+            sgemm(transA: false, transB: true, m: B, n: H, k: H, a: hPrev, lda: H, b: whh, ldb: H,
+                  beta: 1, c: pre, ldc: H)
+            let out = f.output + t * B * H
+            for b in 0..<B {
+                let o = out + b * H, hn = hNext + b * H
+                if t < f.length(b) {
+                    let p = pre + b * H
+                    if relu {
+                        for j in 0..<H { let v = max(p[j], 0); o[j] = v; hn[j] = v }
+                    } else {
+                        for j in 0..<H { let v = tanhActivation(p[j]); o[j] = v; hn[j] = v }
+                    }
+                } else {
+                    o.update(repeating: 0, count: H)
+                    if hn != hPrev + b * H { hn.update(from: hPrev + b * H, count: H) }
+                }
+            }
+        }
+        if let hN = f.finalState(0) {
+            hN.update(from: f.training ? w.states + T * B * H : w.states, count: B * H)
+        }
+    }
+
+    func backward(_ g: BackwardCall) throws(CellError) {
+        let (T, B, I, H) = (g.T, g.B, inputSize, hidden)
+        var c = WorkspaceCarver(base: g.workspace)
+        let w = carve(&c, T: T, B: B, training: true)
+        let wih = g.param(0), whh = g.param(1)
+        copyOrZero(g.gradFinalState(0), to: w.dh, count: B * H)
+        let dpreAll = w.pre  // the pre-activations are no longer needed: reuse for dpre
+        for t in stride(from: T - 1, through: 0, by: -1) {
+            let hT = w.states + (t + 1) * B * H
+            let dpre = dpreAll + t * B * H
+            for b in 0..<B {
+                let d = dpre + b * H
+                guard t < g.length(b) else { d.update(repeating: 0, count: H); continue }
+                let dh = w.dh + b * H, h = hT + b * H
+                let go = g.gradOutput.map { $0 + (t * B + b) * H }
+                for j in 0..<H {
+                    let up = dh[j] + (go?[j] ?? 0)
+                    d[j] = relu ? (h[j] > 0 ? up : 0) : up * (1 - h[j] * h[j])
+                }
+            }
+            // dh_{t-1} = dpre_t W_hh for samples active at t; the others carry dh unchanged.
+            sgemm(transA: false, transB: false, m: B, n: H, k: H, a: dpre, lda: H, b: whh, ldb: H,
+                  beta: 0, c: w.tmp, ldc: H)
+            for b in 0..<B where t < g.length(b) {
+                (w.dh + b * H).update(from: w.tmp + b * H, count: H)
+            }
+        }
+        if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * H) }
+        if let gx = g.gradInput {
+            sgemm(transA: false, transB: false, m: T * B, n: I, k: H, a: dpreAll, lda: H, b: wih, ldb: I,
+                  beta: 0, c: gx, ldc: I)
+        }
+        sgemm(transA: true, transB: false, m: H, n: I, k: T * B, a: dpreAll, lda: H, b: g.input, ldb: I,
+              beta: 1, c: g.gradParam(0), ldc: I)
+        sgemm(transA: true, transB: false, m: H, n: H, k: T * B, a: dpreAll, lda: H, b: w.states, ldb: H,
+              beta: 1, c: g.gradParam(1), ldc: H)
+        addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(2))
+        addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(3))
+    }
+}
+
+private let create: @convention(c) (
+    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status = { config, instance, error, capacity in
+    createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
+        RNNKernel(try CellConfig(config, specs: optionSpecs, cellID: cellID))
+    }
+}
+
+private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in RNN", cells: [
+    makeCellDescriptor(
+        id: cellID, version: (1, 0, 0),
+        description: "Elman RNN, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNN",
+        options: optionSpecs, create: create),
+])
+
+@_cdecl("seqcell_plugin_entry")
+public func seqcell_plugin_entry(
+    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: UnsafePointer<seqcell_host>?,
+    _ out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
+    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
+) -> seqcell_status {
+    pluginEntry(hostMajor: hostMajor, hostMinor: hostMinor, host: host, out: out, error: error,
+                capacity: capacity) { plugin }
+}

@@ -1,0 +1,516 @@
+// SeqCellPluginKit: what every Swift cell plugin needs to speak seqcell.h.
+//
+// This module is linked statically into each built-in cell's .so and never into the host,
+// so each plugin has its own copy and no Swift type ever crosses the plugin boundary: the
+// host sees only the C structs declared in seqcell.h.
+//
+// A cell implements `CellKernel` and writes one `@_cdecl("seqcell_plugin_entry")` function
+// that calls `pluginEntry`, and one C `create` thunk that calls `createInstance`. Everything
+// else (descriptor tables, argument validation, error buffers, workspace sizing) is here.
+
+import CSeqCell
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+// MARK: - Errors
+
+/// A failure inside a cell, reported to the host as a status code and a message.
+public struct CellError: Error {
+    public var status: seqcell_status
+    public var message: String
+
+    public init(_ status: seqcell_status = SEQCELL_ERR_INVALID_ARGUMENT, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+
+    public static func invalid(_ message: String) -> CellError {
+        CellError(SEQCELL_ERR_INVALID_ARGUMENT, message)
+    }
+}
+
+/// Copies `message` into a caller-owned buffer, truncating and always NUL-terminating.
+public func writeError(_ message: String, into buffer: UnsafeMutablePointer<CChar>?, capacity: Int) {
+    guard let buffer, capacity > 0 else { return }
+    var utf8 = Array(message.utf8.prefix(capacity - 1))
+    utf8.append(0)
+    utf8.withUnsafeBufferPointer { src in
+        src.withMemoryRebound(to: CChar.self) { buffer.update(from: $0.baseAddress!, count: $0.count) }
+    }
+}
+
+// MARK: - Host services
+
+/// The host's services table, set once by `pluginEntry`.
+nonisolated(unsafe) public private(set) var hostServices: UnsafePointer<seqcell_host>? = nil
+
+/// Row-major single-precision GEMM through the host: C = alpha·op(A)·op(B) + beta·C.
+@inline(__always)
+public func sgemm(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    if m == 0 || n == 0 { return }
+    let host = hostServices!.pointee
+    host.sgemm(
+        host.context, transA ? Int32(SEQCELL_TRANS) : Int32(SEQCELL_NO_TRANS),
+        transB ? Int32(SEQCELL_TRANS) : Int32(SEQCELL_NO_TRANS),
+        Int64(m), Int64(n), Int64(k), alpha, a, Int64(lda), b, Int64(ldb), beta, c, Int64(ldc))
+}
+
+/// Logs through the host (level SEQCELL_LOG_*).
+public func hostLog(_ level: Int32, _ message: String) {
+    guard let host = hostServices?.pointee, let log = host.log else { return }
+    log(host.context, level, message)
+}
+
+// MARK: - Descriptor building (allocated once, kept for the life of the process)
+
+/// A C string that lives for the life of the process.
+public func permanentCString(_ s: String) -> UnsafePointer<CChar> {
+    UnsafePointer(strdup(s)!)
+}
+
+public struct OptionSpec: Sendable {
+    public enum Kind: Sendable { case int(min: Int, max: Int), float(min: Double, max: Double), choice([String]) }
+    public var name: String
+    public var description: String
+    public var kind: Kind
+    public var defaultValue: Double
+
+    public init(name: String, description: String, kind: Kind, defaultValue: Double) {
+        self.name = name
+        self.description = description
+        self.kind = kind
+        self.defaultValue = defaultValue
+    }
+}
+
+public struct ParamSpec: Sendable {
+    public var name: String
+    public var role: Int32
+    public var shape: [Int]
+    public var gateOrder: String
+    public var description: String
+
+    public init(_ name: String, role: Int32, shape: [Int], gateOrder: String = "", description: String) {
+        self.name = name
+        self.role = role
+        self.shape = shape
+        self.gateOrder = gateOrder
+        self.description = description
+    }
+}
+
+public struct StateSpec: Sendable {
+    public var name: String
+    public var size: Int
+    public init(_ name: String, size: Int) {
+        self.name = name
+        self.size = size
+    }
+}
+
+/// Builds a cell descriptor. The kit supplies destroy/layout/workspace/forward/backward;
+/// the cell supplies only its `create` thunk (a C function calling `createInstance`).
+public func makeCellDescriptor(
+    id: String, version: (UInt32, UInt32, UInt32), description: String, options: [OptionSpec],
+    create: @convention(c) (
+        UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+        UnsafeMutablePointer<CChar>?, Int
+    ) -> seqcell_status
+) -> UnsafePointer<seqcell_cell_desc> {
+    let opts = UnsafeMutablePointer<seqcell_option_desc>.allocate(capacity: max(options.count, 1))
+    for (i, o) in options.enumerated() {
+        var d = seqcell_option_desc()
+        d.struct_size = UInt32(MemoryLayout<seqcell_option_desc>.size)
+        d.name = permanentCString(o.name)
+        d.description = permanentCString(o.description)
+        d.default_value = o.defaultValue
+        switch o.kind {
+        case .int(let lo, let hi):
+            d.kind = SEQCELL_OPTION_INT
+            d.min_value = Double(lo)
+            d.max_value = Double(hi)
+        case .float(let lo, let hi):
+            d.kind = SEQCELL_OPTION_FLOAT
+            d.min_value = lo
+            d.max_value = hi
+        case .choice(let names):
+            d.kind = SEQCELL_OPTION_CHOICE
+            d.min_value = 0
+            d.max_value = Double(names.count - 1)
+            d.choices = permanentCString(names.joined(separator: ","))
+        }
+        (opts + i).initialize(to: d)
+    }
+    var c = seqcell_cell_desc()
+    c.struct_size = UInt32(MemoryLayout<seqcell_cell_desc>.size)
+    c.version_major = version.0
+    c.version_minor = version.1
+    c.version_patch = version.2
+    c.id = permanentCString(id)
+    c.description = permanentCString(description)
+    c.num_options = Int32(options.count)
+    c.options = UnsafePointer(opts)
+    c.create = create
+    c.destroy = kitDestroy
+    c.layout = kitLayout
+    c.workspace_size = kitWorkspaceSize
+    c.forward = kitForward
+    c.backward = kitBackward
+    let p = UnsafeMutablePointer<seqcell_cell_desc>.allocate(capacity: 1)
+    p.initialize(to: c)
+    return UnsafePointer(p)
+}
+
+/// Builds the library descriptor returned by the entry point.
+public func makePlugin(name: String, cells: [UnsafePointer<seqcell_cell_desc>]) -> UnsafePointer<seqcell_plugin> {
+    let list = UnsafeMutablePointer<UnsafePointer<seqcell_cell_desc>?>.allocate(capacity: cells.count)
+    for (i, c) in cells.enumerated() { (list + i).initialize(to: c) }
+    var p = seqcell_plugin()
+    p.struct_size = UInt32(MemoryLayout<seqcell_plugin>.size)
+    p.abi_major = SEQCELL_ABI_MAJOR
+    p.abi_minor = SEQCELL_ABI_MINOR
+    p.num_cells = Int32(cells.count)
+    p.name = permanentCString(name)
+    p.cells = UnsafePointer(list)
+    let out = UnsafeMutablePointer<seqcell_plugin>.allocate(capacity: 1)
+    out.initialize(to: p)
+    return UnsafePointer(out)
+}
+
+/// The body of every Swift plugin's `seqcell_plugin_entry`: negotiates the ABI, keeps the
+/// host table, and hands back the descriptor built (once) by `build`.
+public func pluginEntry(
+    hostMajor: UInt32, hostMinor: UInt32, host: UnsafePointer<seqcell_host>?,
+    out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
+    error: UnsafeMutablePointer<CChar>?, capacity: Int,
+    build: () -> UnsafePointer<seqcell_plugin>
+) -> seqcell_status {
+    guard hostMajor == SEQCELL_ABI_MAJOR else {
+        writeError("this plugin speaks SeqCell ABI \(SEQCELL_ABI_MAJOR).x; the host speaks \(hostMajor).\(hostMinor)",
+                   into: error, capacity: capacity)
+        return SEQCELL_ERR_VERSION
+    }
+    guard let host, let out else {
+        writeError("host table and output pointer must not be NULL", into: error, capacity: capacity)
+        return SEQCELL_ERR_INVALID_ARGUMENT
+    }
+    let hostSize = Int(host.pointee.struct_size)
+    let needed = MemoryLayout<seqcell_host>.offset(of: \seqcell_host.log)! + MemoryLayout<UnsafeRawPointer>.size
+    guard hostSize >= needed, host.pointee.sgemm != nil, host.pointee.aligned_alloc != nil,
+          host.pointee.aligned_free != nil
+    else {
+        writeError("host services table is too small (\(hostSize) bytes) or lacks sgemm/aligned_alloc/aligned_free",
+                   into: error, capacity: capacity)
+        return SEQCELL_ERR_VERSION
+    }
+    hostServices = host
+    out.pointee = build()
+    return SEQCELL_OK
+}
+
+// MARK: - Layout
+
+/// Owns a `seqcell_layout` and the strings and arrays it points to.
+public final class LayoutStorage {
+    public let pointer: UnsafeMutablePointer<seqcell_layout>
+    public let params: [ParamSpec]
+    public let states: [StateSpec]
+    public let outputSize: Int
+    private var strings: [UnsafeMutablePointer<CChar>] = []
+    private let paramArray: UnsafeMutablePointer<seqcell_param_desc>
+    private let stateArray: UnsafeMutablePointer<seqcell_state_desc>
+
+    public init(params: [ParamSpec], states: [StateSpec], outputSize: Int) {
+        self.params = params
+        self.states = states
+        self.outputSize = outputSize
+        paramArray = .allocate(capacity: max(params.count, 1))
+        stateArray = .allocate(capacity: max(states.count, 1))
+        pointer = .allocate(capacity: 1)
+        func keep(_ s: String) -> UnsafePointer<CChar> {
+            let p = strdup(s)!
+            strings.append(p)
+            return UnsafePointer(p)
+        }
+        for (i, p) in params.enumerated() {
+            var d = seqcell_param_desc()
+            d.struct_size = UInt32(MemoryLayout<seqcell_param_desc>.size)
+            d.role = p.role
+            d.name = keep(p.name)
+            d.rank = Int32(p.shape.count)
+            d.shape.0 = Int64(p.shape[0])
+            d.shape.1 = p.shape.count > 1 ? Int64(p.shape[1]) : 0
+            d.gate_order = keep(p.gateOrder)
+            d.description = keep(p.description)
+            (paramArray + i).initialize(to: d)
+        }
+        for (i, s) in states.enumerated() {
+            var d = seqcell_state_desc()
+            d.struct_size = UInt32(MemoryLayout<seqcell_state_desc>.size)
+            d.name = keep(s.name)
+            d.size = Int64(s.size)
+            (stateArray + i).initialize(to: d)
+        }
+        var l = seqcell_layout()
+        l.struct_size = UInt32(MemoryLayout<seqcell_layout>.size)
+        l.num_params = Int32(params.count)
+        l.num_states = Int32(states.count)
+        l.output_size = Int64(outputSize)
+        l.params = UnsafePointer(paramArray)
+        l.states = UnsafePointer(stateArray)
+        pointer.initialize(to: l)
+    }
+
+    deinit {
+        for s in strings { free(s) }
+        paramArray.deallocate()
+        stateArray.deallocate()
+        pointer.deallocate()
+    }
+
+    /// Number of floats in parameter `i`.
+    public func paramCount(_ i: Int) -> Int { params[i].shape.reduce(1, *) }
+}
+
+// MARK: - Options
+
+/// The configuration a cell's `create` receives, checked against its option specs.
+public struct CellConfig {
+    public let inputSize: Int
+    public let hiddenSize: Int
+    public let options: [Double]
+
+    /// Reads and checks a `seqcell_config` against `specs`; throws with a clear message.
+    public init(_ config: UnsafePointer<seqcell_config>?, specs: [OptionSpec], cellID: String) throws(CellError) {
+        guard let c = config?.pointee else { throw .invalid("\(cellID): config is NULL") }
+        guard c.input_size >= 1 else { throw .invalid("\(cellID): input_size must be >= 1 (got \(c.input_size))") }
+        guard c.hidden_size >= 1 else { throw .invalid("\(cellID): hidden_size must be >= 1 (got \(c.hidden_size))") }
+        guard Int(c.num_options) == specs.count else {
+            throw .invalid("\(cellID): expected \(specs.count) option values, got \(c.num_options)")
+        }
+        var values: [Double] = []
+        for (i, spec) in specs.enumerated() {
+            let v = c.options![i]
+            switch spec.kind {
+            case .int(let lo, let hi):
+                guard v == v.rounded(), v >= Double(lo), v <= Double(hi) else {
+                    throw .invalid("\(cellID): option '\(spec.name)' must be an integer in \(lo)...\(hi) (got \(v))")
+                }
+            case .float(let lo, let hi):
+                guard v.isFinite, v >= lo, v <= hi else {
+                    throw .invalid("\(cellID): option '\(spec.name)' must be in \(lo)...\(hi) (got \(v))")
+                }
+            case .choice(let names):
+                guard v == v.rounded(), v >= 0, Int(v) < names.count else {
+                    throw .invalid("\(cellID): option '\(spec.name)' must be one of \(names.joined(separator: ", ")) (got index \(v))")
+                }
+            }
+            values.append(v)
+        }
+        inputSize = Int(c.input_size)
+        hiddenSize = Int(c.hidden_size)
+        options = values
+    }
+}
+
+// MARK: - Kernels
+
+/// Typed view of a forward call, already validated against the cell's layout.
+public struct ForwardCall {
+    public let T: Int
+    public let B: Int
+    public let training: Bool
+    public let input: UnsafePointer<Float>
+    /// nil: every sample has length T.
+    public let lengths: UnsafePointer<Int32>?
+    public let args: UnsafePointer<seqcell_forward_args>
+    public let output: UnsafeMutablePointer<Float>
+    public let workspace: UnsafeMutableRawPointer
+
+    @inline(__always) public func param(_ i: Int) -> UnsafePointer<Float> { args.pointee.params[i]! }
+    /// nil means zero.
+    @inline(__always) public func initialState(_ i: Int) -> UnsafePointer<Float>? { args.pointee.initial_states?[i] }
+    @inline(__always) public func finalState(_ i: Int) -> UnsafeMutablePointer<Float>? { args.pointee.final_states?[i] }
+    @inline(__always) public func length(_ b: Int) -> Int { lengths.map { Int($0[b]) } ?? T }
+}
+
+/// Typed view of a backward call, already validated against the cell's layout.
+public struct BackwardCall {
+    public let T: Int
+    public let B: Int
+    public let input: UnsafePointer<Float>
+    public let lengths: UnsafePointer<Int32>?
+    public let args: UnsafePointer<seqcell_backward_args>
+    public let workspace: UnsafeMutableRawPointer
+
+    @inline(__always) public func param(_ i: Int) -> UnsafePointer<Float> { args.pointee.params[i]! }
+    @inline(__always) public func initialState(_ i: Int) -> UnsafePointer<Float>? { args.pointee.initial_states?[i] }
+    /// nil means zero.
+    @inline(__always) public var gradOutput: UnsafePointer<Float>? { args.pointee.grad_output }
+    @inline(__always) public func gradFinalState(_ i: Int) -> UnsafePointer<Float>? { args.pointee.grad_final_states?[i] }
+    @inline(__always) public var gradInput: UnsafeMutablePointer<Float>? { args.pointee.grad_input }
+    @inline(__always) public func gradInitialState(_ i: Int) -> UnsafeMutablePointer<Float>? { args.pointee.grad_initial_states?[i] }
+    @inline(__always) public func gradParam(_ i: Int) -> UnsafeMutablePointer<Float> { args.pointee.grad_params[i]! }
+    @inline(__always) public func length(_ b: Int) -> Int { lengths.map { Int($0[b]) } ?? T }
+}
+
+/// What a Swift cell implements. Instances are immutable after creation (the ABI lets
+/// the host call forward/backward concurrently on one instance).
+public protocol CellKernel: AnyObject {
+    var layout: LayoutStorage { get }
+    var inputSize: Int { get }
+    /// Bytes of workspace for (T, B); `training` adds what backward needs.
+    func workspaceBytes(T: Int, B: Int, training: Bool) -> Int
+    func forward(_ call: ForwardCall) throws(CellError)
+    func backward(_ call: BackwardCall) throws(CellError)
+}
+
+/// Hands out 64-byte-aligned float arrays from one workspace block, in a fixed order.
+/// With no base it only measures, so one function can both size and carve a workspace.
+public struct WorkspaceCarver {
+    public private(set) var bytes: Int = 0
+    private let base: UnsafeMutableRawPointer?
+
+    public init(base: UnsafeMutableRawPointer?) { self.base = base }
+
+    public mutating func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let start = (bytes + 63) & ~63
+        bytes = start + count * MemoryLayout<Float>.stride
+        guard let base else { return UnsafeMutablePointer(bitPattern: 64)! }
+        return (base + start).assumingMemoryBound(to: Float.self)
+    }
+}
+
+/// Boxes a kernel for the C side: the opaque instance pointer is an Unmanaged<KernelBox>.
+final class KernelBox {
+    let kernel: any CellKernel
+    init(_ kernel: any CellKernel) { self.kernel = kernel }
+}
+
+@inline(__always)
+func kernel(_ instance: UnsafeRawPointer) -> any CellKernel {
+    Unmanaged<KernelBox>.fromOpaque(instance).takeUnretainedValue().kernel
+}
+
+/// The body of a cell's `create` thunk.
+public func createInstance(
+    _ instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    error errorBuffer: UnsafeMutablePointer<CChar>?, capacity: Int,
+    make: () throws(CellError) -> any CellKernel
+) -> seqcell_status {
+    guard let instance else {
+        writeError("instance output pointer is NULL", into: errorBuffer, capacity: capacity)
+        return SEQCELL_ERR_INVALID_ARGUMENT
+    }
+    do throws(CellError) {
+        let k = try make()
+        instance.pointee = Unmanaged.passRetained(KernelBox(k)).toOpaque()
+        return SEQCELL_OK
+    } catch {
+        writeError(error.message, into: errorBuffer, capacity: capacity)
+        return error.status
+    }
+}
+
+private let kitDestroy: @convention(c) (UnsafeMutableRawPointer?) -> Void = { instance in
+    guard let instance else { return }
+    Unmanaged<KernelBox>.fromOpaque(instance).release()
+}
+
+private let kitLayout: @convention(c) (UnsafeRawPointer?) -> UnsafePointer<seqcell_layout>? = { instance in
+    guard let instance else { return nil }
+    return UnsafePointer(kernel(instance).layout.pointer)
+}
+
+private let kitWorkspaceSize: @convention(c) (UnsafeRawPointer?, Int64, Int64, Int32) -> Int = { instance, t, b, mode in
+    guard let instance, t >= 1, b >= 1 else { return 0 }
+    return kernel(instance).workspaceBytes(T: Int(t), B: Int(b), training: mode == SEQCELL_MODE_TRAINING)
+}
+
+/// Checks what every cell needs of a call: sizes, pointers, lengths, workspace.
+func checkCommon(
+    _ k: any CellKernel, T: Int64, B: Int64, input: UnsafePointer<Float>?, lengths: UnsafePointer<Int32>?,
+    params: UnsafePointer<UnsafePointer<Float>?>?, workspace: UnsafeMutableRawPointer?, workspaceSize: Int,
+    training: Bool
+) throws(CellError) {
+    guard T >= 1 else { throw .invalid("seq_len must be >= 1 (got \(T))") }
+    guard B >= 1 else { throw .invalid("batch must be >= 1 (got \(B))") }
+    guard input != nil else { throw .invalid("input is NULL") }
+    guard let params else { throw .invalid("params is NULL") }
+    for (i, p) in k.layout.params.enumerated() where params[i] == nil {
+        throw .invalid("parameter '\(p.name)' is NULL")
+    }
+    if let lengths {
+        for b in 0..<Int(B) {
+            let l = lengths[b]
+            guard l >= 1, Int64(l) <= T else {
+                throw .invalid("lengths[\(b)] = \(l) is outside 1...\(T)")
+            }
+        }
+    }
+    let need = k.workspaceBytes(T: Int(T), B: Int(B), training: training)
+    guard workspaceSize >= need, need == 0 || workspace != nil else {
+        throw .invalid("workspace is \(workspaceSize) bytes; this call needs \(need)")
+    }
+}
+
+private let kitForward: @convention(c) (
+    UnsafeRawPointer?, UnsafePointer<seqcell_forward_args>?, UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status = { instance, args, errorBuffer, capacity in
+    do throws(CellError) {
+        guard let instance else { throw .invalid("instance is NULL") }
+        guard let args else { throw .invalid("forward args are NULL") }
+        let a = args.pointee
+        guard a.struct_size >= UInt32(MemoryLayout<seqcell_forward_args>.size) else {
+            throw .invalid("forward args struct_size \(a.struct_size) is smaller than this cell's \(MemoryLayout<seqcell_forward_args>.size)")
+        }
+        let k = kernel(instance)
+        let training = a.mode == SEQCELL_MODE_TRAINING
+        guard a.mode == SEQCELL_MODE_INFERENCE || training else { throw .invalid("unknown mode \(a.mode)") }
+        try checkCommon(k, T: a.seq_len, B: a.batch, input: a.input, lengths: a.lengths, params: a.params,
+                        workspace: a.workspace, workspaceSize: a.workspace_size, training: training)
+        guard let output = a.output else { throw .invalid("output is NULL") }
+        try k.forward(ForwardCall(
+            T: Int(a.seq_len), B: Int(a.batch), training: training, input: a.input!, lengths: a.lengths,
+            args: args, output: output, workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
+        return SEQCELL_OK
+    } catch {
+        writeError(error.message, into: errorBuffer, capacity: capacity)
+        return error.status
+    }
+}
+
+private let kitBackward: @convention(c) (
+    UnsafeRawPointer?, UnsafePointer<seqcell_backward_args>?, UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status = { instance, args, errorBuffer, capacity in
+    do throws(CellError) {
+        guard let instance else { throw .invalid("instance is NULL") }
+        guard let args else { throw .invalid("backward args are NULL") }
+        let a = args.pointee
+        guard a.struct_size >= UInt32(MemoryLayout<seqcell_backward_args>.size) else {
+            throw .invalid("backward args struct_size \(a.struct_size) is smaller than this cell's \(MemoryLayout<seqcell_backward_args>.size)")
+        }
+        let k = kernel(instance)
+        try checkCommon(k, T: a.seq_len, B: a.batch, input: a.input, lengths: a.lengths, params: a.params,
+                        workspace: a.workspace, workspaceSize: a.workspace_size, training: true)
+        guard let grads = a.grad_params else { throw .invalid("grad_params is NULL") }
+        for (i, p) in k.layout.params.enumerated() where grads[i] == nil {
+            throw .invalid("gradient of parameter '\(p.name)' is NULL")
+        }
+        try k.backward(BackwardCall(
+            T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths, args: args,
+            workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
+        return SEQCELL_OK
+    } catch {
+        writeError(error.message, into: errorBuffer, capacity: capacity)
+        return error.status
+    }
+}
