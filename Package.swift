@@ -25,6 +25,8 @@ let package = Package(
     targets: [
         // The plugin ABI: one C header, shared by the host and every cell.
         .target(name: "CSeqCell", path: "Sources/CSeqCell"),
+        // Host-only C helpers (dladdr), never linked into a plugin.
+        .target(name: "CSeqCellHost", path: "Sources/CSeqCellHost"),
         // Debian's libhdf5-dev and libopenblas-dev.
         .systemLibrary(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
@@ -36,7 +38,7 @@ let package = Package(
         .target(
             name: "SeqCell",
             dependencies: [
-                "CSeqCell", "CHDF5", "CBLAS",
+                "CSeqCell", "CSeqCellHost", "CHDF5", "CBLAS",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),

@@ -1,0 +1,9 @@
+#ifndef SEQCELL_HOST_SHIM_H
+#define SEQCELL_HOST_SHIM_H
+#include <stddef.h>
+
+/* The path of the loaded file that defines `address` (dladdr, a GNU extension glibc
+   declares only under _GNU_SOURCE). Returns 1 and fills `path`, or 0 if unknown. */
+int sc_file_defining(const void *address, char *path, size_t capacity);
+
+#endif

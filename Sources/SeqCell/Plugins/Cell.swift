@@ -1,0 +1,441 @@
+import CSeqCell
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A parameter tensor a configured cell declares.
+public struct ParamInfo: Equatable, Sendable {
+    public enum Role: Int32, Sendable { case other = 0, inputWeight = 1, recurrentWeight = 2, bias = 3 }
+    public let name: String
+    public let role: Role
+    public let shape: [Int]
+    /// How rows split into gate blocks, e.g. "i,f,g,o"; "" when the cell has one block.
+    public let gateOrder: String
+    public let description: String
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// A state tensor a configured cell carries from step to step ([B, size] per call).
+public struct StateInfo: Equatable, Sendable {
+    public let name: String
+    public let size: Int
+}
+
+/// A cell configured for one input size, hidden size and option set: an instance of the
+/// plugin (`create`d once, `destroy`ed in deinit). Immutable and safe to share: the ABI lets
+/// forward and backward run concurrently, each call with its own workspace.
+public final class Cell: @unchecked Sendable {
+    public let type: CellType
+    public let inputSize: Int
+    public let hiddenSize: Int
+    public let options: [String: OptionValue]
+    public let params: [ParamInfo]
+    public let states: [StateInfo]
+    public let outputSize: Int
+    private let instance: UnsafeMutableRawPointer
+    private let desc: seqcell_cell_desc
+
+    init(type: CellType, inputSize: Int, hiddenSize: Int, options: [String: OptionValue]) throws {
+        self.type = type
+        self.inputSize = inputSize
+        self.hiddenSize = hiddenSize
+        self.options = options
+        let desc = type.descriptor.pointee
+        self.desc = desc
+        let values = type.options.map { $0.abiValue(options[$0.name]!) }
+        var error = ErrorBuffer()
+        var inst: UnsafeMutableRawPointer? = nil
+        let status = values.withUnsafeBufferPointer { vals in
+            var config = seqcell_config()
+            config.struct_size = UInt32(MemoryLayout<seqcell_config>.size)
+            config.num_options = Int32(values.count)
+            config.input_size = Int64(inputSize)
+            config.hidden_size = Int64(hiddenSize)
+            config.options = vals.baseAddress
+            return error.call { desc.create(&config, &inst, $0, $1) }
+        }
+        guard status == SEQCELL_OK, let inst else {
+            throw SeqCellError(.cell, "cell '\(type.id)' rejected input size \(inputSize), hidden size \(hiddenSize), "
+                + "options \(Cell.format(options)): \(error.message(status: status))")
+        }
+        instance = inst
+        do {
+            (params, states, outputSize) = try Cell.readLayout(desc.layout(inst), cellID: type.id)
+        } catch {
+            desc.destroy(inst)
+            throw error
+        }
+    }
+
+    deinit { desc.destroy(instance) }
+
+    static func format(_ options: [String: OptionValue]) -> String {
+        options.isEmpty ? "{}" : "{" + options.keys.sorted().map { "\($0)=\(options[$0]!)" }.joined(separator: ", ") + "}"
+    }
+
+    /// Reads and checks a layout: positive shapes, unique names, at least one state.
+    static func readLayout(_ layout: UnsafePointer<seqcell_layout>?, cellID: String) throws
+        -> ([ParamInfo], [StateInfo], Int)
+    {
+        func bad(_ why: String) -> SeqCellError { SeqCellError(.plugin, "cell '\(cellID)': invalid layout: \(why)") }
+        guard let l = layout?.pointee else { throw bad("layout() returned NULL") }
+        guard Int(l.struct_size) >= MemoryLayout<seqcell_layout>.size else {
+            throw bad("struct_size \(l.struct_size) is smaller than \(MemoryLayout<seqcell_layout>.size)")
+        }
+        guard l.num_params >= 0, l.num_params <= 64, l.num_params == 0 || l.params != nil else {
+            throw bad("num_params \(l.num_params) with params \(l.params == nil ? "NULL" : "set")")
+        }
+        guard l.num_states >= 1, l.num_states <= 16, l.states != nil else {
+            throw bad("a cell needs 1...16 states, declares \(l.num_states)")
+        }
+        guard l.output_size >= 1 else { throw bad("output_size must be >= 1, got \(l.output_size)") }
+        var params: [ParamInfo] = []
+        for i in 0..<Int(l.num_params) {
+            let p = l.params[i]
+            guard let namePtr = p.name else { throw bad("parameter \(i) has no name") }
+            let name = String(cString: namePtr)
+            guard isIdentifier(name) else { throw bad("parameter name '\(name)' is not [a-z0-9_]+") }
+            guard !params.contains(where: { $0.name == name }) else { throw bad("parameter '\(name)' declared twice") }
+            guard p.rank == 1 || p.rank == 2 else { throw bad("parameter '\(name)' has rank \(p.rank); 1 or 2 allowed") }
+            let shape = p.rank == 1 ? [Int(p.shape.0)] : [Int(p.shape.0), Int(p.shape.1)]
+            guard shape.allSatisfy({ $0 >= 1 }) else { throw bad("parameter '\(name)' has shape \(shape)") }
+            params.append(ParamInfo(
+                name: name, role: ParamInfo.Role(rawValue: p.role) ?? .other, shape: shape,
+                gateOrder: p.gate_order.map { String(cString: $0) } ?? "",
+                description: p.description.map { String(cString: $0) } ?? ""))
+        }
+        var states: [StateInfo] = []
+        for i in 0..<Int(l.num_states) {
+            let s = l.states[i]
+            guard let namePtr = s.name else { throw bad("state \(i) has no name") }
+            let name = String(cString: namePtr)
+            guard isIdentifier(name), !states.contains(where: { $0.name == name }) else {
+                throw bad("state name '\(name)' is not a unique [a-z0-9_]+ name")
+            }
+            guard s.size >= 1 else { throw bad("state '\(name)' has size \(s.size)") }
+            states.append(StateInfo(name: name, size: Int(s.size)))
+        }
+        return (params, states, Int(l.output_size))
+    }
+
+    /// Total number of parameter values.
+    public var parameterCount: Int { params.reduce(0) { $0 + $1.count } }
+
+    /// Bytes of workspace the plugin asks for.
+    public func workspaceSize(T: Int, B: Int, training: Bool) -> Int {
+        desc.workspace_size(instance, Int64(T), Int64(B), training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE)
+    }
+
+    // MARK: - Calls
+
+    /// What a training-mode forward keeps for backward.
+    public final class Tape: @unchecked Sendable {
+        let input: Tensor
+        let lengths: [Int32]?
+        let params: [Tensor]
+        let initialStates: [Tensor?]
+        let output: Tensor
+        let workspace: AlignedBuffer
+        init(input: Tensor, lengths: [Int32]?, params: [Tensor], initialStates: [Tensor?], output: Tensor,
+             workspace: AlignedBuffer) {
+            self.input = input
+            self.lengths = lengths
+            self.params = params
+            self.initialStates = initialStates
+            self.output = output
+            self.workspace = workspace
+        }
+    }
+
+    public struct ForwardResult {
+        /// [T, B, outputSize]
+        public var output: Tensor
+        /// One [B, size] tensor per state.
+        public var finalStates: [Tensor]
+        /// Set when the call ran in training mode.
+        public var tape: Tape?
+    }
+
+    public struct Gradients {
+        /// [T, B, inputSize], or nil when not asked for.
+        public var input: Tensor?
+        /// One [B, size] tensor per state.
+        public var initialStates: [Tensor]
+        /// One tensor per parameter, shaped like it.
+        public var params: [Tensor]
+    }
+
+    /// Checks the shapes of a call's tensors against this cell; errors name the tensor.
+    func checkCall(input: Tensor, lengths: [Int32]?, params: [Tensor], initialStates: [Tensor?]) throws -> (T: Int, B: Int) {
+        let id = type.id
+        guard input.rank == 3 else {
+            throw SeqCellError(.shape, "cell '\(id)': input must be [T, B, I], got shape \(input.shape)")
+        }
+        let (T, B, I) = (input.shape[0], input.shape[1], input.shape[2])
+        guard T >= 1 else { throw SeqCellError(.shape, "cell '\(id)': sequence length T must be >= 1, got \(T)") }
+        guard B >= 1 else { throw SeqCellError(.shape, "cell '\(id)': batch size B must be >= 1, got \(B)") }
+        guard I == inputSize else {
+            throw SeqCellError(.shape, "cell '\(id)': input width is \(I), this cell expects \(inputSize)")
+        }
+        if let lengths {
+            guard lengths.count == B else {
+                throw SeqCellError(.shape, "cell '\(id)': \(lengths.count) lengths for a batch of \(B)")
+            }
+            if let (b, l) = lengths.enumerated().first(where: { $0.element < 1 || Int($0.element) > T }) {
+                throw SeqCellError(.invalidArgument, "cell '\(id)': lengths[\(b)] = \(l) is outside 1...\(T)")
+            }
+        }
+        guard params.count == self.params.count else {
+            throw SeqCellError(.shape, "cell '\(id)': \(params.count) parameter tensors given, it has \(self.params.count)")
+        }
+        for (p, info) in zip(params, self.params) where p.shape != info.shape {
+            throw SeqCellError(.shape, "cell '\(id)': parameter '\(info.name)' must be \(info.shape), got \(p.shape)")
+        }
+        guard initialStates.isEmpty || initialStates.count == states.count else {
+            throw SeqCellError(.shape, "cell '\(id)': \(initialStates.count) initial states given, it has \(states.count)")
+        }
+        for (s, info) in zip(initialStates, states) {
+            if let s, s.shape != [B, info.size] {
+                throw SeqCellError(.shape, "cell '\(id)': initial state '\(info.name)' must be [\(B), \(info.size)], got \(s.shape)")
+            }
+        }
+        return (T, B)
+    }
+
+    /// Runs the cell forward in time over a whole sequence.
+    /// - Parameters:
+    ///   - input: [T, B, inputSize]
+    ///   - lengths: per-sample lengths in 1...T, or nil for all T
+    ///   - params: one tensor per `params` entry, in order
+    ///   - initialStates: empty (all zero) or one entry per state, nil meaning zero
+    ///   - training: keep what `backward` needs
+    public func forward(input: Tensor, lengths: [Int32]? = nil, params: [Tensor], initialStates: [Tensor?] = [],
+                        training: Bool = false) throws -> ForwardResult {
+        let (T, B) = try checkCall(input: input, lengths: lengths, params: params, initialStates: initialStates)
+        var output = Tensor.zeros([T, B, outputSize])
+        let finals = OutputBuffers(shapes: states.map { [B, $0.size] })
+        let wsBytes = workspaceSize(T: T, B: B, training: training)
+        let workspace = try AlignedBuffer(bytes: wsBytes)
+        var error = ErrorBuffer()
+        let status = withPointers(params) { paramPtrs in
+            withOptionalPointers(initialStates) { statePtrs in
+                finals.withPointers { finalPtrs in
+                    input.data.withUnsafeBufferPointer { x in
+                        output.data.withUnsafeMutableBufferPointer { y in
+                            withOptionalArray(lengths) { lens in
+                                var args = seqcell_forward_args()
+                                args.struct_size = UInt32(MemoryLayout<seqcell_forward_args>.size)
+                                args.mode = training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE
+                                args.seq_len = Int64(T)
+                                args.batch = Int64(B)
+                                args.input = x.baseAddress
+                                args.lengths = lens
+                                args.params = paramPtrs
+                                args.initial_states = initialStates.isEmpty ? nil : statePtrs
+                                args.output = y.baseAddress
+                                args.final_states = finalPtrs
+                                args.workspace = workspace.pointer
+                                args.workspace_size = wsBytes
+                                return error.call { desc.forward(instance, &args, $0, $1) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard status == SEQCELL_OK else {
+            throw SeqCellError(.cell, "cell '\(type.id)' forward failed: \(error.message(status: status))")
+        }
+        let tape = training
+            ? Tape(input: input, lengths: lengths, params: params, initialStates: initialStates, output: output,
+                   workspace: workspace)
+            : nil
+        return ForwardResult(output: output, finalStates: finals.tensors, tape: tape)
+    }
+
+    /// Backward through time after a training-mode forward.
+    /// - Parameters:
+    ///   - gradOutput: [T, B, outputSize], or nil for zero
+    ///   - gradFinalStates: empty (zero) or one entry per state ([B, size] or nil)
+    ///   - wantInputGradient: compute the gradient with respect to the input
+    public func backward(tape: Tape, gradOutput: Tensor?, gradFinalStates: [Tensor?] = [],
+                         wantInputGradient: Bool = true) throws -> Gradients {
+        let T = tape.input.shape[0], B = tape.input.shape[1]
+        if let g = gradOutput, g.shape != [T, B, outputSize] {
+            throw SeqCellError(.shape, "cell '\(type.id)': output gradient must be [\(T), \(B), \(outputSize)], got \(g.shape)")
+        }
+        guard gradFinalStates.isEmpty || gradFinalStates.count == states.count else {
+            throw SeqCellError(.shape, "cell '\(type.id)': \(gradFinalStates.count) final-state gradients, it has \(states.count) states")
+        }
+        for (g, info) in zip(gradFinalStates, states) {
+            if let g, g.shape != [B, info.size] {
+                throw SeqCellError(.shape, "cell '\(type.id)': gradient of final state '\(info.name)' must be [\(B), \(info.size)], got \(g.shape)")
+            }
+        }
+        var gradInput = wantInputGradient ? Tensor.zeros([T, B, inputSize]) : Tensor.zeros([0])
+        let gradStates = OutputBuffers(shapes: states.map { [B, $0.size] })
+        let gradParams = OutputBuffers(shapes: params.map(\.shape))
+        var error = ErrorBuffer()
+        let status = withPointers(tape.params) { paramPtrs in
+            withOptionalPointers(tape.initialStates) { statePtrs in
+                withOptionalPointers(gradFinalStates) { gradFinalPtrs in
+                    gradStates.withPointers { gradStatePtrs in
+                        gradParams.withPointers { gradParamPtrs in
+                            tape.input.data.withUnsafeBufferPointer { x in
+                                tape.output.data.withUnsafeBufferPointer { y in
+                                    gradInput.data.withUnsafeMutableBufferPointer { gx in
+                                        withOptionalArray(gradOutput?.data) { gy in
+                                            withOptionalArray(tape.lengths) { lens in
+                                                var args = seqcell_backward_args()
+                                                args.struct_size = UInt32(MemoryLayout<seqcell_backward_args>.size)
+                                                args.seq_len = Int64(T)
+                                                args.batch = Int64(B)
+                                                args.input = x.baseAddress
+                                                args.lengths = lens
+                                                args.params = paramPtrs
+                                                args.initial_states = tape.initialStates.isEmpty ? nil : statePtrs
+                                                args.output = y.baseAddress
+                                                args.grad_output = gy
+                                                args.grad_final_states = gradFinalStates.isEmpty ? nil : gradFinalPtrs
+                                                args.grad_input = wantInputGradient ? gx.baseAddress : nil
+                                                args.grad_initial_states = gradStatePtrs
+                                                args.grad_params = gradParamPtrs
+                                                args.workspace = tape.workspace.pointer
+                                                args.workspace_size = tape.workspace.bytes
+                                                return error.call { desc.backward(instance, &args, $0, $1) }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        guard status == SEQCELL_OK else {
+            throw SeqCellError(.cell, "cell '\(type.id)' backward failed: \(error.message(status: status))")
+        }
+        return Gradients(input: wantInputGradient ? gradInput : nil, initialStates: gradStates.tensors,
+                         params: gradParams.tensors)
+    }
+}
+
+// MARK: - Pointer plumbing for the C calls
+
+/// A caller-owned error buffer for one plugin call (seqcell.h: no allocation crosses).
+struct ErrorBuffer {
+    static let capacity = 1024
+    var bytes = [CChar](repeating: 0, count: ErrorBuffer.capacity)
+
+    mutating func call(_ body: (UnsafeMutablePointer<CChar>, Int) -> seqcell_status) -> seqcell_status {
+        bytes.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
+    }
+
+    func message(status: seqcell_status) -> String {
+        let text = bytes.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let name = statusName(status)
+        return text.isEmpty ? "\(name) (no message)" : "\(text) [\(name)]"
+    }
+}
+
+func statusName(_ status: seqcell_status) -> String {
+    switch status {
+    case SEQCELL_OK: return "ok"
+    case SEQCELL_ERR_INVALID_ARGUMENT: return "invalid argument"
+    case SEQCELL_ERR_UNSUPPORTED: return "unsupported"
+    case SEQCELL_ERR_NO_MEMORY: return "out of memory"
+    case SEQCELL_ERR_VERSION: return "version mismatch"
+    case SEQCELL_ERR_INTERNAL: return "internal error"
+    default: return "status \(status)"
+    }
+}
+
+/// A 64-byte-aligned block of bytes owned by the host.
+public final class AlignedBuffer: @unchecked Sendable {
+    let pointer: UnsafeMutableRawPointer?
+    let bytes: Int
+
+    init(bytes: Int) throws {
+        self.bytes = bytes
+        if bytes == 0 {
+            pointer = nil
+            return
+        }
+        var p: UnsafeMutableRawPointer? = nil
+        guard posix_memalign(&p, 64, bytes) == 0, let p else {
+            throw SeqCellError(.numeric, "cannot allocate a workspace of \(bytes) bytes")
+        }
+        pointer = p
+    }
+
+    deinit { free(pointer) }
+}
+
+func withPointers<R>(_ tensors: [Tensor], _ body: (UnsafePointer<UnsafePointer<Float>?>) -> R) -> R {
+    var ptrs = [UnsafePointer<Float>?]()
+    ptrs.reserveCapacity(tensors.count)
+    func recurse(_ i: Int) -> R {
+        if i == tensors.count { return ptrs.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) } }
+        return tensors[i].data.withUnsafeBufferPointer { buf in
+            ptrs.append(buf.baseAddress)
+            return recurse(i + 1)
+        }
+    }
+    return recurse(0)
+}
+
+func withOptionalPointers<R>(_ tensors: [Tensor?], _ body: (UnsafePointer<UnsafePointer<Float>?>) -> R) -> R {
+    var ptrs = [UnsafePointer<Float>?]()
+    func recurse(_ i: Int) -> R {
+        if i == tensors.count { return ptrs.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) } }
+        guard let t = tensors[i] else {
+            ptrs.append(nil)
+            return recurse(i + 1)
+        }
+        return t.data.withUnsafeBufferPointer { buf in
+            ptrs.append(buf.baseAddress)
+            return recurse(i + 1)
+        }
+    }
+    return recurse(0)
+}
+
+/// Zeroed float buffers the plugin writes into, turned into tensors after the call.
+final class OutputBuffers {
+    private(set) var pointers: [UnsafeMutablePointer<Float>?]
+    private let shapes: [[Int]]
+
+    init(shapes: [[Int]]) {
+        self.shapes = shapes
+        pointers = shapes.map { shape in
+            let n = shape.reduce(1, *)
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
+            p.initialize(repeating: 0, count: max(n, 1))
+            return p
+        }
+    }
+
+    deinit { for p in pointers { p?.deallocate() } }
+
+    func tensor(_ i: Int) -> Tensor {
+        let n = shapes[i].reduce(1, *)
+        return Tensor(shape: shapes[i], data: Array(UnsafeBufferPointer(start: pointers[i], count: n)))
+    }
+
+    var tensors: [Tensor] { shapes.indices.map(tensor) }
+
+    func withPointers<R>(_ body: (UnsafePointer<UnsafeMutablePointer<Float>?>) -> R) -> R {
+        pointers.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) }
+    }
+}
+
+func withOptionalArray<T, R>(_ array: [T]?, _ body: (UnsafePointer<T>?) -> R) -> R {
+    guard let array else { return body(nil) }
+    return array.withUnsafeBufferPointer { body($0.baseAddress) }
+}
+
+func isIdentifier(_ s: String) -> Bool {
+    !s.isEmpty && s.utf8.allSatisfy { (0x61...0x7a).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5f }
+}
