@@ -40,3 +40,16 @@ final class RNNCellTests: XCTestCase {
         }
     }
 }
+
+final class RNNGradientTests: XCTestCase {
+    func testBackwardMatchesFiniteDifferences() throws {
+        let type = try cellType("rnn")
+        for activation in ["tanh", "relu"] {
+            let cell = try type.instantiate(inputSize: 3, hiddenSize: 4, options: ["activation": .choice(activation)])
+            for lengths in [nil, [5, 2, 1] as [Int32]] {
+                let results = try GradientCheck.checkCell(cell, T: 5, B: 3, lengths: lengths)
+                for r in results { XCTAssert(r.passed, "\(activation) lengths=\(String(describing: lengths)): \(r)") }
+            }
+        }
+    }
+}
