@@ -80,7 +80,7 @@ public enum GradientCheck {
     /// Parameters and inputs are uniform in ±0.5 (seeded), so results are reproducible.
     public static func checkCell(
         _ cell: Cell, T: Int, B: Int, lengths: [Int32]? = nil, seed: UInt64 = 7, maxEntries: Int = 24,
-        eps: Float = 1e-2
+        eps: Float = 1e-3
     ) throws -> [GradientCheckResult] {
         var rng = SplitMix64(seed: seed)
         let x = rng.uniformTensor([T, B, cell.inputSize], scale: 1)
