@@ -1,0 +1,221 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The activation a linear head applies after its affine map.
+public enum HeadActivation: String, CaseIterable, Sendable {
+    case linear, tanh, sigmoid, relu, softmax
+}
+
+/// A dense layer applied to every time step: y = act(x W^T + b).
+public struct LinearHead: Sendable {
+    /// [outputSize, inputSize]
+    public var weight: Tensor
+    /// [outputSize]
+    public var bias: Tensor
+    public var activation: HeadActivation
+
+    public init(weight: Tensor, bias: Tensor, activation: HeadActivation = .linear) throws {
+        guard weight.rank == 2, bias.shape == [weight.shape[0]] else {
+            throw SeqCellError(.shape, "head: weight must be [O, D] and bias [O], got \(weight.shape) and \(bias.shape)")
+        }
+        self.weight = weight
+        self.bias = bias
+        self.activation = activation
+    }
+
+    public var inputSize: Int { weight.shape[1] }
+    public var outputSize: Int { weight.shape[0] }
+
+    /// x: [..., inputSize] → [..., outputSize]
+    public func forward(_ x: Tensor) -> Tensor {
+        let (D, O) = (inputSize, outputSize)
+        let rows = x.count / D
+        var y = [Float](repeating: 0, count: rows * O)
+        for r in 0..<rows { for j in 0..<O { y[r * O + j] = bias.data[j] } }
+        x.data.withUnsafeBufferPointer { xp in
+            weight.data.withUnsafeBufferPointer { wp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    hostSgemm(transA: false, transB: true, m: rows, n: O, k: D, a: xp.baseAddress!, lda: D,
+                              b: wp.baseAddress!, ldb: D, beta: 1, c: yp.baseAddress!, ldc: O)
+                }
+            }
+        }
+        activate(&y, rows: rows, width: O)
+        return Tensor(shape: Array(x.shape.dropLast()) + [O], data: y)
+    }
+
+    func activate(_ y: inout [Float], rows: Int, width: Int) {
+        switch activation {
+        case .linear: break
+        case .tanh: for i in y.indices { y[i] = tanhf(y[i]) }
+        case .sigmoid: for i in y.indices { y[i] = 1 / (1 + expf(-y[i])) }
+        case .relu: for i in y.indices { y[i] = max(y[i], 0) }
+        case .softmax:
+            for r in 0..<rows {
+                let s = r * width
+                var m = -Float.infinity
+                for j in 0..<width { m = max(m, y[s + j]) }
+                var total: Float = 0
+                for j in 0..<width { y[s + j] = expf(y[s + j] - m); total += y[s + j] }
+                for j in 0..<width { y[s + j] /= total }
+            }
+        }
+    }
+
+    /// Gradients of the head from its output `y` and the gradient `g` reaching it.
+    /// Returns (dx, dW, db).
+    public func backward(input x: Tensor, output y: Tensor, gradOutput g: Tensor) -> (Tensor, Tensor, Tensor) {
+        let (D, O) = (inputSize, outputSize)
+        let rows = x.count / D
+        var dz = g.data
+        switch activation {
+        case .linear: break
+        case .tanh: for i in dz.indices { dz[i] *= 1 - y.data[i] * y.data[i] }
+        case .sigmoid: for i in dz.indices { dz[i] *= y.data[i] * (1 - y.data[i]) }
+        case .relu: for i in dz.indices where y.data[i] <= 0 { dz[i] = 0 }
+        case .softmax:
+            for r in 0..<rows {
+                var dot: Float = 0
+                for j in 0..<O { dot += g.data[r * O + j] * y.data[r * O + j] }
+                for j in 0..<O { dz[r * O + j] = y.data[r * O + j] * (g.data[r * O + j] - dot) }
+            }
+        }
+        var dx = [Float](repeating: 0, count: rows * D)
+        var dW = [Float](repeating: 0, count: O * D)
+        var db = [Float](repeating: 0, count: O)
+        for r in 0..<rows { for j in 0..<O { db[j] += dz[r * O + j] } }
+        dz.withUnsafeBufferPointer { dzp in
+            weight.data.withUnsafeBufferPointer { wp in
+                dx.withUnsafeMutableBufferPointer { dxp in
+                    hostSgemm(transA: false, transB: false, m: rows, n: D, k: O, a: dzp.baseAddress!, lda: O,
+                              b: wp.baseAddress!, ldb: D, beta: 0, c: dxp.baseAddress!, ldc: D)
+                }
+            }
+            x.data.withUnsafeBufferPointer { xp in
+                dW.withUnsafeMutableBufferPointer { dwp in
+                    hostSgemm(transA: true, transB: false, m: O, n: D, k: rows, a: dzp.baseAddress!, lda: O,
+                              b: xp.baseAddress!, ldb: D, beta: 0, c: dwp.baseAddress!, ldc: D)
+                }
+            }
+        }
+        return (Tensor(shape: x.shape, data: dx), Tensor(shape: weight.shape, data: dW), Tensor(shape: [O], data: db))
+    }
+}
+
+/// A stack of recurrent layers, each with its own cell kind and direction, and an
+/// optional linear head applied at every step.
+public struct Model: Sendable {
+    public let inputSize: Int
+    public var layers: [RecurrentLayer]
+    public var head: LinearHead?
+
+    /// Checks every join: layer k's input size must equal layer k−1's output size.
+    public init(inputSize: Int, layers: [RecurrentLayer], head: LinearHead? = nil) throws {
+        guard !layers.isEmpty else { throw SeqCellError(.invalidArgument, "a model needs at least one layer") }
+        var width = inputSize
+        for (k, l) in layers.enumerated() {
+            guard l.inputSize == width else {
+                let from = k == 0 ? "the model input is \(width) wide" : "layer \(k - 1) outputs \(width) features"
+                throw SeqCellError(.shape, "layer \(k) (\(l.cells[0].cell.type.id)) takes \(l.inputSize) inputs but \(from)")
+            }
+            width = l.outputSize
+        }
+        if let head, head.inputSize != width {
+            throw SeqCellError(.shape, "the head takes \(head.inputSize) inputs but layer \(layers.count - 1) outputs \(width) features")
+        }
+        self.inputSize = inputSize
+        self.layers = layers
+        self.head = head
+    }
+
+    /// Width of the last recurrent layer's output.
+    public var recurrentOutputSize: Int { layers.last!.outputSize }
+    /// Width of what `forward` returns as `output`: the head's, or the last layer's.
+    public var outputSize: Int { head?.outputSize ?? recurrentOutputSize }
+
+    public var parameterCount: Int {
+        layers.reduce(0) { $0 + $1.cells.reduce(0) { $0 + $1.cell.parameterCount } }
+            + (head.map { $0.weight.count + $0.bias.count } ?? 0)
+    }
+
+    public struct Output {
+        /// [T, B, outputSize]: the head's output if there is a head, else the last layer's.
+        public var output: Tensor
+        /// The last recurrent layer's output, [T, B, recurrentOutputSize].
+        public var recurrentOutput: Tensor
+        /// finalStates[layer][direction][state], each [B, size].
+        public var finalStates: [[[Tensor]]]
+        var layerOutputs: [RecurrentLayer.Output]
+        var layerInputs: [Tensor]
+    }
+
+    /// Runs the model.
+    /// - Parameters:
+    ///   - input: [T, B, inputSize]
+    ///   - lengths: per-sample lengths in 1...T, or nil
+    ///   - initialStates: empty (all zero) or initialStates[layer][direction][state]
+    public func forward(input: Tensor, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = [],
+                        training: Bool = false) throws -> Output {
+        guard input.rank == 3 else { throw SeqCellError(.shape, "input must be [T, B, I], got \(input.shape)") }
+        guard input.shape[2] == inputSize else {
+            throw SeqCellError(.shape, "input has \(input.shape[2]) features per step; this model takes \(inputSize)")
+        }
+        guard initialStates.isEmpty || initialStates.count == layers.count else {
+            throw SeqCellError(.shape, "initial states for \(initialStates.count) layers; the model has \(layers.count)")
+        }
+        var x = input
+        var outs: [RecurrentLayer.Output] = []
+        var inputs: [Tensor] = []
+        for (k, layer) in layers.enumerated() {
+            inputs.append(x)
+            do {
+                let o = try layer.forward(input: x, lengths: lengths,
+                                          initialStates: initialStates.isEmpty ? [] : initialStates[k], training: training)
+                outs.append(o)
+                x = o.output
+            } catch let e as SeqCellError {
+                throw SeqCellError(e.kind, "layer \(k): \(e.message)")
+            }
+        }
+        let y = head.map { $0.forward(x) } ?? x
+        return Output(output: y, recurrentOutput: x, finalStates: outs.map(\.finalStates), layerOutputs: outs,
+                      layerInputs: inputs)
+    }
+
+    public struct Gradients {
+        public var input: Tensor?
+        /// initialStates[layer][direction][state]
+        public var initialStates: [[[Tensor]]]
+        /// params[layer][direction][param]
+        public var params: [[[Tensor]]]
+        /// (weight, bias) of the head.
+        public var head: (weight: Tensor, bias: Tensor)?
+    }
+
+    /// Backward through the head and every layer after a training-mode `forward`.
+    /// - Parameters:
+    ///   - gradOutput: gradient of `output`, [T, B, outputSize], or nil
+    ///   - gradFinalStates: empty, or [layer][direction][state] (nil = zero)
+    public func backward(_ fwd: Output, gradOutput: Tensor?, gradFinalStates: [[[Tensor?]]] = [],
+                         wantInputGradient: Bool = true) throws -> Gradients {
+        var g = gradOutput
+        var headGrads: (Tensor, Tensor)? = nil
+        if let head, let go = gradOutput {
+            let (dx, dW, db) = head.backward(input: fwd.recurrentOutput, output: fwd.output, gradOutput: go)
+            g = dx
+            headGrads = (dW, db)
+        }
+        var states = [[[Tensor]]](repeating: [], count: layers.count)
+        var params = [[[Tensor]]](repeating: [], count: layers.count)
+        for k in stride(from: layers.count - 1, through: 0, by: -1) {
+            let lg = try layers[k].backward(fwd.layerOutputs[k], gradOutput: g,
+                                            gradFinalStates: gradFinalStates.isEmpty ? [] : gradFinalStates[k],
+                                            wantInputGradient: k > 0 || wantInputGradient)
+            states[k] = lg.initialStates
+            params[k] = lg.params
+            g = lg.input
+        }
+        return Gradients(input: wantInputGradient ? g : nil, initialStates: states, params: params, head: headGrads)
+    }
+}
