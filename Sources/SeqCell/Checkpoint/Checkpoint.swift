@@ -1,0 +1,391 @@
+import Foundation
+
+/// Training state a checkpoint may carry beside the model (docs/FORMAT.md, `/training`).
+public struct TrainingState: Equatable, Sendable {
+    /// Optimizer steps taken so far.
+    public var step: Int
+    /// The optimizer's name, e.g. "adam".
+    public var optimizer: String
+    /// The training configuration as JSON text.
+    public var config: String
+    /// The random generator's state, opaque bytes.
+    public var rng: [UInt8]
+    /// Per-parameter optimizer slots: slot name (e.g. "m", "v") → parameter path → tensor.
+    public var slots: [String: [String: Tensor]]
+
+    public init(step: Int, optimizer: String, config: String, rng: [UInt8], slots: [String: [String: Tensor]] = [:]) {
+        self.step = step
+        self.optimizer = optimizer
+        self.config = config
+        self.rng = rng
+        self.slots = slots
+    }
+}
+
+/// A loaded checkpoint.
+public struct Checkpoint: Sendable {
+    public var model: Model
+    public var training: TrainingState?
+    /// [major, minor] of the file's format.
+    public var formatVersion: [Int]
+    public var creator: String
+
+    public init(model: Model, training: TrainingState? = nil) {
+        self.model = model
+        self.training = training
+        formatVersion = [CheckpointFormat.major, CheckpointFormat.minor]
+        creator = SeqCellInfo.creator
+    }
+}
+
+/// The SeqCell checkpoint format (docs/FORMAT.md): names and rules in one place.
+public enum CheckpointFormat {
+    public static let name = "seqcell-checkpoint"
+    public static let major = 1
+    public static let minor = 0
+
+    /// Layer group name: zero-padded so HDF5's alphabetical listing is numeric order.
+    static func layerName(_ k: Int, count: Int) -> String {
+        let width = max(2, String(max(count - 1, 0)).count)
+        let s = String(k)
+        return String(repeating: "0", count: max(0, width - s.count)) + s
+    }
+
+    static func roleName(_ r: ParamInfo.Role) -> String {
+        switch r {
+        case .inputWeight: return "input_weight"
+        case .recurrentWeight: return "recurrent_weight"
+        case .bias: return "bias"
+        case .other: return "other"
+        }
+    }
+}
+
+extension Model {
+    /// Every parameter with its checkpoint path, in a fixed order: layers, directions,
+    /// the cell's parameter order, then the head (`head/weight`, `head/bias`).
+    public var namedParameters: [(path: String, value: Tensor)] {
+        var out: [(String, Tensor)] = []
+        for (k, layer) in layers.enumerated() {
+            let lname = CheckpointFormat.layerName(k, count: layers.count)
+            for (d, dc) in layer.cells.enumerated() {
+                for (info, t) in zip(dc.cell.params, dc.params) {
+                    out.append(("layers/\(lname)/\(layer.directionName(d))/\(info.name)", t))
+                }
+            }
+        }
+        if let head {
+            out.append(("head/weight", head.weight))
+            out.append(("head/bias", head.bias))
+        }
+        return out
+    }
+
+    /// Replaces every parameter, in `namedParameters` order; shapes must match.
+    public mutating func setParameters(_ values: [Tensor]) throws {
+        let current = namedParameters
+        guard values.count == current.count else {
+            throw SeqCellError(.shape, "\(values.count) parameter tensors for a model with \(current.count)")
+        }
+        for (v, c) in zip(values, current) where v.shape != c.value.shape {
+            throw SeqCellError(.shape, "parameter \(c.path) must be \(c.value.shape), got \(v.shape)")
+        }
+        var i = 0
+        for k in layers.indices {
+            for d in layers[k].cells.indices {
+                for p in layers[k].cells[d].params.indices {
+                    layers[k].cells[d].params[p] = values[i]
+                    i += 1
+                }
+            }
+        }
+        if head != nil {
+            head!.weight = values[i]
+            head!.bias = values[i + 1]
+        }
+    }
+}
+
+extension Checkpoint {
+    // MARK: Save
+
+    /// Writes the checkpoint atomically: a temporary file beside `path` is written, flushed,
+    /// fsynced and renamed over `path`, so `path` always holds either the old file or the
+    /// complete new one.
+    public func save(to path: String) throws {
+        try writeHDF5Atomically(to: path) { file in
+            let root = file.root
+            try root.setAttribute("format", CheckpointFormat.name)
+            try root.setAttribute("format_version", [CheckpointFormat.major, CheckpointFormat.minor])
+            try root.setAttribute("creator", SeqCellInfo.creator)
+            try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
+            try Checkpoint.writeModel(model, into: try root.createGroup("model"))
+            if let training { try Checkpoint.writeTraining(training, into: try root.createGroup("training")) }
+        }
+    }
+
+    static func writeModel(_ model: Model, into g: H5Group) throws {
+        try g.setAttribute("input_size", model.inputSize)
+        try g.setAttribute("num_layers", model.layers.count)
+        try g.setAttribute("output_size", model.outputSize)
+        let layersGroup = try g.createGroup("layers")
+        for (k, layer) in model.layers.enumerated() {
+            let lg = try layersGroup.createGroup(CheckpointFormat.layerName(k, count: model.layers.count))
+            try lg.setAttribute("direction", layer.direction.rawValue)
+            try lg.setAttribute("merge_mode", layer.mergeMode.rawValue)
+            try lg.setAttribute("input_size", layer.inputSize)
+            try lg.setAttribute("output_size", layer.outputSize)
+            for (d, dc) in layer.cells.enumerated() {
+                let cg = try lg.createGroup(layer.directionName(d))
+                let cell = dc.cell
+                try cg.setAttribute("cell", cell.type.id)
+                try cg.setAttribute("cell_version", cell.type.version.description)
+                try cg.setAttribute("input_size", cell.inputSize)
+                try cg.setAttribute("hidden_size", cell.hiddenSize)
+                try cg.setAttribute("output_size", cell.outputSize)
+                try cg.setAttribute("state_names", cell.states.map(\.name))
+                try cg.setAttribute("state_sizes", cell.states.map(\.size))
+                let og = try cg.createGroup("options")
+                for o in cell.type.options {
+                    switch cell.options[o.name]! {
+                    case .int(let v): try og.setAttribute(o.name, v)
+                    case .float(let v): try og.setAttribute(o.name, v)
+                    case .choice(let v): try og.setAttribute(o.name, v)
+                    }
+                }
+                for (info, t) in zip(cell.params, dc.params) {
+                    let ds = try t.data.withUnsafeBufferPointer { try cg.writeDataset(info.name, shape: t.shape, floats: $0) }
+                    try ds.setAttribute("gate_order", info.gateOrder)
+                    try ds.setAttribute("role", CheckpointFormat.roleName(info.role))
+                }
+            }
+        }
+        if let head = model.head {
+            let hg = try g.createGroup("head")
+            try hg.setAttribute("kind", "linear")
+            try hg.setAttribute("activation", head.activation.rawValue)
+            try hg.writeDataset("weight", shape: head.weight.shape, floats: head.weight.data)
+            try hg.writeDataset("bias", shape: head.bias.shape, floats: head.bias.data)
+        }
+    }
+
+    static func writeTraining(_ t: TrainingState, into g: H5Group) throws {
+        try g.setAttribute("step", t.step)
+        try g.setAttribute("optimizer", t.optimizer)
+        try g.setAttribute("config", t.config)
+        try g.writeDataset("rng", shape: [t.rng.count], bytes: t.rng)
+        let slots = try g.createGroup("slots")
+        for name in t.slots.keys.sorted() {
+            let sg = try slots.createGroup(name)
+            for path in t.slots[name]!.keys.sorted() {
+                let tensor = t.slots[name]![path]!
+                var parent = sg
+                let parts = path.split(separator: "/").map(String.init)
+                for p in parts.dropLast() { parent = parent.contains(p) ? try parent.group(p) : try parent.createGroup(p) }
+                try parent.writeDataset(parts.last!, shape: tensor.shape, floats: tensor.data)
+            }
+        }
+    }
+
+    // MARK: Load
+
+    /// Reads a checkpoint; cells come from `registry` by id and version. Never loads code.
+    public static func load(from path: String, registry: PluginRegistry) throws -> Checkpoint {
+        let file = try H5File(opening: path)
+        let root = file.root
+        let version = try readHeader(root, path: path)
+        let model = try readModel(try root.group("model"), registry: registry, path: path)
+        let training = root.isGroup("training") ? try readTraining(try root.group("training"), model: model, path: path) : nil
+        var c = Checkpoint(model: model, training: training)
+        c.formatVersion = version
+        c.creator = (try? root.stringAttribute("creator")) ?? ""
+        return c
+    }
+
+    /// Checks the root attributes; returns [major, minor].
+    static func readHeader(_ root: H5Group, path: String) throws -> [Int] {
+        guard try root.hasAttribute("format"), let name = try? root.stringAttribute("format"), name == CheckpointFormat.name else {
+            throw SeqCellError(.checkpoint,
+                "'\(path)' is an HDF5 file but not a SeqCell checkpoint: the root attribute 'format' must be '\(CheckpointFormat.name)'")
+        }
+        let version = try root.intArrayAttribute("format_version")
+        guard version.count == 2 else {
+            throw SeqCellError(.checkpoint, "'\(path)': format_version must be [major, minor], got \(version)")
+        }
+        guard version[0] == CheckpointFormat.major else {
+            let newer = version[0] > CheckpointFormat.major
+            throw SeqCellError(.checkpoint,
+                "'\(path)' is format \(version[0]).\(version[1]); this SeqCell reads format \(CheckpointFormat.major).x"
+                + (newer ? " (the file was written by a newer SeqCell: upgrade to read it)" : ""))
+        }
+        return version
+    }
+
+    static func checkpointError(_ path: String, _ where_: String, _ message: String) -> SeqCellError {
+        SeqCellError(.checkpoint, "'\(path)' \(where_): \(message)")
+    }
+
+    static func readModel(_ g: H5Group, registry: PluginRegistry, path: String) throws -> Model {
+        let inputSize = try g.intAttribute("input_size")
+        let numLayers = try g.intAttribute("num_layers")
+        guard inputSize >= 1 else { throw checkpointError(path, "/model", "input_size must be >= 1, got \(inputSize)") }
+        let lg = try g.group("layers")
+        let names = try lg.memberNames()
+        guard numLayers >= 1, names.count == numLayers else {
+            throw checkpointError(path, "/model", "num_layers is \(numLayers) but /model/layers has \(names.count) groups (\(names.joined(separator: ", ")))")
+        }
+        var layers: [RecurrentLayer] = []
+        for k in 0..<numLayers {
+            let lname = CheckpointFormat.layerName(k, count: numLayers)
+            guard lg.isGroup(lname) else {
+                throw checkpointError(path, "/model/layers", "layer group '\(lname)' is missing (groups: \(names.joined(separator: ", ")))")
+            }
+            layers.append(try readLayer(try lg.group(lname), at: "/model/layers/\(lname)", registry: registry, path: path))
+        }
+        var head: LinearHead? = nil
+        if g.isGroup("head") {
+            let hg = try g.group("head")
+            let actName = try hg.stringAttribute("activation")
+            guard let act = HeadActivation(rawValue: actName) else {
+                throw checkpointError(path, "/model/head", "unknown activation '\(actName)'")
+            }
+            head = try LinearHead(weight: try readFloat32(hg, "weight", at: "/model/head", path: path),
+                                  bias: try readFloat32(hg, "bias", at: "/model/head", path: path), activation: act)
+        }
+        do {
+            return try Model(inputSize: inputSize, layers: layers, head: head)
+        } catch let e as SeqCellError {
+            throw checkpointError(path, "/model", e.message)
+        }
+    }
+
+    static func readLayer(_ g: H5Group, at where_: String, registry: PluginRegistry, path: String) throws -> RecurrentLayer {
+        let dirName = try g.stringAttribute("direction")
+        guard let direction = Direction(rawValue: dirName) else {
+            throw checkpointError(path, where_, "direction '\(dirName)' is not forward, reverse or bidirectional")
+        }
+        var merge = MergeMode.concat
+        if try g.hasAttribute("merge_mode") {
+            let m = try g.stringAttribute("merge_mode")
+            guard let mm = MergeMode(rawValue: m) else {
+                throw checkpointError(path, where_, "merge_mode '\(m)' is not concat, sum, mul or ave")
+            }
+            merge = mm
+        }
+        let groups: [String] = switch direction {
+        case .forward: ["forward"]
+        case .reverse: ["backward"]
+        case .bidirectional: ["forward", "backward"]
+        }
+        var cells: [DirectionalCell] = []
+        for name in groups {
+            guard g.isGroup(name) else {
+                throw checkpointError(path, where_, "a \(direction.rawValue) layer needs a '\(name)' group")
+            }
+            cells.append(try readCell(try g.group(name), at: "\(where_)/\(name)", registry: registry, path: path))
+        }
+        do {
+            return try RecurrentLayer(direction: direction, mergeMode: merge, cells: cells)
+        } catch let e as SeqCellError {
+            throw checkpointError(path, where_, e.message)
+        }
+    }
+
+    static func readCell(_ g: H5Group, at where_: String, registry: PluginRegistry, path: String) throws -> DirectionalCell {
+        let id = try g.stringAttribute("cell")
+        let versionText = try g.stringAttribute("cell_version")
+        guard let version = CellVersion(versionText) else {
+            throw checkpointError(path, where_, "cell_version '\(versionText)' is not MAJOR.MINOR.PATCH")
+        }
+        let type: CellType
+        do {
+            type = try registry.cellType(id, satisfying: version)
+        } catch let e as SeqCellError {
+            throw checkpointError(path, where_, e.message)
+        }
+        let inputSize = try g.intAttribute("input_size")
+        let hiddenSize = try g.intAttribute("hidden_size")
+        var options: [String: OptionValue] = [:]
+        if g.isGroup("options") {
+            let og = try g.group("options")
+            for name in try og.attributeNames() {
+                guard let o = type.options.first(where: { $0.name == name }) else {
+                    let known = type.options.map(\.name).joined(separator: ", ")
+                    throw checkpointError(path, "\(where_)/options",
+                        "cell '\(id)' has no option '\(name)' (its options: \(known.isEmpty ? "none" : known))")
+                }
+                switch o.kind {
+                case .int: options[name] = .int(try og.intAttribute(name))
+                case .float: options[name] = .float(try og.doubleAttribute(name))
+                case .choice: options[name] = .choice(try og.stringAttribute(name))
+                }
+            }
+        }
+        let cell: Cell
+        do {
+            cell = try type.instantiate(inputSize: inputSize, hiddenSize: hiddenSize, options: options)
+        } catch let e as SeqCellError {
+            throw checkpointError(path, where_, e.message)
+        }
+        let expected = Set(cell.params.map(\.name))
+        for name in try g.memberNames() where name != "options" && !expected.contains(name) {
+            throw checkpointError(path, where_,
+                "unexpected '\(name)': cell '\(id)' with these options has parameters \(cell.params.map(\.name).joined(separator: ", "))")
+        }
+        var params: [Tensor] = []
+        for info in cell.params {
+            let t = try readFloat32(g, info.name, at: where_, path: path)
+            guard t.shape == info.shape else {
+                throw checkpointError(path, "\(where_)/\(info.name)",
+                    "shape \(t.shape) does not match cell '\(id)' (input \(inputSize), hidden \(hiddenSize)): expected \(info.shape)")
+            }
+            params.append(t)
+        }
+        return try DirectionalCell(cell: cell, params: params)
+    }
+
+    /// A float32 dataset; any other element type is an error naming it.
+    static func readFloat32(_ g: H5Group, _ name: String, at where_: String, path: String) throws -> Tensor {
+        guard g.isDataset(name) else { throw checkpointError(path, where_, "dataset '\(name)' is missing") }
+        let ds = try g.dataset(name)
+        guard ds.elementKind == .float32 else {
+            throw checkpointError(path, "\(where_)/\(name)",
+                "dtype is \(ds.elementKind); SeqCell checkpoints store float32 (in h5py: dtype='float32')")
+        }
+        var data = [Float](repeating: 0, count: ds.count)
+        try data.withUnsafeMutableBufferPointer { try ds.readFloats(into: $0) }
+        return Tensor(shape: ds.shape, data: data)
+    }
+
+    static func readTraining(_ g: H5Group, model: Model, path: String) throws -> TrainingState {
+        var slots: [String: [String: Tensor]] = [:]
+        if g.isGroup("slots") {
+            let sg = try g.group("slots")
+            let paramPaths = model.namedParameters
+            for slot in try sg.memberNames() {
+                let one = try sg.group(slot)
+                var tensors: [String: Tensor] = [:]
+                for p in paramPaths {
+                    let parts = p.path.split(separator: "/").map(String.init)
+                    var parent = one
+                    var found = true
+                    for part in parts.dropLast() {
+                        guard parent.isGroup(part) else { found = false; break }
+                        parent = try parent.group(part)
+                    }
+                    guard found, parent.isDataset(parts.last!) else { continue }
+                    let t = try readFloat32(parent, parts.last!, at: "/training/slots/\(slot)/" + parts.dropLast().joined(separator: "/"), path: path)
+                    guard t.shape == p.value.shape else {
+                        throw checkpointError(path, "/training/slots/\(slot)/\(p.path)", "shape \(t.shape), parameter is \(p.value.shape)")
+                    }
+                    tensors[p.path] = t
+                }
+                slots[slot] = tensors
+            }
+        }
+        return TrainingState(
+            step: try g.intAttribute("step"), optimizer: try g.stringAttribute("optimizer"),
+            config: try g.stringAttribute("config"),
+            rng: g.isDataset("rng") ? try g.dataset("rng").readBytes() : [], slots: slots)
+    }
+}

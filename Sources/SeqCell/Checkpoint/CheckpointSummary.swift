@@ -1,0 +1,96 @@
+/// What a checkpoint holds, read without any plugin: enough to describe a file whose cells
+/// are not installed here.
+public struct CheckpointSummary: Sendable {
+    public struct Dataset: Sendable {
+        public var name: String
+        public var shape: [Int]
+        public var dtype: String
+        public var gateOrder: String
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    public struct Direction: Sendable {
+        public var name: String
+        public var cell: String
+        public var cellVersion: String
+        public var inputSize: Int
+        public var hiddenSize: Int
+        public var options: [(name: String, value: String)]
+        public var datasets: [Dataset]
+    }
+
+    public struct Layer: Sendable {
+        public var name: String
+        public var direction: String
+        public var mergeMode: String
+        public var directions: [Direction]
+    }
+
+    public var path: String
+    public var formatVersion: [Int]
+    public var creator: String
+    public var created: String
+    public var inputSize: Int
+    public var layers: [Layer]
+    public var head: (activation: String, weight: [Int], bias: [Int])?
+    public var trainingStep: Int?
+    public var trainingOptimizer: String?
+
+    public var parameterCount: Int {
+        layers.reduce(0) { $0 + $1.directions.reduce(0) { $0 + $1.datasets.reduce(0) { $0 + $1.count } } }
+            + (head.map { $0.weight.reduce(1, *) + $0.bias.reduce(1, *) } ?? 0)
+    }
+
+    /// Reads the structure; errors name the file and object as `Checkpoint.load` does.
+    public static func read(path: String) throws -> CheckpointSummary {
+        let file = try H5File(opening: path)
+        let root = file.root
+        let version = try Checkpoint.readHeader(root, path: path)
+        let m = try root.group("model")
+        let lg = try m.group("layers")
+        var layers: [Layer] = []
+        for lname in try lg.memberNames() where lg.isGroup(lname) {
+            let g = try lg.group(lname)
+            var dirs: [Direction] = []
+            for dname in ["forward", "backward"] where g.isGroup(dname) {
+                let d = try g.group(dname)
+                var options: [(String, String)] = []
+                if d.isGroup("options") {
+                    let og = try d.group("options")
+                    for o in try og.attributeNames() {
+                        let text = (try? og.stringAttribute(o)) ?? (try? og.intAttribute(o)).map(String.init)
+                            ?? (try? og.doubleAttribute(o)).map { String($0) } ?? "?"
+                        options.append((o, text))
+                    }
+                }
+                var datasets: [Dataset] = []
+                for name in try d.memberNames() where d.isDataset(name) {
+                    let ds = try d.dataset(name)
+                    let gates = (try? ds.hasAttribute("gate_order")) == true ? (try? ds.stringAttribute("gate_order")) ?? "" : ""
+                    datasets.append(Dataset(name: name, shape: ds.shape, dtype: "\(ds.elementKind)", gateOrder: gates))
+                }
+                dirs.append(Direction(
+                    name: dname, cell: try d.stringAttribute("cell"), cellVersion: try d.stringAttribute("cell_version"),
+                    inputSize: try d.intAttribute("input_size"), hiddenSize: try d.intAttribute("hidden_size"),
+                    options: options, datasets: datasets))
+            }
+            let merge = (try? g.hasAttribute("merge_mode")) == true ? try g.stringAttribute("merge_mode") : "concat"
+            layers.append(Layer(name: lname, direction: try g.stringAttribute("direction"), mergeMode: merge, directions: dirs))
+        }
+        var head: (String, [Int], [Int])? = nil
+        if m.isGroup("head") {
+            let h = try m.group("head")
+            head = (try h.stringAttribute("activation"), try h.dataset("weight").shape, try h.dataset("bias").shape)
+        }
+        var step: Int? = nil, optimizer: String? = nil
+        if root.isGroup("training") {
+            let t = try root.group("training")
+            step = try? t.intAttribute("step")
+            optimizer = try? t.stringAttribute("optimizer")
+        }
+        return CheckpointSummary(
+            path: path, formatVersion: version, creator: (try? root.stringAttribute("creator")) ?? "",
+            created: (try? root.stringAttribute("created")) ?? "", inputSize: try m.intAttribute("input_size"),
+            layers: layers, head: head, trainingStep: step, trainingOptimizer: optimizer)
+    }
+}

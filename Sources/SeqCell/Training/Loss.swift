@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which outputs a loss looks at.
+public enum TargetMode: String, Sendable, CaseIterable {
+    /// Sequence to one: each sample's output at its last valid step (lengths respected).
+    case lastStep = "last"
+    /// Sequence to sequence: every valid step; padded steps are masked out.
+    case allSteps = "all"
+}
+
+public enum LossKind: String, Sendable, CaseIterable {
+    /// Mean squared error over every compared value (PyTorch's MSELoss, mean reduction).
+    case mse
+    /// Softmax cross-entropy over classes, on logits, averaged over compared items
+    /// (PyTorch's CrossEntropyLoss). Targets are class indices stored as floats.
+    case crossEntropy = "cross_entropy"
+}
+
+/// A loss value and its gradient with respect to the model's output.
+public struct LossValue: Sendable {
+    public var value: Double
+    /// [T, B, O], zero wherever the loss does not look.
+    public var gradOutput: Tensor
+}
+
+/// Computes a loss on `output` [T, B, O].
+/// - Parameter targets: for `.lastStep` [B, O] (mse) or [B] (class ids); for `.allSteps`
+///   [T, B, O] (mse) or [T, B] (class ids).
+public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor, lengths: [Int32]?) throws -> LossValue {
+    let (T, B, O) = (output.shape[0], output.shape[1], output.shape[2])
+    // The (t, b) positions compared.
+    var positions: [(Int, Int)] = []
+    for b in 0..<B {
+        let len = lengths.map { Int($0[b]) } ?? T
+        switch mode {
+        case .lastStep: positions.append((len - 1, b))
+        case .allSteps: for t in 0..<len { positions.append((t, b)) }
+        }
+    }
+    func targetIndex(_ t: Int, _ b: Int) -> Int { mode == .lastStep ? b : t * B + b }
+    let expectedShape: [Int]
+    switch (kind, mode) {
+    case (.mse, .lastStep): expectedShape = [B, O]
+    case (.mse, .allSteps): expectedShape = [T, B, O]
+    case (.crossEntropy, .lastStep): expectedShape = [B]
+    case (.crossEntropy, .allSteps): expectedShape = [T, B]
+    }
+    guard targets.shape == expectedShape else {
+        throw SeqCellError(.shape, "\(kind.rawValue) loss on \(mode.rawValue) steps needs targets \(expectedShape), got \(targets.shape)")
+    }
+    var grad = [Float](repeating: 0, count: output.count)
+    var total = 0.0
+    switch kind {
+    case .mse:
+        let n = Double(positions.count * O)
+        for (t, b) in positions {
+            for j in 0..<O {
+                let d = Double(output.data[(t * B + b) * O + j]) - Double(targets.data[targetIndex(t, b) * O + j])
+                total += d * d
+                grad[(t * B + b) * O + j] = Float(2 * d / n)
+            }
+        }
+        total /= n
+    case .crossEntropy:
+        let n = Double(positions.count)
+        for (t, b) in positions {
+            let cls = Int(targets.data[targetIndex(t, b)])
+            guard cls >= 0, cls < O, Float(cls) == targets.data[targetIndex(t, b)] else {
+                throw SeqCellError(.invalidArgument, "class target \(targets.data[targetIndex(t, b)]) at step \(t), sample \(b) is not in 0..<\(O)")
+            }
+            let base = (t * B + b) * O
+            var m = -Double.infinity
+            for j in 0..<O { m = max(m, Double(output.data[base + j])) }
+            var sum = 0.0
+            for j in 0..<O { sum += exp(Double(output.data[base + j]) - m) }
+            let logZ = m + log(sum)
+            total += logZ - Double(output.data[base + cls])
+            for j in 0..<O {
+                let p = exp(Double(output.data[base + j]) - logZ)
+                grad[base + j] = Float((p - (j == cls ? 1 : 0)) / n)
+            }
+        }
+        total /= n
+    }
+    return LossValue(value: total, gradOutput: Tensor(shape: output.shape, data: grad))
+}

@@ -1,0 +1,285 @@
+import ArgumentParser
+import Foundation
+import SeqCell
+
+struct NewCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "new",
+        abstract: "Create a freshly initialised model and save it as a checkpoint.",
+        discussion: """
+            Each --layer is CELL:HIDDEN[:DIRECTION[:MERGE]][,option=value...], e.g.
+              --layer lstm:64                         forward LSTM, 64 units
+              --layer gru:32:bidirectional:sum,reset=before
+              --layer lstm:32:bi:concat,backward_cell=gru   (a GRU reads backward)
+            DIRECTION: forward | reverse | bidirectional (f, r, bi). MERGE: concat | sum | mul | ave.
+            --head SIZE[:ACTIVATION] adds a linear layer applied at every step.
+            """)
+
+    @OptionGroup var plugins: PluginOptions
+
+    @Option(name: .long, help: "Features per input step.")
+    var inputSize: Int
+
+    @Option(name: .customLong("layer"), help: ArgumentHelp("A layer spec (repeat for a stack, first layer first).", valueName: "spec"))
+    var layers: [String]
+
+    @Option(help: ArgumentHelp("An optional linear head, SIZE[:ACTIVATION].", valueName: "spec"))
+    var head: String?
+
+    @Option(help: "Random seed for initialisation.")
+    var seed: UInt64 = 0
+
+    @Option(help: "uniform (PyTorch's ±1/√H) or orthogonal (recurrent weights orthogonal).")
+    var initialization: String = "uniform"
+
+    @Option(name: [.short, .customLong("output")], help: "Checkpoint to write.")
+    var output: String
+
+    func run() throws {
+        guard let initMode = Initialization(rawValue: initialization) else {
+            throw CLIError("--initialization must be uniform or orthogonal, got '\(initialization)'")
+        }
+        let registry = plugins.registry()
+        let specs = try layers.map { try LayerSpec(parsing: $0) }
+        let model = try Model.build(inputSize: inputSize, layers: specs, head: try head.map { try HeadSpec(parsing: $0) },
+                                    registry: registry, seed: seed, initialization: initMode)
+        try Checkpoint(model: model).save(to: output)
+        print("wrote \(output): \(model.layers.count) layer(s), \(model.parameterCount) parameters")
+        for (k, l) in model.layers.enumerated() { print("  layer \(k): \(l.summary)") }
+    }
+}
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show a checkpoint's structure, parameter shapes and counts, and whether its cells are available here.")
+
+    @OptionGroup var plugins: PluginOptions
+
+    @Argument(help: "The checkpoint.")
+    var file: String
+
+    func run() throws {
+        let s = try CheckpointSummary.read(path: file)
+        let registry = plugins.registry()
+        print("\(file): SeqCell checkpoint, format \(s.formatVersion.map(String.init).joined(separator: "."))"
+              + (s.creator.isEmpty ? "" : ", written by \(s.creator)") + (s.created.isEmpty ? "" : " at \(s.created)"))
+        print("input size \(s.inputSize), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
+        for l in s.layers {
+            let merge = l.direction == "bidirectional" ? " (merge \(l.mergeMode))" : ""
+            print("layer \(l.name): \(l.direction)\(merge)")
+            for d in l.directions {
+                let availability: String
+                if let v = CellVersion(d.cellVersion), let t = try? registry.cellType(d.cell, satisfying: v) {
+                    availability = "plugin available: \(t.id) \(t.version) (\(t.libraryPath))"
+                } else if let t = try? registry.cellType(d.cell) {
+                    availability = "PLUGIN VERSION MISMATCH: here \(t.version), file needs \(d.cellVersion)"
+                } else {
+                    availability = "PLUGIN NOT FOUND"
+                }
+                let opts = d.options.isEmpty ? "" : " " + d.options.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
+                print("  \(d.name): \(d.cell) \(d.cellVersion) input \(d.inputSize) hidden \(d.hiddenSize)\(opts)  [\(availability)]")
+                for ds in d.datasets {
+                    let gates = ds.gateOrder.isEmpty ? "" : "  gates \(ds.gateOrder)"
+                    print("    \(ds.name) \(ds.shape) \(ds.dtype) (\(ds.count))\(gates)")
+                }
+            }
+        }
+        if let h = s.head { print("head: linear \(h.weight) + bias \(h.bias), activation \(h.activation)") }
+        if let step = s.trainingStep {
+            print("training state: step \(step)" + (s.trainingOptimizer.map { ", optimizer \($0)" } ?? ""))
+        }
+    }
+}
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a checkpoint's model on sequences and write outputs and final states (PyTorch's shapes).",
+        discussion: """
+            Input: an HDF5 file with dataset 'input' [T, B, I] (or --dataset NAME), optional \
+            'lengths' [B] (int), and optional initial states stacked as PyTorch does ('h0', 'c0': \
+            [layers×directions, B, size]); or a .npy file holding the input alone.
+            Output (HDF5): 'output' [T, B, O]; 'h_n', 'c_n' [layers×directions, B, size] when every \
+            layer has them with one size; every final state under final_states/layers/NN/<direction>/.
+            """)
+
+    @OptionGroup var plugins: PluginOptions
+
+    @Argument(help: "The model checkpoint.")
+    var model: String
+
+    @Option(name: [.short, .customLong("input")], help: "Input sequences (.h5 or .npy).")
+    var input: String
+
+    @Option(help: "Name of the input dataset in an HDF5 input file.")
+    var dataset: String = "input"
+
+    @Flag(help: "Input and output are [B, T, F] (PyTorch's batch_first).")
+    var batchFirst = false
+
+    @Option(name: [.short, .customLong("output")], help: "Where to write the results (HDF5).")
+    var output: String
+
+    func run() throws {
+        let registry = plugins.registry()
+        let ckpt = try Checkpoint.load(from: model, registry: registry)
+        let inputs = try RunInputs.read(path: input, dataset: dataset, batchFirst: batchFirst, model: ckpt.model)
+        let result = try ckpt.model.forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates)
+        try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst)
+        let shape = batchFirst ? [result.output.shape[1], result.output.shape[0], result.output.shape[2]] : result.output.shape
+        print("wrote \(output): output \(shape)")
+    }
+}
+
+struct SwapCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swap",
+        abstract: "Replace one layer of a checkpoint with another cell kind, keeping every other layer's weights.",
+        discussion: """
+            Either a fresh layer from a spec (--cell gru:64, same form as 'seqcell new --layer'), \
+            or a trained layer from another checkpoint (--from other.h5 --from-layer 1).
+            """)
+
+    @OptionGroup var plugins: PluginOptions
+
+    @Argument(help: "The checkpoint to start from.")
+    var model: String
+
+    @Option(help: "Index of the layer to replace (0 is the first).")
+    var layer: Int
+
+    @Option(help: ArgumentHelp("A layer spec for a freshly initialised replacement.", valueName: "spec"))
+    var cell: String?
+
+    @Option(help: "A checkpoint to take the replacement layer from.")
+    var from: String?
+
+    @Option(help: "Index of the layer in --from to take.")
+    var fromLayer: Int?
+
+    @Option(help: "Random seed for a fresh layer.")
+    var seed: UInt64 = 0
+
+    @Option(name: [.short, .customLong("output")], help: "Checkpoint to write.")
+    var output: String
+
+    func validate() throws {
+        guard (cell != nil) != (from != nil) else { throw ValidationError("give either --cell SPEC or --from FILE --from-layer K") }
+        guard (from == nil) == (fromLayer == nil) else { throw ValidationError("--from and --from-layer go together") }
+    }
+
+    func run() throws {
+        let registry = plugins.registry()
+        let base = try Checkpoint.load(from: model, registry: registry).model
+        guard base.layers.indices.contains(layer) else {
+            throw CLIError("\(model) has layers 0...\(base.layers.count - 1); there is no layer \(layer)")
+        }
+        let replacement: RecurrentLayer
+        let origin: String
+        if let cell {
+            let width = layer == 0 ? base.inputSize : base.layers[layer - 1].outputSize
+            replacement = try Model.freshLayer(try LayerSpec(parsing: cell), inputSize: width, registry: registry, seed: seed)
+            origin = "the new layer \(cell)"
+        } else {
+            let other = try Checkpoint.load(from: from!, registry: registry).model
+            guard other.layers.indices.contains(fromLayer!) else {
+                throw CLIError("\(from!) has layers 0...\(other.layers.count - 1); there is no layer \(fromLayer!)")
+            }
+            replacement = other.layers[fromLayer!]
+            origin = "\(from!) layer \(fromLayer!)"
+        }
+        let swapped = try base.replacingLayer(layer, with: replacement, origin: origin)
+        try Checkpoint(model: swapped).save(to: output)
+        print("wrote \(output): layer \(layer) is now \(replacement.summary) (was \(base.layers[layer].summary))")
+    }
+}
+
+struct ComposeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compose",
+        abstract: "Chain layers from several checkpoints into a new model.",
+        discussion: """
+            Each SOURCE is one of:
+              FILE            every layer of FILE
+              FILE:K          layer K of FILE        FILE:K-M   layers K to M
+              bi(FILE:K,FILE:M[,MERGE])   a new bidirectional layer: the first file's layer K \
+            reads forward, the second's layer M reads backward (MERGE defaults to concat)
+            Sizes are checked at every join. The head is taken with --head-from FILE.
+            Example: seqcell compose -o new.h5 enc.h5:0-1 'bi(a.h5:0,b.h5:0,sum)' --head-from a.h5
+            """)
+
+    @OptionGroup var plugins: PluginOptions
+
+    @Argument(help: "Layer sources, first layer first.")
+    var sources: [String]
+
+    @Option(help: "Take the linear head of this checkpoint.")
+    var headFrom: String?
+
+    @Option(name: [.short, .customLong("output")], help: "Checkpoint to write.")
+    var output: String
+
+    func run() throws {
+        let registry = plugins.registry()
+        var cache: [String: Model] = [:]
+        func load(_ file: String) throws -> Model {
+            if let m = cache[file] { return m }
+            let m = try Checkpoint.load(from: file, registry: registry).model
+            cache[file] = m
+            return m
+        }
+        func layers(_ source: String) throws -> [LayerSource] {
+            let (file, selector) = splitSource(source)
+            let m = try load(file)
+            let range: ClosedRange<Int>
+            if let selector {
+                let ends = selector.split(separator: "-").map { Int($0) }
+                guard (1...2).contains(ends.count), let lo = ends[0], let hi = ends.last!, lo <= hi else {
+                    throw CLIError("'\(source)': layer selector must be K or K-M")
+                }
+                range = lo...hi
+            } else {
+                range = 0...(m.layers.count - 1)
+            }
+            guard range.lowerBound >= 0, range.upperBound < m.layers.count else {
+                throw CLIError("'\(source)': \(file) has layers 0...\(m.layers.count - 1)")
+            }
+            return range.map { LayerSource(layer: m.layers[$0], origin: "\(file) layer \($0)") }
+        }
+        var chain: [LayerSource] = []
+        for s in sources {
+            if s.hasPrefix("bi("), s.hasSuffix(")") {
+                let inner = s.dropFirst(3).dropLast().split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+                guard inner.count == 2 || inner.count == 3 else {
+                    throw CLIError("'\(s)': expected bi(FILE:K,FILE:M[,MERGE])")
+                }
+                let f = try layers(inner[0]), b = try layers(inner[1])
+                guard f.count == 1, b.count == 1 else { throw CLIError("'\(s)': each side of bi(...) names one layer (FILE:K)") }
+                let merge = inner.count == 3 ? MergeMode(rawValue: inner[2]) : .concat
+                guard let merge else { throw CLIError("'\(s)': merge mode must be concat, sum, mul or ave") }
+                chain.append(LayerSource(layer: try RecurrentLayer.pairing(forward: f[0], backward: b[0], mergeMode: merge),
+                                         origin: "bi(\(f[0].origin), \(b[0].origin))"))
+            } else {
+                chain += try layers(s)
+            }
+        }
+        let head = try headFrom.map { file -> LinearHead in
+            guard let h = try load(file).head else { throw CLIError("\(file) has no head") }
+            return h
+        }
+        let model = try Model.chain(chain, head: head, headOrigin: headFrom.map { "the head of \($0)" } ?? "the head")
+        try Checkpoint(model: model).save(to: output)
+        print("wrote \(output): \(model.layers.count) layer(s), \(model.parameterCount) parameters")
+        for (k, src) in chain.enumerated() { print("  layer \(k): \(src.layer.summary)  ← \(src.origin)") }
+    }
+
+    /// "a.h5:1-2" → ("a.h5", "1-2"); "a.h5" → ("a.h5", nil).
+    func splitSource(_ s: String) -> (String, String?) {
+        if let colon = s.lastIndex(of: ":"), s[s.index(after: colon)...].allSatisfy({ $0.isNumber || $0 == "-" }),
+           colon != s.index(before: s.endIndex) {
+            return (String(s[..<colon]), String(s[s.index(after: colon)...]))
+        }
+        return (s, nil)
+    }
+}

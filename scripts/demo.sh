@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job on built-in defaults: installs what it needs, builds in release mode, and
+# runs `seqcell demo` (extra arguments are passed on, e.g. --steps 300 --seq-len 100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-deps.sh
+swift build -c release --product seqcell
+swift build -c release
+exec .build/release/seqcell demo "$@"

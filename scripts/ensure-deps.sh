@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what SeqCell needs on Debian when it is missing: libhdf5 and OpenBLAS (built
+# against through pkg-config), the HDF5 command-line tools, and — with --python — h5py and
+# numpy for the interop tests. Safe to run again; does nothing when all is present.
+set -euo pipefail
+
+need=()
+pkg-config --exists hdf5-serial 2>/dev/null || need+=(libhdf5-dev)
+pkg-config --exists openblas 2>/dev/null || need+=(libopenblas-dev)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v h5dump >/dev/null || need+=(hdf5-tools)
+command -v cc >/dev/null || need+=(gcc)
+if [ ${#need[@]} -gt 0 ]; then
+    echo "ensure-deps: installing ${need[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ "${1:-}" = "--python" ]; then
+    if ! python3 -c "import h5py, numpy" 2>/dev/null; then
+        echo "ensure-deps: installing h5py and numpy from PyPI" >&2
+        python3 -m pip install -q h5py numpy 2>&1 | grep -v "Running pip as the 'root' user" || true
+        python3 -c "import h5py, numpy"
+    fi
+fi
