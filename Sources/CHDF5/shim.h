@@ -31,4 +31,16 @@ static inline hid_t sc_h5p_dataset_create(void) { return H5P_DATASET_CREATE; }
 static inline hid_t sc_h5p_link_create(void) { return H5P_LINK_CREATE; }
 static inline hid_t sc_h5e_default(void) { return H5E_DEFAULT; }
 
+/* Debian builds libhdf5 thread-safe, which makes the "print the error stack to stderr"
+   setting (H5Eset_auto2 on H5E_DEFAULT) belong to each thread: every new thread starts with
+   printing on. This turns it off for the calling thread, once per thread (per object file that
+   uses it, which only repeats a cheap call). */
+static inline void sc_h5e_silence_this_thread(void) {
+    static _Thread_local int silenced = 0;
+    if (!silenced) {
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        silenced = 1;
+    }
+}
+
 #endif

@@ -4,19 +4,8 @@ import XCTest
 
 /// The checkpoint format: round trips, files written by h5py alone, every way a file can be
 /// wrong, atomic saves, swap and compose.
-final class CheckpointTests: XCTestCase {
-    var dir: String = ""
-
-    override func setUpWithError() throws {
-        dir = NSTemporaryDirectory() + "seqcell-ckpt-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    }
-
-    override func tearDown() {
-        try? FileManager.default.removeItem(atPath: dir)
-    }
-
-    func path(_ name: String) -> String { (dir as NSString).appendingPathComponent(name) }
+final class CheckpointTests: TemporaryDirectoryTestCase {
+    var dir: String { directory.path }
 
     var builtInCells: [String] { ["rnn", "lstm", "gru"].filter { (try? testRegistry.cellType($0)) != nil } }
 

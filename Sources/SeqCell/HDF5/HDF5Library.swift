@@ -1,0 +1,15 @@
+import CHDF5
+
+/// The one place that initializes libhdf5 and keeps it from printing to stderr.
+enum HDF5Library {
+    /// `H5open()`'s status. A `static let` initializer runs exactly once, thread-safely.
+    private static let openStatus: herr_t = H5open()
+
+    /// Call at the top of every wrapper entry point, before any HDF5 call. Opens the library
+    /// once, and turns off HDF5's automatic error printing for the calling thread: this
+    /// libhdf5 is thread-safe, so that setting is per thread and each new thread starts with it on.
+    static func enter() {
+        _ = openStatus
+        sc_h5e_silence_this_thread()
+    }
+}
