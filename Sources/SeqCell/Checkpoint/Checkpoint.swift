@@ -114,7 +114,7 @@ extension Checkpoint {
     /// complete new one.
     public func save(to path: String) throws {
         try writeHDF5Atomically(to: path) { file in
-            let root = file.root
+            let root = try file.root
             try root.setAttribute("format", CheckpointFormat.name)
             try root.setAttribute("format_version", [CheckpointFormat.major, CheckpointFormat.minor])
             try root.setAttribute("creator", SeqCellInfo.creator)
@@ -192,7 +192,7 @@ extension Checkpoint {
     /// Reads a checkpoint; cells come from `registry` by id and version. Never loads code.
     public static func load(from path: String, registry: PluginRegistry) throws -> Checkpoint {
         let file = try H5File(opening: path)
-        let root = file.root
+        let root = try file.root
         let version = try readHeader(root, path: path)
         let model = try readModel(try root.group("model"), registry: registry, path: path)
         let training = root.isGroup("training") ? try readTraining(try root.group("training"), model: model, path: path) : nil
@@ -334,23 +334,25 @@ extension Checkpoint {
         }
         var params: [Tensor] = []
         for info in cell.params {
-            let t = try readFloat32(g, info.name, at: where_, path: path)
-            guard t.shape == info.shape else {
-                throw checkpointError(path, "\(where_)/\(info.name)",
-                    "shape \(t.shape) does not match cell '\(id)' (input \(inputSize), hidden \(hiddenSize)): expected \(info.shape)")
-            }
-            params.append(t)
+            params.append(try readFloat32(g, info.name, at: where_, path: path, expected: info.shape,
+                                          cellNote: " cell '\(id)' (input \(inputSize), hidden \(hiddenSize))"))
         }
         return try DirectionalCell(cell: cell, params: params)
     }
 
-    /// A float32 dataset; any other element type is an error naming it.
-    static func readFloat32(_ g: H5Group, _ name: String, at where_: String, path: String) throws -> Tensor {
+    /// A float32 dataset; any other element type is an error naming it. With `expected`,
+    /// the shape is checked before anything is read or allocated.
+    static func readFloat32(_ g: H5Group, _ name: String, at where_: String, path: String,
+                            expected: [Int]? = nil, cellNote: String = "") throws -> Tensor {
         guard g.isDataset(name) else { throw checkpointError(path, where_, "dataset '\(name)' is missing") }
         let ds = try g.dataset(name)
         guard ds.elementKind == .float32 else {
             throw checkpointError(path, "\(where_)/\(name)",
                 "dtype is \(ds.elementKind); SeqCell checkpoints store float32 (in h5py: dtype='float32')")
+        }
+        guard let expected else { return Tensor(shape: ds.shape, data: try ds.readFloats()) }
+        guard ds.shape == expected else {
+            throw checkpointError(path, "\(where_)/\(name)", "shape \(ds.shape) does not match\(cellNote): expected \(expected)")
         }
         var data = [Float](repeating: 0, count: ds.count)
         try data.withUnsafeMutableBufferPointer { try ds.readFloats(into: $0) }
@@ -374,11 +376,9 @@ extension Checkpoint {
                         parent = try parent.group(part)
                     }
                     guard found, parent.isDataset(parts.last!) else { continue }
-                    let t = try readFloat32(parent, parts.last!, at: "/training/slots/\(slot)/" + parts.dropLast().joined(separator: "/"), path: path)
-                    guard t.shape == p.value.shape else {
-                        throw checkpointError(path, "/training/slots/\(slot)/\(p.path)", "shape \(t.shape), parameter is \(p.value.shape)")
-                    }
-                    tensors[p.path] = t
+                    tensors[p.path] = try readFloat32(
+                        parent, parts.last!, at: "/training/slots/\(slot)/" + parts.dropLast().joined(separator: "/"), path: path,
+                        expected: p.value.shape, cellNote: " its parameter")
                 }
                 slots[slot] = tensors
             }

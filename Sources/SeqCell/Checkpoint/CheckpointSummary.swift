@@ -44,7 +44,7 @@ public struct CheckpointSummary: Sendable {
     /// Reads the structure; errors name the file and object as `Checkpoint.load` does.
     public static func read(path: String) throws -> CheckpointSummary {
         let file = try H5File(opening: path)
-        let root = file.root
+        let root = try file.root
         let version = try Checkpoint.readHeader(root, path: path)
         let m = try root.group("model")
         let lg = try m.group("layers")

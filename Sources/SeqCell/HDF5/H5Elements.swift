@@ -141,6 +141,20 @@ struct H5Elements {
         self.read = read
     }
 
+    /// Refuses to allocate for an extent no file of this size can hold, as a corrupt
+    /// dimension in a damaged file would otherwise ask for. The bound allows data stored
+    /// compressed up to 1000:1, and never less than 1 GiB.
+    func checkPlausibleSize(bytesPerElement: Int) throws {
+        var st = stat()
+        let fileSize = stat(site.file, &st) == 0 ? Int(st.st_size) : 0
+        let limit = max(fileSize.multipliedReportingOverflow(by: 1000).overflow ? Int.max : fileSize * 1000, 1 << 30)
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: max(bytesPerElement, 1))
+        guard !overflow, bytes <= limit else {
+            throw site.error(.invalidArgument, operation,
+                             "claims \(count) elements of \(kind) (shape \(shape)), more than a \(fileSize)-byte file can hold: the file is damaged")
+        }
+    }
+
     func wrongType(expected: String) -> HDF5Error {
         site.error(.wrongType, operation, "expected \(expected), found \(kind)")
     }
@@ -150,6 +164,7 @@ struct H5Elements {
         as _: T.Type, memoryType: hid_t, expected: String, accepts: (H5ElementKind) -> Bool
     ) throws -> [T] {
         guard accepts(kind) else { throw wrongType(expected: expected) }
+        try checkPlausibleSize(bytesPerElement: max(MemoryLayout<T>.stride, Int(H5Tget_size(type))))
         return try [T](unsafeUninitializedCapacity: count) { buffer, initialized in
             if let base = buffer.baseAddress {
                 try site.check(read(memoryType, base), operation)
@@ -163,6 +178,7 @@ struct H5Elements {
     func strings(expected: String) throws -> [String] {
         guard kind == .string else { throw wrongType(expected: expected) }
         guard count > 0 else { return [] }
+        try checkPlausibleSize(bytesPerElement: max(Int(H5Tget_size(type)), MemoryLayout<UnsafeRawPointer>.stride))
         if try site.check(H5Tis_variable_str(type), operation) > 0 {
             let memoryType = try makeVariableStringType(site, operation)
             defer { H5Tclose(memoryType) }

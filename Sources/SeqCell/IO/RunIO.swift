@@ -59,7 +59,7 @@ extension RunInputs {
             input = try Tensor.checked(shape: a.shape, data: a.floats, what: path)
         } else {
             let file = try H5File(opening: path)
-            let root = file.root
+            let root = try file.root
             guard root.isDataset(dataset) else {
                 throw SeqCellError(.io, "'\(path)' has no dataset '\(dataset)' (members: \((try? root.memberNames())?.joined(separator: ", ") ?? "?"))")
             }
@@ -120,7 +120,7 @@ extension RunInputs {
 public func writeRunOutputs(path: String, model: Model, result: Model.Output, batchFirst: Bool,
                             extra: (H5File) throws -> Void = { _ in }) throws {
     try writeHDF5Atomically(to: path) { file in
-        let root = file.root
+        let root = try file.root
         try root.setAttribute("creator", SeqCellInfo.creator)
         try root.setAttribute("layout", batchFirst ? "batch_first" : "time_major")
         let out = batchFirst ? swapFirstTwoAxes(result.output) : result.output
