@@ -148,6 +148,8 @@ public struct Model: Sendable {
         public var finalStates: [[[Tensor]]]
         var layerOutputs: [RecurrentLayer.Output]
         var layerInputs: [Tensor]
+        /// Dropout masks applied to layer outputs 0..<L−1 (already scaled by 1/(1−p)).
+        var dropoutMasks: [[Float]]
     }
 
     /// Runs the model.
@@ -155,8 +157,10 @@ public struct Model: Sendable {
     ///   - input: [T, B, inputSize]
     ///   - lengths: per-sample lengths in 1...T, or nil
     ///   - initialStates: empty (all zero) or initialStates[layer][direction][state]
+    ///   - dropout: probability of zeroing each output of every layer but the last, as
+    ///     PyTorch's `dropout` argument (survivors scaled by 1/(1−p)); masks come from `seed`.
     public func forward(input: Tensor, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = [],
-                        training: Bool = false) throws -> Output {
+                        training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
         guard input.rank == 3 else { throw SeqCellError(.shape, "input must be [T, B, I], got \(input.shape)") }
         guard input.shape[2] == inputSize else {
             throw SeqCellError(.shape, "input has \(input.shape[2]) features per step; this model takes \(inputSize)")
@@ -164,9 +168,14 @@ public struct Model: Sendable {
         guard initialStates.isEmpty || initialStates.count == layers.count else {
             throw SeqCellError(.shape, "initial states for \(initialStates.count) layers; the model has \(layers.count)")
         }
+        guard (0..<1).contains(dropout) else {
+            throw SeqCellError(.invalidArgument, "dropout must be in [0, 1), got \(dropout)")
+        }
         var x = input
         var outs: [RecurrentLayer.Output] = []
         var inputs: [Tensor] = []
+        var masks: [[Float]] = []
+        var rng = SplitMix64(seed: seed)
         for (k, layer) in layers.enumerated() {
             inputs.append(x)
             do {
@@ -177,10 +186,16 @@ public struct Model: Sendable {
             } catch let e as SeqCellError {
                 throw SeqCellError(e.kind, "layer \(k): \(e.message)")
             }
+            if dropout > 0, k + 1 < layers.count {
+                let keep = 1 / (1 - dropout)
+                let mask = (0..<x.count).map { _ in rng.uniform(0, 1) < dropout ? Float(0) : keep }
+                x.data = zip(x.data, mask).map { $0 * $1 }
+                masks.append(mask)
+            }
         }
         let y = head.map { $0.forward(x) } ?? x
         return Output(output: y, recurrentOutput: x, finalStates: outs.map(\.finalStates), layerOutputs: outs,
-                      layerInputs: inputs)
+                      layerInputs: inputs, dropoutMasks: masks)
     }
 
     public struct Gradients {
@@ -215,6 +230,9 @@ public struct Model: Sendable {
             states[k] = lg.initialStates
             params[k] = lg.params
             g = lg.input
+            if k > 0, k - 1 < fwd.dropoutMasks.count, let gi = g {
+                g = Tensor(shape: gi.shape, data: zip(gi.data, fwd.dropoutMasks[k - 1]).map { $0 * $1 })
+            }
         }
         return Gradients(input: wantInputGradient ? g : nil, initialStates: states, params: params, head: headGrads)
     }

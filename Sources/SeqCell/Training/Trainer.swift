@@ -1,0 +1,226 @@
+import Foundation
+
+/// One batch of training data.
+public struct Batch: Sendable {
+    /// [T, B, I]
+    public var input: Tensor
+    public var lengths: [Int32]?
+    /// See `computeLoss` for the shapes each loss and target mode take.
+    public var targets: Tensor
+
+    public init(input: Tensor, lengths: [Int32]? = nil, targets: Tensor) {
+        self.input = input
+        self.lengths = lengths
+        self.targets = targets
+    }
+}
+
+/// Everything that decides how a model trains; stored as JSON in checkpoints.
+public struct TrainingConfig: Codable, Equatable, Sendable {
+    public var optimizer: String = "adam"
+    public var learningRate: Double = 1e-3
+    public var momentum: Double = 0
+    public var weightDecay: Double? = nil
+    /// "constant", "step", or "cosine".
+    public var schedule: String = "constant"
+    public var scheduleStepEvery: Int = 1000
+    public var scheduleGamma: Double = 0.5
+    public var scheduleTotalSteps: Int = 0
+    public var scheduleMinLR: Double = 0
+    /// "none", "norm" or "value".
+    public var clipping: String = "norm"
+    public var clipValue: Double = 1.0
+    public var loss: String = "mse"
+    public var target: String = "last"
+    public var dropout: Double = 0
+    public var seed: UInt64 = 0
+    /// Carry final states into the next batch as initial states (Keras' stateful,
+    /// truncated BPTT over a long stream).
+    public var carryState: Bool = false
+
+    public init() {}
+
+    public func makeOptimizer() throws -> Optimizer {
+        guard let kind = OptimizerKind(rawValue: optimizer) else {
+            throw SeqCellError(.invalidArgument, "optimizer must be one of sgd, adam, adamw; got '\(optimizer)'")
+        }
+        let sched: LRSchedule
+        switch schedule {
+        case "constant": sched = .constant
+        case "step": sched = .step(every: scheduleStepEvery, gamma: scheduleGamma)
+        case "cosine": sched = .cosine(totalSteps: scheduleTotalSteps, minLR: scheduleMinLR)
+        default: throw SeqCellError(.invalidArgument, "schedule must be constant, step or cosine; got '\(schedule)'")
+        }
+        guard learningRate > 0, learningRate.isFinite else {
+            throw SeqCellError(.invalidArgument, "learning rate must be positive, got \(learningRate)")
+        }
+        return Optimizer(kind: kind, learningRate: learningRate, momentum: momentum, weightDecay: weightDecay, schedule: sched)
+    }
+
+    public func makeClipping() throws -> Clipping {
+        switch clipping {
+        case "none": return .none
+        case "norm": return .globalNorm(Float(clipValue))
+        case "value": return .value(Float(clipValue))
+        default: throw SeqCellError(.invalidArgument, "clipping must be none, norm or value; got '\(clipping)'")
+        }
+    }
+
+    public func lossKind() throws -> LossKind {
+        guard let k = LossKind(rawValue: loss) else {
+            throw SeqCellError(.invalidArgument, "loss must be mse or cross_entropy; got '\(loss)'")
+        }
+        return k
+    }
+
+    public func targetMode() throws -> TargetMode {
+        guard let m = TargetMode(rawValue: target) else {
+            throw SeqCellError(.invalidArgument, "target must be last or all; got '\(target)'")
+        }
+        return m
+    }
+}
+
+/// What one training step measured.
+public struct StepStats: Sendable {
+    public var step: Int
+    public var loss: Double
+    /// Global gradient norm before clipping.
+    public var gradientNorm: Double
+    public var clipped: Bool
+    public var learningRate: Double
+    /// ‖∂L/∂x_t‖ at the first layer's input for t = 0..<T, when asked for: how much
+    /// gradient reaches each time step (the vanishing/exploding picture).
+    public var stepGradientNorms: [Double]?
+}
+
+/// Backprop through time through the plugins, with clipping, an optimizer, and state that
+/// saves into and resumes from a checkpoint.
+public struct Trainer: Sendable {
+    public var model: Model
+    public let config: TrainingConfig
+    public private(set) var optimizer: Optimizer
+    let clipping: Clipping
+    let lossKind: LossKind
+    let targetMode: TargetMode
+    var rng: SplitMix64
+    /// States carried between batches when `config.carryState` is on.
+    var carried: [[[Tensor?]]] = []
+
+    public init(model: Model, config: TrainingConfig) throws {
+        self.model = model
+        self.config = config
+        optimizer = try config.makeOptimizer()
+        clipping = try config.makeClipping()
+        lossKind = try config.lossKind()
+        targetMode = try config.targetMode()
+        rng = SplitMix64(seed: config.seed)
+        guard config.dropout >= 0, config.dropout < 1 else {
+            throw SeqCellError(.invalidArgument, "dropout must be in [0, 1), got \(config.dropout)")
+        }
+    }
+
+    /// Resumes from a checkpoint that carries training state.
+    public init(resuming checkpoint: Checkpoint) throws {
+        guard let state = checkpoint.training else {
+            throw SeqCellError(.checkpoint, "the checkpoint has no training state to resume from")
+        }
+        let config: TrainingConfig
+        do {
+            config = try JSONDecoder().decode(TrainingConfig.self, from: Data(state.config.utf8))
+        } catch {
+            throw SeqCellError(.checkpoint, "the checkpoint's training config is not valid JSON for this SeqCell: \(error)")
+        }
+        try self.init(model: checkpoint.model, config: config)
+        guard state.rng.count == 8 else {
+            throw SeqCellError(.checkpoint, "the checkpoint's rng state is \(state.rng.count) bytes, expected 8")
+        }
+        rng = SplitMix64(seed: state.rng.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
+        let paths = model.namedParameters
+        var slots: [String: [Tensor]] = [:]
+        for name in optimizer.slotNames {
+            guard let saved = state.slots[name] else {
+                throw SeqCellError(.checkpoint, "the checkpoint's optimizer state lacks slot '\(name)'")
+            }
+            slots[name] = try paths.map { p in
+                guard let t = saved[p.path] else {
+                    throw SeqCellError(.checkpoint, "optimizer slot '\(name)' lacks parameter \(p.path)")
+                }
+                return t
+            }
+        }
+        optimizer.restore(step: state.step, slots: slots)
+    }
+
+    public var step: Int { optimizer.step }
+
+    /// The training state to save beside the model.
+    public var state: TrainingState {
+        let paths = model.namedParameters.map(\.path)
+        var slots: [String: [String: Tensor]] = [:]
+        for (name, tensors) in optimizer.slots {
+            slots[name] = Dictionary(uniqueKeysWithValues: zip(paths, tensors))
+        }
+        let configJSON = (try? JSONEncoder().encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        let seed = rng.state.littleEndian
+        return TrainingState(step: optimizer.step, optimizer: optimizer.kind.rawValue, config: configJSON,
+                             rng: withUnsafeBytes(of: seed) { Array($0) }, slots: slots)
+    }
+
+    public var checkpoint: Checkpoint { Checkpoint(model: model, training: state) }
+
+    /// Forget carried states (start of a new stream).
+    public mutating func resetState() { carried = [] }
+
+    /// Loss and gradients for a batch, without updating anything.
+    public func lossAndGradients(_ batch: Batch, initialStates: [[[Tensor?]]] = [], dropoutSeed: UInt64 = 0,
+                                 training: Bool = true) throws -> (LossValue, Model.Output, Model.Gradients) {
+        let fwd = try model.forward(input: batch.input, lengths: batch.lengths, initialStates: initialStates, training: true,
+                                    dropout: training ? Float(config.dropout) : 0, seed: dropoutSeed)
+        let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: batch.targets, lengths: batch.lengths)
+        let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: true)
+        return (loss, fwd, grads)
+    }
+
+    /// One step: forward, loss, backward through every layer and direction, clipping, update.
+    /// A NaN or Inf in the loss or the gradients throws before anything is changed.
+    @discardableResult
+    public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false) throws -> StepStats {
+        let stepNumber = optimizer.step + 1
+        let (loss, fwd, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
+                                                      dropoutSeed: rng.next())
+        guard loss.value.isFinite else {
+            throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(loss.value); stopping before the update (lower the learning rate or clip harder)")
+        }
+        var flat: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
+        if let h = grads.head { flat += [h.weight, h.bias] }
+        let (norm, clipped) = clip(&flat, clipping)
+        guard norm.isFinite else {
+            throw SeqCellError(.numeric, "step \(stepNumber): the gradient norm is \(norm) (NaN or Inf in the gradients); stopping before the update")
+        }
+        let rate = optimizer.currentRate
+        var params = model.namedParameters.map(\.value)
+        optimizer.update(&params, flat)
+        try model.setParameters(params)
+        if config.carryState {
+            carried = fwd.finalStates.map { $0.map { $0.map { Optional($0) } } }
+        }
+        var perStep: [Double]? = nil
+        if measureStepGradients, let gx = grads.input {
+            let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
+            perStep = (0..<T).map { t in
+                var s = 0.0
+                for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
+                return s.squareRoot()
+            }
+        }
+        return StepStats(step: stepNumber, loss: loss.value, gradientNorm: norm, clipped: clipped, learningRate: rate,
+                         stepGradientNorms: perStep)
+    }
+
+    /// The loss on a batch without training (no dropout, no update).
+    public func evaluate(_ batch: Batch) throws -> Double {
+        let out = try model.forward(input: batch.input, lengths: batch.lengths)
+        return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths).value
+    }
+}
