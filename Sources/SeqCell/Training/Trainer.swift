@@ -37,6 +37,11 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     /// Carry final states into the next batch as initial states (Keras' stateful,
     /// truncated BPTT over a long stream).
     public var carryState: Bool = false
+    /// Samples per batch.
+    public var batchSize: Int = 32
+    /// Where batches come from: "adding:T" (the built-in adding problem at length T) or
+    /// "file:PATH" (an HDF5 dataset file); kept so `--resume` can continue alone.
+    public var data: String = ""
 
     public init() {}
 
