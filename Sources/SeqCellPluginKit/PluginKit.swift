@@ -290,7 +290,12 @@ public struct CellConfig {
 
     /// Reads and checks a `seqcell_config` against `specs`; throws with a clear message.
     public init(_ config: UnsafePointer<seqcell_config>?, specs: [OptionSpec], cellID: String) throws(CellError) {
-        guard let c = config?.pointee else { throw .invalid("\(cellID): config is NULL") }
+        guard let config else { throw .invalid("\(cellID): config is NULL") }
+        let size = MemoryLayout<seqcell_config>.size
+        guard Int(config.pointee.struct_size) >= size else {
+            throw .invalid("\(cellID): config struct_size \(config.pointee.struct_size) is smaller than \(size)")
+        }
+        let c = config.pointee
         guard c.input_size >= 1 else { throw .invalid("\(cellID): input_size must be >= 1 (got \(c.input_size))") }
         guard c.hidden_size >= 1 else { throw .invalid("\(cellID): hidden_size must be >= 1 (got \(c.hidden_size))") }
         guard Int(c.num_options) == specs.count else {

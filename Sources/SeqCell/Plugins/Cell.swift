@@ -33,7 +33,8 @@ public final class Cell: @unchecked Sendable {
     public let params: [ParamInfo]
     public let states: [StateInfo]
     public let outputSize: Int
-    private let instance: UnsafeMutableRawPointer
+    /// The plugin's instance, for raw ABI calls (the conformance kit's bad-argument checks).
+    let instance: UnsafeMutableRawPointer
     private let desc: seqcell_cell_desc
 
     init(type: CellType, inputSize: Int, hiddenSize: Int, options: [String: OptionValue]) throws {

@@ -1,0 +1,168 @@
+import CSeqCell
+import Foundation
+import XCTest
+@testable import SeqCell
+
+/// The plugin conformance kit: passes on good cells, names the check a broken one fails.
+final class ConformanceTests: XCTestCase {
+    func testBuiltInCellsPass() throws {
+        let buildDir = PluginRegistry.realPath(buildProductsDir)
+        let builtIn = testRegistry.cellTypes.filter { ($0.libraryPath as NSString).deletingLastPathComponent == buildDir }
+        XCTAssert(builtIn.contains { $0.id == "rnn" },
+                  "no built-in rnn in \(buildDir): build the package first (swift build). \(testRegistry.problems)")
+        for file in Set(builtIn.map(\.libraryPath)).sorted() {
+            let report = PluginConformance.validate(file: file)
+            XCTAssert(report.passed, "\(report)")
+            XCTAssertEqual(report.checks.count, 1 + (PluginConformance.checkNames.count - 1) * Set(report.checks.compactMap(\.cell)).count)
+        }
+    }
+
+    func testMGUPasses() throws {
+        let file = try buildMGU(in: try temporaryFolder())
+        let report = PluginConformance.validate(file: file)
+        XCTAssert(report.passed, "\(report)")
+        XCTAssertEqual(report.checks.map(\.qualifiedName),
+                       ["load"] + PluginConformance.checkNames.dropFirst().map { "mgu: \($0)" })
+        let text = report.description
+        XCTAssert(text.hasPrefix("SeqCell plugin conformance: \(PluginRegistry.realPath(file))"), text)
+        XCTAssert(text.contains("\n  ✓ mgu: backward: "), text)
+        XCTAssert(text.hasSuffix("PASS: all \(report.checks.count) checks passed"), text)
+    }
+
+    func testWrongBackwardFailsTheBackwardCheck() throws {
+        let file = try buildMGU(in: try temporaryFolder(), defines: ["SEQCELL_MGU_BROKEN_BACKWARD"])
+        let report = PluginConformance.validate(file: file)
+        XCTAssertFalse(report.passed)
+        XCTAssertEqual(report.failures.map(\.qualifiedName), ["mgu: backward"], "\(report)")
+        let backward = try XCTUnwrap(report.check("backward", cell: "mgu"))
+        for s in ["without lengths, backward disagrees with central differences for ", "with lengths [2, 5, 1], ",
+                  "initial state h (analytic "] {
+            XCTAssert(backward.detail.contains(s), "'\(backward.detail)' lacks '\(s)'")
+        }
+        XCTAssert(report.description.contains("  ✗ mgu: backward: "), report.description)
+        XCTAssert(report.description.hasSuffix("FAIL: 1 of \(report.checks.count) checks failed (mgu: backward)"),
+                  report.description)
+    }
+
+    func testIgnoringLengthsFailsTheLengthsCheck() throws {
+        let file = try buildMGU(in: try temporaryFolder(), defines: ["SEQCELL_MGU_IGNORE_LENGTHS"])
+        let report = PluginConformance.validate(file: file)
+        XCTAssertFalse(report.passed)
+        XCTAssertEqual(report.failures.map(\.qualifiedName), ["mgu: lengths"], "\(report)")
+        let lengths = try XCTUnwrap(report.check("lengths", cell: "mgu"))
+        XCTAssert(lengths.detail.contains("sample 0 output at t=2 [0] is "), lengths.detail)
+        XCTAssert(lengths.detail.contains("expected 0 (padded step, length 2)"), lengths.detail)
+    }
+
+    func testLibraryThatDoesNotLoadFailsLoad() throws {
+        let folder = try temporaryFolder()
+        let file = try buildFixture("no_backward.c", in: folder, as: "libseqcell_nobackward.so")
+        let report = PluginConformance.validate(file: file)
+        XCTAssertFalse(report.passed)
+        XCTAssertEqual(report.checks.map(\.qualifiedName), ["load"])
+        XCTAssert(report.checks[0].detail.contains("required functions missing: backward"), "\(report)")
+        XCTAssertFalse(PluginConformance.validate(file: folder).passed, "a folder is not a library file")
+    }
+
+    func testValidatesAgainstAGivenRegistry() throws {
+        let folder = try temporaryFolder()
+        let file = try buildMGU(in: folder)
+        let registry = PluginRegistry()
+        registry.load(path: folder)
+        XCTAssert(PluginConformance.validate(file: file, registry: registry).passed)
+        // Another library providing the same id is shadowed, and the report says by whom.
+        let other = try buildMGU(in: try temporaryFolder())
+        let report = PluginConformance.validate(file: other, registry: registry)
+        XCTAssertFalse(report.passed)
+        XCTAssert(report.checks[0].detail.contains("already provided by \(PluginRegistry.realPath(file))"), "\(report)")
+    }
+}
+
+/// The C sample cell against the MGU equations, written out here step by step in Double.
+final class MGUCellTests: XCTestCase {
+    func mguType() throws -> CellType {
+        let file = try buildMGU(in: try temporaryFolder())
+        return try XCTUnwrap(try PluginRegistry().loadOrThrow(file: file).first)
+    }
+
+    func reference(x: Tensor, lengths: [Int32]?, w: [Tensor], h0: Tensor?) -> (Tensor, Tensor) {
+        let (T, B, I) = (x.shape[0], x.shape[1], x.shape[2])
+        let H = w[0].shape[0] / 2
+        let (wih, whh, bih, bhh) = (w[0].data.map(Double.init), w[1].data.map(Double.init),
+                                    w[2].data.map(Double.init), w[3].data.map(Double.init))
+        var h = (0..<B).map { b in (0..<H).map { j in Double(h0?.data[b * H + j] ?? 0) } }
+        var out = [Float](repeating: 0, count: T * B * H)
+        for t in 0..<T {
+            for b in 0..<B where t < Int(lengths?[b] ?? Int32(T)) {
+                let xt = (0..<I).map { Double(x.data[(t * B + b) * I + $0]) }
+                func input(_ row: Int) -> Double { (0..<I).reduce(bih[row]) { $0 + wih[row * I + $1] * xt[$1] } }
+                func recurrent(_ row: Int, _ v: [Double]) -> Double {
+                    (0..<H).reduce(bhh[row]) { $0 + whh[row * H + $1] * v[$1] }
+                }
+                let f = (0..<H).map { j in 1 / (1 + Foundation.exp(-(input(j) + recurrent(j, h[b])))) }
+                let fh = (0..<H).map { f[$0] * h[b][$0] }
+                let n = (0..<H).map { j in Foundation.tanh(input(H + j) + recurrent(H + j, fh)) }
+                h[b] = (0..<H).map { (1 - f[$0]) * h[b][$0] + f[$0] * n[$0] }
+                for j in 0..<H { out[(t * B + b) * H + j] = Float(h[b][j]) }
+            }
+        }
+        return (Tensor(shape: [T, B, H], data: out), Tensor(shape: [B, H], data: h.flatMap { $0.map(Float.init) }))
+    }
+
+    func testLayout() throws {
+        let cell = try mguType().instantiate(inputSize: 3, hiddenSize: 5)
+        XCTAssertEqual(cell.type.version, CellVersion(major: 1, minor: 0, patch: 0))
+        XCTAssertEqual(cell.params.map(\.name), ["weight_ih", "weight_hh", "bias_ih", "bias_hh"])
+        XCTAssertEqual(cell.params.map(\.shape), [[10, 3], [10, 5], [10], [10]])
+        XCTAssertEqual(cell.params.map(\.role), [.inputWeight, .recurrentWeight, .bias, .bias])
+        XCTAssert(cell.params.allSatisfy { $0.gateOrder == "f,n" })
+        XCTAssertEqual(cell.states, [StateInfo(name: "h", size: 5)])
+        XCTAssertEqual(cell.outputSize, 5)
+    }
+
+    func testForwardMatchesEquations() throws {
+        let cell = try mguType().instantiate(inputSize: 3, hiddenSize: 5)
+        var rng = TestRNG(seed: 3)
+        let params = cell.params.map { rng.tensor($0.shape, scale: 0.5) }
+        let x = rng.tensor([6, 4, 3])
+        let h0 = rng.tensor([4, 5])
+        for lengths in [nil, [6, 2, 1, 4] as [Int32]] {
+            for initial in [nil, h0] {
+                for training in [false, true] {
+                    let r = try cell.forward(input: x, lengths: lengths, params: params, initialStates: [initial],
+                                             training: training)
+                    let (out, hn) = reference(x: x, lengths: lengths, w: params, h0: initial)
+                    let what = "lengths \(lengths.map { "\($0)" } ?? "nil"), h0 \(initial == nil ? "zero" : "given"), training \(training)"
+                    assertClose(r.output, out, tol: 1e-5, "output, \(what)")
+                    assertClose(r.finalStates[0], hn, tol: 1e-5, "h_n, \(what)")
+                }
+            }
+        }
+    }
+
+    func testBackwardMatchesFiniteDifferences() throws {
+        let type = try mguType()
+        for (i, h) in [(3, 4), (1, 1), (2, 6)] {
+            let cell = try type.instantiate(inputSize: i, hiddenSize: h)
+            for lengths in [nil, [5, 2, 1] as [Int32]] {
+                for r in try GradientCheck.checkCell(cell, T: 5, B: 3, lengths: lengths) {
+                    XCTAssert(r.passed, "I=\(i), H=\(h), lengths \(lengths.map { "\($0)" } ?? "nil"): \(r)")
+                }
+            }
+        }
+    }
+
+    /// The entry point refuses another ABI major with SEQCELL_ERR_VERSION and a message.
+    func testEntryRefusesAnotherABIMajor() throws {
+        let file = try buildMGU(in: try temporaryFolder())
+        let handle = try XCTUnwrap(dlopen(file, RTLD_NOW | RTLD_LOCAL), String(cString: dlerror()))
+        let entry = unsafeBitCast(try XCTUnwrap(dlsym(handle, SEQCELL_ENTRY_SYMBOL)), to: seqcell_entry_fn.self)
+        var plugin: UnsafePointer<seqcell_plugin>? = nil
+        var error = [CChar](repeating: 0, count: 256)
+        let status = entry(SEQCELL_ABI_MAJOR + 1, 0, HostServices.table, &plugin, &error, error.count)
+        XCTAssertEqual(status, SEQCELL_ERR_VERSION)
+        XCTAssertNil(plugin)
+        let message = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        XCTAssertEqual(message, "mgu speaks SeqCell ABI 1.x; the host speaks 2.0")
+    }
+}

@@ -1,0 +1,9 @@
+/* A valid plugin providing cell id "dup"; the tests build it twice into two libraries. */
+#include "fixture_cell.h"
+
+static const seqcell_cell_desc fixture_cell = FX_CELL(sizeof(seqcell_cell_desc), "dup", fx_backward);
+static const seqcell_cell_desc *const fixture_cells[] = {&fixture_cell};
+static const seqcell_plugin fixture_plugin = {sizeof(seqcell_plugin), SEQCELL_ABI_MAJOR, SEQCELL_ABI_MINOR, 1,
+                                              "fixture: dup", fixture_cells};
+
+FX_DEFINE_ENTRY(fixture_plugin)
