@@ -1,1 +1,307 @@
-// placeholder
+// The GRU cell, as PyTorch's nn.GRU (gate order r, z, n):
+//   r = σ(W_ir x + b_ir + W_hr h + b_hr)
+//   z = σ(W_iz x + b_iz + W_hz h + b_hz)
+//   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))     reset = after  (PyTorch, cuDNN, Keras reset_after=True)
+//   n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)     reset = before (Cho et al. 2014, Keras reset_after=False)
+//   h' = (1 - z) ⊙ n + z ⊙ h
+// Parameters are named and laid out exactly as PyTorch's, so its weights import by copying.
+
+import CSeqCell
+import SeqCellPluginKit
+
+private let cellID = "gru"
+
+private let optionSpecs = [
+    OptionSpec(name: "reset", description: "where the reset gate applies: after (default; PyTorch, cuDNN) "
+                   + "or before (Cho et al. 2014) the recurrent product of the candidate",
+               kind: .choice(["after", "before"]), defaultValue: 0),
+]
+
+final class GRUKernel: CellKernel {
+    let inputSize: Int
+    let hidden: Int
+    /// reset = before: n uses W_hn (r ⊙ h) instead of r ⊙ (W_hn h + b_hn).
+    let resetBefore: Bool
+    let layout: LayoutStorage
+
+    init(_ config: CellConfig) {
+        inputSize = config.inputSize
+        hidden = config.hiddenSize
+        resetBefore = config.options[0] == 1
+        let (I, H) = (inputSize, hidden)
+        layout = LayoutStorage(
+            params: [
+                ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [3 * H, I], gateOrder: "r,z,n",
+                          description: "W_ih = [W_ir; W_iz; W_in] [3H, I]"),
+                ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [3 * H, H], gateOrder: "r,z,n",
+                          description: "W_hh = [W_hr; W_hz; W_hn] [3H, H]"),
+                ParamSpec("bias_ih", role: SEQCELL_ROLE_BIAS, shape: [3 * H], gateOrder: "r,z,n",
+                          description: "b_ih = [b_ir; b_iz; b_in] [3H]"),
+                ParamSpec("bias_hh", role: SEQCELL_ROLE_BIAS, shape: [3 * H], gateOrder: "r,z,n",
+                          description: "b_hh = [b_hr; b_hz; b_hn] [3H]"),
+            ],
+            states: [StateSpec("h", size: H)],
+            outputSize: H)
+    }
+
+    struct Buffers {
+        var gx: UnsafeMutablePointer<Float>     // [T, B, 3H] input part + biases → activations (r,z,n) → d(pre)
+        var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [B, H]
+        /// reset = after: W_hh h_{t-1} without bias (r,z,n) → in backward its gradient.
+        /// Training [T, B, 3H] (backward needs W_hn h), inference [B, 3H].
+        var gh: UnsafeMutablePointer<Float>
+        /// reset = before: r ⊙ h_{t-1}. Training [T, B, H] (for dW_hn), inference [B, H].
+        var rh: UnsafeMutablePointer<Float>
+        var dh: UnsafeMutablePointer<Float>     // training only: [B, H]
+        var tmp: UnsafeMutablePointer<Float>    // training only: [B, H] dh_{t-1} being summed
+        var drh: UnsafeMutablePointer<Float>    // training, reset = before: [B, H] gradient of r ⊙ h
+    }
+
+    /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
+    func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
+        let H = hidden
+        let steps = training ? T : 1
+        let gx = c.floats(T * B * 3 * H)
+        let states = c.floats((training ? T + 1 : 1) * B * H)
+        let gh = resetBefore ? gx : c.floats(steps * B * 3 * H)
+        let rh = resetBefore ? c.floats(steps * B * H) : gx
+        let dh = training ? c.floats(B * H) : gx
+        let tmp = training ? c.floats(B * H) : gx
+        let drh = training && resetBefore ? c.floats(B * H) : gx
+        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh)
+    }
+
+    func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
+        var c = WorkspaceCarver(base: nil)
+        _ = carve(&c, T: T, B: B, training: training)
+        return c.bytes
+    }
+
+    // forward and backward are deliberately non-throwing (they satisfy the protocol's
+    // `throws(CellError)` requirement anyway). Swift 6.3's LLVM may end a throwing function
+    // with a tail jump to memmove/memcpy/memset without resetting the error register (r12 on
+    // x86-64), so the caller sees a phantom error: swiftlang/swift#90477, fixed upstream by
+    // llvm/llvm-project#214590. With -Ounchecked that made every forward here fail in release.
+    func forward(_ f: ForwardCall) {
+        let (T, B, I, H) = (f.T, f.B, inputSize, hidden)
+        let G = 3 * H
+        var c = WorkspaceCarver(base: f.workspace)
+        let w = carve(&c, T: T, B: B, training: f.training)
+        let wih = f.param(0), whh = f.param(1), bih = f.param(2), bhh = f.param(3)
+        // Input projection of every step at once: gx = X W_ih^T + b_ih + b_hh, except that for
+        // reset = after b_hn stays out (it sits inside r ⊙ (W_hn h + b_hn)).
+        let row = w.gx
+        for j in 0..<2 * H { row[j] = bih[j] + bhh[j] }
+        if resetBefore {
+            for j in 2 * H..<G { row[j] = bih[j] + bhh[j] }
+        } else {
+            for j in 2 * H..<G { row[j] = bih[j] }
+        }
+        for r in 1..<T * B { (w.gx + r * G).update(from: row, count: G) }
+        sgemm(transA: false, transB: true, m: T * B, n: G, k: I, a: f.input, lda: I, b: wih, ldb: I,
+              beta: 1, c: w.gx, ldc: G)
+        copyOrZero(f.initialState(0), to: w.states, count: B * H)
+        let bhn = bhh + 2 * H
+        let whn = whh + 2 * H * H
+        for t in 0..<T {
+            let hPrev = f.training ? w.states + t * B * H : w.states
+            let hNext = f.training ? w.states + (t + 1) * B * H : w.states
+            let gxT = w.gx + t * B * G
+            let out = f.output + t * B * H
+            if resetBefore {
+                // r, z: their recurrent part is added in place; then n needs W_hn (r ⊙ h).
+                let rhT = f.training ? w.rh + t * B * H : w.rh
+                sgemm(transA: false, transB: true, m: B, n: 2 * H, k: H, a: hPrev, lda: H, b: whh, ldb: H,
+                      beta: 1, c: gxT, ldc: G)
+                for b in 0..<B {
+                    let rh = rhT + b * H
+                    guard t < f.length(b) else { rh.update(repeating: 0, count: H); continue }
+                    let gr = gxT + b * G, gz = gr + H, hp = hPrev + b * H
+                    for j in 0..<H {
+                        let r = sigmoid(gr[j])
+                        gr[j] = r
+                        gz[j] = sigmoid(gz[j])
+                        rh[j] = r * hp[j]
+                    }
+                }
+                sgemm(transA: false, transB: true, m: B, n: H, k: H, a: rhT, lda: H, b: whn, ldb: H,
+                      beta: 1, c: gxT + 2 * H, ldc: G)
+                for b in 0..<B {
+                    let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                    guard t < f.length(b) else {
+                        o.update(repeating: 0, count: H)
+                        if hn != hp { hn.update(from: hp, count: H) }
+                        continue
+                    }
+                    let gz = gxT + b * G + H, gn = gz + H
+                    for j in 0..<H {
+                        let z = gz[j], n = tanhActivation(gn[j])
+                        gn[j] = n
+                        let v = (1 - z) * n + z * hp[j]
+                        o[j] = v
+                        hn[j] = v
+                    }
+                }
+            } else {
+                // One recurrent GEMM for all three gates into its own buffer (the n part must
+                // stay separate from gx), then one fused loop adds and activates.
+                let ghT = f.training ? w.gh + t * B * G : w.gh
+                sgemm(transA: false, transB: true, m: B, n: G, k: H, a: hPrev, lda: H, b: whh, ldb: H,
+                      beta: 0, c: ghT, ldc: G)
+                for b in 0..<B {
+                    let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                    guard t < f.length(b) else {
+                        o.update(repeating: 0, count: H)
+                        if hn != hp { hn.update(from: hp, count: H) }
+                        continue
+                    }
+                    let gr = gxT + b * G, gz = gr + H, gn = gr + 2 * H
+                    let hr = ghT + b * G, hz = hr + H, hnn = hr + 2 * H
+                    for j in 0..<H {
+                        let r = sigmoid(gr[j] + hr[j])
+                        let z = sigmoid(gz[j] + hz[j])
+                        let n = tanhActivation(gn[j] + r * (hnn[j] + bhn[j]))
+                        gr[j] = r; gz[j] = z; gn[j] = n
+                        let v = (1 - z) * n + z * hp[j]
+                        o[j] = v
+                        hn[j] = v
+                    }
+                }
+            }
+        }
+        if let hN = f.finalState(0) {
+            hN.update(from: f.training ? w.states + T * B * H : w.states, count: B * H)
+        }
+    }
+
+    func backward(_ g: BackwardCall) {
+        let (T, B, I, H) = (g.T, g.B, inputSize, hidden)
+        let G = 3 * H
+        var c = WorkspaceCarver(base: g.workspace)
+        let w = carve(&c, T: T, B: B, training: true)
+        let wih = g.param(0), whh = g.param(1)
+        let bhn = g.param(3) + 2 * H
+        let whn = whh + 2 * H * H
+        copyOrZero(g.gradFinalState(0), to: w.dh, count: B * H)
+        // Each step's saved activations are last read at that step: gx becomes d(pre) of the
+        // input part (dr, dz, dn), gh (reset = after) d(pre) of the recurrent part.
+        let dgx = w.gx
+        for t in stride(from: T - 1, through: 0, by: -1) {
+            let hPrev = w.states + t * B * H
+            let dgxT = dgx + t * B * G
+            let goT = g.gradOutput.map { $0 + t * B * H }
+            if resetBefore {
+                for b in 0..<B {
+                    let d = dgxT + b * G
+                    guard t < g.length(b) else {
+                        d.update(repeating: 0, count: G)
+                        (w.tmp + b * H).update(repeating: 0, count: H)
+                        continue
+                    }
+                    let dz = d + H, dn = d + 2 * H
+                    let dh = w.dh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
+                    let gy = goT.map { $0 + b * H }
+                    for j in 0..<H {
+                        let up = dh[j] + (gy?[j] ?? 0)
+                        let z = dz[j], n = dn[j]
+                        acc[j] = up * z
+                        dz[j] = up * (hp[j] - n) * z * (1 - z)
+                        dn[j] = up * (1 - z) * (1 - n * n)
+                    }
+                }
+                // d(r ⊙ h) = dn W_hn, then dr and the r ⊙ h path into dh_{t-1}.
+                sgemm(transA: false, transB: false, m: B, n: H, k: H, a: dgxT + 2 * H, lda: G, b: whn, ldb: H,
+                      beta: 0, c: w.drh, ldc: H)
+                for b in 0..<B where t < g.length(b) {
+                    let dr = dgxT + b * G, drh = w.drh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
+                    for j in 0..<H {
+                        let r = dr[j]
+                        acc[j] += drh[j] * r
+                        dr[j] = drh[j] * hp[j] * r * (1 - r)
+                    }
+                }
+                // dh_{t-1} += [dr, dz] [W_hr; W_hz].
+                sgemm(transA: false, transB: false, m: B, n: H, k: 2 * H, a: dgxT, lda: G, b: whh, ldb: H,
+                      beta: 1, c: w.tmp, ldc: H)
+            } else {
+                let dghT = w.gh + t * B * G
+                for b in 0..<B {
+                    let d = dgxT + b * G, dgh = dghT + b * G
+                    guard t < g.length(b) else {
+                        d.update(repeating: 0, count: G)
+                        dgh.update(repeating: 0, count: G)
+                        (w.tmp + b * H).update(repeating: 0, count: H)
+                        continue
+                    }
+                    let dz = d + H, dn = d + 2 * H
+                    let dhz = dgh + H, dhn = dgh + 2 * H
+                    let dh = w.dh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
+                    let gy = goT.map { $0 + b * H }
+                    for j in 0..<H {
+                        let up = dh[j] + (gy?[j] ?? 0)
+                        let r = d[j], z = dz[j], n = dn[j]
+                        let hnPre = dhn[j] + bhn[j]  // W_hn h + b_hn
+                        acc[j] = up * z
+                        let dnPre = up * (1 - z) * (1 - n * n)
+                        let drPre = dnPre * hnPre * r * (1 - r)
+                        let dzPre = up * (hp[j] - n) * z * (1 - z)
+                        d[j] = drPre; dz[j] = dzPre; dn[j] = dnPre
+                        dgh[j] = drPre; dhz[j] = dzPre; dhn[j] = dnPre * r
+                    }
+                }
+                // dh_{t-1} += d(W_hh h) W_hh.
+                sgemm(transA: false, transB: false, m: B, n: H, k: G, a: dghT, lda: G, b: whh, ldb: H,
+                      beta: 1, c: w.tmp, ldc: H)
+            }
+            for b in 0..<B where t < g.length(b) {
+                (w.dh + b * H).update(from: w.tmp + b * H, count: H)
+            }
+        }
+        if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * H) }
+        if let gx = g.gradInput {
+            sgemm(transA: false, transB: false, m: T * B, n: I, k: G, a: dgx, lda: G, b: wih, ldb: I,
+                  beta: 0, c: gx, ldc: I)
+        }
+        sgemm(transA: true, transB: false, m: G, n: I, k: T * B, a: dgx, lda: G, b: g.input, ldb: I,
+              beta: 1, c: g.gradParam(0), ldc: I)
+        addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(2))
+        if resetBefore {
+            // W_hr, W_hz multiply h_{t-1}; W_hn multiplies r ⊙ h_{t-1}. b_hh sits outside r.
+            sgemm(transA: true, transB: false, m: 2 * H, n: H, k: T * B, a: dgx, lda: G, b: w.states, ldb: H,
+                  beta: 1, c: g.gradParam(1), ldc: H)
+            sgemm(transA: true, transB: false, m: H, n: H, k: T * B, a: dgx + 2 * H, lda: G, b: w.rh, ldb: H,
+                  beta: 1, c: g.gradParam(1) + 2 * H * H, ldc: H)
+            addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(3))
+        } else {
+            sgemm(transA: true, transB: false, m: G, n: H, k: T * B, a: w.gh, lda: G, b: w.states, ldb: H,
+                  beta: 1, c: g.gradParam(1), ldc: H)
+            addColumnSums(w.gh, rows: T * B, n: G, into: g.gradParam(3))
+        }
+    }
+}
+
+private let create: @convention(c) (
+    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status = { config, instance, error, capacity in
+    createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
+        GRUKernel(try CellConfig(config, specs: optionSpecs, cellID: cellID))
+    }
+}
+
+private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in GRU", cells: [
+    makeCellDescriptor(
+        id: cellID, version: (1, 0, 0),
+        description: "GRU, gates r,z,n, reset gate after (PyTorch) or before (Cho et al.) W_hn, as torch.nn.GRU",
+        options: optionSpecs, create: create),
+])
+
+@_cdecl("seqcell_plugin_entry")
+public func seqcell_plugin_entry(
+    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: UnsafePointer<seqcell_host>?,
+    _ out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
+    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
+) -> seqcell_status {
+    pluginEntry(hostMajor: hostMajor, hostMinor: hostMinor, host: host, out: out, error: error,
+                capacity: capacity) { plugin }
+}

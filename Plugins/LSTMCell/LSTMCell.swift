@@ -1,1 +1,286 @@
-// placeholder, replaced by the LSTM cell
+// The LSTM cell, as PyTorch's nn.LSTM (gate order i, f, g, o; optional projection):
+//   i = σ(W_ii x + b_ii + W_hi h + b_hi)      f = σ(W_if x + b_if + W_hf h + b_hf)
+//   g = tanh(W_ig x + b_ig + W_hg h + b_hg)   o = σ(W_io x + b_io + W_ho h + b_ho)
+//   c' = f ⊙ c + i ⊙ g
+//   h' = o ⊙ tanh(c')                 (proj_size = 0)
+//   h' = W_hr (o ⊙ tanh(c'))          (proj_size = P > 0)
+// Parameters are named and laid out exactly as PyTorch's, so its weights import by copying.
+
+import CSeqCell
+import SeqCellPluginKit
+
+private let cellID = "lstm"
+
+private let optionSpecs = [
+    OptionSpec(name: "proj_size", description: "size of the projected hidden state h (0: no projection); must be < hidden_size",
+               kind: .int(min: 0, max: 1 << 20), defaultValue: 0),
+]
+
+final class LSTMKernel: CellKernel {
+    let inputSize: Int
+    let hidden: Int
+    /// Width of h (and of the output): proj_size when projecting, else hidden.
+    let hWidth: Int
+    let projecting: Bool
+    let layout: LayoutStorage
+
+    init(_ config: CellConfig) throws(CellError) {
+        inputSize = config.inputSize
+        hidden = config.hiddenSize
+        let proj = Int(config.options[0])
+        guard proj < hidden || proj == 0 else {
+            throw .invalid("\(cellID): proj_size (\(proj)) must be smaller than hidden_size (\(hidden)); use 0 for no projection")
+        }
+        projecting = proj > 0
+        hWidth = projecting ? proj : hidden
+        let (I, H, P) = (inputSize, hidden, hWidth)
+        var params = [
+            ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [4 * H, I], gateOrder: "i,f,g,o",
+                      description: "W_ih = [W_ii; W_if; W_ig; W_io] [4H, I]"),
+            ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [4 * H, P], gateOrder: "i,f,g,o",
+                      description: "W_hh = [W_hi; W_hf; W_hg; W_ho] [4H, \(projecting ? "P" : "H")]"),
+            ParamSpec("bias_ih", role: SEQCELL_ROLE_BIAS, shape: [4 * H], gateOrder: "i,f,g,o",
+                      description: "b_ih = [b_ii; b_if; b_ig; b_io] [4H]"),
+            ParamSpec("bias_hh", role: SEQCELL_ROLE_BIAS, shape: [4 * H], gateOrder: "i,f,g,o",
+                      description: "b_hh = [b_hi; b_hf; b_hg; b_ho] [4H]"),
+        ]
+        if projecting {
+            // Role OTHER, not RECURRENT_WEIGHT: seqcell.h defines a recurrent weight as one that
+            // multiplies a state, and W_hr multiplies o ⊙ tanh(c'), which is not a state (it
+            // produces h). Marking it recurrent would give an importer or initialiser that
+            // looks for "the" recurrent weight (Keras recurrent_kernel, orthogonal init of a
+            // square transition) two candidates; OTHER gets the generic initialisation,
+            // which is what PyTorch does for weight_hr too.
+            params.append(ParamSpec("weight_hr", role: SEQCELL_ROLE_OTHER, shape: [P, H],
+                                    description: "W_hr [P, H], projects o ⊙ tanh(c') to h"))
+        }
+        layout = LayoutStorage(
+            params: params,
+            states: [StateSpec("h", size: P), StateSpec("c", size: H)],
+            outputSize: P)
+    }
+
+    struct Buffers {
+        var gates: UnsafeMutablePointer<Float>  // [T, B, 4H] pre-activations → activations (i,f,g,o) → dgates
+        var h: UnsafeMutablePointer<Float>      // training: [T+1, B, P]; inference: [B, P]
+        var c: UnsafeMutablePointer<Float>      // training: [T+1, B, H]; inference: [B, H]
+        var m: UnsafeMutablePointer<Float>      // projecting: o ⊙ tanh(c'), training [T, B, H], inference [B, H]
+        var dh: UnsafeMutablePointer<Float>     // training only: [B, P] gradient of h_t
+        var dc: UnsafeMutablePointer<Float>     // training only: [B, H] gradient of c_t
+        var tmp: UnsafeMutablePointer<Float>    // training only: [B, P]
+        var dm: UnsafeMutablePointer<Float>     // training + projecting: [B, H]
+        var dhAll: UnsafeMutablePointer<Float>  // training + projecting: [T, B, P] total gradient of h_t
+    }
+
+    /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
+    func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
+        let (H, P) = (hidden, hWidth)
+        let steps = training ? T : 1
+        let gates = c.floats(T * B * 4 * H)
+        let h = c.floats((training ? T + 1 : 1) * B * P)
+        let cs = c.floats((training ? T + 1 : 1) * B * H)
+        let m = projecting ? c.floats(steps * B * H) : gates
+        let dh = training ? c.floats(B * P) : gates
+        let dc = training ? c.floats(B * H) : gates
+        let tmp = training ? c.floats(B * P) : gates
+        let dm = training && projecting ? c.floats(B * H) : gates
+        let dhAll = training && projecting ? c.floats(T * B * P) : gates
+        return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll)
+    }
+
+    func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
+        var c = WorkspaceCarver(base: nil)
+        _ = carve(&c, T: T, B: B, training: training)
+        return c.bytes
+    }
+
+    // forward and backward are deliberately non-throwing (they satisfy the protocol's
+    // `throws(CellError)` requirement anyway). Swift 6.3's LLVM may end a throwing function
+    // with a tail jump to memmove/memcpy/memset without resetting the error register (r12 on
+    // x86-64), so the caller sees a phantom error: swiftlang/swift#90477, fixed upstream by
+    // llvm/llvm-project#214590. With -Ounchecked that made every forward here fail in release.
+    func forward(_ f: ForwardCall) {
+        let (T, B, I, H, P) = (f.T, f.B, inputSize, hidden, hWidth)
+        let G = 4 * H
+        var c = WorkspaceCarver(base: f.workspace)
+        let w = carve(&c, T: T, B: B, training: f.training)
+        let wih = f.param(0), whh = f.param(1)
+        // Input projection of every step at once: gates = X W_ih^T + b_ih + b_hh.
+        fillBiasRows(w.gates, rows: T * B, n: G, f.param(2), f.param(3))
+        sgemm(transA: false, transB: true, m: T * B, n: G, k: I, a: f.input, lda: I, b: wih, ldb: I,
+              beta: 1, c: w.gates, ldc: G)
+        copyOrZero(f.initialState(0), to: w.h, count: B * P)
+        copyOrZero(f.initialState(1), to: w.c, count: B * H)
+        for t in 0..<T {
+            let hPrev = f.training ? w.h + t * B * P : w.h
+            let hNext = f.training ? w.h + (t + 1) * B * P : w.h
+            let cPrev = f.training ? w.c + t * B * H : w.c
+            let cNext = f.training ? w.c + (t + 1) * B * H : w.c
+            let mT = f.training ? w.m + t * B * H : w.m
+            let gatesT = w.gates + t * B * G
+            sgemm(transA: false, transB: true, m: B, n: G, k: P, a: hPrev, lda: P, b: whh, ldb: P,
+                  beta: 1, c: gatesT, ldc: G)
+            let out = f.output + t * B * P
+            for b in 0..<B {
+                let active = t < f.length(b)
+                let cp = cPrev + b * H, cn = cNext + b * H
+                if !active {
+                    if cn != cp { cn.update(from: cp, count: H) }
+                    if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
+                        (out + b * H).update(repeating: 0, count: H)
+                        let hp = hPrev + b * P, hn = hNext + b * P
+                        if hn != hp { hn.update(from: hp, count: P) }
+                    }
+                    continue
+                }
+                let gi = gatesT + b * G, gf = gi + H, gg = gi + 2 * H, go = gi + 3 * H
+                // Without projection, o ⊙ tanh(c') is h' itself: write it to the output and h.
+                let m = projecting ? mT + b * H : out + b * H
+                let hn = hNext + b * P
+                for j in 0..<H {
+                    let i = sigmoid(gi[j]), fg = sigmoid(gf[j]), g = tanhActivation(gg[j]), o = sigmoid(go[j])
+                    gi[j] = i; gf[j] = fg; gg[j] = g; go[j] = o
+                    let cv = fg * cp[j] + i * g
+                    cn[j] = cv
+                    m[j] = o * tanhActivation(cv)
+                }
+                if !projecting { hn.update(from: m, count: H) }
+            }
+            if projecting {
+                // h' = m W_hr^T, straight into the output rows; frozen rows are fixed up after.
+                sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(4), ldb: H,
+                      beta: 0, c: out, ldc: P)
+                for b in 0..<B {
+                    let o = out + b * P, hp = hPrev + b * P, hn = hNext + b * P
+                    if t < f.length(b) {
+                        hn.update(from: o, count: P)
+                    } else {
+                        o.update(repeating: 0, count: P)
+                        if hn != hp { hn.update(from: hp, count: P) }
+                    }
+                }
+            }
+        }
+        let steps = f.training ? T : 0
+        if let hN = f.finalState(0) { hN.update(from: w.h + steps * B * P, count: B * P) }
+        if let cN = f.finalState(1) { cN.update(from: w.c + steps * B * H, count: B * H) }
+    }
+
+    func backward(_ g: BackwardCall) {
+        let (T, B, I, H, P) = (g.T, g.B, inputSize, hidden, hWidth)
+        let G = 4 * H
+        var c = WorkspaceCarver(base: g.workspace)
+        let w = carve(&c, T: T, B: B, training: true)
+        let wih = g.param(0), whh = g.param(1)
+        copyOrZero(g.gradFinalState(0), to: w.dh, count: B * P)
+        copyOrZero(g.gradFinalState(1), to: w.dc, count: B * H)
+        let dgAll = w.gates  // each step's activations are last read at that step: reuse for dgates
+        for t in stride(from: T - 1, through: 0, by: -1) {
+            let dg = dgAll + t * B * G
+            let cT = w.c + (t + 1) * B * H, cPrev = w.c + t * B * H
+            let goT = g.gradOutput.map { $0 + t * B * P }
+            if projecting {
+                // dh_total = dh + dy (zero for frozen samples), kept for dW_hr; dm = dh_total W_hr.
+                let dhT = w.dhAll + t * B * P
+                for b in 0..<B {
+                    let d = dhT + b * P
+                    if t < g.length(b) {
+                        let dh = w.dh + b * P
+                        if let gy = goT.map({ $0 + b * P }) {
+                            for j in 0..<P { d[j] = dh[j] + gy[j] }
+                        } else {
+                            d.update(from: dh, count: P)
+                        }
+                    } else {
+                        d.update(repeating: 0, count: P)
+                    }
+                }
+                sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(4), ldb: H,
+                      beta: 0, c: w.dm, ldc: H)
+            }
+            for b in 0..<B {
+                let d = dg + b * G
+                guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
+                // Gradient of m = o ⊙ tanh(c'): dm from the projection, or dh + dy.
+                let dmSrc: UnsafeMutablePointer<Float>
+                if projecting {
+                    dmSrc = w.dm + b * H
+                } else {
+                    dmSrc = w.dh + b * H
+                    if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
+                }
+                let di = d, df = d + H, dgg = d + 2 * H, dout = d + 3 * H
+                let cv = cT + b * H, cp = cPrev + b * H, dc = w.dc + b * H
+                for j in 0..<H {
+                    let i = di[j], fg = df[j], gv = dgg[j], o = dout[j]
+                    let tc = tanhActivation(cv[j])
+                    let dm = dmSrc[j]
+                    let dcTot = dc[j] + dm * o * (1 - tc * tc)
+                    dc[j] = dcTot * fg
+                    di[j] = dcTot * gv * i * (1 - i)
+                    df[j] = dcTot * cp[j] * fg * (1 - fg)
+                    dgg[j] = dcTot * i * (1 - gv * gv)
+                    dout[j] = dm * tc * o * (1 - o)
+                }
+            }
+            // dh_{t-1} = dgates_t W_hh for samples active at t; the others carry dh unchanged.
+            sgemm(transA: false, transB: false, m: B, n: P, k: G, a: dg, lda: G, b: whh, ldb: P,
+                  beta: 0, c: w.tmp, ldc: P)
+            for b in 0..<B where t < g.length(b) {
+                (w.dh + b * P).update(from: w.tmp + b * P, count: P)
+            }
+        }
+        if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * P) }
+        if let gc0 = g.gradInitialState(1) { gc0.update(from: w.dc, count: B * H) }
+        if let gx = g.gradInput {
+            sgemm(transA: false, transB: false, m: T * B, n: I, k: G, a: dgAll, lda: G, b: wih, ldb: I,
+                  beta: 0, c: gx, ldc: I)
+        }
+        sgemm(transA: true, transB: false, m: G, n: I, k: T * B, a: dgAll, lda: G, b: g.input, ldb: I,
+              beta: 1, c: g.gradParam(0), ldc: I)
+        sgemm(transA: true, transB: false, m: G, n: P, k: T * B, a: dgAll, lda: G, b: w.h, ldb: P,
+              beta: 1, c: g.gradParam(1), ldc: P)
+        addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(2))
+        addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(3))
+        if projecting {
+            // dW_hr = Σ_t dh_total_t^T m_t (frozen rows: dh_total = 0 and m = 0).
+            sgemm(transA: true, transB: false, m: P, n: H, k: T * B, a: w.dhAll, lda: P, b: w.m, ldb: H,
+                  beta: 1, c: g.gradParam(4), ldc: H)
+        }
+    }
+}
+
+/// dst[r, :] = bias1 + bias2 for `rows` rows of width `n`, without allocating: row 0 is
+/// computed, the others are copies of it.
+private func fillBiasRows(
+    _ dst: UnsafeMutablePointer<Float>, rows: Int, n: Int, _ bias1: UnsafePointer<Float>, _ bias2: UnsafePointer<Float>
+) {
+    for j in 0..<n { dst[j] = bias1[j] + bias2[j] }
+    for r in 1..<max(rows, 1) { (dst + r * n).update(from: dst, count: n) }
+}
+
+private let create: @convention(c) (
+    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status = { config, instance, error, capacity in
+    createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
+        try LSTMKernel(try CellConfig(config, specs: optionSpecs, cellID: cellID))
+    }
+}
+
+private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in LSTM", cells: [
+    makeCellDescriptor(
+        id: cellID, version: (1, 0, 0),
+        description: "LSTM, gates i,f,g,o, optional projection (proj_size), as torch.nn.LSTM",
+        options: optionSpecs, create: create),
+])
+
+@_cdecl("seqcell_plugin_entry")
+public func seqcell_plugin_entry(
+    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: UnsafePointer<seqcell_host>?,
+    _ out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
+    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
+) -> seqcell_status {
+    pluginEntry(hostMajor: hostMajor, hostMinor: hostMinor, host: host, out: out, error: error,
+                capacity: capacity) { plugin }
+}
