@@ -55,7 +55,7 @@ final class RNNKernel: CellKernel {
         return c.bytes
     }
 
-    func forward(_ f: ForwardCall) throws(CellError) {
+    func forward(_ f: ForwardCall) {
         let (T, B, I, H) = (f.T, f.B, inputSize, hidden)
         var c = WorkspaceCarver(base: f.workspace)
         let w = carve(&c, T: T, B: B, training: f.training)
@@ -92,7 +92,7 @@ final class RNNKernel: CellKernel {
         }
     }
 
-    func backward(_ g: BackwardCall) throws(CellError) {
+    func backward(_ g: BackwardCall) {
         let (T, B, I, H) = (g.T, g.B, inputSize, hidden)
         var c = WorkspaceCarver(base: g.workspace)
         let w = carve(&c, T: T, B: B, training: true)

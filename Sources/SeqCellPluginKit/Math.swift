@@ -6,18 +6,17 @@ import Glibc
 import Musl
 #endif
 
-@inline(__always) public func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
-@inline(__always) public func tanhActivation(_ x: Float) -> Float { tanhf(x) }
+@inlinable @inline(__always) public func sigmoid(_ x: Float) -> Float { 1 / (1 + expf(-x)) }
+@inlinable @inline(__always) public func tanhActivation(_ x: Float) -> Float { tanhf(x) }
 
 /// dst[r, :] = bias1 + bias2 (either may be nil) for `rows` rows of width `n`.
 public func fillRows(
     _ dst: UnsafeMutablePointer<Float>, rows: Int, n: Int,
     bias1: UnsafePointer<Float>?, bias2: UnsafePointer<Float>?
 ) {
-    let row = UnsafeMutablePointer<Float>.allocate(capacity: n)
-    defer { row.deallocate() }
-    for j in 0..<n { row[j] = (bias1?[j] ?? 0) + (bias2?[j] ?? 0) }
-    for r in 0..<rows { (dst + r * n).update(from: row, count: n) }
+    guard rows > 0 else { return }
+    for j in 0..<n { dst[j] = (bias1?[j] ?? 0) + (bias2?[j] ?? 0) }
+    for r in 1..<max(rows, 1) { (dst + r * n).update(from: dst, count: n) }
 }
 
 /// acc[j] += Σ_r src[r, j] for a [rows, n] matrix.

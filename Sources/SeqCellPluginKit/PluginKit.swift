@@ -301,6 +301,7 @@ public struct CellConfig {
         guard Int(c.num_options) == specs.count else {
             throw .invalid("\(cellID): expected \(specs.count) option values, got \(c.num_options)")
         }
+        guard specs.isEmpty || c.options != nil else { throw .invalid("\(cellID): options is NULL") }
         var values: [Double] = []
         for (i, spec) in specs.enumerated() {
             let v = c.options![i]
@@ -374,8 +375,12 @@ public protocol CellKernel: AnyObject {
     var inputSize: Int { get }
     /// Bytes of workspace for (T, B); `training` adds what backward needs.
     func workspaceBytes(T: Int, B: Int, training: Bool) -> Int
-    func forward(_ call: ForwardCall) throws(CellError)
-    func backward(_ call: BackwardCall) throws(CellError)
+    /// Forward and backward cannot fail: the kit has checked every argument before calling
+    /// them. (They are deliberately not `throws`: Swift 6.3 at -O can return from a throwing
+    /// function that ends in a memory copy with its error register still set — see
+    /// swiftlang/swift#90477 — so the hot paths stay non-throwing.)
+    func forward(_ call: ForwardCall)
+    func backward(_ call: BackwardCall)
 }
 
 /// Hands out 64-byte-aligned float arrays from one workspace block, in a fixed order.
@@ -440,82 +445,88 @@ private let kitWorkspaceSize: @convention(c) (UnsafeRawPointer?, Int64, Int64, I
     return kernel(instance).workspaceBytes(T: Int(t), B: Int(b), training: mode == SEQCELL_MODE_TRAINING)
 }
 
-/// Checks what every cell needs of a call: sizes, pointers, lengths, workspace.
+/// Checks what every cell needs of a call: sizes, pointers, lengths, workspace. Returns the
+/// first problem found, or nil.
 func checkCommon(
     _ k: any CellKernel, T: Int64, B: Int64, input: UnsafePointer<Float>?, lengths: UnsafePointer<Int32>?,
     params: UnsafePointer<UnsafePointer<Float>?>?, workspace: UnsafeMutableRawPointer?, workspaceSize: Int,
     training: Bool
-) throws(CellError) {
-    guard T >= 1 else { throw .invalid("seq_len must be >= 1 (got \(T))") }
-    guard B >= 1 else { throw .invalid("batch must be >= 1 (got \(B))") }
-    guard input != nil else { throw .invalid("input is NULL") }
-    guard let params else { throw .invalid("params is NULL") }
+) -> CellError? {
+    guard T >= 1 else { return .invalid("seq_len must be >= 1 (got \(T))") }
+    guard B >= 1 else { return .invalid("batch must be >= 1 (got \(B))") }
+    guard input != nil else { return .invalid("input is NULL") }
+    guard let params else { return .invalid("params is NULL") }
     for (i, p) in k.layout.params.enumerated() where params[i] == nil {
-        throw .invalid("parameter '\(p.name)' is NULL")
+        return .invalid("parameter '\(p.name)' is NULL")
     }
     if let lengths {
         for b in 0..<Int(B) {
             let l = lengths[b]
             guard l >= 1, Int64(l) <= T else {
-                throw .invalid("lengths[\(b)] = \(l) is outside 1...\(T)")
+                return .invalid("lengths[\(b)] = \(l) is outside 1...\(T)")
             }
         }
     }
     let need = k.workspaceBytes(T: Int(T), B: Int(B), training: training)
     guard workspaceSize >= need, need == 0 || workspace != nil else {
-        throw .invalid("workspace is \(workspaceSize) bytes; this call needs \(need)")
+        return .invalid("workspace is \(workspaceSize) bytes; this call needs \(need)")
     }
+    return nil
+}
+
+/// Reports `error` through the caller's buffer and returns its status.
+func fail(_ error: CellError, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity: Int) -> seqcell_status {
+    writeError(error.message, into: buffer, capacity: capacity)
+    return error.status
 }
 
 private let kitForward: @convention(c) (
     UnsafeRawPointer?, UnsafePointer<seqcell_forward_args>?, UnsafeMutablePointer<CChar>?, Int
 ) -> seqcell_status = { instance, args, errorBuffer, capacity in
-    do throws(CellError) {
-        guard let instance else { throw .invalid("instance is NULL") }
-        guard let args else { throw .invalid("forward args are NULL") }
-        let a = args.pointee
-        guard a.struct_size >= UInt32(MemoryLayout<seqcell_forward_args>.size) else {
-            throw .invalid("forward args struct_size \(a.struct_size) is smaller than this cell's \(MemoryLayout<seqcell_forward_args>.size)")
-        }
-        let k = kernel(instance)
-        let training = a.mode == SEQCELL_MODE_TRAINING
-        guard a.mode == SEQCELL_MODE_INFERENCE || training else { throw .invalid("unknown mode \(a.mode)") }
-        try checkCommon(k, T: a.seq_len, B: a.batch, input: a.input, lengths: a.lengths, params: a.params,
-                        workspace: a.workspace, workspaceSize: a.workspace_size, training: training)
-        guard let output = a.output else { throw .invalid("output is NULL") }
-        try k.forward(ForwardCall(
-            T: Int(a.seq_len), B: Int(a.batch), training: training, input: a.input!, lengths: a.lengths,
-            args: args, output: output, workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
-        return SEQCELL_OK
-    } catch {
-        writeError(error.message, into: errorBuffer, capacity: capacity)
-        return error.status
+    guard let instance else { return fail(.invalid("instance is NULL"), errorBuffer, capacity) }
+    guard let args else { return fail(.invalid("forward args are NULL"), errorBuffer, capacity) }
+    let a = args.pointee
+    guard a.struct_size >= UInt32(MemoryLayout<seqcell_forward_args>.size) else {
+        return fail(.invalid("forward args struct_size \(a.struct_size) is smaller than this cell's \(MemoryLayout<seqcell_forward_args>.size)"),
+                    errorBuffer, capacity)
     }
+    let k = kernel(instance)
+    let training = a.mode == SEQCELL_MODE_TRAINING
+    guard a.mode == SEQCELL_MODE_INFERENCE || training else {
+        return fail(.invalid("unknown mode \(a.mode)"), errorBuffer, capacity)
+    }
+    if let e = checkCommon(k, T: a.seq_len, B: a.batch, input: a.input, lengths: a.lengths, params: a.params,
+                           workspace: a.workspace, workspaceSize: a.workspace_size, training: training) {
+        return fail(e, errorBuffer, capacity)
+    }
+    guard let output = a.output else { return fail(.invalid("output is NULL"), errorBuffer, capacity) }
+    k.forward(ForwardCall(
+        T: Int(a.seq_len), B: Int(a.batch), training: training, input: a.input!, lengths: a.lengths,
+        args: args, output: output, workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
+    return SEQCELL_OK
 }
 
 private let kitBackward: @convention(c) (
     UnsafeRawPointer?, UnsafePointer<seqcell_backward_args>?, UnsafeMutablePointer<CChar>?, Int
 ) -> seqcell_status = { instance, args, errorBuffer, capacity in
-    do throws(CellError) {
-        guard let instance else { throw .invalid("instance is NULL") }
-        guard let args else { throw .invalid("backward args are NULL") }
-        let a = args.pointee
-        guard a.struct_size >= UInt32(MemoryLayout<seqcell_backward_args>.size) else {
-            throw .invalid("backward args struct_size \(a.struct_size) is smaller than this cell's \(MemoryLayout<seqcell_backward_args>.size)")
-        }
-        let k = kernel(instance)
-        try checkCommon(k, T: a.seq_len, B: a.batch, input: a.input, lengths: a.lengths, params: a.params,
-                        workspace: a.workspace, workspaceSize: a.workspace_size, training: true)
-        guard let grads = a.grad_params else { throw .invalid("grad_params is NULL") }
-        for (i, p) in k.layout.params.enumerated() where grads[i] == nil {
-            throw .invalid("gradient of parameter '\(p.name)' is NULL")
-        }
-        try k.backward(BackwardCall(
-            T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths, args: args,
-            workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
-        return SEQCELL_OK
-    } catch {
-        writeError(error.message, into: errorBuffer, capacity: capacity)
-        return error.status
+    guard let instance else { return fail(.invalid("instance is NULL"), errorBuffer, capacity) }
+    guard let args else { return fail(.invalid("backward args are NULL"), errorBuffer, capacity) }
+    let a = args.pointee
+    guard a.struct_size >= UInt32(MemoryLayout<seqcell_backward_args>.size) else {
+        return fail(.invalid("backward args struct_size \(a.struct_size) is smaller than this cell's \(MemoryLayout<seqcell_backward_args>.size)"),
+                    errorBuffer, capacity)
     }
+    let k = kernel(instance)
+    if let e = checkCommon(k, T: a.seq_len, B: a.batch, input: a.input, lengths: a.lengths, params: a.params,
+                           workspace: a.workspace, workspaceSize: a.workspace_size, training: true) {
+        return fail(e, errorBuffer, capacity)
+    }
+    guard let grads = a.grad_params else { return fail(.invalid("grad_params is NULL"), errorBuffer, capacity) }
+    for (i, p) in k.layout.params.enumerated() where grads[i] == nil {
+        return fail(.invalid("gradient of parameter '\(p.name)' is NULL"), errorBuffer, capacity)
+    }
+    k.backward(BackwardCall(
+        T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths, args: args,
+        workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
+    return SEQCELL_OK
 }

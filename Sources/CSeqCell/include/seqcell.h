@@ -177,7 +177,8 @@ typedef struct seqcell_forward_args {
 
 /*
  * Backward over the whole sequence, after a TRAINING-mode forward with the same input,
- * lengths, params, initial states and workspace.
+ * lengths, params, initial states and workspace. Backward may use the workspace as scratch,
+ * so it runs at most once per training forward.
  *   grad_output        [T, B, O] or NULL (zero)
  *   grad_final_states  NULL, or num_states pointers each [B, size] or NULL (zero)
  *   grad_input         [T, B, I] written (overwritten), or NULL (not wanted)

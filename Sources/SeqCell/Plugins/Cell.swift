@@ -1,4 +1,5 @@
 import CSeqCell
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -130,8 +131,14 @@ public final class Cell: @unchecked Sendable {
 
     // MARK: - Calls
 
-    /// What a training-mode forward keeps for backward.
+    /// What a training-mode forward keeps for backward. One backward per tape: a cell may
+    /// use the workspace as scratch during backward.
     public final class Tape: @unchecked Sendable {
+        private let used = Mutex(false)
+
+        /// Marks the tape used; false if it already was.
+        func claim() -> Bool { used.withLock { u in defer { u = true }; return !u } }
+
         let input: Tensor
         let lengths: [Int32]?
         let params: [Tensor]
@@ -263,6 +270,10 @@ public final class Cell: @unchecked Sendable {
     public func backward(tape: Tape, gradOutput: Tensor?, gradFinalStates: [Tensor?] = [],
                          wantInputGradient: Bool = true) throws -> Gradients {
         let T = tape.input.shape[0], B = tape.input.shape[1]
+        guard tape.claim() else {
+            throw SeqCellError(.invalidArgument,
+                "cell '\(type.id)': this forward's tape was already used by a backward call (backward may reuse the workspace); run forward again")
+        }
         if let g = gradOutput, g.shape != [T, B, outputSize] {
             throw SeqCellError(.shape, "cell '\(type.id)': output gradient must be [\(T), \(B), \(outputSize)], got \(g.shape)")
         }

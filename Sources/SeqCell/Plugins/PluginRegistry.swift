@@ -158,7 +158,29 @@ public final class PluginRegistry: Sendable {
 
 /// dlopen, entry-point negotiation and descriptor validation for one library file.
 enum PluginLoader {
-    static func load(file: String) throws -> (types: [CellType], problems: [String]) {
+    typealias Loaded = (types: [CellType], problems: [String])
+
+    /// Each library's entry point runs once per process (seqcell.h's promise to plugins);
+    /// every registry that loads the same file gets the same cell types, or the same error.
+    private static let cache = Mutex<[String: Result<Loaded, SeqCellError>]>([:])
+
+    static func load(file: String) throws -> Loaded {
+        try cache.withLock { c in
+            if let r = c[file] { return try r.get() }
+            let r: Result<Loaded, SeqCellError>
+            do {
+                r = .success(try loadUncached(file: file))
+            } catch let e as SeqCellError {
+                r = .failure(e)
+            } catch {
+                r = .failure(SeqCellError(.plugin, "\(error)"))
+            }
+            c[file] = r
+            return try r.get()
+        }
+    }
+
+    private static func loadUncached(file: String) throws -> Loaded {
         guard let handle = dlopen(file, RTLD_NOW | RTLD_LOCAL) else {
             let why = dlerror().map { String(cString: $0) } ?? "unknown dlopen error"
             throw SeqCellError(.plugin, "cannot load as a shared library: \(why)")
