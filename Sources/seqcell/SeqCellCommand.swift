@@ -15,8 +15,8 @@ struct SeqCellCommand: ParsableCommand {
             """,
         version: SeqCellInfo.version,
         subcommands: [
-            DemoCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self, SwapCommand.self,
-            ComposeCommand.self, PluginsCommand.self,
+            DemoCommand.self, TrainCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self, SwapCommand.self,
+            ComposeCommand.self, PluginsCommand.self, ValidatePluginCommand.self,
         ])
 }
 

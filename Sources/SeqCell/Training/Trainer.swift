@@ -103,7 +103,7 @@ public struct StepStats: Sendable {
 /// saves into and resumes from a checkpoint.
 public struct Trainer: Sendable {
     public var model: Model
-    public let config: TrainingConfig
+    public private(set) var config: TrainingConfig
     public private(set) var optimizer: Optimizer
     let clipping: Clipping
     let lossKind: LossKind
@@ -173,6 +173,10 @@ public struct Trainer: Sendable {
     }
 
     public var checkpoint: Checkpoint { Checkpoint(model: model, training: state) }
+
+    /// Records a different data source (e.g. the same data moved to another path) when
+    /// resuming; nothing else of the configuration changes.
+    public mutating func setDataSource(_ spec: String) { config.data = spec }
 
     /// Forget carried states (start of a new stream).
     public mutating func resetState() { carried = [] }
