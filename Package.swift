@@ -53,6 +53,16 @@ let package = Package(
         .target(
             name: "SeqCellPluginKit", dependencies: ["CSeqCell"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+        // Runnable samples (samples/mgu is a C plugin built outside SwiftPM).
+        .executableTarget(
+            name: "adding-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "samples/adding"),
+        .executableTarget(
+            name: "charlm-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "samples/charlm", exclude: ["alice.txt"]),
+        .executableTarget(
+            name: "finetune-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "samples/finetune"),
         .testTarget(
             name: "SeqCellTests",
             dependencies: ["SeqCell"],

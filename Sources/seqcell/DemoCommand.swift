@@ -117,10 +117,10 @@ struct DemoCommand: ParsableCommand {
         }
 
         print("")
-        print("cell   test MSE   vs baseline   steps   time (s)   clipped")
+        print("cell   test MSE   % of baseline   steps   time (s)   clipped")
         for r in results {
             print("\(r.id.padding(toLength: 6, withPad: " ", startingAt: 0)) \(fmt(r.mse).leftPad(9))   "
-                  + "\(fmt(r.mse / AddingProblem.baselineMSE).leftPad(10))x   \(String(steps).leftPad(5))   "
+                  + "\(String(format: "%12.2f%%", 100 * r.mse / AddingProblem.baselineMSE))   \(String(steps).leftPad(5))   "
                   + "\(String(format: "%8.1f", r.seconds))   \(String(format: "%5.1f%%", r.clipRate * 100))")
         }
 

@@ -55,6 +55,35 @@ final class CheckpointTests: TemporaryDirectoryTestCase {
         }
     }
 
+    func testRoundTripTheCSampleCellInEveryDirectionAndDepth() throws {
+        let registry = PluginRegistry()
+        let mgu = try buildMGU(in: try temporaryFolder())
+        XCTAssertEqual(try registry.loadOrThrow(file: mgu).map(\.id), ["mgu"])
+        registry.load(path: buildProductsDir)
+        for direction in Direction.allCases {
+            for depth in 1...3 {
+                let specs = (0..<depth).map { k in
+                    LayerSpec(cell: "mgu", hiddenSize: 3, direction: direction, mergeMode: .sum,
+                              backwardCell: direction == .bidirectional && k == 1 ? "rnn" : nil)
+                }
+                let model = try Model.build(inputSize: 2, layers: specs, registry: registry, seed: UInt64(depth))
+                let p = path("mgu.h5")
+                try Checkpoint(model: model).save(to: p)
+                let loaded = try Checkpoint.load(from: p, registry: registry).model
+                XCTAssertEqual(loaded.namedParameters.map(\.value), model.namedParameters.map(\.value))
+                var rng = SplitMix64(seed: 2)
+                let x = rng.uniformTensor([4, 2, 2], scale: 1)
+                XCTAssertEqual(try loaded.forward(input: x, lengths: [4, 2]).output, try model.forward(input: x, lengths: [4, 2]).output,
+                               "mgu \(direction) depth \(depth)")
+            }
+        }
+        // Without the plugin, loading names the cell and where it looked.
+        let p = path("mgu.h5")
+        XCTAssertThrowsError(try Checkpoint.load(from: p, registry: testRegistry)) { e in
+            XCTAssert("\(e)".contains("no plugin provides cell 'mgu'") && "\(e)".contains("searched"), "\(e)")
+        }
+    }
+
     func testRoundTripMixedCellsAndTrainingState() throws {
         let cells = builtInCells
         let specs = [

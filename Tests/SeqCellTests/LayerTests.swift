@@ -235,6 +235,17 @@ final class ModelGradientTests: XCTestCase {
         for res in results { XCTAssert(res.passed, "\(res)", file: file, line: line) }
     }
 
+    func testStacksWithTheCSampleCell() throws {
+        let registry = PluginRegistry()
+        _ = try registry.loadOrThrow(file: try buildMGU(in: try temporaryFolder()))
+        registry.load(path: buildProductsDir)
+        let specs = [LayerSpec(cell: "mgu", hiddenSize: 3, direction: .bidirectional, mergeMode: .mul, backwardCell: "rnn"),
+                     LayerSpec(cell: "mgu", hiddenSize: 2, direction: .reverse)]
+        let model = try Model.build(inputSize: 2, layers: specs, head: HeadSpec(outputSize: 2, activation: .sigmoid),
+                                    registry: registry, seed: 31)
+        try check(model, T: 5, B: 2, lengths: [5, 3], seed: 31)
+    }
+
     func testStacksOfEveryLayerKind() throws {
         let ids = ["rnn", "lstm", "gru"].filter { (try? testRegistry.cellType($0)) != nil }
         var seed: UInt64 = 100

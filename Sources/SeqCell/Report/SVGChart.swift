@@ -74,7 +74,8 @@ public struct SVGChart: Sendable {
             s += "<text x=\"\(x0 - 4)\" y=\"\(f(y + 4))\" text-anchor=\"end\">\(label)</text>\n"
         }
         for i in 0...4 {
-            let x = xmin + (xmax - xmin) * Double(i) / 4
+            var x = xmin + (xmax - xmin) * Double(i) / 4
+            if xmax - xmin >= 10 { x = x.rounded() }
             s += "<text x=\"\(f(px(x)))\" y=\"\(y0 + h + 14)\" text-anchor=\"middle\">\(short(x))</text>\n"
         }
         s += "<text x=\"\(x0 + w / 2)\" y=\"\(y0 + h + 30)\" text-anchor=\"middle\">\(escape(p.xLabel))</text>\n"
