@@ -22,7 +22,7 @@ struct SeqCellCommand: ParsableCommand {
 
 /// Options every command that needs cells takes.
 struct PluginOptions: ParsableArguments {
-    @Option(name: .customLong("plugin-path"), help: ArgumentHelp(
+    @Option(name: [.customLong("plugin-path"), .customLong("path")], help: ArgumentHelp(
         "A plugin library or a folder of libseqcell_*.so files, searched before the default places (repeatable).",
         valueName: "path"))
     var pluginPaths: [String] = []

@@ -199,4 +199,51 @@ final class TrainingTests: XCTestCase {
         let after = try trainer.evaluate(test)
         XCTAssertLessThan(after, before * 0.5, "loss \(before) → \(after)")
     }
+
+    func testCarriedStateContinuesTheSequence() throws {
+        // With carryState, batch 2 starts from batch 1's final states: the model seen by
+        // batch 2 is the same as running both chunks as one sequence.
+        let model = try Model.build(inputSize: 2, layers: [LayerSpec(cell: cellIDs.last!, hiddenSize: 4)], head: HeadSpec(outputSize: 1),
+                                    registry: testRegistry, seed: 8)
+        var rng = SplitMix64(seed: 8)
+        let x = rng.uniformTensor([6, 2, 2], scale: 1)
+        let whole = try model.forward(input: x)
+        let first = try model.forward(input: Tensor(shape: [3, 2, 2], data: Array(x.data[0..<12])))
+        let carried = first.finalStates.map { $0.map { $0.map { Optional($0) } } }
+        let second = try model.forward(input: Tensor(shape: [3, 2, 2], data: Array(x.data[12..<24])), initialStates: carried)
+        XCTAssertEqual(Array(whole.output.data[6..<12]), second.output.data)
+
+        var config = TrainingConfig()
+        config.carryState = true
+        config.target = "all"
+        var trainer = try Trainer(model: model, config: config)
+        let batch = Batch(input: Tensor(shape: [3, 2, 2], data: Array(x.data[0..<12])), targets: Tensor.zeros([3, 2, 1]))
+        try trainer.trainStep(batch)
+        XCTAssertEqual(trainer.carried.count, 1)
+        XCTAssertEqual(trainer.carried[0][0].compactMap { $0 }, first.finalStates[0][0], "states carried from the step's forward")
+        trainer.resetState()
+        XCTAssertTrue(trainer.carried.isEmpty)
+    }
+
+    func testOrthogonalInitialisation() throws {
+        let model = try Model.build(inputSize: 3, layers: [LayerSpec(cell: cellIDs.last!, hiddenSize: 5)], registry: testRegistry,
+                                    seed: 2, initialization: .orthogonal)
+        let dc = model.layers[0].cells[0]
+        for (info, t) in zip(dc.cell.params, dc.params) where info.role == .recurrentWeight {
+            let (rows, cols) = (info.shape[0], info.shape[1])
+            for block in stride(from: 0, to: rows, by: cols) {
+                for i in block..<(block + cols) {
+                    for j in block..<(block + cols) {
+                        var dot: Float = 0
+                        for c in 0..<cols { dot += t.data[i * cols + c] * t.data[j * cols + c] }
+                        XCTAssertEqual(dot, i == j ? 1 : 0, accuracy: 1e-5, "\(info.name) rows \(i), \(j)")
+                    }
+                }
+            }
+        }
+        let bound = 1 / Float(5).squareRoot()
+        for (info, t) in zip(dc.cell.params, dc.params) where info.role != .recurrentWeight {
+            XCTAssert(t.data.allSatisfy { abs($0) <= bound }, "\(info.name) outside ±1/√H")
+        }
+    }
 }
