@@ -104,6 +104,24 @@ final class CLITests: TemporaryDirectoryTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("bad.h5")))
     }
 
+    func testInspectShowsStructureAndPluginAvailability() throws {
+        let mgu = try buildMGU(in: try temporaryFolder())
+        let made = try seqcell(["new", "--path", mgu, "--input-size", "3", "--layer", "mgu:4:bi:sum,backward_cell=lstm",
+                                "--layer", "gru:2,reset=before", "--head", "2:softmax", "-o", "m.h5"])
+        XCTAssertEqual(made.status, 0, made.err)
+        let with = try seqcell(["inspect", "--path", mgu, "m.h5"])
+        XCTAssertEqual(with.status, 0, with.err)
+        for fragment in ["format 1.0", "input size 3, 2 layer(s)", "layer 00: bidirectional (merge sum)",
+                         "forward: mgu 1.0.0 input 3 hidden 4", "backward: lstm 1.0.0 input 3 hidden 4",
+                         "weight_ih [16, 3] float32 (48)  gates i,f,g,o", "reset=before", "plugin available: mgu 1.0.0",
+                         "head: linear [2, 2] + bias [2], activation softmax"] {
+            XCTAssert(with.out.contains(fragment), "missing '\(fragment)' in:\n\(with.out)")
+        }
+        let without = try seqcell(["inspect", "m.h5"])
+        XCTAssertEqual(without.status, 0)
+        XCTAssert(without.out.contains("forward: mgu 1.0.0 input 3 hidden 4") && without.out.contains("PLUGIN NOT FOUND"), without.out)
+    }
+
     func testBadInputIsAMessageAndANonZeroExit() throws {
         try assertFails(["new", "--input-size", "3", "--layer", "nosuch:4", "-o", "m.h5"], ["no plugin provides cell 'nosuch'"])
         try assertFails(["new", "--input-size", "3", "--layer", "rnn:4,colour=red", "-o", "m.h5"], ["has no option 'colour'"])
