@@ -118,21 +118,21 @@ public struct KerasExport: Sendable {
     public var json: String {
         func direction(_ name: String, _ d: Direction) -> String {
             let cfg = ([("name", jsonString(name))] + d.config).map { "\(jsonString($0.0)): \($0.1)" }.joined(separator: ", ")
-            return "{\"class_name\": \(jsonString(d.className)), \"config\": {\(cfg)}}"
+            return "{\"module\": \"keras.layers\", \"class_name\": \(jsonString(d.className)), \"config\": {\(cfg)}}"
         }
-        var items = ["{\"class_name\": \"InputLayer\", \"config\": {\"name\": \"input_layer\", \"batch_shape\": [null, null, \(inputSize)]}}"]
+        var items = ["{\"module\": \"keras.layers\", \"class_name\": \"InputLayer\", \"config\": {\"name\": \"input_layer\", \"batch_shape\": [null, null, \(inputSize)]}}"]
         for l in layers {
             switch l {
             case .recurrent(let name, let d): items.append(direction(name, d))
             case .bidirectional(let name, let m, let f, let b):
-                items.append("{\"class_name\": \"Bidirectional\", \"config\": {\"name\": \(jsonString(name)), \"merge_mode\": \(jsonString(m.rawValue)), "
+                items.append("{\"module\": \"keras.layers\", \"class_name\": \"Bidirectional\", \"config\": {\"name\": \(jsonString(name)), \"merge_mode\": \(jsonString(m.rawValue)), "
                              + "\"layer\": \(direction("forward_" + KerasConfigReader.snakeCase(f.className), f)), "
                              + "\"backward_layer\": \(direction("backward_" + KerasConfigReader.snakeCase(b.className), b))}}")
             case .dense(let name, let u, let a, _, _):
-                items.append("{\"class_name\": \"Dense\", \"config\": {\"name\": \(jsonString(name)), \"units\": \(u), \"activation\": \(jsonString(a.rawValue))}}")
+                items.append("{\"module\": \"keras.layers\", \"class_name\": \"Dense\", \"config\": {\"name\": \(jsonString(name)), \"units\": \(u), \"activation\": \(jsonString(a.rawValue))}}")
             }
         }
-        return "{\"class_name\": \"Sequential\", \"config\": {\"name\": \"sequential\", \"layers\": [\n  "
+        return "{\"module\": \"keras\", \"class_name\": \"Sequential\", \"config\": {\"name\": \"sequential\", \"layers\": [\n  "
             + items.joined(separator: ",\n  ") + "\n]}}\n"
     }
 

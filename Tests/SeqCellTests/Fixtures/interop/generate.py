@@ -210,6 +210,7 @@ def keras_fixtures():
     from keras import layers as K
 
     def run(name, build, *, formats, seed, flags=None, note=""):
+        keras.backend.clear_session()  # layer names restart: lstm, not lstm_7
         keras.utils.set_random_seed(seed)
         model = build()
         randomize(model, seed)
@@ -264,6 +265,7 @@ def keras_fixtures():
 
     # Options and layers SeqCell refuses: each must fail with a message naming the layer.
     def bad(name, build):
+        keras.backend.clear_session()
         keras.utils.set_random_seed(0)
         model = build()
         fn = f"bad_{name}.keras"
