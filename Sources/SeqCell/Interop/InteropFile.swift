@@ -95,7 +95,7 @@ public enum InteropFile {
                 return .keras
             }
             if root.isGroup("layers") || root.isGroup("_layer_checkpoint_dependencies") { return .keras }
-            if let group, root.isGroup(group) { return .pytorch }
+            if group != nil { return .pytorch }  // --group is a PyTorch option
             if try root.memberNames().contains(where: { $0.contains("weight_ih_l") || $0.contains("weight_hh_l") }) { return .pytorch }
             throw SeqCellError(.invalidArgument,
                 "cannot tell whether '\(path)' holds PyTorch or Keras weights: it has neither Keras' model_config/model_weights/layers nor tensors named weight_ih_l0…; pass --from pytorch (with --group) or --from keras")

@@ -136,7 +136,7 @@ public enum KerasImporter {
                 } catch let e as SeqCellError {
                     throw SeqCellError(e.kind, "\(shownPath): Bidirectional layer '\(name)': \(e.message)")
                 }
-                summary.append("Bidirectional(\(f.className)(\(f.units))\(b == f ? "" : ", backward_layer=\(b.className)(\(b.units))"), merge_mode='\(merge.rawValue)')")
+                summary.append("Bidirectional(\(f.className)(\(f.units))\(b.className == f.className && b.units == f.units ? "" : ", backward_layer=\(b.className)(\(b.units))"), merge_mode='\(merge.rawValue)')")
             case .dense(let name, let units, let act, let useBias):
                 let (kernel, bias, location) = try reader.denseWeights(i, name: name, useBias: useBias)
                 let d = layers.last?.outputSize ?? 0
