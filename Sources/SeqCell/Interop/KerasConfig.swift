@@ -191,7 +191,7 @@ enum KerasConfigReader {
         if goBackwards, !insideBidirectional {
             throw fail("go_backwards=True outside Bidirectional is not supported: Keras then returns the outputs in reversed time order, which no SeqCell layer does (wrap the layer in Bidirectional, or use a SeqCell reverse layer and flip the outputs yourself)")
         }
-        let cell = recurrentCells[cls]!
+        guard let cell = recurrentCells[cls] else { throw fail("not a recurrent layer SeqCell imports") }
         let act = try activationName(cfg["activation"] ?? "tanh", layer: what, origin: origin)
         switch cls {
         case "SimpleRNN":

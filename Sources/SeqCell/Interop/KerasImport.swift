@@ -38,9 +38,13 @@ public enum KerasImporter {
         case .zip:
             let (config, weightsPath, cleanup) = try extractKerasArchive(path)
             defer { cleanup() }
-            if givenConfig != nil { notes.append("used --keras-config instead of the archive's config.json") }
+            var origin = "'\(path)':config.json"
+            if let p = options.configPath {
+                notes.append("used --keras-config instead of the archive's config.json")
+                origin = "'\(p)'"
+            }
             return try build(weightsFile: weightsPath, shownPath: "\(path):model.weights.h5", config: givenConfig ?? config,
-                             configOrigin: givenConfig != nil ? "'\(options.configPath!)'" : "'\(path)':config.json",
+                             configOrigin: origin,
                              options: options, notes: notes, registry: registry)
         case .hdf5:
             let file = try H5File(opening: path)
@@ -182,7 +186,9 @@ public enum KerasImporter {
     static func convert(_ r: KerasRecurrentConfig, _ w: KerasCellWeights, inputWidth: inout Int?, registry: PluginRegistry,
                         notes: inout [String]) throws -> DirectionalCell {
         let what = "\(w.location): \(r.className) layer '\(r.name)'"
-        let G = ["rnn": 1, "gru": 3, "lstm": 4][r.cell]!
+        guard let G = ["rnn": 1, "gru": 3, "lstm": 4][r.cell] else {
+            throw SeqCellError(.unsupported, "\(what): no SeqCell cell for '\(r.cell)'")
+        }
         let H = r.units
         guard w.kernel.rank == 2, w.kernel.shape[1] == G * H else {
             throw SeqCellError(.shape, "\(what): kernel is \(w.kernel.shape), expected [input, \(G * H)] for units=\(H)")
@@ -201,21 +207,20 @@ public enum KerasImporter {
         case "rnn":
             options["activation"] = r.activation
         case "gru":
-            var resetAfter = r.resetAfter
+            var resetAfter = r.resetAfter ?? true
             if let b = w.bias {
                 let shapeSaysAfter: Bool
                 if b.shape == [2, 3 * H] { shapeSaysAfter = true } else if b.shape == [3 * H] { shapeSaysAfter = false } else {
                     throw SeqCellError(.shape, "\(what): bias is \(b.shape), expected [2, \(3 * H)] (reset_after=True) or [\(3 * H)] (reset_after=False)")
                 }
-                if let given = resetAfter, given != shapeSaysAfter {
+                if let given = r.resetAfter, given != shapeSaysAfter {
                     throw SeqCellError(.shape, "\(what): the config says reset_after=\(given ? "True" : "False") but the bias is \(b.shape)")
                 }
                 resetAfter = shapeSaysAfter
-            } else if resetAfter == nil {
-                resetAfter = true
+            } else if r.resetAfter == nil {
                 notes.append("\(r.className) layer '\(r.name)': reset_after not stated and no bias to tell: assumed True (Keras' default)")
             }
-            options["reset"] = resetAfter! ? "after" : "before"
+            options["reset"] = resetAfter ? "after" : "before"
         default:
             break
         }
@@ -295,7 +300,10 @@ public enum KerasImporter {
                 }
                 if options.activation == nil { notes.append("no model config: SimpleRNN activation assumed tanh (pass --activation relu otherwise)") }
             }
-            return KerasRecurrentConfig(className: cls, name: name, units: rk[0], cell: KerasConfigReader.recurrentCells[cls]!,
+            guard let cell = KerasConfigReader.recurrentCells[cls] else {
+                throw SeqCellError(.unsupported, "'\(path)':\(g.path): \(cls) is not a layer SeqCell imports")
+            }
+            return KerasRecurrentConfig(className: cls, name: name, units: rk[0], cell: cell,
                                         activation: act, useBias: count >= 3, resetAfter: nil, returnSequences: true, goBackwards: false)
         }
         var plan = KerasModelPlan(layers: [], inputSize: nil, notes: [], skipped: [])

@@ -180,7 +180,7 @@ public enum PyTorchImporter {
             if let c = options.cell {
                 guard let g = kinds[c] else { throw fail("--cell must be rnn, lstm or gru, got '\(c)'") }
                 guard whh0.shape[0] == g * hidden else {
-                    throw fail("--cell \(c) disagrees with the weights: \(label(first)) is \(whh0.shape); \(moduleNames[c]!) with hidden size \(hidden) has [\(g * hidden), \(hidden)]")
+                    throw fail("--cell \(c) disagrees with the weights: \(label(first)) is \(whh0.shape); \(moduleNames[c] ?? c) with hidden size \(hidden) has [\(g * hidden), \(hidden)]")
                 }
                 kind = c
             } else {
@@ -191,7 +191,8 @@ public enum PyTorchImporter {
                 kind = k
             }
         }
-        let G = kinds[kind]!
+        guard let G = kinds[kind] else { throw fail("--cell must be rnn, lstm or gru, got '\(kind)'") }
+        let moduleName = moduleNames[kind] ?? kind
         let P = projSize > 0 ? projSize : hidden
         guard projSize == 0 || projSize < hidden else {
             throw fail("proj_size \(projSize) (from \(label(ParsedName("weight_hr", layer: 0)))) must be smaller than the hidden size \(hidden)")
@@ -233,7 +234,7 @@ public enum PyTorchImporter {
                     let matches = t.rank == shape.count && zip(t.shape, shape).allSatisfy { $1 == nil || $0 == $1 }
                     guard matches else {
                         let want = "[" + shape.map { $0.map(String.init) ?? "_" }.joined(separator: ", ") + "]"
-                        throw fail("tensor \(label(n)) is \(t.shape) but \(want) is expected for \(moduleNames[kind]!) with hidden_size \(hidden)"
+                        throw fail("tensor \(label(n)) is \(t.shape) but \(want) is expected for \(moduleName) with hidden_size \(hidden)"
                                    + (projSize > 0 ? ", proj_size \(projSize)" : "") + (k > 0 ? " (layer \(k) reads \(D)×\(P) = \(D * P) features)" : ""))
                     }
                     return t
@@ -256,7 +257,7 @@ public enum PyTorchImporter {
                 var params: [Tensor] = []
                 for info in cell.params {
                     guard let v = values[info.name] else {
-                        throw SeqCellError(.plugin, "the '\(kind)' plugin declares parameter '\(info.name)', which PyTorch's \(moduleNames[kind]!) does not have")
+                        throw SeqCellError(.plugin, "the '\(kind)' plugin declares parameter '\(info.name)', which PyTorch's \(moduleName) does not have")
                     }
                     params.append(v)
                 }
@@ -265,7 +266,7 @@ public enum PyTorchImporter {
             layers.append(try RecurrentLayer(direction: bidirectional ? .bidirectional : .forward, mergeMode: .concat, cells: cells))
         }
         if let stray = parsed.keys.filter({ !expectedNames.contains($0) }).sorted(by: { $0.text < $1.text }).first {
-            throw fail("unexpected tensor \(label(stray)): the other tensors describe \(moduleNames[kind]!) with "
+            throw fail("unexpected tensor \(label(stray)): the other tensors describe \(moduleName) with "
                        + "\(numLayers) layer(s)\(bidirectional ? ", bidirectional" : "")\(hasBias ? "" : ", bias=False")\(projSize > 0 ? ", proj_size=\(projSize)" : "")")
         }
         if !hasBias { notes.append("no bias tensors (bias=False): imported with zero biases") }
@@ -290,8 +291,8 @@ public enum PyTorchImporter {
             head = try LinearHead(weight: w, bias: b, activation: options.headActivation)
         }
         let model = try Model(inputSize: inputSize, layers: layers, head: head)
-        var args = "\(moduleNames[kind]!)(\(inputSize), \(hidden), num_layers=\(numLayers)"
-        if kind == "rnn" { args += ", nonlinearity='\(cellOptions["activation"]!)'" }
+        var args = "\(moduleName)(\(inputSize), \(hidden), num_layers=\(numLayers)"
+        if kind == "rnn" { args += ", nonlinearity='\(cellOptions["activation"] ?? "tanh")'" }
         if !hasBias { args += ", bias=False" }
         if bidirectional { args += ", bidirectional=True" }
         if projSize > 0 { args += ", proj_size=\(projSize)" }
