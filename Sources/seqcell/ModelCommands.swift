@@ -102,6 +102,11 @@ struct RunCommand: ParsableCommand {
             [layers×directions, B, size]); or a .npy file holding the input alone.
             Output (HDF5): 'output' [T, B, O]; 'h_n', 'c_n' [layers×directions, B, size] when every \
             layer has them with one size; every final state under final_states/layers/NN/<direction>/.
+            With --grad-output FILE (datasets 'grad_output' shaped like 'output', optional 'grad_h_n', \
+            'grad_c_n' shaped like 'h_n', 'c_n'), also the gradients of sum(output*grad_output) + \
+            sum(h_n*grad_h_n) + ... : 'grad_input', 'grad_h0', 'grad_c0', every initial state's under \
+            grad_initial_states/, and every parameter's under grad_params/<checkpoint path> \
+            (e.g. grad_params/layers/00/forward/weight_ih) — what torch.autograd.grad gives.
             """)
 
     @OptionGroup var plugins: PluginOptions
@@ -121,10 +126,17 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.short, .customLong("output")], help: "Where to write the results (HDF5).")
     var output: String
 
+    @Option(help: ArgumentHelp("Gradients of the outputs (HDF5: grad_output, optional grad_h_n, grad_c_n); writes the input, state and parameter gradients too.", valueName: "file"))
+    var gradOutput: String?
+
     func run() throws {
         let registry = plugins.registry()
         let ckpt = try Checkpoint.load(from: model, registry: registry)
         let inputs = try RunInputs.read(path: input, dataset: dataset, batchFirst: batchFirst, model: ckpt.model)
+        if let gradOutput {
+            try runWithGradients(ckpt.model, inputs, gradientsFile: gradOutput)
+            return
+        }
         let result = try ckpt.model.forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates)
         try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst)
         let shape = batchFirst ? [result.output.shape[1], result.output.shape[0], result.output.shape[2]] : result.output.shape

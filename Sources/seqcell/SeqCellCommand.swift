@@ -15,8 +15,9 @@ struct SeqCellCommand: ParsableCommand {
             """,
         version: SeqCellInfo.version,
         subcommands: [
-            DemoCommand.self, TrainCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self, SwapCommand.self,
-            ComposeCommand.self, PluginsCommand.self, ValidatePluginCommand.self,
+            DemoCommand.self, TrainCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self,
+            SwapCommand.self, ComposeCommand.self, ImportCommand.self, ExportCommand.self, PluginsCommand.self,
+            ValidatePluginCommand.self,
         ])
 }
 

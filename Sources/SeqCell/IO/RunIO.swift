@@ -88,8 +88,10 @@ extension RunInputs {
         return RunInputs(input: input, lengths: lengths, initialStates: initial)
     }
 
-    /// Splits [L·D, B, size] stacks into [layer][direction][state].
-    static func unstackStates(_ stacked: [String: Tensor], model: Model, batch B: Int, path: String) throws -> [[[Tensor?]]] {
+    /// Splits [L·D, B, size] stacks into [layer][direction][state]; messages name the
+    /// datasets `<prefix><state><suffix>` (h0, c0 — or grad_h_n, grad_c_n).
+    static func unstackStates(_ stacked: [String: Tensor], model: Model, batch B: Int, path: String,
+                              suffix: String = "0", prefix: String = "") throws -> [[[Tensor?]]] {
         let LD = model.layers.reduce(0) { $0 + $1.cells.count }
         var out: [[[Tensor?]]] = []
         var index = 0
@@ -100,7 +102,7 @@ extension RunInputs {
                 for st in dc.cell.states {
                     guard let s = stacked[st.name] else { states.append(nil); continue }
                     guard s.shape == [LD, B, st.size] else {
-                        throw SeqCellError(.shape, "'\(path)': \(st.name)0 must be [\(LD), \(B), \(st.size)] (layers × directions, batch, size), got \(s.shape)")
+                        throw SeqCellError(.shape, "'\(path)': \(prefix)\(st.name)\(suffix) must be [\(LD), \(B), \(st.size)] (layers × directions, batch, size), got \(s.shape)")
                     }
                     let n = B * st.size
                     states.append(Tensor(shape: [B, st.size], data: Array(s.data[(index * n)..<((index + 1) * n)])))

@@ -1,0 +1,231 @@
+import Foundation
+
+/// One recurrent layer of a Keras model, as its config describes it.
+struct KerasRecurrentConfig: Sendable, Equatable {
+    /// "SimpleRNN", "LSTM" or "GRU".
+    var className: String
+    /// The layer's name in the config (for messages).
+    var name: String
+    var units: Int
+    /// SeqCell cell id: rnn, lstm, gru.
+    var cell: String
+    /// SimpleRNN: tanh or relu.
+    var activation: String
+    var useBias: Bool
+    /// GRU only; nil when the config does not say (then the bias shape decides).
+    var resetAfter: Bool?
+    var returnSequences: Bool
+    var goBackwards: Bool
+    /// unroll=True changes how Keras computes, not what: imported as usual, with a note.
+    var unroll: Bool = false
+}
+
+/// A layer of a Keras Sequential model that SeqCell can represent.
+enum KerasLayerPlan: Sendable, Equatable {
+    case recurrent(KerasRecurrentConfig)
+    case bidirectional(name: String, forward: KerasRecurrentConfig, backward: KerasRecurrentConfig, merge: MergeMode)
+    case dense(name: String, units: Int, activation: HeadActivation, useBias: Bool)
+
+    var name: String {
+        switch self {
+        case .recurrent(let r): r.name
+        case .bidirectional(let n, _, _, _): n
+        case .dense(let n, _, _, _): n
+        }
+    }
+
+    /// Keras' class name, whose snake case names the layer's group in a `.weights.h5`.
+    var className: String {
+        switch self {
+        case .recurrent(let r): r.className
+        case .bidirectional: "Bidirectional"
+        case .dense: "Dense"
+        }
+    }
+}
+
+/// A Keras model config reduced to what SeqCell needs: the layers in order, the input width
+/// when the config states it, and notes on what was ignored.
+struct KerasModelPlan: Sendable {
+    var layers: [KerasLayerPlan]
+    var inputSize: Int?
+    var notes: [String]
+    /// Names of layers skipped, with why (Dropout is the identity at inference).
+    var skipped: [String]
+}
+
+/// Reads Keras model configs: `model.to_json()`, the `config.json` of a `.keras` archive, and
+/// the `model_config` attribute of a legacy `.h5` — Keras 3 and Keras 2 (tf.keras) alike.
+enum KerasConfigReader {
+    static let recurrentCells = ["SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"]
+
+    static func plan(json text: String, origin: String) throws -> KerasModelPlan {
+        guard let data = text.data(using: .utf8),
+              let object = try? JSONSerialization.jsonObject(with: data), let top = object as? [String: Any] else {
+            throw SeqCellError(.invalidArgument, "\(origin): the Keras model config is not a JSON object")
+        }
+        return try plan(top, origin: origin)
+    }
+
+    static func plan(_ top: [String: Any], origin: String) throws -> KerasModelPlan {
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(m)") }
+        let className = top["class_name"] as? String ?? "?"
+        guard className == "Sequential" else {
+            if className == "Functional" || className == "Model" {
+                throw fail("the model is a Keras functional Model; SeqCell imports Sequential models (rebuild it as keras.Sequential with the same layers and save that)")
+            }
+            throw fail("the top-level object is '\(className)', not a Keras Sequential model")
+        }
+        // Keras 2.2 stored the layer list as the config itself.
+        let layerList: [Any]
+        if let cfg = top["config"] as? [String: Any], let l = cfg["layers"] as? [Any] {
+            layerList = l
+        } else if let l = top["config"] as? [Any] {
+            layerList = l
+        } else {
+            throw fail("the Sequential config has no 'layers' list")
+        }
+        var plan = KerasModelPlan(layers: [], inputSize: nil, notes: [], skipped: [])
+        if let build = top["build_config"] as? [String: Any], let shape = build["input_shape"] as? [Any], let last = shape.last as? Int {
+            plan.inputSize = last
+        }
+        for (index, item) in layerList.enumerated() {
+            guard let layer = item as? [String: Any], let cls = layer["class_name"] as? String else {
+                throw fail("layer \(index) of the config is not {class_name, config}")
+            }
+            let cfg = layer["config"] as? [String: Any] ?? [:]
+            let name = cfg["name"] as? String ?? "layer \(index)"
+            if let shape = (cfg["batch_shape"] ?? cfg["batch_input_shape"]) as? [Any], let last = shape.last as? Int {
+                plan.inputSize = plan.inputSize ?? last
+            }
+            switch cls {
+            case "InputLayer":
+                continue
+            case "Dropout", "SpatialDropout1D", "GaussianDropout", "AlphaDropout", "GaussianNoise":
+                plan.skipped.append("\(cls) layer '\(name)' (the identity at inference)")
+            case "SimpleRNN", "LSTM", "GRU":
+                plan.layers.append(.recurrent(try recurrent(cls, cfg, origin: origin, insideBidirectional: false)))
+            case "Bidirectional":
+                guard let inner = cfg["layer"] as? [String: Any], let innerClass = inner["class_name"] as? String,
+                      let innerCfg = inner["config"] as? [String: Any] else {
+                    throw fail("Bidirectional layer '\(name)' has no wrapped 'layer' in its config")
+                }
+                guard recurrentCells[innerClass] != nil else {
+                    throw fail("Bidirectional layer '\(name)' wraps a \(innerClass); SeqCell supports SimpleRNN, LSTM and GRU")
+                }
+                let forward = try recurrent(innerClass, innerCfg, origin: origin, insideBidirectional: true)
+                var backward = forward
+                if let b = cfg["backward_layer"] as? [String: Any] {
+                    guard let bClass = b["class_name"] as? String, recurrentCells[bClass] != nil, let bCfg = b["config"] as? [String: Any] else {
+                        throw fail("Bidirectional layer '\(name)': backward_layer must be a SimpleRNN, LSTM or GRU")
+                    }
+                    backward = try recurrent(bClass, bCfg, origin: origin, insideBidirectional: true)
+                }
+                let mergeName = cfg["merge_mode"] as? String
+                guard let mergeName, let merge = MergeMode(rawValue: mergeName) else {
+                    throw fail("Bidirectional layer '\(name)': merge_mode \(mergeName.map { "'\($0)'" } ?? "None") is not supported (SeqCell merges with concat, sum, ave or mul)")
+                }
+                guard forward.returnSequences, backward.returnSequences else {
+                    throw fail("Bidirectional layer '\(name)': return_sequences=False is not supported for bidirectional layers (SeqCell returns every step, and the last step of the backward direction is not what Keras returns); use return_sequences=True")
+                }
+                plan.layers.append(.bidirectional(name: name, forward: forward, backward: backward, merge: merge))
+            case "Dense":
+                guard let units = cfg["units"] as? Int, units >= 1 else { throw fail("Dense layer '\(name)' has no units") }
+                let actName = try activationName(cfg["activation"], layer: "Dense layer '\(name)'", origin: origin)
+                guard let act = HeadActivation(rawValue: actName) else {
+                    throw fail("Dense layer '\(name)': activation '\(actName)' is not supported (SeqCell's head has linear, tanh, sigmoid, relu, softmax)")
+                }
+                plan.layers.append(.dense(name: name, units: units, activation: act, useBias: cfg["use_bias"] as? Bool ?? true))
+            case "Masking":
+                throw fail("Masking layer '\(name)' is not supported: SeqCell takes per-sample lengths instead (give 'lengths' to seqcell run); remove the layer")
+            default:
+                throw fail("\(cls) layer '\(name)' is not supported: SeqCell imports SimpleRNN, LSTM, GRU, Bidirectional and a final Dense")
+            }
+        }
+        try validateOrder(plan, origin: origin)
+        return plan
+    }
+
+    /// A Dense head only at the end; return_sequences=False only on the last recurrent layer.
+    static func validateOrder(_ plan: KerasModelPlan, origin: String) throws {
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(m)") }
+        guard plan.layers.contains(where: { if case .dense = $0 { false } else { true } }) else {
+            throw fail("the model has no SimpleRNN, LSTM, GRU or Bidirectional layer")
+        }
+        for (i, layer) in plan.layers.enumerated() {
+            if case .dense(let name, _, _, _) = layer, i != plan.layers.count - 1 {
+                throw fail("Dense layer '\(name)' is followed by '\(plan.layers[i + 1].name)': SeqCell models end with at most one Dense layer (the linear head)")
+            }
+            if case .recurrent(let r) = layer, !r.returnSequences {
+                let later = plan.layers[(i + 1)...].contains { if case .dense = $0 { false } else { true } }
+                if later {
+                    throw fail("\(r.className) layer '\(r.name)' has return_sequences=False but another recurrent layer follows it")
+                }
+            }
+        }
+    }
+
+    /// The activation's name: a string, or Keras 3's serialized {class_name: "function", config: "tanh"}.
+    static func activationName(_ value: Any?, layer: String, origin: String) throws -> String {
+        if value == nil || value is NSNull { return "linear" }
+        if let s = value as? String { return s }
+        if let d = value as? [String: Any], let cfg = d["config"] as? String,
+           (d["class_name"] as? String) == "function", (d["module"] as? String ?? "keras.activations").hasPrefix("keras") {
+            return cfg
+        }
+        throw SeqCellError(.unsupported, "\(origin): \(layer) has a custom activation (\(String(describing: value).prefix(120))); SeqCell supports Keras' built-in ones only")
+    }
+
+    static func recurrent(_ cls: String, _ cfg: [String: Any], origin: String, insideBidirectional: Bool) throws -> KerasRecurrentConfig {
+        let name = cfg["name"] as? String ?? cls
+        let what = "\(cls) layer '\(name)'"
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(what): \(m)") }
+        guard let units = cfg["units"] as? Int, units >= 1 else { throw fail("no positive 'units' in its config") }
+        if cfg["stateful"] as? Bool == true {
+            throw fail("stateful=True is not supported (SeqCell does not carry states between calls; pass initial states to seqcell run instead)")
+        }
+        if cfg["time_major"] as? Bool == true {
+            throw fail("time_major=True is not supported; save the model with time_major=False")
+        }
+        let goBackwards = cfg["go_backwards"] as? Bool ?? false
+        if goBackwards, !insideBidirectional {
+            throw fail("go_backwards=True outside Bidirectional is not supported: Keras then returns the outputs in reversed time order, which no SeqCell layer does (wrap the layer in Bidirectional, or use a SeqCell reverse layer and flip the outputs yourself)")
+        }
+        guard let cell = recurrentCells[cls] else { throw fail("not a recurrent layer SeqCell imports") }
+        let act = try activationName(cfg["activation"] ?? "tanh", layer: what, origin: origin)
+        switch cls {
+        case "SimpleRNN":
+            guard act == "tanh" || act == "relu" else {
+                throw fail("activation '\(act)' is not supported (SeqCell's rnn cell has tanh and relu)")
+            }
+        default:
+            guard act == "tanh" else { throw fail("activation '\(act)' is not supported (SeqCell's \(cell) cell uses tanh)") }
+            let rec = try activationName(cfg["recurrent_activation"] ?? "sigmoid", layer: what, origin: origin)
+            guard rec == "sigmoid" else {
+                throw fail("recurrent_activation '\(rec)' is not supported: SeqCell's \(cell) cell uses the logistic sigmoid"
+                           + (rec == "hard_sigmoid" ? " (hard_sigmoid is a piecewise-linear approximation and gives different outputs; retrain with recurrent_activation='sigmoid')" : ""))
+            }
+        }
+        return KerasRecurrentConfig(
+            className: cls, name: name, units: units, cell: cell, activation: act, useBias: cfg["use_bias"] as? Bool ?? true,
+            resetAfter: cls == "GRU" ? cfg["reset_after"] as? Bool : nil,
+            returnSequences: cfg["return_sequences"] as? Bool ?? false, goBackwards: goBackwards,
+            unroll: cfg["unroll"] as? Bool ?? false)
+    }
+
+    /// Keras' snake case of a class name, as `.weights.h5` names layer groups: "SimpleRNN" → "simple_rnn".
+    static func snakeCase(_ name: String) -> String {
+        // keras.src.utils.naming.to_snake_case: two regex passes, then lowercase.
+        let chars = Array(name)
+        var out = ""
+        for (i, c) in chars.enumerated() {
+            if c.isUppercase, i > 0 {
+                let prev = chars[i - 1]
+                let nextLower = i + 1 < chars.count && chars[i + 1].isLowercase
+                if prev.isLowercase || prev.isNumber || (prev.isUppercase && nextLower) { out += "_" }
+            }
+            out.append(c)
+        }
+        return out.lowercased()
+    }
+}

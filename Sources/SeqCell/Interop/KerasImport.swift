@@ -1,0 +1,338 @@
+import Foundation
+import ZIPFoundation
+
+/// What a Keras import needs beyond the file: the architecture for a bare `.weights.h5`,
+/// and for files with no config at all, what the weights cannot tell.
+public struct KerasImportOptions: Sendable {
+    /// `model.to_json()` output; required for a `.weights.h5` with more than one recurrent
+    /// layer, and overrides the config stored in a `.keras` or legacy `.h5` when given.
+    public var configPath: String?
+    /// Without a config: a SimpleRNN's activation (tanh or relu; default tanh).
+    public var activation: String?
+    /// Without a config: a Bidirectional layer's merge mode (default concat).
+    public var mergeMode: MergeMode?
+    /// Without a config: the Dense layer's activation (default linear).
+    public var headActivation: HeadActivation?
+
+    public init(configPath: String? = nil, activation: String? = nil, mergeMode: MergeMode? = nil, headActivation: HeadActivation? = nil) {
+        self.configPath = configPath
+        self.activation = activation
+        self.mergeMode = mergeMode
+        self.headActivation = headActivation
+    }
+}
+
+/// Builds SeqCell models from Keras files: Keras 3 `.keras` archives and `.weights.h5`, and
+/// legacy `model.save("m.h5")` files of Keras 3 and Keras 2 (tf.keras).
+public enum KerasImporter {
+    public static func importFile(_ path: String, options: KerasImportOptions = .init(), registry: PluginRegistry) throws -> ImportResult {
+        try InteropFile.refusePickle(path)
+        var notes: [String] = []
+        let givenConfig = try options.configPath.map { p -> String in
+            guard let d = FileManager.default.contents(atPath: p), let s = String(data: d, encoding: .utf8) else {
+                throw SeqCellError(.io, "cannot read the Keras config '\(p)'")
+            }
+            return s
+        }
+        switch try InteropFile.kind(of: path) {
+        case .zip:
+            let (config, weightsPath, cleanup) = try extractKerasArchive(path)
+            defer { cleanup() }
+            var origin = "'\(path)':config.json"
+            if let p = options.configPath {
+                notes.append("used --keras-config instead of the archive's config.json")
+                origin = "'\(p)'"
+            }
+            return try build(weightsFile: weightsPath, shownPath: "\(path):model.weights.h5", config: givenConfig ?? config,
+                             configOrigin: origin,
+                             options: options, notes: notes, registry: registry)
+        case .hdf5:
+            let file = try H5File(opening: path)
+            let root = try file.root
+            var config = givenConfig
+            var origin = options.configPath.map { "'\($0)'" } ?? ""
+            if try root.hasAttribute("model_config") {
+                if config == nil {
+                    config = try root.stringAttribute("model_config")
+                    origin = "'\(path)'@model_config"
+                } else {
+                    notes.append("used --keras-config instead of the file's model_config")
+                }
+            }
+            return try build(weightsFile: path, shownPath: path, config: config, configOrigin: origin,
+                             options: options, notes: notes, registry: registry)
+        case let other:
+            throw SeqCellError(.invalidArgument,
+                "'\(path)' is \(other.rawValue), not a Keras model: give a .keras archive, a .weights.h5, or a model saved as .h5")
+        }
+    }
+
+    /// The archive's config.json text and its model.weights.h5 extracted to a temporary file.
+    static func extractKerasArchive(_ path: String) throws -> (config: String, weights: String, cleanup: () -> Void) {
+        let archive: Archive
+        do {
+            archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
+        } catch {
+            throw SeqCellError(.io, "'\(path)' is not a readable zip archive (\(error))")
+        }
+        guard let configEntry = archive["config.json"], let weightsEntry = archive["model.weights.h5"] else {
+            let names = archive.map(\.path)
+            throw SeqCellError(.invalidArgument,
+                "'\(path)' is a zip archive but not a Keras 3 .keras file: it needs config.json and model.weights.h5 (it has \(names.prefix(8).joined(separator: ", ")))")
+        }
+        var configData = Data()
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("seqcell-keras-\(UUID().uuidString)")
+        let cleanup = { _ = try? FileManager.default.removeItem(at: folder) }
+        do {
+            _ = try archive.extract(configEntry, skipCRC32: false) { configData.append($0) }
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            _ = try archive.extract(weightsEntry, to: folder.appendingPathComponent("model.weights.h5"), skipCRC32: false)
+        } catch {
+            cleanup()
+            throw SeqCellError(.io, "cannot read '\(path)': \(error)")
+        }
+        guard let config = String(data: configData, encoding: .utf8) else {
+            cleanup()
+            throw SeqCellError(.invalidArgument, "'\(path)': config.json is not UTF-8 text")
+        }
+        return (config, folder.appendingPathComponent("model.weights.h5").path, cleanup)
+    }
+
+    static func build(weightsFile: String, shownPath: String, config: String?, configOrigin: String,
+                      options: KerasImportOptions, notes given: [String], registry: PluginRegistry) throws -> ImportResult {
+        var notes = given
+        let file = try H5File(opening: weightsFile)
+        let layout = try KerasWeightsLayout.detect(try file.root, path: shownPath)
+        var plan: KerasModelPlan
+        if let config {
+            plan = try KerasConfigReader.plan(json: config, origin: configOrigin)
+        } else {
+            guard case .keras3(let layers) = layout else {
+                throw SeqCellError(.invalidArgument,
+                    "'\(shownPath)' holds legacy Keras weights without a model config: give the architecture with --keras-config model.json (from model.to_json())")
+            }
+            plan = try inferPlan(layers, path: shownPath, options: options)
+        }
+        notes += plan.notes
+        notes += plan.skipped.map { "skipped \($0)" }
+        let reader = try KerasWeightsReader(layout: layout, path: shownPath, plan: plan)
+        var layers: [RecurrentLayer] = []
+        var head: LinearHead? = nil
+        var width = plan.inputSize
+        var summary: [String] = []
+        for (i, layer) in plan.layers.enumerated() {
+            switch layer {
+            case .recurrent(let r):
+                let w = try reader.recurrentWeights(i, layer)[0]
+                let cell = try convert(r, w, inputWidth: &width, registry: registry, notes: &notes)
+                layers.append(try RecurrentLayer(direction: .forward, cells: [cell]))
+                summary.append("\(r.className)(\(r.units))")
+                if !r.returnSequences {
+                    notes.append("\(r.className) layer '\(r.name)' has return_sequences=False: Keras returns only the last step, which is SeqCell's output at the last step (and its final state h)")
+                }
+            case .bidirectional(let name, let f, let b, let merge):
+                let w = try reader.recurrentWeights(i, layer)
+                var backWidth = width
+                let fc = try convert(f, w[0], inputWidth: &width, registry: registry, notes: &notes)
+                let bc = try convert(b, w[1], inputWidth: &backWidth, registry: registry, notes: &notes)
+                do {
+                    layers.append(try RecurrentLayer(direction: .bidirectional, mergeMode: merge, cells: [fc, bc]))
+                } catch let e as SeqCellError {
+                    throw SeqCellError(e.kind, "\(shownPath): Bidirectional layer '\(name)': \(e.message)")
+                }
+                summary.append("Bidirectional(\(f.className)(\(f.units))\(b.className == f.className && b.units == f.units ? "" : ", backward_layer=\(b.className)(\(b.units))"), merge_mode='\(merge.rawValue)')")
+            case .dense(let name, let units, let act, let useBias):
+                let (kernel, bias, location) = try reader.denseWeights(i, name: name, useBias: useBias)
+                let d = layers.last?.outputSize ?? 0
+                guard kernel.shape == [d, units] else {
+                    throw SeqCellError(.shape, "\(location): Dense layer '\(name)' kernel is \(kernel.shape), expected [\(d), \(units)] (the previous layer outputs \(d) features)")
+                }
+                if let bias, bias.shape != [units] {
+                    throw SeqCellError(.shape, "\(location): Dense layer '\(name)' bias is \(bias.shape), expected [\(units)]")
+                }
+                if bias == nil { notes.append("Dense layer '\(name)' has use_bias=False: imported with a zero bias") }
+                head = try LinearHead(weight: transpose(kernel), bias: bias ?? .zeros([units]), activation: act)
+                summary.append("Dense(\(units), activation='\(act.rawValue)')")
+            }
+            if let last = layers.last { width = last.outputSize }
+        }
+        guard let first = layers.first else { throw SeqCellError(.invalidArgument, "\(shownPath): no recurrent layer") }
+        let model = try Model(inputSize: first.inputSize, layers: layers, head: head)
+        return ImportResult(model: model, source: "keras.Sequential([" + summary.joined(separator: ", ") + "])", notes: notes)
+    }
+
+    /// [R, C] → [C, R].
+    static func transpose(_ t: Tensor) -> Tensor {
+        let (r, c) = (t.shape[0], t.shape[1])
+        var out = [Float](repeating: 0, count: t.count)
+        for i in 0..<r { for j in 0..<c { out[j * r + i] = t.data[i * c + j] } }
+        return Tensor(shape: [c, r], data: out)
+    }
+
+    /// Rows regrouped: the row blocks of `t` (each `block` rows) taken in `order`.
+    static func reorderRowBlocks(_ t: Tensor, block: Int, order: [Int]) -> Tensor {
+        let width = t.count / t.shape[0]
+        var out: [Float] = []
+        out.reserveCapacity(t.count)
+        for b in order { out += t.data[(b * block * width)..<((b + 1) * block * width)] }
+        return Tensor(shape: t.shape, data: out)
+    }
+
+    /// Keras GRU gate blocks z, r, h ↔ SeqCell/PyTorch r, z, n (the permutation is its own inverse).
+    static let gruOrder = [1, 0, 2]
+
+    /// One Keras direction as a SeqCell cell: kernels transposed, GRU gates reordered, the
+    /// bias split into bias_ih / bias_hh.
+    static func convert(_ r: KerasRecurrentConfig, _ w: KerasCellWeights, inputWidth: inout Int?, registry: PluginRegistry,
+                        notes: inout [String]) throws -> DirectionalCell {
+        let what = "\(w.location): \(r.className) layer '\(r.name)'"
+        guard let G = ["rnn": 1, "gru": 3, "lstm": 4][r.cell] else {
+            throw SeqCellError(.unsupported, "\(what): no SeqCell cell for '\(r.cell)'")
+        }
+        let H = r.units
+        guard w.kernel.rank == 2, w.kernel.shape[1] == G * H else {
+            throw SeqCellError(.shape, "\(what): kernel is \(w.kernel.shape), expected [input, \(G * H)] for units=\(H)")
+        }
+        if let expected = inputWidth, w.kernel.shape[0] != expected {
+            throw SeqCellError(.shape, "\(what): kernel is \(w.kernel.shape) but the layer receives \(expected) features, expected [\(expected), \(G * H)]")
+        }
+        let I = w.kernel.shape[0]
+        inputWidth = I
+        guard w.recurrentKernel.shape == [H, G * H] else {
+            throw SeqCellError(.shape, "\(what): recurrent_kernel is \(w.recurrentKernel.shape), expected [\(H), \(G * H)]")
+        }
+        var options: [String: String] = [:]
+        var biasIH = Tensor.zeros([G * H]), biasHH = Tensor.zeros([G * H])
+        switch r.cell {
+        case "rnn":
+            options["activation"] = r.activation
+        case "gru":
+            var resetAfter = r.resetAfter ?? true
+            if let b = w.bias {
+                let shapeSaysAfter: Bool
+                if b.shape == [2, 3 * H] { shapeSaysAfter = true } else if b.shape == [3 * H] { shapeSaysAfter = false } else {
+                    throw SeqCellError(.shape, "\(what): bias is \(b.shape), expected [2, \(3 * H)] (reset_after=True) or [\(3 * H)] (reset_after=False)")
+                }
+                if let given = r.resetAfter, given != shapeSaysAfter {
+                    throw SeqCellError(.shape, "\(what): the config says reset_after=\(given ? "True" : "False") but the bias is \(b.shape)")
+                }
+                resetAfter = shapeSaysAfter
+            } else if r.resetAfter == nil {
+                notes.append("\(r.className) layer '\(r.name)': reset_after not stated and no bias to tell: assumed True (Keras' default)")
+            }
+            options["reset"] = resetAfter ? "after" : "before"
+        default:
+            break
+        }
+        if let b = w.bias {
+            switch r.cell {
+            case "gru" where b.rank == 2:
+                biasIH = reorderRowBlocks(Tensor(shape: [3 * H], data: Array(b.data[0..<(3 * H)])), block: H, order: gruOrder)
+                biasHH = reorderRowBlocks(Tensor(shape: [3 * H], data: Array(b.data[(3 * H)...])), block: H, order: gruOrder)
+            case "gru":
+                biasIH = reorderRowBlocks(b, block: H, order: gruOrder)
+            default:
+                guard b.shape == [G * H] else { throw SeqCellError(.shape, "\(what): bias is \(b.shape), expected [\(G * H)]") }
+                biasIH = b
+            }
+        } else {
+            notes.append("\(r.className) layer '\(r.name)' has use_bias=False: imported with zero biases")
+        }
+        if r.unroll { notes.append("\(r.className) layer '\(r.name)' has unroll=True, which changes how Keras computes, not the result: imported as usual") }
+        var wih = transpose(w.kernel), whh = transpose(w.recurrentKernel)
+        if r.cell == "gru" {
+            wih = reorderRowBlocks(wih, block: H, order: gruOrder)
+            whh = reorderRowBlocks(whh, block: H, order: gruOrder)
+        }
+        let type = try registry.cellType(r.cell)
+        let cell = try type.instantiate(inputSize: I, hiddenSize: H, options: try type.parseOptions(options))
+        let values = ["weight_ih": wih, "weight_hh": whh, "bias_ih": biasIH, "bias_hh": biasHH]
+        let params = try cell.params.map { info -> Tensor in
+            guard let v = values[info.name] else {
+                throw SeqCellError(.plugin, "the '\(r.cell)' plugin declares parameter '\(info.name)', which Keras' \(r.className) does not have")
+            }
+            return v
+        }
+        return try DirectionalCell(cell: cell, params: params)
+    }
+
+    /// A plan from a Keras 3 `.weights.h5` alone: possible for one recurrent (or Bidirectional)
+    /// layer and an optional Dense; the rest comes from flags, with notes for each default.
+    static func inferPlan(_ layers: H5Group, path: String, options: KerasImportOptions) throws -> KerasModelPlan {
+        func stripCounter(_ s: String) -> String {
+            guard let u = s.lastIndex(of: "_"), s[s.index(after: u)...].allSatisfy(\.isNumber), s.index(after: u) != s.endIndex else { return s }
+            return String(s[..<u])
+        }
+        var groups = try layers.memberNames().filter { layers.isGroup($0) }
+        groups = try groups.filter { g in
+            let grp = try layers.group(g)
+            if grp.isGroup("cell") || grp.isGroup("forward_layer") { return true }
+            return grp.isGroup("vars") ? try !grp.group("vars").memberNames().isEmpty : false
+        }
+        let recurrentGroups = groups.filter { ["simple_rnn", "lstm", "gru", "bidirectional"].contains(stripCounter($0)) }
+        let denseGroups = groups.filter { stripCounter($0) == "dense" }
+        let others = groups.filter { !recurrentGroups.contains($0) && !denseGroups.contains($0) }
+        let ask = "give the architecture with --keras-config model.json (from model.to_json())"
+        guard others.isEmpty else {
+            throw SeqCellError(.unsupported, "'\(path)': layer group(s) \(others.map { "/layers/\($0)" }.joined(separator: ", ")) are not layers SeqCell imports")
+        }
+        guard recurrentGroups.count == 1, denseGroups.count <= 1 else {
+            throw SeqCellError(.invalidArgument,
+                "'\(path)' is a bare .weights.h5 with layers \(groups.joined(separator: ", ")): their order is not stored in the file; \(ask)")
+        }
+        var notes: [String] = []
+        func cellConfig(_ g: H5Group, className: String?, name: String) throws -> KerasRecurrentConfig {
+            guard g.isGroup("cell"), try g.group("cell").isGroup("vars") else {
+                throw SeqCellError(.invalidArgument, "'\(path)':\(g.path) has no cell/vars group")
+            }
+            let v = try g.group("cell").group("vars")
+            let count = try v.memberNames().count
+            guard v.isDataset("1") else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path) has no recurrent kernel '1'") }
+            let rk = try v.dataset("1").shape
+            guard rk.count == 2, rk[0] > 0, rk[1] % rk[0] == 0, let cls = className ?? [1: "SimpleRNN", 3: "GRU", 4: "LSTM"][rk[1] / rk[0]] else {
+                throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/1 is \(rk): not the recurrent kernel of a SimpleRNN, GRU or LSTM; \(ask)")
+            }
+            var act = "tanh"
+            if cls == "SimpleRNN" {
+                act = options.activation ?? "tanh"
+                guard act == "tanh" || act == "relu" else {
+                    throw SeqCellError(.invalidArgument, "--activation must be tanh or relu for a SimpleRNN, got '\(act)'")
+                }
+                if options.activation == nil { notes.append("no model config: SimpleRNN activation assumed tanh (pass --activation relu otherwise)") }
+            }
+            guard let cell = KerasConfigReader.recurrentCells[cls] else {
+                throw SeqCellError(.unsupported, "'\(path)':\(g.path): \(cls) is not a layer SeqCell imports")
+            }
+            return KerasRecurrentConfig(className: cls, name: name, units: rk[0], cell: cell,
+                                        activation: act, useBias: count >= 3, resetAfter: nil, returnSequences: true, goBackwards: false)
+        }
+        var plan = KerasModelPlan(layers: [], inputSize: nil, notes: [], skipped: [])
+        let rg = recurrentGroups[0]
+        let g = try layers.group(rg)
+        switch stripCounter(rg) {
+        case "bidirectional":
+            for sub in ["forward_layer", "backward_layer"] where !g.isGroup(sub) {
+                throw SeqCellError(.invalidArgument, "'\(path)':\(g.path) has no '\(sub)' group")
+            }
+            let f = try cellConfig(try g.group("forward_layer"), className: nil, name: "\(rg) forward")
+            let b = try cellConfig(try g.group("backward_layer"), className: nil, name: "\(rg) backward")
+            let merge = options.mergeMode ?? .concat
+            if options.mergeMode == nil { notes.append("no model config: Bidirectional merge_mode assumed concat (pass --merge-mode otherwise)") }
+            plan.layers.append(.bidirectional(name: rg, forward: f, backward: b, merge: merge))
+        default:
+            let cls = ["simple_rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"][stripCounter(rg)]
+            plan.layers.append(.recurrent(try cellConfig(g, className: cls, name: rg)))
+        }
+        if let dg = denseGroups.first {
+            let v = try layers.group(dg).group("vars")
+            guard v.isDataset("0") else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path) has no kernel '0'") }
+            let k = try v.dataset("0").shape
+            guard k.count == 2 else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/0 is \(k), not a Dense kernel") }
+            let act = options.headActivation ?? .linear
+            if options.headActivation == nil { notes.append("no model config: Dense activation assumed linear (pass --head-activation otherwise)") }
+            plan.layers.append(.dense(name: dg, units: k[1], activation: act, useBias: try v.memberNames().count >= 2))
+        }
+        plan.notes = notes
+        return plan
+    }
+}

@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import SeqCell
+
+struct ImportCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "import",
+        abstract: "Convert a PyTorch or Keras recurrent model into a SeqCell checkpoint.",
+        discussion: """
+            PyTorch: nn.RNN / nn.LSTM / nn.GRU weights as safetensors \
+            (safetensors.torch.save_file(model.state_dict(), "m.safetensors")) or as an HDF5 file of \
+            state_dict tensors (weight_ih_l0, ..., at the root or under --group). Layers, directions, \
+            sizes, proj_size and bias=False are read from the names and shapes; --activation relu \
+            gives nn.RNN's nonlinearity. A model's submodule is found by its prefix (lstm.weight_ih_l0) \
+            or chosen with --prefix; an nn.Linear after it becomes the head with --head NAME.
+            Keras: a .keras archive, a model saved as .h5 (Keras 2 or 3), or a Keras 3 .weights.h5 \
+            with --keras-config model.json (model.to_json()). SimpleRNN, LSTM, GRU, Bidirectional and \
+            a final Dense are imported; anything else is an error naming the layer.
+            Pickles (.pt, .pth from torch.save) are refused: SeqCell never unpickles.
+            Examples:
+              seqcell import lstm.safetensors -o lstm.h5
+              seqcell import model.keras -o model.h5
+              seqcell import m.weights.h5 --keras-config m.json -o model.h5
+            """)
+
+    @OptionGroup var plugins: PluginOptions
+
+    @Argument(help: "The file to import.")
+    var file: String
+
+    @Option(help: ArgumentHelp("pytorch or keras (default: from the extension and contents).", valueName: "framework"))
+    var from: String?
+
+    @Option(help: ArgumentHelp("PyTorch: rnn, lstm or gru (checked against the shapes).", valueName: "cell"))
+    var cell: String?
+
+    @Option(help: ArgumentHelp("nn.RNN nonlinearity / Keras SimpleRNN activation without a config: tanh or relu.", valueName: "name"))
+    var activation: String?
+
+    @Option(help: ArgumentHelp("PyTorch: prefix of the recurrent module's tensors, e.g. 'lstm.'.", valueName: "prefix"))
+    var prefix: String?
+
+    @Option(help: ArgumentHelp("PyTorch: name of an nn.Linear (NAME.weight, NAME.bias) to import as the head.", valueName: "name"))
+    var head: String?
+
+    @Option(help: ArgumentHelp("The head's activation: linear, tanh, sigmoid, relu, softmax.", valueName: "name"))
+    var headActivation: String?
+
+    @Option(help: ArgumentHelp("PyTorch HDF5: the group holding the tensors.", valueName: "group"))
+    var group: String?
+
+    @Option(help: ArgumentHelp("Keras: the model's JSON (model.to_json()).", valueName: "file"))
+    var kerasConfig: String?
+
+    @Option(help: ArgumentHelp("Keras without a config: a Bidirectional layer's merge mode.", valueName: "mode"))
+    var mergeMode: String?
+
+    @Option(name: [.short, .customLong("output")], help: "Checkpoint to write.")
+    var output: String
+
+    func run() throws {
+        let registry = plugins.registry()
+        let framework: InteropFramework
+        if let from {
+            guard let f = InteropFramework(rawValue: from) else { throw CLIError("--from must be pytorch or keras, got '\(from)'") }
+            framework = f
+        } else {
+            framework = try InteropFile.framework(of: file, group: group)
+        }
+        let headAct = try headActivation.map { name -> HeadActivation in
+            guard let a = HeadActivation(rawValue: name) else {
+                throw CLIError("--head-activation must be one of \(HeadActivation.allCases.map(\.rawValue).joined(separator: ", ")), got '\(name)'")
+            }
+            return a
+        }
+        let result: ImportResult
+        switch framework {
+        case .pytorch:
+            for (flag, value) in [("--keras-config", kerasConfig), ("--merge-mode", mergeMode)] where value != nil {
+                throw CLIError("\(flag) applies to Keras files; '\(file)' is imported as PyTorch weights")
+            }
+            result = try PyTorchImporter.importFile(file, options: PyTorchImportOptions(
+                cell: cell, activation: activation, prefix: prefix, head: head, headActivation: headAct ?? .linear, group: group),
+                registry: registry)
+        case .keras:
+            for (flag, value) in [("--cell", cell), ("--prefix", prefix), ("--head", head), ("--group", group)] where value != nil {
+                throw CLIError("\(flag) applies to PyTorch weights; '\(file)' is imported as a Keras model")
+            }
+            let merge = try mergeMode.map { m -> MergeMode in
+                guard let mm = MergeMode(rawValue: m) else { throw CLIError("--merge-mode must be concat, sum, mul or ave, got '\(m)'") }
+                return mm
+            }
+            result = try KerasImporter.importFile(file, options: KerasImportOptions(
+                configPath: kerasConfig, activation: activation, mergeMode: merge, headActivation: headAct), registry: registry)
+        }
+        try Checkpoint(model: result.model).save(to: output)
+        print("imported \(file) (\(framework.rawValue)): \(result.source)")
+        for note in result.notes { print("note: \(note)") }
+        print("wrote \(output): \(result.model.layers.count) layer(s), \(result.model.parameterCount) parameters")
+        for (k, l) in result.model.layers.enumerated() { print("  layer \(k): \(l.summary)") }
+        if let h = result.model.head { print("  head: linear \(h.inputSize) → \(h.outputSize), \(h.activation.rawValue)") }
+    }
+}
