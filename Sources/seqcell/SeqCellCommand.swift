@@ -16,7 +16,7 @@ struct SeqCellCommand: ParsableCommand {
         version: SeqCellInfo.version,
         subcommands: [
             DemoCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self, SwapCommand.self,
-            ComposeCommand.self, PluginsCommand.self,
+            ComposeCommand.self, PluginsCommand.self, BenchCommand.self,
         ])
 }
 
