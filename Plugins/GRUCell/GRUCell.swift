@@ -55,6 +55,7 @@ final class GRUKernel: CellKernel {
         var dh: UnsafeMutablePointer<Float>     // training only: [B, H]
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, H] dh_{t-1} being summed
         var drh: UnsafeMutablePointer<Float>    // training, reset = before: [B, H] gradient of r ⊙ h
+        var packed: UnsafeMutablePointer<Float> // reset = after, small batches: W_hh packed
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
@@ -68,7 +69,8 @@ final class GRUKernel: CellKernel {
         let dh = training ? c.floats(B * H) : gx
         let tmp = training ? c.floats(B * H) : gx
         let drh = training && resetBefore ? c.floats(B * H) : gx
-        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh)
+        let packed = c.floats(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H))
+        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed)
     }
 
     func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
@@ -103,6 +105,8 @@ final class GRUKernel: CellKernel {
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let bhn = bhh + 2 * H
         let whn = whh + 2 * H * H
+        let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: resetBefore ? Int.max : B, scratch: w.packed)
+        let store: Int32 = f.training ? 1 : 0
         for t in 0..<T {
             let hPrev = f.training ? w.states + t * B * H : w.states
             let hNext = f.training ? w.states + (t + 1) * B * H : w.states
@@ -146,8 +150,7 @@ final class GRUKernel: CellKernel {
                 // One recurrent GEMM for all three gates into its own buffer (the n part must
                 // stay separate from gx), then one fused loop adds and activates.
                 let ghT = f.training ? w.gh + t * B * G : w.gh
-                sgemm(transA: false, transB: true, m: B, n: G, k: H, a: hPrev, lda: H, b: whh, ldb: H,
-                      beta: 0, c: ghT, ldc: G)
+                recurrent.apply(hPrev, ldh: H, rows: B, into: ghT, ldy: G, accumulate: false)
                 for b in 0..<B {
                     let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
                     guard t < f.length(b) else {
@@ -155,17 +158,8 @@ final class GRUKernel: CellKernel {
                         if hn != hp { hn.update(from: hp, count: H) }
                         continue
                     }
-                    let gr = gxT + b * G, gz = gr + H, gn = gr + 2 * H
-                    let hr = ghT + b * G, hz = hr + H, hnn = hr + 2 * H
-                    for j in 0..<H {
-                        let r = sigmoid(gr[j] + hr[j])
-                        let z = sigmoid(gz[j] + hz[j])
-                        let n = tanhActivation(gn[j] + r * (hnn[j] + bhn[j]))
-                        gr[j] = r; gz[j] = z; gn[j] = n
-                        let v = (1 - z) * n + z * hp[j]
-                        o[j] = v
-                        hn[j] = v
-                    }
+                    // One fused vector pass: r, z, n (kept for backward when training), h'.
+                    vectorKernels.gru_row(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), store)
                 }
             }
         }

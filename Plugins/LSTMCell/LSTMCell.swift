@@ -70,6 +70,7 @@ final class LSTMKernel: CellKernel {
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, P]
         var dm: UnsafeMutablePointer<Float>     // training + projecting: [B, H]
         var dhAll: UnsafeMutablePointer<Float>  // training + projecting: [T, B, P] total gradient of h_t
+        var packed: UnsafeMutablePointer<Float> // small batches: W_hh packed for the recurrent product
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
@@ -85,7 +86,8 @@ final class LSTMKernel: CellKernel {
         let tmp = training ? c.floats(B * P) : gates
         let dm = training && projecting ? c.floats(B * H) : gates
         let dhAll = training && projecting ? c.floats(T * B * P) : gates
-        return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll)
+        let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P))
+        return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed)
     }
 
     func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
@@ -111,6 +113,8 @@ final class LSTMKernel: CellKernel {
               beta: 1, c: w.gates, ldc: G)
         copyOrZero(f.initialState(0), to: w.h, count: B * P)
         copyOrZero(f.initialState(1), to: w.c, count: B * H)
+        let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)
+        let store: Int32 = f.training ? 1 : 0
         for t in 0..<T {
             let hPrev = f.training ? w.h + t * B * P : w.h
             let hNext = f.training ? w.h + (t + 1) * B * P : w.h
@@ -118,8 +122,7 @@ final class LSTMKernel: CellKernel {
             let cNext = f.training ? w.c + (t + 1) * B * H : w.c
             let mT = f.training ? w.m + t * B * H : w.m
             let gatesT = w.gates + t * B * G
-            sgemm(transA: false, transB: true, m: B, n: G, k: P, a: hPrev, lda: P, b: whh, ldb: P,
-                  beta: 1, c: gatesT, ldc: G)
+            recurrent.apply(hPrev, ldh: P, rows: B, into: gatesT, ldy: G, accumulate: true)
             let out = f.output + t * B * P
             for b in 0..<B {
                 let active = t < f.length(b)
@@ -133,18 +136,11 @@ final class LSTMKernel: CellKernel {
                     }
                     continue
                 }
-                let gi = gatesT + b * G, gf = gi + H, gg = gi + 2 * H, go = gi + 3 * H
-                // Without projection, o ⊙ tanh(c') is h' itself: write it to the output and h.
+                // One fused vector pass: activations (kept for backward when training),
+                // c' = f ⊙ c + i ⊙ g, and m = o ⊙ tanh(c'). Without projection m is h' itself:
+                // written to the output and h together.
                 let m = projecting ? mT + b * H : out + b * H
-                let hn = hNext + b * P
-                for j in 0..<H {
-                    let i = sigmoid(gi[j]), fg = sigmoid(gf[j]), g = tanhActivation(gg[j]), o = sigmoid(go[j])
-                    gi[j] = i; gf[j] = fg; gg[j] = g; go[j] = o
-                    let cv = fg * cp[j] + i * g
-                    cn[j] = cv
-                    m[j] = o * tanhActivation(cv)
-                }
-                if !projecting { hn.update(from: m, count: H) }
+                vectorKernels.lstm_row(gatesT + b * G, Int64(H), cp, cn, m, projecting ? nil : hNext + b * P, store)
             }
             if projecting {
                 // h' = m W_hr^T, straight into the output rows; frozen rows are fixed up after.
@@ -209,19 +205,8 @@ final class LSTMKernel: CellKernel {
                     dmSrc = w.dh + b * H
                     if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
                 }
-                let di = d, df = d + H, dgg = d + 2 * H, dout = d + 3 * H
-                let cv = cT + b * H, cp = cPrev + b * H, dc = w.dc + b * H
-                for j in 0..<H {
-                    let i = di[j], fg = df[j], gv = dgg[j], o = dout[j]
-                    let tc = tanhActivation(cv[j])
-                    let dm = dmSrc[j]
-                    let dcTot = dc[j] + dm * o * (1 - tc * tc)
-                    dc[j] = dcTot * fg
-                    di[j] = dcTot * gv * i * (1 - i)
-                    df[j] = dcTot * cp[j] * fg * (1 - fg)
-                    dgg[j] = dcTot * i * (1 - gv * gv)
-                    dout[j] = dm * tc * o * (1 - o)
-                }
+                // Fused vector pass: activations in, pre-activation gradients out; dc carried.
+                vectorKernels.lstm_row_backward(d, Int64(H), cT + b * H, cPrev + b * H, w.dc + b * H, dmSrc)
             }
             // dh_{t-1} = dgates_t W_hh for samples active at t; the others carry dh unchanged.
             sgemm(transA: false, transB: false, m: B, n: P, k: G, a: dg, lda: G, b: whh, ldb: P,
