@@ -105,8 +105,10 @@ final class GRUKernel: CellKernel {
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let bhn = bhh + 2 * H
         let whn = whh + 2 * H * H
-        let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: resetBefore ? Int.max : B, scratch: w.packed)
+        // reset = before has no full-width recurrent product (r, z and n are separate GEMMs).
+        let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore)
         let store: Int32 = f.training ? 1 : 0
+        let chunks = resetBefore ? 1 : stepChunks(rows: B, macs: B * G * H)
         for t in 0..<T {
             let hPrev = f.training ? w.states + t * B * H : w.states
             let hNext = f.training ? w.states + (t + 1) * B * H : w.states
@@ -150,17 +152,22 @@ final class GRUKernel: CellKernel {
                 // One recurrent GEMM for all three gates into its own buffer (the n part must
                 // stay separate from gx), then one fused loop adds and activates.
                 let ghT = f.training ? w.gh + t * B * G : w.gh
-                recurrent.apply(hPrev, ldh: H, rows: B, into: ghT, ldy: G, accumulate: false)
-                for b in 0..<B {
-                    let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
-                    guard t < f.length(b) else {
-                        o.update(repeating: 0, count: H)
-                        if hn != hp { hn.update(from: hp, count: H) }
-                        continue
+                // Rows are independent within a step: each chunk does its rows' product and gates.
+                func rows(_ r: Range<Int>) {
+                    recurrent.apply(hPrev + r.lowerBound * H, ldh: H, rows: r.count, into: ghT + r.lowerBound * G, ldy: G,
+                                    accumulate: false)
+                    for b in r {
+                        let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                        guard t < f.length(b) else {
+                            o.update(repeating: 0, count: H)
+                            if hn != hp { hn.update(from: hp, count: H) }
+                            continue
+                        }
+                        // One fused vector pass: r, z, n (kept for backward when training), h'.
+                        vectorKernels.gru_row(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), store)
                     }
-                    // One fused vector pass: r, z, n (kept for backward when training), h'.
-                    vectorKernels.gru_row(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), store)
                 }
+                if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
             }
         }
         if let hN = f.finalState(0) {

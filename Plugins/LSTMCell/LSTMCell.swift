@@ -70,7 +70,8 @@ final class LSTMKernel: CellKernel {
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, P]
         var dm: UnsafeMutablePointer<Float>     // training + projecting: [B, H]
         var dhAll: UnsafeMutablePointer<Float>  // training + projecting: [T, B, P] total gradient of h_t
-        var packed: UnsafeMutablePointer<Float> // small batches: W_hh packed for the recurrent product
+        var packed: UnsafeMutablePointer<Float> // W_hh packed for the recurrent product
+        var packedT: UnsafeMutablePointer<Float> // training: W_hh packed for backward's dh = dgates W_hh
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
@@ -87,7 +88,9 @@ final class LSTMKernel: CellKernel {
         let dm = training && projecting ? c.floats(B * H) : gates
         let dhAll = training && projecting ? c.floats(T * B * P) : gates
         let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P))
-        return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed)
+        let packedT = training ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: P, k: 4 * H)) : gates
+        return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed,
+                       packedT: packedT)
     }
 
     func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
@@ -115,6 +118,7 @@ final class LSTMKernel: CellKernel {
         copyOrZero(f.initialState(1), to: w.c, count: B * H)
         let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)
         let store: Int32 = f.training ? 1 : 0
+        let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
         for t in 0..<T {
             let hPrev = f.training ? w.h + t * B * P : w.h
             let hNext = f.training ? w.h + (t + 1) * B * P : w.h
@@ -122,26 +126,31 @@ final class LSTMKernel: CellKernel {
             let cNext = f.training ? w.c + (t + 1) * B * H : w.c
             let mT = f.training ? w.m + t * B * H : w.m
             let gatesT = w.gates + t * B * G
-            recurrent.apply(hPrev, ldh: P, rows: B, into: gatesT, ldy: G, accumulate: true)
             let out = f.output + t * B * P
-            for b in 0..<B {
-                let active = t < f.length(b)
-                let cp = cPrev + b * H, cn = cNext + b * H
-                if !active {
-                    if cn != cp { cn.update(from: cp, count: H) }
-                    if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
-                        (out + b * H).update(repeating: 0, count: H)
-                        let hp = hPrev + b * P, hn = hNext + b * P
-                        if hn != hp { hn.update(from: hp, count: P) }
+            // Rows are independent within a step: each chunk does its rows' recurrent product
+            // and gate pass, so a step needs one hand-off, not one per GEMM.
+            func rows(_ r: Range<Int>) {
+                recurrent.apply(hPrev + r.lowerBound * P, ldh: P, rows: r.count, into: gatesT + r.lowerBound * G, ldy: G,
+                                accumulate: true)
+                for b in r {
+                    let cp = cPrev + b * H, cn = cNext + b * H
+                    guard t < f.length(b) else {
+                        if cn != cp { cn.update(from: cp, count: H) }
+                        if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
+                            (out + b * H).update(repeating: 0, count: H)
+                            let hp = hPrev + b * P, hn = hNext + b * P
+                            if hn != hp { hn.update(from: hp, count: P) }
+                        }
+                        continue
                     }
-                    continue
+                    // One fused vector pass: activations (kept for backward when training),
+                    // c' = f ⊙ c + i ⊙ g, and m = o ⊙ tanh(c'). Without projection m is h'
+                    // itself: written to the output and h together.
+                    let m = projecting ? mT + b * H : out + b * H
+                    vectorKernels.lstm_row(gatesT + b * G, Int64(H), cp, cn, m, projecting ? nil : hNext + b * P, store)
                 }
-                // One fused vector pass: activations (kept for backward when training),
-                // c' = f ⊙ c + i ⊙ g, and m = o ⊙ tanh(c'). Without projection m is h' itself:
-                // written to the output and h together.
-                let m = projecting ? mT + b * H : out + b * H
-                vectorKernels.lstm_row(gatesT + b * G, Int64(H), cp, cn, m, projecting ? nil : hNext + b * P, store)
             }
+            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
             if projecting {
                 // h' = m W_hr^T, straight into the output rows; frozen rows are fixed up after.
                 sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(4), ldb: H,
@@ -171,6 +180,9 @@ final class LSTMKernel: CellKernel {
         copyOrZero(g.gradFinalState(0), to: w.dh, count: B * P)
         copyOrZero(g.gradFinalState(1), to: w.dc, count: B * H)
         let dgAll = w.gates  // each step's activations are last read at that step: reuse for dgates
+        // dh_{t-1} = dgates_t W_hh: y = x·Wᵀ with W = W_hhᵀ, packed once for all steps.
+        let back = RecurrentProduct(w: whh, n: P, k: G, B: B, scratch: w.packedT, transposed: true)
+        let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
         for t in stride(from: T - 1, through: 0, by: -1) {
             let dg = dgAll + t * B * G
             let cT = w.c + (t + 1) * B * H, cPrev = w.c + t * B * H
@@ -194,26 +206,30 @@ final class LSTMKernel: CellKernel {
                 sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(4), ldb: H,
                       beta: 0, c: w.dm, ldc: H)
             }
-            for b in 0..<B {
-                let d = dg + b * G
-                guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
-                // Gradient of m = o ⊙ tanh(c'): dm from the projection, or dh + dy.
-                let dmSrc: UnsafeMutablePointer<Float>
-                if projecting {
-                    dmSrc = w.dm + b * H
-                } else {
-                    dmSrc = w.dh + b * H
-                    if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
+            // Rows are independent within a step: each chunk does its rows' gate gradients and
+            // their share of dh_{t-1} = dgates_t W_hh (samples frozen at t carry dh unchanged).
+            func rows(_ r: Range<Int>) {
+                for b in r {
+                    let d = dg + b * G
+                    guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
+                    // Gradient of m = o ⊙ tanh(c'): dm from the projection, or dh + dy.
+                    let dmSrc: UnsafeMutablePointer<Float>
+                    if projecting {
+                        dmSrc = w.dm + b * H
+                    } else {
+                        dmSrc = w.dh + b * H
+                        if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
+                    }
+                    // Fused vector pass: activations in, pre-activation gradients out; dc carried.
+                    vectorKernels.lstm_row_backward(d, Int64(H), cT + b * H, cPrev + b * H, w.dc + b * H, dmSrc)
                 }
-                // Fused vector pass: activations in, pre-activation gradients out; dc carried.
-                vectorKernels.lstm_row_backward(d, Int64(H), cT + b * H, cPrev + b * H, w.dc + b * H, dmSrc)
+                back.apply(dg + r.lowerBound * G, ldh: G, rows: r.count, into: w.tmp + r.lowerBound * P, ldy: P,
+                           accumulate: false)
+                for b in r where t < g.length(b) {
+                    (w.dh + b * P).update(from: w.tmp + b * P, count: P)
+                }
             }
-            // dh_{t-1} = dgates_t W_hh for samples active at t; the others carry dh unchanged.
-            sgemm(transA: false, transB: false, m: B, n: P, k: G, a: dg, lda: G, b: whh, ldb: P,
-                  beta: 0, c: w.tmp, ldc: P)
-            for b in 0..<B where t < g.length(b) {
-                (w.dh + b * P).update(from: w.tmp + b * P, count: P)
-            }
+            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
         }
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * P) }
         if let gc0 = g.gradInitialState(1) { gc0.update(from: w.dc, count: B * H) }

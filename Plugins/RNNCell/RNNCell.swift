@@ -68,26 +68,32 @@ final class RNNKernel: CellKernel {
               beta: 1, c: w.pre, ldc: H)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let recurrent = RecurrentProduct(w: whh, n: H, k: H, B: B, scratch: w.packed)
+        let chunks = stepChunks(rows: B, macs: B * H * H)
         for t in 0..<T {
             let hPrev = f.training ? w.states + t * B * H : w.states
             let hNext = f.training ? w.states + (t + 1) * B * H : w.states
             let pre = w.pre + t * B * H
-            recurrent.apply(hPrev, ldh: H, rows: B, into: pre, ldy: H, accumulate: true)
             let out = f.output + t * B * H
-            for b in 0..<B {
-                let o = out + b * H, hn = hNext + b * H
-                if t < f.length(b) {
-                    let p = pre + b * H
-                    if relu {
-                        for j in 0..<H { let v = max(p[j], 0); o[j] = v; hn[j] = v }
+            // Rows are independent within a step: each chunk does its rows' product and tanh.
+            func rows(_ r: Range<Int>) {
+                recurrent.apply(hPrev + r.lowerBound * H, ldh: H, rows: r.count, into: pre + r.lowerBound * H, ldy: H,
+                                accumulate: true)
+                for b in r {
+                    let o = out + b * H, hn = hNext + b * H
+                    if t < f.length(b) {
+                        let p = pre + b * H
+                        if relu {
+                            for j in 0..<H { let v = max(p[j], 0); o[j] = v; hn[j] = v }
+                        } else {
+                            vectorKernels.tanh_copy(p, o, hn, Int64(H))
+                        }
                     } else {
-                        vectorKernels.tanh_copy(p, o, hn, Int64(H))
+                        o.update(repeating: 0, count: H)
+                        if hn != hPrev + b * H { hn.update(from: hPrev + b * H, count: H) }
                     }
-                } else {
-                    o.update(repeating: 0, count: H)
-                    if hn != hPrev + b * H { hn.update(from: hPrev + b * H, count: H) }
                 }
             }
+            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
         }
         if let hN = f.finalState(0) {
             hN.update(from: f.training ? w.states + T * B * H : w.states, count: B * H)

@@ -67,15 +67,28 @@ const sck_table *sck_best(void) {
 
 int64_t sck_packed_floats(int64_t n, int64_t k) { return ((n + 31) / 32) * 32 * k; }
 
-void sck_pack_wt(const float *w, int64_t ldw, int64_t n, int64_t k, float *packed) {
+int64_t sck_packed_blocks(int64_t n) { return (n + 31) / 32; }
+
+void sck_pack_strided(const float *w, int64_t rs, int64_t cs, int64_t n, int64_t k, float *packed) {
     int64_t blocks = (n + 31) / 32;
     for (int64_t blk = 0; blk < blocks; blk++) {
         float *p = packed + blk * k * 32;
-        for (int64_t kk = 0; kk < k; kk++) {
-            for (int64_t j = 0; j < 32; j++) {
-                int64_t row = blk * 32 + j;
-                p[kk * 32 + j] = row < n ? w[row * ldw + kk] : 0.0f;
+        int64_t cnt = n - blk * 32 < 32 ? n - blk * 32 : 32;
+        if (cs == 1) {
+            /* rows of W are contiguous: read each row once, scatter into the block */
+            for (int64_t j = 0; j < cnt; j++) {
+                const float *row = w + (blk * 32 + j) * rs;
+                for (int64_t kk = 0; kk < k; kk++) p[kk * 32 + j] = row[kk];
             }
+        } else {
+            for (int64_t kk = 0; kk < k; kk++)
+                for (int64_t j = 0; j < cnt; j++) p[kk * 32 + j] = w[(blk * 32 + j) * rs + kk * cs];
         }
+        for (int64_t kk = 0; kk < k; kk++)
+            for (int64_t j = cnt; j < 32; j++) p[kk * 32 + j] = 0.0f;
     }
+}
+
+void sck_pack_wt(const float *w, int64_t ldw, int64_t n, int64_t k, float *packed) {
+    sck_pack_strided(w, ldw, 1, n, k, packed);
 }

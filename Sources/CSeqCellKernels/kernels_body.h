@@ -194,62 +194,134 @@ static SCK_ATTR void SCK_NAME(gru_row)(float *gx, const float *gh, const float *
     if (j < H) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, H - j, store_acts);
 }
 
-/* Packed small-m GEMM. Blocks of 32 outputs; inside a block, for each k, 32 consecutive
-   weights W[nb*32 + 0..31, k]. Two rows at a time (8 accumulators), or one row with k
-   split in two halves (8 accumulators) to hide FMA latency. */
+/* Packed GEMM for the recurrent product. W is packed in blocks of 32 outputs; inside a
+   block, for each k, the 32 weights W[blk*32 + 0..31, k]. Column blocks outermost (a block,
+   K*128 bytes, stays in L1/L2 while every row uses it), then rows three at a time (12
+   accumulators: 4 weight loads + 3 broadcasts per 12 FMAs), then two, then one (k split in
+   halves so 8 accumulators hide the FMA latency). Blocks [blk_begin, blk_end) only. */
 #define NB 32
-static SCK_ATTR void SCK_NAME(gemm_packed)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
-                                           int64_t k, float *y, int64_t ldy, int32_t accumulate) {
-    int64_t blocks = (n + NB - 1) / NB;
-    int64_t r = 0;
-    for (; r + 2 <= m; r += 2) {
-        const float *x0 = x + r * ldx, *x1 = x0 + ldx;
-        float *y0 = y + r * ldy, *y1 = y0 + ldy;
-        for (int64_t blk = 0; blk < blocks; blk++) {
-            const float *p = packed + blk * k * NB;
-            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+static inline SCK_ATTR void SCK_NAME(store_block)(float *d, const vf *acc, int64_t cnt, int32_t accumulate) {
+    float buf[NB];
+    SCK_NAME(st)(buf, acc[0]); SCK_NAME(st)(buf + 8, acc[1]); SCK_NAME(st)(buf + 16, acc[2]); SCK_NAME(st)(buf + 24, acc[3]);
+    if (cnt == NB) {
+        if (accumulate) {
+            SCK_NAME(st)(d, SCK_NAME(ld)(d) + acc[0]); SCK_NAME(st)(d + 8, SCK_NAME(ld)(d + 8) + acc[1]);
+            SCK_NAME(st)(d + 16, SCK_NAME(ld)(d + 16) + acc[2]); SCK_NAME(st)(d + 24, SCK_NAME(ld)(d + 24) + acc[3]);
+        } else {
+            SCK_NAME(st)(d, acc[0]); SCK_NAME(st)(d + 8, acc[1]); SCK_NAME(st)(d + 16, acc[2]); SCK_NAME(st)(d + 24, acc[3]);
+        }
+        return;
+    }
+    if (accumulate) { for (int64_t j = 0; j < cnt; j++) d[j] += buf[j]; }
+    else { for (int64_t j = 0; j < cnt; j++) d[j] = buf[j]; }
+}
+
+/* MR rows x 16 columns (half a packed block) over all k: 2*MR accumulators, 2 weight
+   loads and MR broadcasts per k (MR = 6: 15 of the 16 ymm registers, FMA-bound). */
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16)(
+    const int MR, const float *x, int64_t ldx, const float *p, int64_t k, float *y, int64_t ldy, int64_t cnt,
+    int32_t accumulate) {
+    vf acc[6][2];
+    for (int r = 0; r < MR; r++) { acc[r][0] = SCK_NAME(splat)(0); acc[r][1] = SCK_NAME(splat)(0); }
+    for (int64_t kk = 0; kk < k; kk++) {
+        vf w0 = SCK_NAME(ld)(p), w1 = SCK_NAME(ld)(p + 8);
+        for (int r = 0; r < MR; r++) {
+            vf s = SCK_NAME(splat)(x[r * ldx + kk]);
+            acc[r][0] += s * w0;
+            acc[r][1] += s * w1;
+        }
+        p += NB;
+    }
+    for (int r = 0; r < MR; r++) {
+        float *d = y + r * ldy;
+        if (cnt == 16) {
+            if (accumulate) {
+                SCK_NAME(st)(d, SCK_NAME(ld)(d) + acc[r][0]);
+                SCK_NAME(st)(d + 8, SCK_NAME(ld)(d + 8) + acc[r][1]);
+            } else {
+                SCK_NAME(st)(d, acc[r][0]);
+                SCK_NAME(st)(d + 8, acc[r][1]);
+            }
+        } else {
+            float buf[16];
+            SCK_NAME(st)(buf, acc[r][0]);
+            SCK_NAME(st)(buf + 8, acc[r][1]);
+            if (accumulate) { for (int64_t j = 0; j < cnt; j++) d[j] += buf[j]; }
+            else { for (int64_t j = 0; j < cnt; j++) d[j] = buf[j]; }
+        }
+    }
+}
+
+static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
+                                                  int64_t k, float *y, int64_t ldy, int32_t accumulate,
+                                                  int64_t blk_begin, int64_t blk_end) {
+    for (int64_t blk = blk_begin; blk < blk_end; blk++) {
+        const float *pb = packed + blk * k * NB;
+        int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
+        if (m >= 3) {
+            /* Six rows at a time on each 16-column half, then the 1-5 rows left. */
+            for (int half = 0; half < 2; half++) {
+                int64_t c0 = half * 16;
+                if (c0 >= cnt) break;
+                int64_t hc = cnt - c0 < 16 ? cnt - c0 : 16;
+                const float *ph = pb + c0;
+                float *yh = y + blk * NB + c0;
+                int64_t r = 0;
+                for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate);
+                switch (m - r) {
+                case 5: SCK_NAME(mk16)(5, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
+                case 4: SCK_NAME(mk16)(4, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
+                case 3: SCK_NAME(mk16)(3, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
+                case 2: SCK_NAME(mk16)(2, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
+                case 1: SCK_NAME(mk16)(1, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
+                default: break;
+                }
+            }
+            continue;
+        }
+        int64_t r = 0;
+        if (m == 2) {
+            const float *x0 = x, *x1 = x + ldx;
+            const float *p = pb;
+            vf a[4] = {{0}}, b[4] = {{0}};
             for (int64_t kk = 0; kk < k; kk++) {
                 vf w0 = SCK_NAME(ld)(p), w1 = SCK_NAME(ld)(p + 8), w2 = SCK_NAME(ld)(p + 16), w3 = SCK_NAME(ld)(p + 24);
                 vf s = SCK_NAME(splat)(x0[kk]), t = SCK_NAME(splat)(x1[kk]);
-                a0 += s * w0; a1 += s * w1; a2 += s * w2; a3 += s * w3;
-                b0 += t * w0; b1 += t * w1; b2 += t * w2; b3 += t * w3;
+                a[0] += s * w0; a[1] += s * w1; a[2] += s * w2; a[3] += s * w3;
+                b[0] += t * w0; b[1] += t * w1; b[2] += t * w2; b[3] += t * w3;
                 p += NB;
             }
-            float buf[2][NB];
-            SCK_NAME(st)(buf[0], a0); SCK_NAME(st)(buf[0] + 8, a1); SCK_NAME(st)(buf[0] + 16, a2); SCK_NAME(st)(buf[0] + 24, a3);
-            SCK_NAME(st)(buf[1], b0); SCK_NAME(st)(buf[1] + 8, b1); SCK_NAME(st)(buf[1] + 16, b2); SCK_NAME(st)(buf[1] + 24, b3);
-            int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
-            float *d0 = y0 + blk * NB, *d1 = y1 + blk * NB;
-            if (accumulate) { for (int64_t j = 0; j < cnt; j++) { d0[j] += buf[0][j]; d1[j] += buf[1][j]; } }
-            else { for (int64_t j = 0; j < cnt; j++) { d0[j] = buf[0][j]; d1[j] = buf[1][j]; } }
+            float *d = y + blk * NB;
+            SCK_NAME(store_block)(d, a, cnt, accumulate);
+            SCK_NAME(store_block)(d + ldy, b, cnt, accumulate);
+            r = 2;
         }
-    }
-    for (; r < m; r++) {
-        const float *x0 = x + r * ldx;
-        float *y0 = y + r * ldy;
-        int64_t half = k / 2;
-        for (int64_t blk = 0; blk < blocks; blk++) {
-            const float *p = packed + blk * k * NB, *q = p + half * NB;
-            vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        if (r < m) {
+            /* One row: k split in halves so 8 accumulators hide the FMA latency. */
+            const float *x0 = x + r * ldx;
+            int64_t half = k / 2;
+            const float *p = pb, *q = pb + half * NB;
+            vf a[4] = {{0}}, b[4] = {{0}};
             for (int64_t kk = 0; kk < half; kk++) {
                 vf s = SCK_NAME(splat)(x0[kk]), t = SCK_NAME(splat)(x0[half + kk]);
-                a0 += s * SCK_NAME(ld)(p); a1 += s * SCK_NAME(ld)(p + 8); a2 += s * SCK_NAME(ld)(p + 16); a3 += s * SCK_NAME(ld)(p + 24);
-                b0 += t * SCK_NAME(ld)(q); b1 += t * SCK_NAME(ld)(q + 8); b2 += t * SCK_NAME(ld)(q + 16); b3 += t * SCK_NAME(ld)(q + 24);
+                a[0] += s * SCK_NAME(ld)(p); a[1] += s * SCK_NAME(ld)(p + 8); a[2] += s * SCK_NAME(ld)(p + 16); a[3] += s * SCK_NAME(ld)(p + 24);
+                b[0] += t * SCK_NAME(ld)(q); b[1] += t * SCK_NAME(ld)(q + 8); b[2] += t * SCK_NAME(ld)(q + 16); b[3] += t * SCK_NAME(ld)(q + 24);
                 p += NB; q += NB;
             }
             if (k & 1) {
                 vf t = SCK_NAME(splat)(x0[k - 1]);
-                const float *e = packed + blk * k * NB + (k - 1) * NB;
-                b0 += t * SCK_NAME(ld)(e); b1 += t * SCK_NAME(ld)(e + 8); b2 += t * SCK_NAME(ld)(e + 16); b3 += t * SCK_NAME(ld)(e + 24);
+                const float *e = pb + (k - 1) * NB;
+                b[0] += t * SCK_NAME(ld)(e); b[1] += t * SCK_NAME(ld)(e + 8); b[2] += t * SCK_NAME(ld)(e + 16); b[3] += t * SCK_NAME(ld)(e + 24);
             }
-            float buf[NB];
-            SCK_NAME(st)(buf, a0 + b0); SCK_NAME(st)(buf + 8, a1 + b1); SCK_NAME(st)(buf + 16, a2 + b2); SCK_NAME(st)(buf + 24, a3 + b3);
-            int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
-            float *d0 = y0 + blk * NB;
-            if (accumulate) { for (int64_t j = 0; j < cnt; j++) d0[j] += buf[j]; }
-            else { for (int64_t j = 0; j < cnt; j++) d0[j] = buf[j]; }
+            for (int i = 0; i < 4; i++) a[i] += b[i];
+            SCK_NAME(store_block)(y + r * ldy + blk * NB, a, cnt, accumulate);
         }
     }
+}
+
+static SCK_ATTR void SCK_NAME(gemm_packed)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
+                                           int64_t k, float *y, int64_t ldy, int32_t accumulate) {
+    SCK_NAME(gemm_packed_blocks)(x, m, ldx, packed, n, k, y, ldy, accumulate, 0, (n + NB - 1) / NB);
 }
 #undef NB
 
@@ -262,6 +334,7 @@ static const sck_table SCK_NAME(table) = {
     .gru_row = SCK_NAME(gru_row),
     .tanh_copy = SCK_NAME(tanh_copy),
     .gemm_packed = SCK_NAME(gemm_packed),
+    .gemm_packed_blocks = SCK_NAME(gemm_packed_blocks),
 };
 
 #undef VW

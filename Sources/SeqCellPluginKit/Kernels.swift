@@ -1,6 +1,7 @@
 // Vector kernels for the Swift cells (Sources/CSeqCellKernels): activations and fused gate
 // rows with run-time ISA dispatch, and the small-batch recurrent product.
 
+import CSeqCell
 import CSeqCellKernels
 
 #if canImport(Glibc)
@@ -13,21 +14,22 @@ import Musl
 public nonisolated(unsafe) let vectorKernels: sck_table = sck_best().pointee
 
 /// The recurrent product of one step, y[B, n] = (accumulate ? y : 0) + h[B, k] · Wᵀ with
-/// W [n, k] row-major. Batches up to `packedBatchLimit` use a packed kernel (W packed once
-/// per call into the workspace, then read from cache every step); larger ones the host's
-/// sgemm. Measured on issue 6's configuration D (B = 1, H = 128): OpenBLAS 0.3.21's sgemm
-/// spends ~6 µs per step there (it packs both operands every call), the packed kernel well
-/// under 1 µs.
+/// W [n, k] row-major. W is packed once per call into the workspace and the packed kernel
+/// reads it every step; OpenBLAS 0.3.21's sgemm re-packs W on every call, which at these
+/// shapes (one step: B rows) costs it 10–50% (at B = 1, H = 128: ~7 µs vs <1 µs), and
+/// measured single-threaded the packed kernel is ahead at every benchmark shape
+/// (benchmarks/, docs/PERFORMANCE.md). Batches above `packedBatchLimit` use the host's sgemm.
 public struct RecurrentProduct {
-    /// SEQCELL_PACKED_BATCH_MAX overrides (0 disables the packed kernel).
+    /// SEQCELL_PACKED_BATCH_MAX overrides (0: always the host's sgemm).
     public static let packedBatchLimit: Int = {
         if let s = getenv("SEQCELL_PACKED_BATCH_MAX"), let v = Int(String(cString: s)) { return max(v, 0) }
-        return 4
+        return Int.max
     }()
 
     public let w: UnsafePointer<Float>
     public let n: Int
     public let k: Int
+    public let transposed: Bool
     let packed: UnsafeMutablePointer<Float>?
 
     /// Floats of workspace the packed weights need at batch B (0 when BLAS is used).
@@ -36,12 +38,20 @@ public struct RecurrentProduct {
     }
 
     /// `scratch` holds `workspaceFloats(B:n:k:)` floats; W is packed into it when that is > 0.
-    public init(w: UnsafePointer<Float>, n: Int, k: Int, B: Int, scratch: UnsafeMutablePointer<Float>) {
+    /// `transposed`: W is given as its transpose, a row-major [k, n] matrix.
+    /// `usePacked: false` always calls the host's sgemm (and needs no scratch).
+    public init(w: UnsafePointer<Float>, n: Int, k: Int, B: Int, scratch: UnsafeMutablePointer<Float>,
+                transposed: Bool = false, usePacked: Bool = true) {
         self.w = w
         self.n = n
         self.k = k
-        if RecurrentProduct.workspaceFloats(B: B, n: n, k: k) > 0 {
-            sck_pack_wt(w, Int64(k), Int64(n), Int64(k), scratch)
+        self.transposed = transposed
+        if usePacked && RecurrentProduct.workspaceFloats(B: B, n: n, k: k) > 0 {
+            if transposed {
+                sck_pack_strided(w, 1, Int64(n), Int64(n), Int64(k), scratch)
+            } else {
+                sck_pack_wt(w, Int64(k), Int64(n), Int64(k), scratch)
+            }
             packed = scratch
         } else {
             packed = nil
@@ -55,8 +65,58 @@ public struct RecurrentProduct {
             vectorKernels.gemm_packed(h, Int64(rows), Int64(ldh), packed, Int64(n), Int64(k), y, Int64(ldy),
                                       accumulate ? 1 : 0)
         } else {
-            sgemm(transA: false, transB: true, m: rows, n: n, k: k, a: h, lda: ldh, b: w, ldb: k,
+            sgemm(transA: false, transB: !transposed, m: rows, n: n, k: k, a: h, lda: ldh, b: w, ldb: transposed ? n : k,
                   beta: accumulate ? 1 : 0, c: y, ldc: ldy)
         }
     }
+}
+
+// MARK: - Host parallelism (ABI 1.1)
+
+/// Threads the host's parallel_for would use now (1 on a 1.0 host, inside host
+/// parallelism, or when the host runs single-threaded).
+public func hostParallelThreads() -> Int {
+    guard let host = hostServices, hostHasParallelFor, let f = host.pointee.parallel_threads else { return 1 }
+    return max(Int(f(host.pointee.context)), 1)
+}
+
+/// Whether the host table reaches the ABI 1.1 functions.
+var hostHasParallelFor: Bool {
+    guard let host = hostServices else { return false }
+    let needed = MemoryLayout<seqcell_host>.offset(of: \seqcell_host.parallel_threads)! + MemoryLayout<UnsafeRawPointer>.size
+    return Int(host.pointee.struct_size) >= needed && host.pointee.parallel_for != nil
+}
+
+/// Runs body(0..<count) through the host's parallel_for, or serially without one.
+public func hostParallelFor(_ count: Int, _ body: (Int) -> Void) {
+    guard count > 1, let host = hostServices, hostHasParallelFor, let pf = host.pointee.parallel_for else {
+        for i in 0..<count { body(i) }
+        return
+    }
+    withoutActuallyEscaping(body) { b in
+        var closure = b
+        withUnsafeMutablePointer(to: &closure) { ctx in
+            pf(host.pointee.context, Int64(count), { arg, i in
+                arg!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(i))
+            }, UnsafeMutableRawPointer(ctx))
+        }
+    }
+}
+
+/// How many row chunks to split one step of `rows` rows into, for a step costing about
+/// `macs` multiply-adds: one per host thread when the step is big enough to pay for the
+/// hand-off (measured: a few µs per parallel_for), else 1.
+public func stepChunks(rows: Int, macs: Int) -> Int {
+    guard rows >= 4, macs >= 1 << 20 else { return 1 }
+    return min(hostParallelThreads(), rows / 2)
+}
+
+/// Rows [lo, hi) of chunk c of `chunks` over `rows` rows, in multiples of 6 where possible
+/// (the packed kernel's row tile).
+@inline(__always)
+public func chunkRows(_ c: Int, of chunks: Int, rows: Int) -> Range<Int> {
+    if chunks == 1 { return 0..<rows }
+    let per = ((rows + chunks - 1) / chunks + 5) / 6 * 6
+    let lo = min(c * per, rows), hi = c == chunks - 1 ? rows : min(lo + per, rows)
+    return lo..<hi
 }

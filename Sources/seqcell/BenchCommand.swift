@@ -42,10 +42,14 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Serve timing requests on stdin (see above).")
     var serve = false
 
+    @Option(help: "Time loading this checkpoint, and saving it beside itself (issue 3's figures), instead of A–F.")
+    var checkpoint: String?
+
     func run() throws {
         let registry = plugins.registry()
         Benchmark.setThreads(threads)
         if serve { return try serveLoop(registry: registry) }
+        if let checkpoint { return try checkpointIO(checkpoint, registry: registry) }
         let names = configs.isEmpty ? BenchConfig.standard.map(\.name) : configs
         let chosen = try names.map { n -> BenchConfig in
             guard let c = BenchConfig.named(n) else { throw CLIError("unknown configuration '\(n)'; use A–F") }
@@ -104,6 +108,39 @@ struct BenchCommand: ParsableCommand {
             } catch {
                 reply(["ok": false, "error": "\(error)"])
             }
+        }
+    }
+
+    /// Load and save times of one checkpoint (save includes the fsync and rename).
+    func checkpointIO(_ path: String, registry: PluginRegistry) throws {
+        let bytes = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.doubleValue ?? 0
+        var ckpt = try Checkpoint.load(from: path, registry: registry)
+        for _ in 0..<warmup { ckpt = try Checkpoint.load(from: path, registry: registry) }
+        var loads: [Double] = []
+        for _ in 0..<repeats {
+            let t0 = monotonicSeconds()
+            ckpt = try Checkpoint.load(from: path, registry: registry)
+            loads.append(monotonicSeconds() - t0)
+        }
+        let target = path + ".bench-save.h5"
+        defer { try? FileManager.default.removeItem(atPath: target) }
+        var saves: [Double] = []
+        for _ in 0..<repeats {
+            let t0 = monotonicSeconds()
+            try ckpt.save(to: target)
+            saves.append(monotonicSeconds() - t0)
+        }
+        let params = Double(ckpt.model.parameterCount)
+        func med(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+        if json {
+            let obj: [String: Any] = ["file": path, "bytes": bytes, "parameters": params, "load": loads, "save": saves,
+                                      "load_median": med(loads), "save_median": med(saves)]
+            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print("\(path): \(fmt(bytes / 1e6, 1)) MB, \(Int(params)) parameters")
+            print("load  median \(fmt(med(loads) * 1e3, 1)) ms (\(fmt(bytes / med(loads) / 1e6, 0)) MB/s), min–max \(fmt(loads.min()! * 1e3, 1))–\(fmt(loads.max()! * 1e3, 1)) ms")
+            print("save  median \(fmt(med(saves) * 1e3, 1)) ms (\(fmt(bytes / med(saves) / 1e6, 0)) MB/s), min–max \(fmt(saves.min()! * 1e3, 1))–\(fmt(saves.max()! * 1e3, 1)) ms (atomic: temp file, fsync, rename)")
         }
     }
 

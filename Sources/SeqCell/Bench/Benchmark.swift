@@ -168,15 +168,24 @@ public final class BenchRunner {
 }
 
 public enum Benchmark {
-    /// Threads OpenBLAS uses for the host's GEMMs (and that the host's own parallelism
-    /// assumes); 0 leaves OpenBLAS's default.
+    /// Threads for everything: the host's worker pool (split GEMMs, recurrent steps,
+    /// bidirectional directions). OpenBLAS itself stays single-threaded per call
+    /// (openblas_set_num_threads(1), see `hostSgemm`) unless SEQCELL_BLAS_THREADS says
+    /// otherwise; 0 leaves the defaults (all online CPUs).
     public static func setThreads(_ n: Int) {
         guard n > 0 else { return }
-        openblas_set_num_threads(Int32(n))
-        HostParallelism.setThreads(n)
+        HostServices.configureBLAS()
+        if getenv("SEQCELL_BLAS_THREADS") == nil { openblas_set_num_threads(1) }
+        // SEQCELL_HOST_THREADS, when set, overrides the host's share (for A/B measurements).
+        if let s = getenv("SEQCELL_HOST_THREADS"), let h = Int(String(cString: s)), h > 0 {
+            HostParallelism.setThreads(h)
+        } else {
+            HostParallelism.setThreads(n)
+        }
     }
 
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    /// The host's thread count.
+    public static var threads: Int { HostParallelism.threads }
 
     /// Runs one configuration and collects its timings.
     public static func run(_ config: BenchConfig, registry: PluginRegistry, warmup: Int = 3, repeats: Int = 10,
