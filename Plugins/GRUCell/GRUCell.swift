@@ -46,7 +46,7 @@ final class GRUKernel: CellKernel {
 
     struct Buffers {
         var gx: UnsafeMutablePointer<Float>     // [T, B, 3H] input part + biases → activations (r,z,n) → d(pre)
-        var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [B, H]
+        var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [2, B, H] (steps alternate)
         /// reset = after: W_hh h_{t-1} without bias (r,z,n) → in backward its gradient.
         /// Training [T, B, 3H] (backward needs W_hn h), inference [B, 3H].
         var gh: UnsafeMutablePointer<Float>
@@ -63,7 +63,7 @@ final class GRUKernel: CellKernel {
         let H = hidden
         let steps = training ? T : 1
         let gx = c.floats(T * B * 3 * H)
-        let states = c.floats((training ? T + 1 : 1) * B * H)
+        let states = c.floats((training ? T + 1 : 2) * B * H)
         let gh = resetBefore ? gx : c.floats(steps * B * 3 * H)
         let rh = resetBefore ? c.floats(steps * B * H) : gx
         let dh = training ? c.floats(B * H) : gx
@@ -109,9 +109,12 @@ final class GRUKernel: CellKernel {
         let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore)
         let store: Int32 = f.training ? 1 : 0
         let chunks = resetBefore ? 1 : stepChunks(rows: B, macs: B * G * H)
+        let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * H, threads: chunks)
         for t in 0..<T {
-            let hPrev = f.training ? w.states + t * B * H : w.states
-            let hNext = f.training ? w.states + (t + 1) * B * H : w.states
+            // Inference alternates two h buffers (threads split by hidden units write h_t while
+            // others still read h_{t-1}).
+            let hPrev = f.training ? w.states + t * B * H : w.states + (t & 1) * B * H
+            let hNext = f.training ? w.states + (t + 1) * B * H : w.states + ((t + 1) & 1) * B * H
             let gxT = w.gx + t * B * G
             let out = f.output + t * B * H
             if resetBefore {
@@ -167,11 +170,33 @@ final class GRUKernel: CellKernel {
                         vectorKernels.gru_row(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), store)
                     }
                 }
-                if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
+                // Split by hidden units when the packed blocks allow (each thread keeps its share
+                // of W_hh in cache and runs full row tiles).
+                func units(_ u: Range<Int>) {
+                    recurrent.applyUnits(hPrev, ldh: H, rows: B, into: ghT, ldy: G, accumulate: false, gates: 3, hidden: H,
+                                         units: u)
+                    for b in 0..<B {
+                        let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                        guard t < f.length(b) else {
+                            (o + u.lowerBound).update(repeating: 0, count: u.count)
+                            (hn + u.lowerBound).update(from: hp + u.lowerBound, count: u.count)
+                            continue
+                        }
+                        vectorKernels.gru_row_range(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), Int64(u.lowerBound),
+                                                    Int64(u.upperBound), store)
+                    }
+                }
+                if chunks == 1 {
+                    rows(0..<B)
+                } else if unitChunks > 0 {
+                    hostParallelFor(unitChunks) { units(chunkUnits($0, of: unitChunks, hidden: H)) }
+                } else {
+                    hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) }
+                }
             }
         }
         if let hN = f.finalState(0) {
-            hN.update(from: f.training ? w.states + T * B * H : w.states, count: B * H)
+            hN.update(from: w.states + (f.training ? T : T & 1) * B * H, count: B * H)
         }
     }
 

@@ -62,7 +62,7 @@ final class LSTMKernel: CellKernel {
 
     struct Buffers {
         var gates: UnsafeMutablePointer<Float>  // [T, B, 4H] pre-activations → activations (i,f,g,o) → dgates
-        var h: UnsafeMutablePointer<Float>      // training: [T+1, B, P]; inference: [B, P]
+        var h: UnsafeMutablePointer<Float>      // training: [T+1, B, P]; inference: [2, B, P] (steps alternate)
         var c: UnsafeMutablePointer<Float>      // training: [T+1, B, H]; inference: [B, H]
         var m: UnsafeMutablePointer<Float>      // projecting: o ⊙ tanh(c'), training [T, B, H], inference [B, H]
         var dh: UnsafeMutablePointer<Float>     // training only: [B, P] gradient of h_t
@@ -79,7 +79,7 @@ final class LSTMKernel: CellKernel {
         let (H, P) = (hidden, hWidth)
         let steps = training ? T : 1
         let gates = c.floats(T * B * 4 * H)
-        let h = c.floats((training ? T + 1 : 1) * B * P)
+        let h = c.floats((training ? T + 1 : 2) * B * P)
         let cs = c.floats((training ? T + 1 : 1) * B * H)
         let m = projecting ? c.floats(steps * B * H) : gates
         let dh = training ? c.floats(B * P) : gates
@@ -119,9 +119,12 @@ final class LSTMKernel: CellKernel {
         let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)
         let store: Int32 = f.training ? 1 : 0
         let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
+        let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * P, threads: chunks)
         for t in 0..<T {
-            let hPrev = f.training ? w.h + t * B * P : w.h
-            let hNext = f.training ? w.h + (t + 1) * B * P : w.h
+            // Inference alternates two h buffers: a step's product reads all of h_{t-1} while
+            // threads split by hidden units already write h_t.
+            let hPrev = f.training ? w.h + t * B * P : w.h + (t & 1) * B * P
+            let hNext = f.training ? w.h + (t + 1) * B * P : w.h + ((t + 1) & 1) * B * P
             let cPrev = f.training ? w.c + t * B * H : w.c
             let cNext = f.training ? w.c + (t + 1) * B * H : w.c
             let mT = f.training ? w.m + t * B * H : w.m
@@ -150,7 +153,30 @@ final class LSTMKernel: CellKernel {
                     vectorKernels.lstm_row(gatesT + b * G, Int64(H), cp, cn, m, projecting ? nil : hNext + b * P, store)
                 }
             }
-            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
+            // Split by hidden units when the packed blocks allow: each thread then reads only its
+            // share of W_hh every step (it stays in its core's cache) and runs full row tiles.
+            func units(_ u: Range<Int>) {
+                recurrent.applyUnits(hPrev, ldh: P, rows: B, into: gatesT, ldy: G, accumulate: true, gates: 4, hidden: H,
+                                     units: u)
+                for b in 0..<B {
+                    let cp = cPrev + b * H, cn = cNext + b * H, o = out + b * H, hp = hPrev + b * P, hn = hNext + b * P
+                    guard t < f.length(b) else {
+                        if cn != cp { (cn + u.lowerBound).update(from: cp + u.lowerBound, count: u.count) }
+                        (o + u.lowerBound).update(repeating: 0, count: u.count)
+                        (hn + u.lowerBound).update(from: hp + u.lowerBound, count: u.count)
+                        continue
+                    }
+                    vectorKernels.lstm_row_range(gatesT + b * G, Int64(H), Int64(u.lowerBound), Int64(u.upperBound), cp, cn,
+                                                 o, hn, store)
+                }
+            }
+            if chunks == 1 {
+                rows(0..<B)
+            } else if unitChunks > 0 {
+                hostParallelFor(unitChunks) { units(chunkUnits($0, of: unitChunks, hidden: H)) }
+            } else {
+                hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) }
+            }
             if projecting {
                 // h' = m W_hr^T, straight into the output rows; frozen rows are fixed up after.
                 sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(4), ldb: H,
@@ -166,8 +192,8 @@ final class LSTMKernel: CellKernel {
                 }
             }
         }
+        if let hN = f.finalState(0) { hN.update(from: w.h + (f.training ? T : T & 1) * B * P, count: B * P) }
         let steps = f.training ? T : 0
-        if let hN = f.finalState(0) { hN.update(from: w.h + steps * B * P, count: B * P) }
         if let cN = f.finalState(1) { cN.update(from: w.c + steps * B * H, count: B * H) }
     }
 

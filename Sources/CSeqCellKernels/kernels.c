@@ -70,8 +70,12 @@ int64_t sck_packed_floats(int64_t n, int64_t k) { return ((n + 31) / 32) * 32 * 
 int64_t sck_packed_blocks(int64_t n) { return (n + 31) / 32; }
 
 void sck_pack_strided(const float *w, int64_t rs, int64_t cs, int64_t n, int64_t k, float *packed) {
-    int64_t blocks = (n + 31) / 32;
-    for (int64_t blk = 0; blk < blocks; blk++) {
+    sck_pack_strided_blocks(w, rs, cs, n, k, packed, 0, (n + 31) / 32);
+}
+
+void sck_pack_strided_blocks(const float *w, int64_t rs, int64_t cs, int64_t n, int64_t k, float *packed,
+                             int64_t blk_begin, int64_t blk_end) {
+    for (int64_t blk = blk_begin; blk < blk_end; blk++) {
         float *p = packed + blk * k * 32;
         int64_t cnt = n - blk * 32 < 32 ? n - blk * 32 : 32;
         if (cs == 1) {

@@ -122,6 +122,13 @@ static SCK_ATTR void SCK_NAME(lstm_row)(float *gates, int64_t H, const float *c_
     if (j < H) SCK_NAME(lstm_vec)(gates, H, j, H - j, c_prev, c_next, h_out, h_out2, store_acts);
 }
 
+static SCK_ATTR void SCK_NAME(lstm_row_range)(float *gates, int64_t H, int64_t j0, int64_t j1, const float *c_prev,
+                                              float *c_next, float *h_out, float *h_out2, int32_t store_acts) {
+    int64_t j = j0;
+    for (; j + VW <= j1; j += VW) SCK_NAME(lstm_vec)(gates, H, j, VW, c_prev, c_next, h_out, h_out2, store_acts);
+    if (j < j1) SCK_NAME(lstm_vec)(gates, H, j, j1 - j, c_prev, c_next, h_out, h_out2, store_acts);
+}
+
 static inline SCK_ATTR void SCK_NAME(lstm_bvec)(float *acts, int64_t H, int64_t j, int64_t cnt, const float *cc,
                                                 const float *c_prev, float *dcp, const float *dmp) {
     float *di = acts, *df = acts + H, *dg = acts + 2 * H, *dout = acts + 3 * H;
@@ -192,6 +199,13 @@ static SCK_ATTR void SCK_NAME(gru_row)(float *gx, const float *gh, const float *
     int64_t j = 0;
     for (; j + VW <= H; j += VW) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, VW, store_acts);
     if (j < H) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, H - j, store_acts);
+}
+
+static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const float *bhn, const float *h_prev,
+                                             float *h_out, float *h_out2, int64_t H, int64_t j0, int64_t j1, int32_t store_acts) {
+    int64_t j = j0;
+    for (; j + VW <= j1; j += VW) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, VW, store_acts);
+    if (j < j1) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, j1 - j, store_acts);
 }
 
 /* Packed GEMM for the recurrent product. W is packed in blocks of 32 outputs; inside a
@@ -335,6 +349,8 @@ static const sck_table SCK_NAME(table) = {
     .tanh_copy = SCK_NAME(tanh_copy),
     .gemm_packed = SCK_NAME(gemm_packed),
     .gemm_packed_blocks = SCK_NAME(gemm_packed_blocks),
+    .lstm_row_range = SCK_NAME(lstm_row_range),
+    .gru_row_range = SCK_NAME(gru_row_range),
 };
 
 #undef VW

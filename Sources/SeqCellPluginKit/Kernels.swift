@@ -47,10 +47,17 @@ public struct RecurrentProduct {
         self.k = k
         self.transposed = transposed
         if usePacked && RecurrentProduct.workspaceFloats(B: B, n: n, k: k) > 0 {
-            if transposed {
-                sck_pack_strided(w, 1, Int64(n), Int64(n), Int64(k), scratch)
+            let (rs, cs) = transposed ? (1, n) : (k, 1)
+            let blocks = Int(sck_packed_blocks(Int64(n)))
+            let threads = n * k >= 1 << 18 ? min(hostParallelThreads(), blocks) : 1
+            if threads > 1 {
+                // Packing reads all of W once per call: share it out by blocks.
+                hostParallelFor(threads) { c in
+                    sck_pack_strided_blocks(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch,
+                                            Int64(c * blocks / threads), Int64((c + 1) * blocks / threads))
+                }
             } else {
-                sck_pack_wt(w, Int64(k), Int64(n), Int64(k), scratch)
+                sck_pack_strided(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch)
             }
             packed = scratch
         } else {
@@ -69,6 +76,45 @@ public struct RecurrentProduct {
                   beta: accumulate ? 1 : 0, c: y, ldc: ldy)
         }
     }
+}
+
+extension RecurrentProduct {
+    /// Whether `applyUnits` can split this product by hidden units: packed, and each of
+    /// `chunks` ranges of `hidden` units whole 32-column blocks.
+    public func canSplitUnits(hidden: Int, chunks: Int) -> Bool {
+        packed != nil && chunks > 1 && hidden % (32 * chunks) == 0 && !RecurrentProduct.splitRowsOnly
+    }
+
+    /// Chunks of hidden units to split a step into (0: split by rows instead). Large steps
+    /// get several chunks per thread, taken dynamically, so a thread that loses its core for
+    /// a while (a shared machine) does not hold the step up. `threads`: `stepChunks`' answer.
+    public func unitChunks(hidden: Int, macs: Int, threads: Int) -> Int {
+        guard threads > 1, canSplitUnits(hidden: hidden, chunks: threads) else { return 0 }
+        var c = threads * (macs >= 1 << 25 ? 4 : macs >= 1 << 23 ? 2 : 1)
+        while c > threads && hidden % (32 * c) != 0 { c /= 2 }
+        return canSplitUnits(hidden: hidden, chunks: c) ? c : threads
+    }
+
+    /// SEQCELL_SPLIT=rows: always split steps by rows (for A/B measurements).
+    static let splitRowsOnly: Bool = getenv("SEQCELL_SPLIT").map { String(cString: $0) == "rows" } ?? false
+
+    /// The columns of hidden units `units` in each of `gates` gate blocks of width `hidden`
+    /// (needs `canSplitUnits`): y[:, g·hidden + units] (+)= h · W[g·hidden + units, :]ᵀ.
+    @inline(__always)
+    public func applyUnits(_ h: UnsafePointer<Float>, ldh: Int, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
+                           accumulate: Bool, gates: Int, hidden: Int, units: Range<Int>) {
+        for g in 0..<gates {
+            vectorKernels.gemm_packed_blocks(h, Int64(rows), Int64(ldh), packed!, Int64(n), Int64(k), y, Int64(ldy),
+                                             accumulate ? 1 : 0, Int64((g * hidden + units.lowerBound) / 32),
+                                             Int64((g * hidden + units.upperBound) / 32))
+        }
+    }
+}
+
+/// Hidden units [lo, hi) of chunk c of `chunks` (hidden a multiple of 32·chunks).
+@inline(__always)
+public func chunkUnits(_ c: Int, of chunks: Int, hidden: Int) -> Range<Int> {
+    (c * hidden / chunks)..<((c + 1) * hidden / chunks)
 }
 
 // MARK: - Host parallelism (ABI 1.1)
@@ -108,7 +154,7 @@ public func hostParallelFor(_ count: Int, _ body: (Int) -> Void) {
 /// hand-off (measured: a few µs per parallel_for), else 1.
 public func stepChunks(rows: Int, macs: Int) -> Int {
     guard rows >= 4, macs >= 1 << 20 else { return 1 }
-    return min(hostParallelThreads(), rows / 2)
+    return max(1, min(hostParallelThreads(), rows / 2))
 }
 
 /// Rows [lo, hi) of chunk c of `chunks` over `rows` rows, in multiples of 6 where possible

@@ -53,6 +53,12 @@ typedef struct sck_table {
        so threads can share one product. */
     void (*gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n, int64_t k,
                                float *y, int64_t ldy, int32_t accumulate, int64_t blk_begin, int64_t blk_end);
+    /* lstm_row / gru_row for hidden units [j0, j1) of a row only (pointers are the row's, as
+       for the whole-row functions), so threads can split a step by hidden units. */
+    void (*lstm_row_range)(float *gates, int64_t H, int64_t j0, int64_t j1, const float *c_prev, float *c_next,
+                           float *h_out, float *h_out2, int32_t store_acts);
+    void (*gru_row_range)(float *gx, const float *gh, const float *bhn, const float *h_prev, float *h_out,
+                          float *h_out2, int64_t H, int64_t j0, int64_t j1, int32_t store_acts);
 } sck_table;
 
 /* The table for `isa`, or NULL if this CPU cannot run it. */
@@ -68,6 +74,9 @@ void sck_pack_wt(const float *w, int64_t ldw, int64_t n, int64_t k, float *packe
 /* The same for a W whose element (row, col) is at w[row * row_stride + col * col_stride]
    (col_stride = 1 is sck_pack_wt; row_stride = 1 packs the transpose of a row-major matrix). */
 void sck_pack_strided(const float *w, int64_t row_stride, int64_t col_stride, int64_t n, int64_t k, float *packed);
+/* sck_pack_strided for output blocks [blk_begin, blk_end) only (threads share a pack). */
+void sck_pack_strided_blocks(const float *w, int64_t row_stride, int64_t col_stride, int64_t n, int64_t k,
+                             float *packed, int64_t blk_begin, int64_t blk_end);
 /* Output blocks of 32 for n outputs. */
 int64_t sck_packed_blocks(int64_t n);
 

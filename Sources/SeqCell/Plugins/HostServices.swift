@@ -66,7 +66,8 @@ func hostSgemm(
     HostServices.configureBLAS()
     let threads = HostParallelism.available
     if threads > 1, m >= 32, m * n * k >= HostServices.splitMACs {
-        let chunks = min(threads, m / 16)
+        // Big products get two chunks per thread, taken dynamically (a shared machine).
+        let chunks = min(threads * (m * n * k >= 1 << 26 ? 2 : 1), m / 16)
         let per = ((m + chunks - 1) / chunks + 15) / 16 * 16
         HostParallelism.forEach(chunks) { i in
             let lo = min(i * per, m), hi = min(lo + per, m)
