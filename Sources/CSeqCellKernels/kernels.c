@@ -65,31 +65,31 @@ const sck_table *sck_best(void) {
     return t;
 }
 
-int64_t sck_packed_floats(int64_t n, int64_t k) { return ((n + 31) / 32) * 32 * k; }
+int64_t sck_packed_floats(int64_t n, int64_t k) { return ((n + 15) / 16) * 16 * k; }
 
-int64_t sck_packed_blocks(int64_t n) { return (n + 31) / 32; }
+int64_t sck_packed_blocks(int64_t n) { return (n + 15) / 16; }
 
 void sck_pack_strided(const float *w, int64_t rs, int64_t cs, int64_t n, int64_t k, float *packed) {
-    sck_pack_strided_blocks(w, rs, cs, n, k, packed, 0, (n + 31) / 32);
+    sck_pack_strided_blocks(w, rs, cs, n, k, packed, 0, (n + 15) / 16);
 }
 
 void sck_pack_strided_blocks(const float *w, int64_t rs, int64_t cs, int64_t n, int64_t k, float *packed,
                              int64_t blk_begin, int64_t blk_end) {
     for (int64_t blk = blk_begin; blk < blk_end; blk++) {
-        float *p = packed + blk * k * 32;
-        int64_t cnt = n - blk * 32 < 32 ? n - blk * 32 : 32;
+        float *p = packed + blk * k * 16;
+        int64_t cnt = n - blk * 16 < 16 ? n - blk * 16 : 16;
         if (cs == 1) {
-            /* rows of W are contiguous: read each row once, scatter into the block */
+            /* rows of W are contiguous: read each row once, scatter into the panel */
             for (int64_t j = 0; j < cnt; j++) {
-                const float *row = w + (blk * 32 + j) * rs;
-                for (int64_t kk = 0; kk < k; kk++) p[kk * 32 + j] = row[kk];
+                const float *row = w + (blk * 16 + j) * rs;
+                for (int64_t kk = 0; kk < k; kk++) p[kk * 16 + j] = row[kk];
             }
         } else {
             for (int64_t kk = 0; kk < k; kk++)
-                for (int64_t j = 0; j < cnt; j++) p[kk * 32 + j] = w[(blk * 32 + j) * rs + kk * cs];
+                for (int64_t j = 0; j < cnt; j++) p[kk * 16 + j] = w[(blk * 16 + j) * rs + kk * cs];
         }
         for (int64_t kk = 0; kk < k; kk++)
-            for (int64_t j = cnt; j < 32; j++) p[kk * 32 + j] = 0.0f;
+            for (int64_t j = cnt; j < 16; j++) p[kk * 16 + j] = 0.0f;
     }
 }
 

@@ -208,30 +208,29 @@ static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const f
     if (j < j1) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, j1 - j, store_acts);
 }
 
-/* Packed GEMM for the recurrent product. W is packed in blocks of 32 outputs; inside a
-   block, for each k, the 32 weights W[blk*32 + 0..31, k]. Column blocks outermost (a block,
-   K*128 bytes, stays in L1/L2 while every row uses it), then rows three at a time (12
-   accumulators: 4 weight loads + 3 broadcasts per 12 FMAs), then two, then one (k split in
-   halves so 8 accumulators hide the FMA latency). Blocks [blk_begin, blk_end) only. */
-#define NB 32
-static inline SCK_ATTR void SCK_NAME(store_block)(float *d, const vf *acc, int64_t cnt, int32_t accumulate) {
-    float buf[NB];
-    SCK_NAME(st)(buf, acc[0]); SCK_NAME(st)(buf + 8, acc[1]); SCK_NAME(st)(buf + 16, acc[2]); SCK_NAME(st)(buf + 24, acc[3]);
+/* Packed GEMM for the recurrent product. W is packed in blocks of 16 outputs; inside a
+   block, for each k, the 16 weights W[blk*16 + 0..15, k] (64 contiguous bytes, a K x 16
+   panel: 16 KB at K = 256, so it stays in L1 while every row tile uses it). Blocks
+   outermost; rows six at a time (12 accumulators, 2 weight loads + 6 broadcasts per 12
+   FMAs: FMA-bound), the 1-5 rows left with the same kernel; one or two rows alone split k
+   so 8 accumulators hide the FMA latency. Blocks [blk_begin, blk_end) only. */
+#define NB 16
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(put16)(float *d, vf a0, vf a1, int64_t cnt,
+                                                                         int32_t accumulate) {
     if (cnt == NB) {
-        if (accumulate) {
-            SCK_NAME(st)(d, SCK_NAME(ld)(d) + acc[0]); SCK_NAME(st)(d + 8, SCK_NAME(ld)(d + 8) + acc[1]);
-            SCK_NAME(st)(d + 16, SCK_NAME(ld)(d + 16) + acc[2]); SCK_NAME(st)(d + 24, SCK_NAME(ld)(d + 24) + acc[3]);
-        } else {
-            SCK_NAME(st)(d, acc[0]); SCK_NAME(st)(d + 8, acc[1]); SCK_NAME(st)(d + 16, acc[2]); SCK_NAME(st)(d + 24, acc[3]);
-        }
+        if (accumulate) { a0 += SCK_NAME(ld)(d); a1 += SCK_NAME(ld)(d + 8); }
+        SCK_NAME(st)(d, a0);
+        SCK_NAME(st)(d + 8, a1);
         return;
     }
+    float buf[NB];
+    SCK_NAME(st)(buf, a0);
+    SCK_NAME(st)(buf + 8, a1);
     if (accumulate) { for (int64_t j = 0; j < cnt; j++) d[j] += buf[j]; }
     else { for (int64_t j = 0; j < cnt; j++) d[j] = buf[j]; }
 }
 
-/* MR rows x 16 columns (half a packed block) over all k: 2*MR accumulators, 2 weight
-   loads and MR broadcasts per k (MR = 6: 15 of the 16 ymm registers, FMA-bound). */
+/* MR rows x one 16-column block over all k. */
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16)(
     const int MR, const float *x, int64_t ldx, const float *p, int64_t k, float *y, int64_t ldy, int64_t cnt,
     int32_t accumulate) {
@@ -246,89 +245,84 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16)(
         }
         p += NB;
     }
-    for (int r = 0; r < MR; r++) {
-        float *d = y + r * ldy;
-        if (cnt == 16) {
-            if (accumulate) {
-                SCK_NAME(st)(d, SCK_NAME(ld)(d) + acc[r][0]);
-                SCK_NAME(st)(d + 8, SCK_NAME(ld)(d + 8) + acc[r][1]);
-            } else {
-                SCK_NAME(st)(d, acc[r][0]);
-                SCK_NAME(st)(d + 8, acc[r][1]);
-            }
-        } else {
-            float buf[16];
-            SCK_NAME(st)(buf, acc[r][0]);
-            SCK_NAME(st)(buf + 8, acc[r][1]);
-            if (accumulate) { for (int64_t j = 0; j < cnt; j++) d[j] += buf[j]; }
-            else { for (int64_t j = 0; j < cnt; j++) d[j] = buf[j]; }
-        }
+    for (int r = 0; r < MR; r++) SCK_NAME(put16)(y + r * ldy, acc[r][0], acc[r][1], cnt, accumulate);
+}
+
+/* One row x one block, k in four interleaved quarters (8 accumulators). */
+static inline SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, int64_t k, float *y, int64_t cnt,
+                                             int32_t accumulate) {
+    int64_t q = k / 4;
+    vf a[8];
+    for (int i = 0; i < 8; i++) a[i] = SCK_NAME(splat)(0);
+    const float *p0 = pb, *p1 = pb + q * NB, *p2 = pb + 2 * q * NB, *p3 = pb + 3 * q * NB;
+    for (int64_t kk = 0; kk < q; kk++) {
+        vf s0 = SCK_NAME(splat)(x[kk]), s1 = SCK_NAME(splat)(x[q + kk]), s2 = SCK_NAME(splat)(x[2 * q + kk]),
+           s3 = SCK_NAME(splat)(x[3 * q + kk]);
+        a[0] += s0 * SCK_NAME(ld)(p0); a[1] += s0 * SCK_NAME(ld)(p0 + 8);
+        a[2] += s1 * SCK_NAME(ld)(p1); a[3] += s1 * SCK_NAME(ld)(p1 + 8);
+        a[4] += s2 * SCK_NAME(ld)(p2); a[5] += s2 * SCK_NAME(ld)(p2 + 8);
+        a[6] += s3 * SCK_NAME(ld)(p3); a[7] += s3 * SCK_NAME(ld)(p3 + 8);
+        p0 += NB; p1 += NB; p2 += NB; p3 += NB;
     }
+    for (int64_t kk = 4 * q; kk < k; kk++) {
+        vf s = SCK_NAME(splat)(x[kk]);
+        const float *e = pb + kk * NB;
+        a[0] += s * SCK_NAME(ld)(e); a[1] += s * SCK_NAME(ld)(e + 8);
+    }
+    SCK_NAME(put16)(y, (a[0] + a[2]) + (a[4] + a[6]), (a[1] + a[3]) + (a[5] + a[7]), cnt, accumulate);
+}
+
+/* Two rows x one block, k in two interleaved halves (8 accumulators). */
+static inline SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
+                                             int64_t ldy, int64_t cnt, int32_t accumulate) {
+    int64_t h = k / 2;
+    const float *x0 = x, *x1 = x + ldx;
+    vf a[8];
+    for (int i = 0; i < 8; i++) a[i] = SCK_NAME(splat)(0);
+    const float *p0 = pb, *p1 = pb + h * NB;
+    for (int64_t kk = 0; kk < h; kk++) {
+        vf w0 = SCK_NAME(ld)(p0), w1 = SCK_NAME(ld)(p0 + 8), v0 = SCK_NAME(ld)(p1), v1 = SCK_NAME(ld)(p1 + 8);
+        vf s = SCK_NAME(splat)(x0[kk]), t = SCK_NAME(splat)(x1[kk]);
+        vf u = SCK_NAME(splat)(x0[h + kk]), v = SCK_NAME(splat)(x1[h + kk]);
+        a[0] += s * w0; a[1] += s * w1; a[2] += t * w0; a[3] += t * w1;
+        a[4] += u * v0; a[5] += u * v1; a[6] += v * v0; a[7] += v * v1;
+        p0 += NB; p1 += NB;
+    }
+    if (k & 1) {
+        const float *e = pb + (k - 1) * NB;
+        vf w0 = SCK_NAME(ld)(e), w1 = SCK_NAME(ld)(e + 8);
+        vf s = SCK_NAME(splat)(x0[k - 1]), t = SCK_NAME(splat)(x1[k - 1]);
+        a[0] += s * w0; a[1] += s * w1; a[2] += t * w0; a[3] += t * w1;
+    }
+    SCK_NAME(put16)(y, a[0] + a[4], a[1] + a[5], cnt, accumulate);
+    SCK_NAME(put16)(y + ldy, a[2] + a[6], a[3] + a[7], cnt, accumulate);
 }
 
 static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
                                                   int64_t k, float *y, int64_t ldy, int32_t accumulate,
                                                   int64_t blk_begin, int64_t blk_end) {
-    for (int64_t blk = blk_begin; blk < blk_end; blk++) {
-        const float *pb = packed + blk * k * NB;
+    /* k in slices of KC (a 16 KB panel slice stays in L1 under the rows' tiles); slices
+       after the first accumulate. One or two rows take all of k at once. */
+    const int64_t KC = m <= 2 ? k : 256;
+    for (int64_t blk = blk_begin; blk < blk_end; blk++)
+    for (int64_t k0 = 0; k0 < k; k0 += KC) {
+        int64_t kc = k - k0 < KC ? k - k0 : KC;
+        const float *pb = packed + blk * k * NB + k0 * NB;
+        const float *xk = x + k0;
+        int32_t acc = k0 == 0 ? accumulate : 1;
         int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
-        if (m >= 3) {
-            /* Six rows at a time on each 16-column half, then the 1-5 rows left. */
-            for (int half = 0; half < 2; half++) {
-                int64_t c0 = half * 16;
-                if (c0 >= cnt) break;
-                int64_t hc = cnt - c0 < 16 ? cnt - c0 : 16;
-                const float *ph = pb + c0;
-                float *yh = y + blk * NB + c0;
-                int64_t r = 0;
-                for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate);
-                switch (m - r) {
-                case 5: SCK_NAME(mk16)(5, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
-                case 4: SCK_NAME(mk16)(4, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
-                case 3: SCK_NAME(mk16)(3, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
-                case 2: SCK_NAME(mk16)(2, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
-                case 1: SCK_NAME(mk16)(1, x + r * ldx, ldx, ph, k, yh + r * ldy, ldy, hc, accumulate); break;
-                default: break;
-                }
-            }
-            continue;
-        }
+        float *yb = y + blk * NB;
+        if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); continue; }
+        if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); continue; }
         int64_t r = 0;
-        if (m == 2) {
-            const float *x0 = x, *x1 = x + ldx;
-            const float *p = pb;
-            vf a[4] = {{0}}, b[4] = {{0}};
-            for (int64_t kk = 0; kk < k; kk++) {
-                vf w0 = SCK_NAME(ld)(p), w1 = SCK_NAME(ld)(p + 8), w2 = SCK_NAME(ld)(p + 16), w3 = SCK_NAME(ld)(p + 24);
-                vf s = SCK_NAME(splat)(x0[kk]), t = SCK_NAME(splat)(x1[kk]);
-                a[0] += s * w0; a[1] += s * w1; a[2] += s * w2; a[3] += s * w3;
-                b[0] += t * w0; b[1] += t * w1; b[2] += t * w2; b[3] += t * w3;
-                p += NB;
-            }
-            float *d = y + blk * NB;
-            SCK_NAME(store_block)(d, a, cnt, accumulate);
-            SCK_NAME(store_block)(d + ldy, b, cnt, accumulate);
-            r = 2;
-        }
-        if (r < m) {
-            /* One row: k split in halves so 8 accumulators hide the FMA latency. */
-            const float *x0 = x + r * ldx;
-            int64_t half = k / 2;
-            const float *p = pb, *q = pb + half * NB;
-            vf a[4] = {{0}}, b[4] = {{0}};
-            for (int64_t kk = 0; kk < half; kk++) {
-                vf s = SCK_NAME(splat)(x0[kk]), t = SCK_NAME(splat)(x0[half + kk]);
-                a[0] += s * SCK_NAME(ld)(p); a[1] += s * SCK_NAME(ld)(p + 8); a[2] += s * SCK_NAME(ld)(p + 16); a[3] += s * SCK_NAME(ld)(p + 24);
-                b[0] += t * SCK_NAME(ld)(q); b[1] += t * SCK_NAME(ld)(q + 8); b[2] += t * SCK_NAME(ld)(q + 16); b[3] += t * SCK_NAME(ld)(q + 24);
-                p += NB; q += NB;
-            }
-            if (k & 1) {
-                vf t = SCK_NAME(splat)(x0[k - 1]);
-                const float *e = pb + (k - 1) * NB;
-                b[0] += t * SCK_NAME(ld)(e); b[1] += t * SCK_NAME(ld)(e + 8); b[2] += t * SCK_NAME(ld)(e + 16); b[3] += t * SCK_NAME(ld)(e + 24);
-            }
-            for (int i = 0; i < 4; i++) a[i] += b[i];
-            SCK_NAME(store_block)(y + r * ldy + blk * NB, a, cnt, accumulate);
+        for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
+        switch (m - r) {
+        case 5: SCK_NAME(mk16)(5, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 4: SCK_NAME(mk16)(4, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 3: SCK_NAME(mk16)(3, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
+        default: break;
         }
     }
 }

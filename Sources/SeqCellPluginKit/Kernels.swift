@@ -80,9 +80,9 @@ public struct RecurrentProduct {
 
 extension RecurrentProduct {
     /// Whether `applyUnits` can split this product by hidden units: packed, and each of
-    /// `chunks` ranges of `hidden` units whole 32-column blocks.
+    /// `chunks` ranges of `hidden` units whole 16-column blocks.
     public func canSplitUnits(hidden: Int, chunks: Int) -> Bool {
-        packed != nil && chunks > 1 && hidden % (32 * chunks) == 0 && !RecurrentProduct.splitRowsOnly
+        packed != nil && chunks > 1 && hidden % (16 * chunks) == 0 && !RecurrentProduct.splitRowsOnly
     }
 
     /// Chunks of hidden units to split a step into (0: split by rows instead). Large steps
@@ -90,10 +90,14 @@ extension RecurrentProduct {
     /// a while (a shared machine) does not hold the step up. `threads`: `stepChunks`' answer.
     public func unitChunks(hidden: Int, macs: Int, threads: Int) -> Int {
         guard threads > 1, canSplitUnits(hidden: hidden, chunks: threads) else { return 0 }
-        var c = threads * (macs >= 1 << 25 ? 4 : macs >= 1 << 23 ? 2 : 1)
-        while c > threads && hidden % (32 * c) != 0 { c /= 2 }
+        let per = RecurrentProduct.chunksPerThread ?? (macs >= 1 << 25 ? 4 : macs >= 1 << 23 ? 2 : 1)
+        var c = threads * per
+        while c > threads && hidden % (16 * c) != 0 { c /= 2 }
         return canSplitUnits(hidden: hidden, chunks: c) ? c : threads
     }
+
+    /// SEQCELL_CHUNKS_PER_THREAD=N fixes the unit chunks per thread (for A/B measurements).
+    static let chunksPerThread: Int? = getenv("SEQCELL_CHUNKS_PER_THREAD").flatMap { Int(String(cString: $0)) }
 
     /// SEQCELL_SPLIT=rows: always split steps by rows (for A/B measurements).
     static let splitRowsOnly: Bool = getenv("SEQCELL_SPLIT").map { String(cString: $0) == "rows" } ?? false
@@ -105,13 +109,13 @@ extension RecurrentProduct {
                            accumulate: Bool, gates: Int, hidden: Int, units: Range<Int>) {
         for g in 0..<gates {
             vectorKernels.gemm_packed_blocks(h, Int64(rows), Int64(ldh), packed!, Int64(n), Int64(k), y, Int64(ldy),
-                                             accumulate ? 1 : 0, Int64((g * hidden + units.lowerBound) / 32),
-                                             Int64((g * hidden + units.upperBound) / 32))
+                                             accumulate ? 1 : 0, Int64((g * hidden + units.lowerBound) / 16),
+                                             Int64((g * hidden + units.upperBound) / 16))
         }
     }
 }
 
-/// Hidden units [lo, hi) of chunk c of `chunks` (hidden a multiple of 32·chunks).
+/// Hidden units [lo, hi) of chunk c of `chunks` (hidden a multiple of 16·chunks).
 @inline(__always)
 public func chunkUnits(_ c: Int, of chunks: Int, hidden: Int) -> Range<Int> {
     (c * hidden / chunks)..<((c + 1) * hidden / chunks)

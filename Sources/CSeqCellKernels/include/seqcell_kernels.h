@@ -49,7 +49,7 @@ typedef struct sck_table {
        accumulate = 0 overwrites y. For small m (latency-bound steps). */
     void (*gemm_packed)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n, int64_t k,
                         float *y, int64_t ldy, int32_t accumulate);
-    /* The same for output blocks [blk_begin, blk_end) of 32 (sck_packed_blocks(n) in all),
+    /* The same for output blocks [blk_begin, blk_end) of 16 (sck_packed_blocks(n) in all),
        so threads can share one product. */
     void (*gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n, int64_t k,
                                float *y, int64_t ldy, int32_t accumulate, int64_t blk_begin, int64_t blk_end);
@@ -68,8 +68,8 @@ const sck_table *sck_best(void);
 
 /* Floats sck_pack_wt needs for W [n, k]. */
 int64_t sck_packed_floats(int64_t n, int64_t k);
-/* Packs W [n, k] (row-major, row stride ldw) for gemm_packed: column blocks of 32
-   outputs, k-major inside a block, zero-padded. */
+/* Packs W [n, k] (row-major, row stride ldw) for gemm_packed: blocks of 16 outputs,
+   k-major inside a block (a K x 16 panel), zero-padded. */
 void sck_pack_wt(const float *w, int64_t ldw, int64_t n, int64_t k, float *packed);
 /* The same for a W whose element (row, col) is at w[row * row_stride + col * col_stride]
    (col_stride = 1 is sck_pack_wt; row_stride = 1 packs the transpose of a row-major matrix). */
@@ -77,7 +77,7 @@ void sck_pack_strided(const float *w, int64_t row_stride, int64_t col_stride, in
 /* sck_pack_strided for output blocks [blk_begin, blk_end) only (threads share a pack). */
 void sck_pack_strided_blocks(const float *w, int64_t row_stride, int64_t col_stride, int64_t n, int64_t k,
                              float *packed, int64_t blk_begin, int64_t blk_end);
-/* Output blocks of 32 for n outputs. */
+/* Output blocks of 16 for n outputs. */
 int64_t sck_packed_blocks(int64_t n);
 
 #ifdef __cplusplus
