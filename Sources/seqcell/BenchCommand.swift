@@ -24,7 +24,7 @@ struct BenchCommand: ParsableCommand {
     @Argument(help: "Configurations to run (A–F); all when none.")
     var configs: [String] = []
 
-    @Option(help: "Threads for OpenBLAS and the host (0: the defaults).")
+    @Option(help: "Threads (0: the defaults). The host's worker pool gets N; OpenBLAS is set to 1 thread per call (openblas_set_num_threads) because the host splits large GEMMs itself (SEQCELL_BLAS_THREADS=N keeps OpenBLAS threads).")
     var threads: Int = 0
 
     @Option(help: "Untimed calls before timing.")
