@@ -51,9 +51,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
+        // Vector kernels (activations, fused gate rows, a small-batch GEMM) for the built-in
+        // cells, with run-time ISA dispatch. Plugin-only: linked statically into each cell's
+        // .so (and the tests), never into the host; needs nothing beyond libc.
+        .target(
+            name: "CSeqCellKernels", path: "Sources/CSeqCellKernels", exclude: ["kernels_body.h"],
+            cSettings: [.unsafeFlags(["-O3", "-ffp-contract=fast", "-fno-math-errno"])]),
         // Helpers for the Swift cells. Linked into each plugin .so, never into the host.
         .target(
-            name: "SeqCellPluginKit", dependencies: ["CSeqCell"],
+            name: "SeqCellPluginKit", dependencies: ["CSeqCell", "CSeqCellKernels"],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
         // Runnable samples (samples/mgu is a C plugin built outside SwiftPM).
         .executableTarget(
@@ -67,13 +73,13 @@ let package = Package(
             path: "samples/finetune"),
         .testTarget(
             name: "SeqCellTests",
-            dependencies: ["SeqCell"],
+            dependencies: ["SeqCell", "CSeqCellKernels", "CBLAS"],
             path: "Tests/SeqCellTests",
             // C sources of broken plugins; the tests compile them with `cc` at run time.
             exclude: ["Fixtures"]),
     ] + cellPlugins.map {
         .target(
-            name: $0.target, dependencies: ["CSeqCell", "SeqCellPluginKit"],
+            name: $0.target, dependencies: ["CSeqCell", "SeqCellPluginKit", "CSeqCellKernels"],
             path: "Plugins/\($0.target)",
             exclude: [],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))],

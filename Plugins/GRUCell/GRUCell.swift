@@ -46,7 +46,7 @@ final class GRUKernel: CellKernel {
 
     struct Buffers {
         var gx: UnsafeMutablePointer<Float>     // [T, B, 3H] input part + biases → activations (r,z,n) → d(pre)
-        var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [B, H]
+        var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [2, B, H] (steps alternate)
         /// reset = after: W_hh h_{t-1} without bias (r,z,n) → in backward its gradient.
         /// Training [T, B, 3H] (backward needs W_hn h), inference [B, 3H].
         var gh: UnsafeMutablePointer<Float>
@@ -55,6 +55,7 @@ final class GRUKernel: CellKernel {
         var dh: UnsafeMutablePointer<Float>     // training only: [B, H]
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, H] dh_{t-1} being summed
         var drh: UnsafeMutablePointer<Float>    // training, reset = before: [B, H] gradient of r ⊙ h
+        var packed: UnsafeMutablePointer<Float> // reset = after, small batches: W_hh packed
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
@@ -62,13 +63,14 @@ final class GRUKernel: CellKernel {
         let H = hidden
         let steps = training ? T : 1
         let gx = c.floats(T * B * 3 * H)
-        let states = c.floats((training ? T + 1 : 1) * B * H)
+        let states = c.floats((training ? T + 1 : 2) * B * H)
         let gh = resetBefore ? gx : c.floats(steps * B * 3 * H)
         let rh = resetBefore ? c.floats(steps * B * H) : gx
         let dh = training ? c.floats(B * H) : gx
         let tmp = training ? c.floats(B * H) : gx
         let drh = training && resetBefore ? c.floats(B * H) : gx
-        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh)
+        let packed = c.floats(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H))
+        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed)
     }
 
     func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
@@ -103,9 +105,16 @@ final class GRUKernel: CellKernel {
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let bhn = bhh + 2 * H
         let whn = whh + 2 * H * H
+        // reset = before has no full-width recurrent product (r, z and n are separate GEMMs).
+        let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore)
+        let store: Int32 = f.training ? 1 : 0
+        let chunks = resetBefore ? 1 : stepChunks(rows: B, macs: B * G * H)
+        let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * H, threads: chunks)
         for t in 0..<T {
-            let hPrev = f.training ? w.states + t * B * H : w.states
-            let hNext = f.training ? w.states + (t + 1) * B * H : w.states
+            // Inference alternates two h buffers (threads split by hidden units write h_t while
+            // others still read h_{t-1}).
+            let hPrev = f.training ? w.states + t * B * H : w.states + (t & 1) * B * H
+            let hNext = f.training ? w.states + (t + 1) * B * H : w.states + ((t + 1) & 1) * B * H
             let gxT = w.gx + t * B * G
             let out = f.output + t * B * H
             if resetBefore {
@@ -146,31 +155,48 @@ final class GRUKernel: CellKernel {
                 // One recurrent GEMM for all three gates into its own buffer (the n part must
                 // stay separate from gx), then one fused loop adds and activates.
                 let ghT = f.training ? w.gh + t * B * G : w.gh
-                sgemm(transA: false, transB: true, m: B, n: G, k: H, a: hPrev, lda: H, b: whh, ldb: H,
-                      beta: 0, c: ghT, ldc: G)
-                for b in 0..<B {
-                    let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
-                    guard t < f.length(b) else {
-                        o.update(repeating: 0, count: H)
-                        if hn != hp { hn.update(from: hp, count: H) }
-                        continue
+                // Rows are independent within a step: each chunk does its rows' product and gates.
+                func rows(_ r: Range<Int>) {
+                    recurrent.apply(hPrev + r.lowerBound * H, ldh: H, rows: r.count, into: ghT + r.lowerBound * G, ldy: G,
+                                    accumulate: false)
+                    for b in r {
+                        let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                        guard t < f.length(b) else {
+                            o.update(repeating: 0, count: H)
+                            if hn != hp { hn.update(from: hp, count: H) }
+                            continue
+                        }
+                        // One fused vector pass: r, z, n (kept for backward when training), h'.
+                        vectorKernels.gru_row(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), store)
                     }
-                    let gr = gxT + b * G, gz = gr + H, gn = gr + 2 * H
-                    let hr = ghT + b * G, hz = hr + H, hnn = hr + 2 * H
-                    for j in 0..<H {
-                        let r = sigmoid(gr[j] + hr[j])
-                        let z = sigmoid(gz[j] + hz[j])
-                        let n = tanhActivation(gn[j] + r * (hnn[j] + bhn[j]))
-                        gr[j] = r; gz[j] = z; gn[j] = n
-                        let v = (1 - z) * n + z * hp[j]
-                        o[j] = v
-                        hn[j] = v
+                }
+                // Split by hidden units when the packed blocks allow (each thread keeps its share
+                // of W_hh in cache and runs full row tiles).
+                func units(_ u: Range<Int>) {
+                    recurrent.applyUnits(hPrev, ldh: H, rows: B, into: ghT, ldy: G, accumulate: false, gates: 3, hidden: H,
+                                         units: u)
+                    for b in 0..<B {
+                        let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                        guard t < f.length(b) else {
+                            (o + u.lowerBound).update(repeating: 0, count: u.count)
+                            (hn + u.lowerBound).update(from: hp + u.lowerBound, count: u.count)
+                            continue
+                        }
+                        vectorKernels.gru_row_range(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), Int64(u.lowerBound),
+                                                    Int64(u.upperBound), store)
                     }
+                }
+                if chunks == 1 {
+                    rows(0..<B)
+                } else if unitChunks > 0 {
+                    hostParallelFor(unitChunks) { units(chunkUnits($0, of: unitChunks, hidden: H)) }
+                } else {
+                    hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) }
                 }
             }
         }
         if let hN = f.finalState(0) {
-            hN.update(from: f.training ? w.states + T * B * H : w.states, count: B * H)
+            hN.update(from: w.states + (f.training ? T : T & 1) * B * H, count: B * H)
         }
     }
 

@@ -62,7 +62,7 @@ final class LSTMKernel: CellKernel {
 
     struct Buffers {
         var gates: UnsafeMutablePointer<Float>  // [T, B, 4H] pre-activations → activations (i,f,g,o) → dgates
-        var h: UnsafeMutablePointer<Float>      // training: [T+1, B, P]; inference: [B, P]
+        var h: UnsafeMutablePointer<Float>      // training: [T+1, B, P]; inference: [2, B, P] (steps alternate)
         var c: UnsafeMutablePointer<Float>      // training: [T+1, B, H]; inference: [B, H]
         var m: UnsafeMutablePointer<Float>      // projecting: o ⊙ tanh(c'), training [T, B, H], inference [B, H]
         var dh: UnsafeMutablePointer<Float>     // training only: [B, P] gradient of h_t
@@ -70,6 +70,8 @@ final class LSTMKernel: CellKernel {
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, P]
         var dm: UnsafeMutablePointer<Float>     // training + projecting: [B, H]
         var dhAll: UnsafeMutablePointer<Float>  // training + projecting: [T, B, P] total gradient of h_t
+        var packed: UnsafeMutablePointer<Float> // W_hh packed for the recurrent product
+        var packedT: UnsafeMutablePointer<Float> // training: W_hh packed for backward's dh = dgates W_hh
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
@@ -77,7 +79,7 @@ final class LSTMKernel: CellKernel {
         let (H, P) = (hidden, hWidth)
         let steps = training ? T : 1
         let gates = c.floats(T * B * 4 * H)
-        let h = c.floats((training ? T + 1 : 1) * B * P)
+        let h = c.floats((training ? T + 1 : 2) * B * P)
         let cs = c.floats((training ? T + 1 : 1) * B * H)
         let m = projecting ? c.floats(steps * B * H) : gates
         let dh = training ? c.floats(B * P) : gates
@@ -85,7 +87,10 @@ final class LSTMKernel: CellKernel {
         let tmp = training ? c.floats(B * P) : gates
         let dm = training && projecting ? c.floats(B * H) : gates
         let dhAll = training && projecting ? c.floats(T * B * P) : gates
-        return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll)
+        let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P))
+        let packedT = training ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: P, k: 4 * H)) : gates
+        return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed,
+                       packedT: packedT)
     }
 
     func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
@@ -111,40 +116,66 @@ final class LSTMKernel: CellKernel {
               beta: 1, c: w.gates, ldc: G)
         copyOrZero(f.initialState(0), to: w.h, count: B * P)
         copyOrZero(f.initialState(1), to: w.c, count: B * H)
+        let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)
+        let store: Int32 = f.training ? 1 : 0
+        let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
+        let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * P, threads: chunks)
         for t in 0..<T {
-            let hPrev = f.training ? w.h + t * B * P : w.h
-            let hNext = f.training ? w.h + (t + 1) * B * P : w.h
+            // Inference alternates two h buffers: a step's product reads all of h_{t-1} while
+            // threads split by hidden units already write h_t.
+            let hPrev = f.training ? w.h + t * B * P : w.h + (t & 1) * B * P
+            let hNext = f.training ? w.h + (t + 1) * B * P : w.h + ((t + 1) & 1) * B * P
             let cPrev = f.training ? w.c + t * B * H : w.c
             let cNext = f.training ? w.c + (t + 1) * B * H : w.c
             let mT = f.training ? w.m + t * B * H : w.m
             let gatesT = w.gates + t * B * G
-            sgemm(transA: false, transB: true, m: B, n: G, k: P, a: hPrev, lda: P, b: whh, ldb: P,
-                  beta: 1, c: gatesT, ldc: G)
             let out = f.output + t * B * P
-            for b in 0..<B {
-                let active = t < f.length(b)
-                let cp = cPrev + b * H, cn = cNext + b * H
-                if !active {
-                    if cn != cp { cn.update(from: cp, count: H) }
-                    if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
-                        (out + b * H).update(repeating: 0, count: H)
-                        let hp = hPrev + b * P, hn = hNext + b * P
-                        if hn != hp { hn.update(from: hp, count: P) }
+            // Rows are independent within a step: each chunk does its rows' recurrent product
+            // and gate pass, so a step needs one hand-off, not one per GEMM.
+            func rows(_ r: Range<Int>) {
+                recurrent.apply(hPrev + r.lowerBound * P, ldh: P, rows: r.count, into: gatesT + r.lowerBound * G, ldy: G,
+                                accumulate: true)
+                for b in r {
+                    let cp = cPrev + b * H, cn = cNext + b * H
+                    guard t < f.length(b) else {
+                        if cn != cp { cn.update(from: cp, count: H) }
+                        if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
+                            (out + b * H).update(repeating: 0, count: H)
+                            let hp = hPrev + b * P, hn = hNext + b * P
+                            if hn != hp { hn.update(from: hp, count: P) }
+                        }
+                        continue
                     }
-                    continue
+                    // One fused vector pass: activations (kept for backward when training),
+                    // c' = f ⊙ c + i ⊙ g, and m = o ⊙ tanh(c'). Without projection m is h'
+                    // itself: written to the output and h together.
+                    let m = projecting ? mT + b * H : out + b * H
+                    vectorKernels.lstm_row(gatesT + b * G, Int64(H), cp, cn, m, projecting ? nil : hNext + b * P, store)
                 }
-                let gi = gatesT + b * G, gf = gi + H, gg = gi + 2 * H, go = gi + 3 * H
-                // Without projection, o ⊙ tanh(c') is h' itself: write it to the output and h.
-                let m = projecting ? mT + b * H : out + b * H
-                let hn = hNext + b * P
-                for j in 0..<H {
-                    let i = sigmoid(gi[j]), fg = sigmoid(gf[j]), g = tanhActivation(gg[j]), o = sigmoid(go[j])
-                    gi[j] = i; gf[j] = fg; gg[j] = g; go[j] = o
-                    let cv = fg * cp[j] + i * g
-                    cn[j] = cv
-                    m[j] = o * tanhActivation(cv)
+            }
+            // Split by hidden units when the packed blocks allow: each thread then reads only its
+            // share of W_hh every step (it stays in its core's cache) and runs full row tiles.
+            func units(_ u: Range<Int>) {
+                recurrent.applyUnits(hPrev, ldh: P, rows: B, into: gatesT, ldy: G, accumulate: true, gates: 4, hidden: H,
+                                     units: u)
+                for b in 0..<B {
+                    let cp = cPrev + b * H, cn = cNext + b * H, o = out + b * H, hp = hPrev + b * P, hn = hNext + b * P
+                    guard t < f.length(b) else {
+                        if cn != cp { (cn + u.lowerBound).update(from: cp + u.lowerBound, count: u.count) }
+                        (o + u.lowerBound).update(repeating: 0, count: u.count)
+                        (hn + u.lowerBound).update(from: hp + u.lowerBound, count: u.count)
+                        continue
+                    }
+                    vectorKernels.lstm_row_range(gatesT + b * G, Int64(H), Int64(u.lowerBound), Int64(u.upperBound), cp, cn,
+                                                 o, hn, store)
                 }
-                if !projecting { hn.update(from: m, count: H) }
+            }
+            if chunks == 1 {
+                rows(0..<B)
+            } else if unitChunks > 0 {
+                hostParallelFor(unitChunks) { units(chunkUnits($0, of: unitChunks, hidden: H)) }
+            } else {
+                hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) }
             }
             if projecting {
                 // h' = m W_hr^T, straight into the output rows; frozen rows are fixed up after.
@@ -161,8 +192,8 @@ final class LSTMKernel: CellKernel {
                 }
             }
         }
+        if let hN = f.finalState(0) { hN.update(from: w.h + (f.training ? T : T & 1) * B * P, count: B * P) }
         let steps = f.training ? T : 0
-        if let hN = f.finalState(0) { hN.update(from: w.h + steps * B * P, count: B * P) }
         if let cN = f.finalState(1) { cN.update(from: w.c + steps * B * H, count: B * H) }
     }
 
@@ -175,6 +206,9 @@ final class LSTMKernel: CellKernel {
         copyOrZero(g.gradFinalState(0), to: w.dh, count: B * P)
         copyOrZero(g.gradFinalState(1), to: w.dc, count: B * H)
         let dgAll = w.gates  // each step's activations are last read at that step: reuse for dgates
+        // dh_{t-1} = dgates_t W_hh: y = x·Wᵀ with W = W_hhᵀ, packed once for all steps.
+        let back = RecurrentProduct(w: whh, n: P, k: G, B: B, scratch: w.packedT, transposed: true)
+        let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
         for t in stride(from: T - 1, through: 0, by: -1) {
             let dg = dgAll + t * B * G
             let cT = w.c + (t + 1) * B * H, cPrev = w.c + t * B * H
@@ -198,37 +232,30 @@ final class LSTMKernel: CellKernel {
                 sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(4), ldb: H,
                       beta: 0, c: w.dm, ldc: H)
             }
-            for b in 0..<B {
-                let d = dg + b * G
-                guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
-                // Gradient of m = o ⊙ tanh(c'): dm from the projection, or dh + dy.
-                let dmSrc: UnsafeMutablePointer<Float>
-                if projecting {
-                    dmSrc = w.dm + b * H
-                } else {
-                    dmSrc = w.dh + b * H
-                    if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
+            // Rows are independent within a step: each chunk does its rows' gate gradients and
+            // their share of dh_{t-1} = dgates_t W_hh (samples frozen at t carry dh unchanged).
+            func rows(_ r: Range<Int>) {
+                for b in r {
+                    let d = dg + b * G
+                    guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
+                    // Gradient of m = o ⊙ tanh(c'): dm from the projection, or dh + dy.
+                    let dmSrc: UnsafeMutablePointer<Float>
+                    if projecting {
+                        dmSrc = w.dm + b * H
+                    } else {
+                        dmSrc = w.dh + b * H
+                        if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
+                    }
+                    // Fused vector pass: activations in, pre-activation gradients out; dc carried.
+                    vectorKernels.lstm_row_backward(d, Int64(H), cT + b * H, cPrev + b * H, w.dc + b * H, dmSrc)
                 }
-                let di = d, df = d + H, dgg = d + 2 * H, dout = d + 3 * H
-                let cv = cT + b * H, cp = cPrev + b * H, dc = w.dc + b * H
-                for j in 0..<H {
-                    let i = di[j], fg = df[j], gv = dgg[j], o = dout[j]
-                    let tc = tanhActivation(cv[j])
-                    let dm = dmSrc[j]
-                    let dcTot = dc[j] + dm * o * (1 - tc * tc)
-                    dc[j] = dcTot * fg
-                    di[j] = dcTot * gv * i * (1 - i)
-                    df[j] = dcTot * cp[j] * fg * (1 - fg)
-                    dgg[j] = dcTot * i * (1 - gv * gv)
-                    dout[j] = dm * tc * o * (1 - o)
+                back.apply(dg + r.lowerBound * G, ldh: G, rows: r.count, into: w.tmp + r.lowerBound * P, ldy: P,
+                           accumulate: false)
+                for b in r where t < g.length(b) {
+                    (w.dh + b * P).update(from: w.tmp + b * P, count: P)
                 }
             }
-            // dh_{t-1} = dgates_t W_hh for samples active at t; the others carry dh unchanged.
-            sgemm(transA: false, transB: false, m: B, n: P, k: G, a: dg, lda: G, b: whh, ldb: P,
-                  beta: 0, c: w.tmp, ldc: P)
-            for b in 0..<B where t < g.length(b) {
-                (w.dh + b * P).update(from: w.tmp + b * P, count: P)
-            }
+            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
         }
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * P) }
         if let gc0 = g.gradInitialState(1) { gc0.update(from: w.dc, count: B * H) }

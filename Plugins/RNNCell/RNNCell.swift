@@ -38,6 +38,7 @@ final class RNNKernel: CellKernel {
         var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [B, H]
         var dh: UnsafeMutablePointer<Float>     // training only: [B, H]
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, H]
+        var packed: UnsafeMutablePointer<Float> // small batches: W_hh packed for the recurrent product
     }
 
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
@@ -46,7 +47,8 @@ final class RNNKernel: CellKernel {
         let states = c.floats((training ? T + 1 : 1) * B * H)
         let dh = training ? c.floats(B * H) : pre
         let tmp = training ? c.floats(B * H) : pre
-        return Buffers(pre: pre, states: states, dh: dh, tmp: tmp)
+        let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: H, k: H))
+        return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed)
     }
 
     func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
@@ -65,27 +67,33 @@ final class RNNKernel: CellKernel {
         sgemm(transA: false, transB: true, m: T * B, n: H, k: I, a: f.input, lda: I, b: wih, ldb: I,
               beta: 1, c: w.pre, ldc: H)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
+        let recurrent = RecurrentProduct(w: whh, n: H, k: H, B: B, scratch: w.packed)
+        let chunks = stepChunks(rows: B, macs: B * H * H)
         for t in 0..<T {
             let hPrev = f.training ? w.states + t * B * H : w.states
             let hNext = f.training ? w.states + (t + 1) * B * H : w.states
             let pre = w.pre + t * B * H
-            sgemm(transA: false, transB: true, m: B, n: H, k: H, a: hPrev, lda: H, b: whh, ldb: H,
-                  beta: 1, c: pre, ldc: H)
             let out = f.output + t * B * H
-            for b in 0..<B {
-                let o = out + b * H, hn = hNext + b * H
-                if t < f.length(b) {
-                    let p = pre + b * H
-                    if relu {
-                        for j in 0..<H { let v = max(p[j], 0); o[j] = v; hn[j] = v }
+            // Rows are independent within a step: each chunk does its rows' product and tanh.
+            func rows(_ r: Range<Int>) {
+                recurrent.apply(hPrev + r.lowerBound * H, ldh: H, rows: r.count, into: pre + r.lowerBound * H, ldy: H,
+                                accumulate: true)
+                for b in r {
+                    let o = out + b * H, hn = hNext + b * H
+                    if t < f.length(b) {
+                        let p = pre + b * H
+                        if relu {
+                            for j in 0..<H { let v = max(p[j], 0); o[j] = v; hn[j] = v }
+                        } else {
+                            vectorKernels.tanh_copy(p, o, hn, Int64(H))
+                        }
                     } else {
-                        for j in 0..<H { let v = tanhActivation(p[j]); o[j] = v; hn[j] = v }
+                        o.update(repeating: 0, count: H)
+                        if hn != hPrev + b * H { hn.update(from: hPrev + b * H, count: H) }
                     }
-                } else {
-                    o.update(repeating: 0, count: H)
-                    if hn != hPrev + b * H { hn.update(from: hPrev + b * H, count: H) }
                 }
             }
+            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
         }
         if let hN = f.finalState(0) {
             hN.update(from: f.training ? w.states + T * B * H : w.states, count: B * H)

@@ -17,7 +17,7 @@ struct SeqCellCommand: ParsableCommand {
         subcommands: [
             DemoCommand.self, TrainCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self,
             SwapCommand.self, ComposeCommand.self, ImportCommand.self, ExportCommand.self, PluginsCommand.self,
-            ValidatePluginCommand.self,
+            ValidatePluginCommand.self, BenchCommand.self,
         ])
 }
 

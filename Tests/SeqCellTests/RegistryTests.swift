@@ -23,8 +23,8 @@ final class RegistryTests: XCTestCase {
         Broken(name: "garbage", source: nil, reason: ["cannot load as a shared library"]),
         Broken(name: "no_entry", source: "no_entry.c", reason: ["not a SeqCell plugin: no 'seqcell_plugin_entry' symbol"]),
         Broken(name: "refuses_version", source: "refuses_version.c",
-               reason: ["the plugin refused to load", "fixture needs SeqCell ABI 9.x, host speaks 1.0", "[version mismatch]"]),
-        Broken(name: "abi_major2", source: "abi_major2.c", reason: ["speaks SeqCell ABI 2.0; this host speaks 1.0"]),
+               reason: ["the plugin refused to load", "fixture needs SeqCell ABI 9.x, host speaks 1.\(SEQCELL_ABI_MINOR)", "[version mismatch]"]),
+        Broken(name: "abi_major2", source: "abi_major2.c", reason: ["speaks SeqCell ABI 2.0; this host speaks 1.\(SEQCELL_ABI_MINOR)"]),
         Broken(name: "small_cell_descriptor", source: "small_descriptor.c",
                reason: ["cell 0: descriptor struct_size is \(cellDescriptorBytesBeforeBackward), "
                         + "expected at least \(MemoryLayout<seqcell_cell_desc>.size)"]),

@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define SEQCELL_ABI_MAJOR 1u
-#define SEQCELL_ABI_MINOR 0u
+#define SEQCELL_ABI_MINOR 1u
 
 #if defined(_WIN32)
 #define SEQCELL_EXPORT __declspec(dllexport)
@@ -82,6 +82,16 @@ typedef struct seqcell_host {
 
     /* Log a message (level SEQCELL_LOG_*). The host decides where it goes. */
     void (*log)(void *context, int32_t level, const char *message);
+
+    /* ---- ABI 1.1: present when struct_size reaches them (a 1.0 host has neither) ---- */
+    /* Runs fn(arg, i) for every i in [0, count) on up to parallel_threads() threads (the
+       caller's among them) and returns when all have returned. Calls may run in any order
+       and concurrently; fn must not call parallel_for itself. */
+    void (*parallel_for)(void *context, int64_t count, void (*fn)(void *arg, int64_t index), void *arg);
+    /* How many threads a parallel_for called now from this thread would use: 1 when the
+       host runs single-threaded or the caller already runs inside host parallelism (say,
+       one direction of a bidirectional layer while the other runs beside it). */
+    int32_t (*parallel_threads)(void *context);
 } seqcell_host;
 
 /* ---- options ----------------------------------------------------------------------- */

@@ -6,4 +6,11 @@
    declares only under _GNU_SOURCE). Returns 1 and fills `path`, or 0 if unknown. */
 int sc_file_defining(const void *address, char *path, size_t capacity);
 
+/* A spin-wait hint (x86 PAUSE) for the host's worker pool. */
+static inline void seqcell_spin_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 #endif

@@ -98,15 +98,28 @@ public struct RecurrentLayer: Sendable {
         guard initialStates.isEmpty || initialStates.count == cells.count else {
             throw SeqCellError(.shape, "\(initialStates.count) sets of initial states for a layer with \(cells.count) direction(s)")
         }
+        // The directions of a bidirectional layer are independent: they run concurrently
+        // (HostParallelism.threads > 1), each call with its own workspace (the ABI allows it).
+        var results = [Result<Cell.ForwardResult, Error>?](repeating: nil, count: cells.count)
+        results.withUnsafeMutableBufferPointer { slots in
+            HostParallelism.forEach(cells.count) { i in
+                let dc = cells[i]
+                let rev = isReversed(i)
+                slots[i] = Result {
+                    let x = rev ? reverseSequences(input, lengths: lengths) : input
+                    var r = try dc.cell.forward(input: x, lengths: lengths, params: dc.params,
+                                                initialStates: initialStates.isEmpty ? [] : initialStates[i], training: training)
+                    if rev { r.output = reverseSequences(r.output, lengths: lengths) }
+                    return r
+                }
+            }
+        }
         var outs: [Tensor] = []
         var finals: [[Tensor]] = []
         var tapes: [Cell.Tape?] = []
-        for (i, dc) in cells.enumerated() {
-            let rev = isReversed(i)
-            let x = rev ? reverseSequences(input, lengths: lengths) : input
-            let r = try dc.cell.forward(input: x, lengths: lengths, params: dc.params,
-                                        initialStates: initialStates.isEmpty ? [] : initialStates[i], training: training)
-            outs.append(rev ? reverseSequences(r.output, lengths: lengths) : r.output)
+        for r in results {
+            let r = try r!.get()
+            outs.append(r.output)
             finals.append(r.finalStates)
             tapes.append(r.tape)
         }
@@ -119,12 +132,19 @@ public struct RecurrentLayer: Sendable {
         switch mergeMode {
         case .concat:
             let (fa, fb) = (a.shape[2], b.shape[2])
-            var out = [Float](repeating: 0, count: T * B * (fa + fb))
-            for r in 0..<(T * B) {
-                for j in 0..<fa { out[r * (fa + fb) + j] = a.data[r * fa + j] }
-                for j in 0..<fb { out[r * (fa + fb) + fa + j] = b.data[r * fb + j] }
+            let rows = T * B, w = fa + fb
+            let out = [Float](unsafeUninitializedCapacity: rows * w) { dst, n in
+                a.data.withUnsafeBufferPointer { pa in
+                    b.data.withUnsafeBufferPointer { pb in
+                        for r in 0..<rows {
+                            (dst.baseAddress! + r * w).initialize(from: pa.baseAddress! + r * fa, count: fa)
+                            (dst.baseAddress! + r * w + fa).initialize(from: pb.baseAddress! + r * fb, count: fb)
+                        }
+                    }
+                }
+                n = rows * w
             }
-            return Tensor(shape: [T, B, fa + fb], data: out)
+            return Tensor(shape: [T, B, w], data: out)
         case .sum: return Tensor(shape: a.shape, data: zip(a.data, b.data).map { $0 + $1 })
         case .mul: return Tensor(shape: a.shape, data: zip(a.data, b.data).map { $0 * $1 })
         case .ave: return Tensor(shape: a.shape, data: zip(a.data, b.data).map { ($0 + $1) * 0.5 })
@@ -205,17 +225,21 @@ public struct RecurrentLayer: Sendable {
 /// - Parameter x: [T, B, F]
 public func reverseSequences(_ x: Tensor, lengths: [Int32]?) -> Tensor {
     let (T, B, F) = (x.shape[0], x.shape[1], x.shape[2])
-    var out = x.data
-    x.data.withUnsafeBufferPointer { src in
-        out.withUnsafeMutableBufferPointer { dst in
-            for b in 0..<B {
-                let len = lengths.map { Int($0[b]) } ?? T
-                for t in 0..<len {
-                    let from = ((len - 1 - t) * B + b) * F, to = (t * B + b) * F
-                    for j in 0..<F { dst[to + j] = src[from + j] }
+    let out = [Float](unsafeUninitializedCapacity: x.count) { dst, n in
+        x.data.withUnsafeBufferPointer { src in
+            let s = src.baseAddress!, d = dst.baseAddress!
+            if lengths == nil {
+                // Whole time steps ([B, F] blocks) swap places.
+                for t in 0..<T { (d + t * B * F).initialize(from: s + (T - 1 - t) * B * F, count: B * F) }
+            } else {
+                for b in 0..<B {
+                    let len = Int(lengths![b])
+                    for t in 0..<len { (d + (t * B + b) * F).initialize(from: s + ((len - 1 - t) * B + b) * F, count: F) }
+                    for t in len..<T { (d + (t * B + b) * F).initialize(from: s + (t * B + b) * F, count: F) }
                 }
             }
         }
+        n = x.count
     }
     return Tensor(shape: x.shape, data: out)
 }

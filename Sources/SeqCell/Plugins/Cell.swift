@@ -37,6 +37,12 @@ public final class Cell: @unchecked Sendable {
     /// The plugin's instance, for raw ABI calls (the conformance kit's bad-argument checks).
     let instance: UnsafeMutableRawPointer
     private let desc: seqcell_cell_desc
+    /// Workspaces of finished calls, reused by later ones so a warmed-up cell allocates no
+    /// workspace per call. Each call takes one out (threads never share one) and gives it
+    /// back after an inference call, or when its training tape is released.
+    private let workspacePool = Mutex<[AlignedBuffer]>([])
+    /// How many idle workspaces a cell keeps (enough for a few concurrent callers).
+    static let workspacePoolLimit = 4
 
     init(type: CellType, inputSize: Int, hiddenSize: Int, options: [String: OptionValue]) throws {
         self.type = type
@@ -71,6 +77,34 @@ public final class Cell: @unchecked Sendable {
     }
 
     deinit { desc.destroy(instance) }
+
+    /// A workspace of at least `bytes`, from the pool when one is big enough.
+    func takeWorkspace(bytes: Int) throws -> AlignedBuffer {
+        if bytes == 0 { return try AlignedBuffer(bytes: 0) }
+        let reused: AlignedBuffer? = workspacePool.withLock { pool in
+            // The smallest idle buffer that fits.
+            var best: Int? = nil
+            for (i, b) in pool.enumerated() where b.bytes >= bytes {
+                if best == nil || b.bytes < pool[best!].bytes { best = i }
+            }
+            return best.map { pool.remove(at: $0) }
+        }
+        return try reused ?? AlignedBuffer(bytes: bytes)
+    }
+
+    /// Returns a workspace to the pool (dropping the smallest idle one when full).
+    func recycle(_ buffer: AlignedBuffer) {
+        guard buffer.bytes > 0 else { return }
+        workspacePool.withLock { pool in
+            pool.append(buffer)
+            if pool.count > Cell.workspacePoolLimit, let i = pool.indices.min(by: { pool[$0].bytes < pool[$1].bytes }) {
+                pool.remove(at: i)
+            }
+        }
+    }
+
+    /// Idle workspaces held for reuse (tests).
+    var pooledWorkspaces: Int { workspacePool.withLock { $0.count } }
 
     static func format(_ options: [String: OptionValue]) -> String {
         options.isEmpty ? "{}" : "{" + options.keys.sorted().map { "\($0)=\(options[$0]!)" }.joined(separator: ", ") + "}"
@@ -145,15 +179,20 @@ public final class Cell: @unchecked Sendable {
         let initialStates: [Tensor?]
         let output: Tensor
         let workspace: AlignedBuffer
+        /// Gets the workspace back for reuse when the tape is released.
+        private weak var owner: Cell?
         init(input: Tensor, lengths: [Int32]?, params: [Tensor], initialStates: [Tensor?], output: Tensor,
-             workspace: AlignedBuffer) {
+             workspace: AlignedBuffer, owner: Cell?) {
             self.input = input
             self.lengths = lengths
             self.params = params
             self.initialStates = initialStates
             self.output = output
             self.workspace = workspace
+            self.owner = owner
         }
+
+        deinit { owner?.recycle(workspace) }
     }
 
     public struct ForwardResult {
@@ -221,16 +260,19 @@ public final class Cell: @unchecked Sendable {
     public func forward(input: Tensor, lengths: [Int32]? = nil, params: [Tensor], initialStates: [Tensor?] = [],
                         training: Bool = false) throws -> ForwardResult {
         let (T, B) = try checkCall(input: input, lengths: lengths, params: params, initialStates: initialStates)
-        var output = Tensor.zeros([T, B, outputSize])
         let finals = OutputBuffers(shapes: states.map { [B, $0.size] })
         let wsBytes = workspaceSize(T: T, B: B, training: training)
-        let workspace = try AlignedBuffer(bytes: wsBytes)
+        let workspace = try takeWorkspace(bytes: wsBytes)
         var error = ErrorBuffer()
-        let status = withPointers(params) { paramPtrs in
+        var status = SEQCELL_OK
+        // The ABI has the cell write every output row (zeros past a sample's length), so the
+        // output starts uninitialised: no zero fill of [T, B, O] per call.
+        let count = T * B * outputSize
+        let outputData = [Float](unsafeUninitializedCapacity: count) { y, initialized in
+          status = withPointers(params) { paramPtrs in
             withOptionalPointers(initialStates) { statePtrs in
                 finals.withPointers { finalPtrs in
                     input.data.withUnsafeBufferPointer { x in
-                        output.data.withUnsafeMutableBufferPointer { y in
                             withOptionalArray(lengths) { lens in
                                 var args = seqcell_forward_args()
                                 args.struct_size = UInt32(MemoryLayout<seqcell_forward_args>.size)
@@ -247,18 +289,26 @@ public final class Cell: @unchecked Sendable {
                                 args.workspace_size = wsBytes
                                 return error.call { desc.forward(instance, &args, $0, $1) }
                             }
-                        }
                     }
                 }
             }
+          }
+          if status != SEQCELL_OK { y.initialize(repeating: 0) }
+          initialized = count
         }
         guard status == SEQCELL_OK else {
+            recycle(workspace)
             throw SeqCellError(.cell, "cell '\(type.id)' forward failed: \(error.message(status: status))")
         }
-        let tape = training
-            ? Tape(input: input, lengths: lengths, params: params, initialStates: initialStates, output: output,
-                   workspace: workspace)
-            : nil
+        let output = Tensor(shape: [T, B, outputSize], data: outputData)
+        let tape: Tape?
+        if training {
+            tape = Tape(input: input, lengths: lengths, params: params, initialStates: initialStates, output: output,
+                        workspace: workspace, owner: self)
+        } else {
+            tape = nil
+            recycle(workspace)
+        }
         return ForwardResult(output: output, finalStates: finals.tensors, tape: tape)
     }
 

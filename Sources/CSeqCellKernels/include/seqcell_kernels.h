@@ -1,0 +1,86 @@
+/*
+ * seqcell_kernels.h — vector kernels for the built-in cell plugins (plugin-only: linked
+ * statically into each cell's .so, never into the host; uses nothing beyond libc).
+ *
+ * Every kernel exists in two builds of the same source, chosen once at run time from
+ * CPUID: AVX2+FMA, and x86-64 baseline (SSE2). sck_kernels(isa) returns either table
+ * explicitly (tests compare them); the sck_* functions call the best one for this CPU.
+ *
+ * Accuracy (tested against libm over dense ranges): sigmoid ≤ ~3 ulp relative,
+ * tanh ≤ ~2e-7 absolute and ≤ ~4 ulp relative away from 0.
+ */
+#ifndef SEQCELL_KERNELS_H
+#define SEQCELL_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SCK_ISA_BASELINE 0
+#define SCK_ISA_AVX2 1
+
+typedef struct sck_table {
+    int32_t isa;
+    /* x[i] = sigmoid(x[i]) / tanh(x[i]), i < n. */
+    void (*sigmoid)(float *x, int64_t n);
+    void (*tanh)(float *x, int64_t n);
+    /* One LSTM row: gates [4H] pre-activations (i,f,g,o). c_next = f*c_prev + i*g,
+       h = o*tanh(c_next) written to h_out and, if not NULL, h_out2. With store_acts the
+       activations replace the pre-activations in gates (training keeps them). c_prev may be
+       NULL (zero). c_next may equal c_prev. */
+    void (*lstm_row)(float *gates, int64_t H, const float *c_prev, float *c_next, float *h_out,
+                     float *h_out2, int32_t store_acts);
+    /* LSTM backward for one row. acts [4H] (i,f,g,o activations) in, gate gradients out
+       (pre-activation); c = c_t, c_prev = c_{t-1} (NULL: zero); dc [H] in: gradient reaching
+       c_t from later steps, out: gradient for c_{t-1}; dm [H]: gradient of o*tanh(c_t). */
+    void (*lstm_row_backward)(float *acts, int64_t H, const float *c, const float *c_prev, float *dc,
+                              const float *dm);
+    /* One GRU row, reset after (PyTorch): gx [3H] input part + biases (r,z,n; b_hn left out),
+       gh [3H] = W_hh h (no bias), bhn [H]; h = (1-z)*n + z*h_prev into h_out (and h_out2 if
+       not NULL). With store_acts r,z,n replace gx. */
+    void (*gru_row)(float *gx, const float *gh, const float *bhn, const float *h_prev, float *h_out,
+                    float *h_out2, int64_t H, int32_t store_acts);
+    /* out[i] = tanh(pre[i]); out2 too if not NULL. */
+    void (*tanh_copy)(const float *pre, float *out, float *out2, int64_t n);
+    /* y[r, :] (+)= x[r, :] · W^T for r < m, with W [n, k] packed by sck_pack_wt.
+       accumulate = 0 overwrites y. For small m (latency-bound steps). */
+    void (*gemm_packed)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n, int64_t k,
+                        float *y, int64_t ldy, int32_t accumulate);
+    /* The same for output blocks [blk_begin, blk_end) of 16 (sck_packed_blocks(n) in all),
+       so threads can share one product. */
+    void (*gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n, int64_t k,
+                               float *y, int64_t ldy, int32_t accumulate, int64_t blk_begin, int64_t blk_end);
+    /* lstm_row / gru_row for hidden units [j0, j1) of a row only (pointers are the row's, as
+       for the whole-row functions), so threads can split a step by hidden units. */
+    void (*lstm_row_range)(float *gates, int64_t H, int64_t j0, int64_t j1, const float *c_prev, float *c_next,
+                           float *h_out, float *h_out2, int32_t store_acts);
+    void (*gru_row_range)(float *gx, const float *gh, const float *bhn, const float *h_prev, float *h_out,
+                          float *h_out2, int64_t H, int64_t j0, int64_t j1, int32_t store_acts);
+} sck_table;
+
+/* The table for `isa`, or NULL if this CPU cannot run it. */
+const sck_table *sck_kernels(int32_t isa);
+/* The best table for this CPU (SEQCELL_KERNEL_ISA=baseline forces the baseline). */
+const sck_table *sck_best(void);
+
+/* Floats sck_pack_wt needs for W [n, k]. */
+int64_t sck_packed_floats(int64_t n, int64_t k);
+/* Packs W [n, k] (row-major, row stride ldw) for gemm_packed: blocks of 16 outputs,
+   k-major inside a block (a K x 16 panel), zero-padded. */
+void sck_pack_wt(const float *w, int64_t ldw, int64_t n, int64_t k, float *packed);
+/* The same for a W whose element (row, col) is at w[row * row_stride + col * col_stride]
+   (col_stride = 1 is sck_pack_wt; row_stride = 1 packs the transpose of a row-major matrix). */
+void sck_pack_strided(const float *w, int64_t row_stride, int64_t col_stride, int64_t n, int64_t k, float *packed);
+/* sck_pack_strided for output blocks [blk_begin, blk_end) only (threads share a pack). */
+void sck_pack_strided_blocks(const float *w, int64_t row_stride, int64_t col_stride, int64_t n, int64_t k,
+                             float *packed, int64_t blk_begin, int64_t blk_end);
+/* Output blocks of 16 for n outputs. */
+int64_t sck_packed_blocks(int64_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

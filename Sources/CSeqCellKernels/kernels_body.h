@@ -1,0 +1,350 @@
+/* The kernels, written once with clang vector extensions (8 floats), compiled twice by
+ * kernels.c: SCK_ATTR is the target attribute, SCK_NAME(x) the per-ISA name. */
+
+typedef float vf __attribute__((vector_size(32)));
+typedef int32_t vi __attribute__((vector_size(32)));
+
+#define VW 8
+
+static inline SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline SCK_ATTR vf SCK_NAME(splat)(float x) { return (vf){x, x, x, x, x, x, x, x}; }
+
+/* exp(x) for x in [-87, 88]: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (Cephes
+   expf), 2^n through the exponent bits. Inputs are clamped to that range. */
+static inline SCK_ATTR vf SCK_NAME(exp)(vf x) {
+    x = __builtin_elementwise_min(x, SCK_NAME(splat)(88.3762626647949f));
+    x = __builtin_elementwise_max(x, SCK_NAME(splat)(-87.3365478515625f));
+    const vf magic = SCK_NAME(splat)(12582912.0f); /* 1.5 * 2^23: round to nearest */
+    vf t = x * 1.44269504088896341f + magic;
+    vf n = t - magic;
+    vi ni = (vi)t - (vi)magic;
+    vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = SCK_NAME(splat)(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    vf y = p * (r * r) + r + 1.0f;
+    vi bits = (ni + 127) << 23;
+    return y * (vf)bits;
+}
+
+static inline SCK_ATTR vf SCK_NAME(sigmoid_v)(vf x) {
+    return 1.0f / (1.0f + SCK_NAME(exp)(-x));
+}
+
+/* tanh: Eigen's rational approximation (odd degree 13 / even degree 6) on [-7.9, 7.9],
+   clamped outside (where tanh rounds to ±1 within 3e-7); x itself for |x| < 4e-4. */
+static inline SCK_ATTR vf SCK_NAME(tanh_v)(vf x) {
+    const float c = 7.90531110763549805f;
+    vf xc = __builtin_elementwise_min(__builtin_elementwise_max(x, SCK_NAME(splat)(-c)), SCK_NAME(splat)(c));
+    vf x2 = xc * xc;
+    vf p = SCK_NAME(splat)(-2.76076847742355e-16f);
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    p = p * xc;
+    vf q = SCK_NAME(splat)(1.19825839466702e-06f);
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    vf r = p / q;
+    vi tiny = __builtin_elementwise_abs(x) < 0.0004f;
+    return (vf)((tiny & (vi)x) | (~tiny & (vi)r));
+}
+
+/* Runs `body(off, count)` over [0, n) in vectors, the tail through a zero-padded copy. */
+#define SCK_TAIL_LOAD(dst, src, off, cnt) do { float _b[VW] = {0}; for (int64_t _i = 0; _i < (cnt); _i++) _b[_i] = (src)[(off) + _i]; dst = SCK_NAME(ld)(_b); } while (0)
+#define SCK_TAIL_STORE(dstp, off, cnt, v) do { float _b[VW]; SCK_NAME(st)(_b, v); for (int64_t _i = 0; _i < (cnt); _i++) (dstp)[(off) + _i] = _b[_i]; } while (0)
+
+static SCK_ATTR void SCK_NAME(sigmoid)(float *x, int64_t n) {
+    int64_t j = 0;
+    for (; j + VW <= n; j += VW) SCK_NAME(st)(x + j, SCK_NAME(sigmoid_v)(SCK_NAME(ld)(x + j)));
+    if (j < n) { vf v; SCK_TAIL_LOAD(v, x, j, n - j); SCK_TAIL_STORE(x, j, n - j, SCK_NAME(sigmoid_v)(v)); }
+}
+
+static SCK_ATTR void SCK_NAME(tanh)(float *x, int64_t n) {
+    int64_t j = 0;
+    for (; j + VW <= n; j += VW) SCK_NAME(st)(x + j, SCK_NAME(tanh_v)(SCK_NAME(ld)(x + j)));
+    if (j < n) { vf v; SCK_TAIL_LOAD(v, x, j, n - j); SCK_TAIL_STORE(x, j, n - j, SCK_NAME(tanh_v)(v)); }
+}
+
+static SCK_ATTR void SCK_NAME(tanh_copy)(const float *pre, float *out, float *out2, int64_t n) {
+    int64_t j = 0;
+    for (; j + VW <= n; j += VW) {
+        vf v = SCK_NAME(tanh_v)(SCK_NAME(ld)(pre + j));
+        SCK_NAME(st)(out + j, v);
+        if (out2) SCK_NAME(st)(out2 + j, v);
+    }
+    if (j < n) {
+        vf v; SCK_TAIL_LOAD(v, pre, j, n - j);
+        v = SCK_NAME(tanh_v)(v);
+        SCK_TAIL_STORE(out, j, n - j, v);
+        if (out2) SCK_TAIL_STORE(out2, j, n - j, v);
+    }
+}
+
+static inline SCK_ATTR void SCK_NAME(lstm_vec)(float *gates, int64_t H, int64_t j, int64_t cnt, const float *c_prev,
+                                               float *c_next, float *h_out, float *h_out2, int32_t store) {
+    float *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
+    vf i, f, g, o, cp;
+    if (cnt == VW) {
+        i = SCK_NAME(ld)(gi + j); f = SCK_NAME(ld)(gf + j); g = SCK_NAME(ld)(gg + j); o = SCK_NAME(ld)(go + j);
+        cp = c_prev ? SCK_NAME(ld)(c_prev + j) : SCK_NAME(splat)(0);
+    } else {
+        SCK_TAIL_LOAD(i, gi, j, cnt); SCK_TAIL_LOAD(f, gf, j, cnt); SCK_TAIL_LOAD(g, gg, j, cnt); SCK_TAIL_LOAD(o, go, j, cnt);
+        if (c_prev) SCK_TAIL_LOAD(cp, c_prev, j, cnt); else cp = SCK_NAME(splat)(0);
+    }
+    i = SCK_NAME(sigmoid_v)(i); f = SCK_NAME(sigmoid_v)(f); g = SCK_NAME(tanh_v)(g); o = SCK_NAME(sigmoid_v)(o);
+    vf c = f * cp + i * g;
+    vf h = o * SCK_NAME(tanh_v)(c);
+    if (cnt == VW) {
+        if (store) { SCK_NAME(st)(gi + j, i); SCK_NAME(st)(gf + j, f); SCK_NAME(st)(gg + j, g); SCK_NAME(st)(go + j, o); }
+        SCK_NAME(st)(c_next + j, c); SCK_NAME(st)(h_out + j, h);
+        if (h_out2) SCK_NAME(st)(h_out2 + j, h);
+    } else {
+        if (store) { SCK_TAIL_STORE(gi, j, cnt, i); SCK_TAIL_STORE(gf, j, cnt, f); SCK_TAIL_STORE(gg, j, cnt, g); SCK_TAIL_STORE(go, j, cnt, o); }
+        SCK_TAIL_STORE(c_next, j, cnt, c); SCK_TAIL_STORE(h_out, j, cnt, h);
+        if (h_out2) SCK_TAIL_STORE(h_out2, j, cnt, h);
+    }
+}
+
+static SCK_ATTR void SCK_NAME(lstm_row)(float *gates, int64_t H, const float *c_prev, float *c_next, float *h_out,
+                                        float *h_out2, int32_t store_acts) {
+    int64_t j = 0;
+    for (; j + VW <= H; j += VW) SCK_NAME(lstm_vec)(gates, H, j, VW, c_prev, c_next, h_out, h_out2, store_acts);
+    if (j < H) SCK_NAME(lstm_vec)(gates, H, j, H - j, c_prev, c_next, h_out, h_out2, store_acts);
+}
+
+static SCK_ATTR void SCK_NAME(lstm_row_range)(float *gates, int64_t H, int64_t j0, int64_t j1, const float *c_prev,
+                                              float *c_next, float *h_out, float *h_out2, int32_t store_acts) {
+    int64_t j = j0;
+    for (; j + VW <= j1; j += VW) SCK_NAME(lstm_vec)(gates, H, j, VW, c_prev, c_next, h_out, h_out2, store_acts);
+    if (j < j1) SCK_NAME(lstm_vec)(gates, H, j, j1 - j, c_prev, c_next, h_out, h_out2, store_acts);
+}
+
+static inline SCK_ATTR void SCK_NAME(lstm_bvec)(float *acts, int64_t H, int64_t j, int64_t cnt, const float *cc,
+                                                const float *c_prev, float *dcp, const float *dmp) {
+    float *di = acts, *df = acts + H, *dg = acts + 2 * H, *dout = acts + 3 * H;
+    vf i, f, g, o, c, cp, dc, dm;
+    if (cnt == VW) {
+        i = SCK_NAME(ld)(di + j); f = SCK_NAME(ld)(df + j); g = SCK_NAME(ld)(dg + j); o = SCK_NAME(ld)(dout + j);
+        c = SCK_NAME(ld)(cc + j); cp = c_prev ? SCK_NAME(ld)(c_prev + j) : SCK_NAME(splat)(0);
+        dc = SCK_NAME(ld)(dcp + j); dm = SCK_NAME(ld)(dmp + j);
+    } else {
+        SCK_TAIL_LOAD(i, di, j, cnt); SCK_TAIL_LOAD(f, df, j, cnt); SCK_TAIL_LOAD(g, dg, j, cnt); SCK_TAIL_LOAD(o, dout, j, cnt);
+        SCK_TAIL_LOAD(c, cc, j, cnt);
+        if (c_prev) SCK_TAIL_LOAD(cp, c_prev, j, cnt); else cp = SCK_NAME(splat)(0);
+        SCK_TAIL_LOAD(dc, dcp, j, cnt); SCK_TAIL_LOAD(dm, dmp, j, cnt);
+    }
+    vf tc = SCK_NAME(tanh_v)(c);
+    vf dct = dc + dm * o * (1.0f - tc * tc);
+    vf ndc = dct * f;
+    vf ri = dct * g * i * (1.0f - i);
+    vf rf = dct * cp * f * (1.0f - f);
+    vf rg = dct * i * (1.0f - g * g);
+    vf ro = dm * tc * o * (1.0f - o);
+    if (cnt == VW) {
+        SCK_NAME(st)(dcp + j, ndc); SCK_NAME(st)(di + j, ri); SCK_NAME(st)(df + j, rf); SCK_NAME(st)(dg + j, rg); SCK_NAME(st)(dout + j, ro);
+    } else {
+        SCK_TAIL_STORE(dcp, j, cnt, ndc); SCK_TAIL_STORE(di, j, cnt, ri); SCK_TAIL_STORE(df, j, cnt, rf);
+        SCK_TAIL_STORE(dg, j, cnt, rg); SCK_TAIL_STORE(dout, j, cnt, ro);
+    }
+}
+
+static SCK_ATTR void SCK_NAME(lstm_row_backward)(float *acts, int64_t H, const float *c, const float *c_prev, float *dc,
+                                                 const float *dm) {
+    int64_t j = 0;
+    for (; j + VW <= H; j += VW) SCK_NAME(lstm_bvec)(acts, H, j, VW, c, c_prev, dc, dm);
+    if (j < H) SCK_NAME(lstm_bvec)(acts, H, j, H - j, c, c_prev, dc, dm);
+}
+
+static inline SCK_ATTR void SCK_NAME(gru_vec)(float *gx, const float *gh, const float *bhn, const float *h_prev,
+                                              float *h_out, float *h_out2, int64_t H, int64_t j, int64_t cnt, int32_t store) {
+    float *xr = gx, *xz = gx + H, *xn = gx + 2 * H;
+    const float *hr = gh, *hz = gh + H, *hn = gh + 2 * H;
+    vf a, b, c2, d, e, f, bn, hp;
+    if (cnt == VW) {
+        a = SCK_NAME(ld)(xr + j); b = SCK_NAME(ld)(hr + j); c2 = SCK_NAME(ld)(xz + j); d = SCK_NAME(ld)(hz + j);
+        e = SCK_NAME(ld)(xn + j); f = SCK_NAME(ld)(hn + j); bn = SCK_NAME(ld)(bhn + j);
+        hp = h_prev ? SCK_NAME(ld)(h_prev + j) : SCK_NAME(splat)(0);
+    } else {
+        SCK_TAIL_LOAD(a, xr, j, cnt); SCK_TAIL_LOAD(b, hr, j, cnt); SCK_TAIL_LOAD(c2, xz, j, cnt); SCK_TAIL_LOAD(d, hz, j, cnt);
+        SCK_TAIL_LOAD(e, xn, j, cnt); SCK_TAIL_LOAD(f, hn, j, cnt); SCK_TAIL_LOAD(bn, bhn, j, cnt);
+        if (h_prev) SCK_TAIL_LOAD(hp, h_prev, j, cnt); else hp = SCK_NAME(splat)(0);
+    }
+    vf r = SCK_NAME(sigmoid_v)(a + b);
+    vf z = SCK_NAME(sigmoid_v)(c2 + d);
+    vf n = SCK_NAME(tanh_v)(e + r * (f + bn));
+    vf v = (1.0f - z) * n + z * hp;
+    if (cnt == VW) {
+        if (store) { SCK_NAME(st)(xr + j, r); SCK_NAME(st)(xz + j, z); SCK_NAME(st)(xn + j, n); }
+        SCK_NAME(st)(h_out + j, v);
+        if (h_out2) SCK_NAME(st)(h_out2 + j, v);
+    } else {
+        if (store) { SCK_TAIL_STORE(xr, j, cnt, r); SCK_TAIL_STORE(xz, j, cnt, z); SCK_TAIL_STORE(xn, j, cnt, n); }
+        SCK_TAIL_STORE(h_out, j, cnt, v);
+        if (h_out2) SCK_TAIL_STORE(h_out2, j, cnt, v);
+    }
+}
+
+static SCK_ATTR void SCK_NAME(gru_row)(float *gx, const float *gh, const float *bhn, const float *h_prev, float *h_out,
+                                       float *h_out2, int64_t H, int32_t store_acts) {
+    int64_t j = 0;
+    for (; j + VW <= H; j += VW) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, VW, store_acts);
+    if (j < H) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, H - j, store_acts);
+}
+
+static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const float *bhn, const float *h_prev,
+                                             float *h_out, float *h_out2, int64_t H, int64_t j0, int64_t j1, int32_t store_acts) {
+    int64_t j = j0;
+    for (; j + VW <= j1; j += VW) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, VW, store_acts);
+    if (j < j1) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, j1 - j, store_acts);
+}
+
+/* Packed GEMM for the recurrent product. W is packed in blocks of 16 outputs; inside a
+   block, for each k, the 16 weights W[blk*16 + 0..15, k] (64 contiguous bytes, a K x 16
+   panel: 16 KB at K = 256, so it stays in L1 while every row tile uses it). Blocks
+   outermost; rows six at a time (12 accumulators, 2 weight loads + 6 broadcasts per 12
+   FMAs: FMA-bound), the 1-5 rows left with the same kernel; one or two rows alone split k
+   so 8 accumulators hide the FMA latency. Blocks [blk_begin, blk_end) only. */
+#define NB 16
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(put16)(float *d, vf a0, vf a1, int64_t cnt,
+                                                                         int32_t accumulate) {
+    if (cnt == NB) {
+        if (accumulate) { a0 += SCK_NAME(ld)(d); a1 += SCK_NAME(ld)(d + 8); }
+        SCK_NAME(st)(d, a0);
+        SCK_NAME(st)(d + 8, a1);
+        return;
+    }
+    float buf[NB];
+    SCK_NAME(st)(buf, a0);
+    SCK_NAME(st)(buf + 8, a1);
+    if (accumulate) { for (int64_t j = 0; j < cnt; j++) d[j] += buf[j]; }
+    else { for (int64_t j = 0; j < cnt; j++) d[j] = buf[j]; }
+}
+
+/* MR rows x one 16-column block over all k. */
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16)(
+    const int MR, const float *x, int64_t ldx, const float *p, int64_t k, float *y, int64_t ldy, int64_t cnt,
+    int32_t accumulate) {
+    vf acc[6][2];
+    for (int r = 0; r < MR; r++) { acc[r][0] = SCK_NAME(splat)(0); acc[r][1] = SCK_NAME(splat)(0); }
+    for (int64_t kk = 0; kk < k; kk++) {
+        vf w0 = SCK_NAME(ld)(p), w1 = SCK_NAME(ld)(p + 8);
+        for (int r = 0; r < MR; r++) {
+            vf s = SCK_NAME(splat)(x[r * ldx + kk]);
+            acc[r][0] += s * w0;
+            acc[r][1] += s * w1;
+        }
+        p += NB;
+    }
+    for (int r = 0; r < MR; r++) SCK_NAME(put16)(y + r * ldy, acc[r][0], acc[r][1], cnt, accumulate);
+}
+
+/* One row x one block, k in four interleaved quarters (8 accumulators). */
+static inline SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, int64_t k, float *y, int64_t cnt,
+                                             int32_t accumulate) {
+    int64_t q = k / 4;
+    vf a[8];
+    for (int i = 0; i < 8; i++) a[i] = SCK_NAME(splat)(0);
+    const float *p0 = pb, *p1 = pb + q * NB, *p2 = pb + 2 * q * NB, *p3 = pb + 3 * q * NB;
+    for (int64_t kk = 0; kk < q; kk++) {
+        vf s0 = SCK_NAME(splat)(x[kk]), s1 = SCK_NAME(splat)(x[q + kk]), s2 = SCK_NAME(splat)(x[2 * q + kk]),
+           s3 = SCK_NAME(splat)(x[3 * q + kk]);
+        a[0] += s0 * SCK_NAME(ld)(p0); a[1] += s0 * SCK_NAME(ld)(p0 + 8);
+        a[2] += s1 * SCK_NAME(ld)(p1); a[3] += s1 * SCK_NAME(ld)(p1 + 8);
+        a[4] += s2 * SCK_NAME(ld)(p2); a[5] += s2 * SCK_NAME(ld)(p2 + 8);
+        a[6] += s3 * SCK_NAME(ld)(p3); a[7] += s3 * SCK_NAME(ld)(p3 + 8);
+        p0 += NB; p1 += NB; p2 += NB; p3 += NB;
+    }
+    for (int64_t kk = 4 * q; kk < k; kk++) {
+        vf s = SCK_NAME(splat)(x[kk]);
+        const float *e = pb + kk * NB;
+        a[0] += s * SCK_NAME(ld)(e); a[1] += s * SCK_NAME(ld)(e + 8);
+    }
+    SCK_NAME(put16)(y, (a[0] + a[2]) + (a[4] + a[6]), (a[1] + a[3]) + (a[5] + a[7]), cnt, accumulate);
+}
+
+/* Two rows x one block, k in two interleaved halves (8 accumulators). */
+static inline SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
+                                             int64_t ldy, int64_t cnt, int32_t accumulate) {
+    int64_t h = k / 2;
+    const float *x0 = x, *x1 = x + ldx;
+    vf a[8];
+    for (int i = 0; i < 8; i++) a[i] = SCK_NAME(splat)(0);
+    const float *p0 = pb, *p1 = pb + h * NB;
+    for (int64_t kk = 0; kk < h; kk++) {
+        vf w0 = SCK_NAME(ld)(p0), w1 = SCK_NAME(ld)(p0 + 8), v0 = SCK_NAME(ld)(p1), v1 = SCK_NAME(ld)(p1 + 8);
+        vf s = SCK_NAME(splat)(x0[kk]), t = SCK_NAME(splat)(x1[kk]);
+        vf u = SCK_NAME(splat)(x0[h + kk]), v = SCK_NAME(splat)(x1[h + kk]);
+        a[0] += s * w0; a[1] += s * w1; a[2] += t * w0; a[3] += t * w1;
+        a[4] += u * v0; a[5] += u * v1; a[6] += v * v0; a[7] += v * v1;
+        p0 += NB; p1 += NB;
+    }
+    if (k & 1) {
+        const float *e = pb + (k - 1) * NB;
+        vf w0 = SCK_NAME(ld)(e), w1 = SCK_NAME(ld)(e + 8);
+        vf s = SCK_NAME(splat)(x0[k - 1]), t = SCK_NAME(splat)(x1[k - 1]);
+        a[0] += s * w0; a[1] += s * w1; a[2] += t * w0; a[3] += t * w1;
+    }
+    SCK_NAME(put16)(y, a[0] + a[4], a[1] + a[5], cnt, accumulate);
+    SCK_NAME(put16)(y + ldy, a[2] + a[6], a[3] + a[7], cnt, accumulate);
+}
+
+static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
+                                                  int64_t k, float *y, int64_t ldy, int32_t accumulate,
+                                                  int64_t blk_begin, int64_t blk_end) {
+    /* k in slices of KC (a 16 KB panel slice stays in L1 under the rows' tiles); slices
+       after the first accumulate. One or two rows take all of k at once. */
+    const int64_t KC = m <= 2 ? k : 256;
+    for (int64_t blk = blk_begin; blk < blk_end; blk++)
+    for (int64_t k0 = 0; k0 < k; k0 += KC) {
+        int64_t kc = k - k0 < KC ? k - k0 : KC;
+        const float *pb = packed + blk * k * NB + k0 * NB;
+        const float *xk = x + k0;
+        int32_t acc = k0 == 0 ? accumulate : 1;
+        int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
+        float *yb = y + blk * NB;
+        if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); continue; }
+        if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); continue; }
+        int64_t r = 0;
+        for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
+        switch (m - r) {
+        case 5: SCK_NAME(mk16)(5, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 4: SCK_NAME(mk16)(4, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 3: SCK_NAME(mk16)(3, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+        case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
+        default: break;
+        }
+    }
+}
+
+static SCK_ATTR void SCK_NAME(gemm_packed)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
+                                           int64_t k, float *y, int64_t ldy, int32_t accumulate) {
+    SCK_NAME(gemm_packed_blocks)(x, m, ldx, packed, n, k, y, ldy, accumulate, 0, (n + NB - 1) / NB);
+}
+#undef NB
+
+static const sck_table SCK_NAME(table) = {
+    .isa = SCK_ISA_VALUE,
+    .sigmoid = SCK_NAME(sigmoid),
+    .tanh = SCK_NAME(tanh),
+    .lstm_row = SCK_NAME(lstm_row),
+    .lstm_row_backward = SCK_NAME(lstm_row_backward),
+    .gru_row = SCK_NAME(gru_row),
+    .tanh_copy = SCK_NAME(tanh_copy),
+    .gemm_packed = SCK_NAME(gemm_packed),
+    .gemm_packed_blocks = SCK_NAME(gemm_packed_blocks),
+    .lstm_row_range = SCK_NAME(lstm_row_range),
+    .gru_row_range = SCK_NAME(gru_row_range),
+};
+
+#undef VW

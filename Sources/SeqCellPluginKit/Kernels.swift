@@ -1,0 +1,172 @@
+// Vector kernels for the Swift cells (Sources/CSeqCellKernels): activations and fused gate
+// rows with run-time ISA dispatch, and the small-batch recurrent product.
+
+import CSeqCell
+import CSeqCellKernels
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The best kernel table for this CPU (AVX2+FMA or x86-64 baseline), chosen once.
+public nonisolated(unsafe) let vectorKernels: sck_table = sck_best().pointee
+
+/// The recurrent product of one step, y[B, n] = (accumulate ? y : 0) + h[B, k] · Wᵀ with
+/// W [n, k] row-major. W is packed once per call into the workspace and the packed kernel
+/// reads it every step; OpenBLAS 0.3.21's sgemm re-packs W on every call, which at these
+/// shapes (one step: B rows) costs it 10–50% (at B = 1, H = 128: ~7 µs vs <1 µs), and
+/// measured single-threaded the packed kernel is ahead at every benchmark shape
+/// (benchmarks/, docs/PERFORMANCE.md). Batches above `packedBatchLimit` use the host's sgemm.
+public struct RecurrentProduct {
+    /// SEQCELL_PACKED_BATCH_MAX overrides (0: always the host's sgemm).
+    public static let packedBatchLimit: Int = {
+        if let s = getenv("SEQCELL_PACKED_BATCH_MAX"), let v = Int(String(cString: s)) { return max(v, 0) }
+        return Int.max
+    }()
+
+    public let w: UnsafePointer<Float>
+    public let n: Int
+    public let k: Int
+    public let transposed: Bool
+    let packed: UnsafeMutablePointer<Float>?
+
+    /// Floats of workspace the packed weights need at batch B (0 when BLAS is used).
+    public static func workspaceFloats(B: Int, n: Int, k: Int) -> Int {
+        B <= packedBatchLimit ? Int(sck_packed_floats(Int64(n), Int64(k))) : 0
+    }
+
+    /// `scratch` holds `workspaceFloats(B:n:k:)` floats; W is packed into it when that is > 0.
+    /// `transposed`: W is given as its transpose, a row-major [k, n] matrix.
+    /// `usePacked: false` always calls the host's sgemm (and needs no scratch).
+    public init(w: UnsafePointer<Float>, n: Int, k: Int, B: Int, scratch: UnsafeMutablePointer<Float>,
+                transposed: Bool = false, usePacked: Bool = true) {
+        self.w = w
+        self.n = n
+        self.k = k
+        self.transposed = transposed
+        if usePacked && RecurrentProduct.workspaceFloats(B: B, n: n, k: k) > 0 {
+            let (rs, cs) = transposed ? (1, n) : (k, 1)
+            let blocks = Int(sck_packed_blocks(Int64(n)))
+            let threads = n * k >= 1 << 18 ? min(hostParallelThreads(), blocks) : 1
+            if threads > 1 {
+                // Packing reads all of W once per call: share it out by blocks.
+                hostParallelFor(threads) { c in
+                    sck_pack_strided_blocks(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch,
+                                            Int64(c * blocks / threads), Int64((c + 1) * blocks / threads))
+                }
+            } else {
+                sck_pack_strided(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch)
+            }
+            packed = scratch
+        } else {
+            packed = nil
+        }
+    }
+
+    @inline(__always)
+    public func apply(_ h: UnsafePointer<Float>, ldh: Int, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
+                      accumulate: Bool) {
+        if let packed {
+            vectorKernels.gemm_packed(h, Int64(rows), Int64(ldh), packed, Int64(n), Int64(k), y, Int64(ldy),
+                                      accumulate ? 1 : 0)
+        } else {
+            sgemm(transA: false, transB: !transposed, m: rows, n: n, k: k, a: h, lda: ldh, b: w, ldb: transposed ? n : k,
+                  beta: accumulate ? 1 : 0, c: y, ldc: ldy)
+        }
+    }
+}
+
+extension RecurrentProduct {
+    /// Whether `applyUnits` can split this product by hidden units: packed, and each of
+    /// `chunks` ranges of `hidden` units whole 16-column blocks.
+    public func canSplitUnits(hidden: Int, chunks: Int) -> Bool {
+        packed != nil && chunks > 1 && hidden % (16 * chunks) == 0 && !RecurrentProduct.splitRowsOnly
+    }
+
+    /// Chunks of hidden units to split a step into (0: split by rows instead). Large steps
+    /// get several chunks per thread, taken dynamically, so a thread that loses its core for
+    /// a while (a shared machine) does not hold the step up. `threads`: `stepChunks`' answer.
+    public func unitChunks(hidden: Int, macs: Int, threads: Int) -> Int {
+        guard threads > 1, canSplitUnits(hidden: hidden, chunks: threads) else { return 0 }
+        let per = RecurrentProduct.chunksPerThread ?? (macs >= 1 << 25 ? 4 : macs >= 1 << 23 ? 2 : 1)
+        var c = threads * per
+        while c > threads && hidden % (16 * c) != 0 { c /= 2 }
+        return canSplitUnits(hidden: hidden, chunks: c) ? c : threads
+    }
+
+    /// SEQCELL_CHUNKS_PER_THREAD=N fixes the unit chunks per thread (for A/B measurements).
+    static let chunksPerThread: Int? = getenv("SEQCELL_CHUNKS_PER_THREAD").flatMap { Int(String(cString: $0)) }
+
+    /// SEQCELL_SPLIT=rows: always split steps by rows (for A/B measurements).
+    static let splitRowsOnly: Bool = getenv("SEQCELL_SPLIT").map { String(cString: $0) == "rows" } ?? false
+
+    /// The columns of hidden units `units` in each of `gates` gate blocks of width `hidden`
+    /// (needs `canSplitUnits`): y[:, g·hidden + units] (+)= h · W[g·hidden + units, :]ᵀ.
+    @inline(__always)
+    public func applyUnits(_ h: UnsafePointer<Float>, ldh: Int, rows: Int, into y: UnsafeMutablePointer<Float>, ldy: Int,
+                           accumulate: Bool, gates: Int, hidden: Int, units: Range<Int>) {
+        for g in 0..<gates {
+            vectorKernels.gemm_packed_blocks(h, Int64(rows), Int64(ldh), packed!, Int64(n), Int64(k), y, Int64(ldy),
+                                             accumulate ? 1 : 0, Int64((g * hidden + units.lowerBound) / 16),
+                                             Int64((g * hidden + units.upperBound) / 16))
+        }
+    }
+}
+
+/// Hidden units [lo, hi) of chunk c of `chunks` (hidden a multiple of 16·chunks).
+@inline(__always)
+public func chunkUnits(_ c: Int, of chunks: Int, hidden: Int) -> Range<Int> {
+    (c * hidden / chunks)..<((c + 1) * hidden / chunks)
+}
+
+// MARK: - Host parallelism (ABI 1.1)
+
+/// Threads the host's parallel_for would use now (1 on a 1.0 host, inside host
+/// parallelism, or when the host runs single-threaded).
+public func hostParallelThreads() -> Int {
+    guard let host = hostServices, hostHasParallelFor, let f = host.pointee.parallel_threads else { return 1 }
+    return max(Int(f(host.pointee.context)), 1)
+}
+
+/// Whether the host table reaches the ABI 1.1 functions.
+var hostHasParallelFor: Bool {
+    guard let host = hostServices else { return false }
+    let needed = MemoryLayout<seqcell_host>.offset(of: \seqcell_host.parallel_threads)! + MemoryLayout<UnsafeRawPointer>.size
+    return Int(host.pointee.struct_size) >= needed && host.pointee.parallel_for != nil
+}
+
+/// Runs body(0..<count) through the host's parallel_for, or serially without one.
+public func hostParallelFor(_ count: Int, _ body: (Int) -> Void) {
+    guard count > 1, let host = hostServices, hostHasParallelFor, let pf = host.pointee.parallel_for else {
+        for i in 0..<count { body(i) }
+        return
+    }
+    withoutActuallyEscaping(body) { b in
+        var closure = b
+        withUnsafeMutablePointer(to: &closure) { ctx in
+            pf(host.pointee.context, Int64(count), { arg, i in
+                arg!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(i))
+            }, UnsafeMutableRawPointer(ctx))
+        }
+    }
+}
+
+/// How many row chunks to split one step of `rows` rows into, for a step costing about
+/// `macs` multiply-adds: one per host thread when the step is big enough to pay for the
+/// hand-off (measured: a few µs per parallel_for), else 1.
+public func stepChunks(rows: Int, macs: Int) -> Int {
+    guard rows >= 4, macs >= 1 << 20 else { return 1 }
+    return max(1, min(hostParallelThreads(), rows / 2))
+}
+
+/// Rows [lo, hi) of chunk c of `chunks` over `rows` rows, in multiples of 6 where possible
+/// (the packed kernel's row tile).
+@inline(__always)
+public func chunkRows(_ c: Int, of chunks: Int, rows: Int) -> Range<Int> {
+    if chunks == 1 { return 0..<rows }
+    let per = ((rows + chunks - 1) / chunks + 5) / 6 * 6
+    let lo = min(c * per, rows), hi = c == chunks - 1 ? rows : min(lo + per, rows)
+    return lo..<hi
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""A/B timing of SeqCell variants (environment settings) on one machine, interleaved.
+
+    python3 benchmarks/ab.py --configs A C --variant base= --variant blas=SEQCELL_PACKED_BATCH_MAX=0
+
+Each variant is a persistent `seqcell bench --serve` process with its own environment;
+rounds rotate through them so background load hits all alike. Prints medians and ratios
+to the first variant.
+"""
+import argparse, json, os, statistics, subprocess, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seqcell", default=os.path.join(ROOT, ".build", "release", "seqcell"))
+    ap.add_argument("--configs", nargs="+", default=["A"])
+    ap.add_argument("--variant", action="append", required=True, help="NAME=VAR=VALUE,VAR=VALUE")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--calls", type=int, default=3)
+    a = ap.parse_args()
+    procs = {}
+    for v in a.variant:
+        name, _, assigns = v.partition("=")
+        env = dict(os.environ)
+        for kv in filter(None, assigns.split(",")):
+            k, _, val = kv.partition("=")
+            env[k] = val
+        procs[name] = subprocess.Popen([a.seqcell, "bench", "--serve", "--threads", str(a.threads)], env=env,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+    def ask(p, line):
+        p.stdin.write(line + "\n"); p.stdin.flush()
+        r = json.loads(p.stdout.readline())
+        assert r["ok"], r
+        return r
+    for c in a.configs:
+        for p in procs.values():
+            ask(p, f"load {c}"); ask(p, f"run {c} 2")
+        times = {k: [] for k in procs}
+        names = list(procs)
+        for r in range(a.rounds):
+            for k in names[r % len(names):] + names[:r % len(names)]:
+                time.sleep(0.05)
+                times[k] += ask(procs[k], f"run {c} {a.calls}")["times"]
+        base = statistics.median(times[names[0]])
+        print(c + ": " + ", ".join(f"{k} {statistics.median(v)*1e3:.2f} ms ({base/statistics.median(v):.2f}x)" for k, v in times.items()))
+    for p in procs.values():
+        p.stdin.write("quit\n"); p.stdin.flush(); p.wait()
+
+if __name__ == "__main__":
+    main()
