@@ -11,7 +11,7 @@ import Musl
 #endif
 
 /// The best kernel table for this CPU (AVX2+FMA or x86-64 baseline), chosen once.
-public nonisolated(unsafe) let vectorKernels: sck_table = sck_best().pointee
+public let vectorKernels: sck_table = sck_best().pointee
 
 /// The recurrent product of one step, y[B, n] = (accumulate ? y : 0) + h[B, k] · Wᵀ with
 /// W [n, k] row-major. W is packed once per call into the workspace and the packed kernel
