@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The full test suite: installs what it needs, builds every target (the CLI, the samples and
 # the cell plugin .so files the tests load through the registry), and runs all tests; runs
-# each sample and the main job for a few steps; then runs the cell, layer, training and
-# conformance tests again against the optimised (release) plugins, which are what users
-# run — the optimiser has bitten plugin code before (docs/PLUGIN_ABI.md).
+# each sample and the main job for a few steps; then runs the whole suite again with the
+# optimised (release) plugins loaded through SEQCELL_PLUGIN_PATH, which are what users run
+# — the optimiser has bitten plugin code before (docs/PLUGIN_ABI.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --python
@@ -21,7 +21,6 @@ $bin/seqcell demo --steps 5 --seq-len 10 --log-every 5 --out-dir "$tmp/demo"
 samples/mgu/build.sh "$tmp/mgu" >/dev/null
 $bin/seqcell validate-plugin "$tmp/mgu/libseqcell_mgu.so" | tail -1
 
-echo "== the cells again, built with optimisation =="
+echo "== the suite again, with the cells built with optimisation =="
 swift build -c release
-SEQCELL_PLUGIN_PATH="$PWD/.build/release" swift test --skip-build \
-    --filter 'CellTests|GradientTests|LayerTests|ConformanceTests|TrainingTests'
+SEQCELL_PLUGIN_PATH="$PWD/.build/release" swift test --skip-build "$@"
