@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import SeqCell
 
 struct ValidatePluginCommand: ParsableCommand {
@@ -11,16 +12,40 @@ struct ValidatePluginCommand: ParsableCommand {
             itself refuses bad arguments with a status (called through the raw ABI); \
             determinism; inference vs training forward; batch independence; lengths \
             semantics; backward against finite differences, with and without lengths; and \
-            that parameter gradients accumulate. Exits non-zero when any check fails.
+            that parameter gradients accumulate. The checks run in a child process, so a \
+            plugin that crashes is reported rather than taking the checker down. Exits \
+            non-zero when any check fails.
             """)
 
     @Argument(help: "The plugin library (.so).")
     var file: String
 
+    @Flag(help: .hidden)
+    var inProcess = false
+
     func run() throws {
         bootstrapLogging(verbose: false)
-        let report = PluginConformance.validate(file: file)
-        print(report)
-        if !report.passed { throw ExitCode(1) }
+        if inProcess {
+            let report = PluginConformance.validate(file: file)
+            print(report)
+            if !report.passed { throw ExitCode(1) }
+            return
+        }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: exe)
+        child.arguments = ["validate-plugin", "--in-process", file]
+        try child.run()
+        child.waitUntilExit()
+        if child.terminationReason == .uncaughtSignal {
+            let signal = child.terminationStatus
+            let name = signal == SIGSEGV ? " (SIGSEGV)" : signal == SIGABRT ? " (SIGABRT)" : signal == SIGBUS ? " (SIGBUS)" : ""
+            print("✗ \(file): the plugin crashed the checker with signal \(signal)\(name) before the checks finished. "
+                  + "A cell must never crash on any call, whatever its arguments: run "
+                  + "'seqcell validate-plugin --in-process \(file)' under gdb to see which call.")
+            print("FAIL: the plugin crashed")
+            throw ExitCode(1)
+        }
+        if child.terminationStatus != 0 { throw ExitCode(child.terminationStatus) }
     }
 }

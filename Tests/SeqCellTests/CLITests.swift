@@ -122,6 +122,17 @@ final class CLITests: TemporaryDirectoryTestCase {
         XCTAssert(without.out.contains("forward: mgu 1.0.0 input 3 hidden 4") && without.out.contains("PLUGIN NOT FOUND"), without.out)
     }
 
+    func testValidatePluginSurvivesAPluginThatCrashes() throws {
+        let folder = try temporaryFolder()
+        let good = try seqcell(["validate-plugin", try buildMGU(in: folder)])
+        XCTAssertEqual(good.status, 0, good.out)
+        XCTAssert(good.out.hasSuffix("checks passed\n"), good.out)
+        let crashy = try buildFixture("crash_backward.c", in: folder, as: "libseqcell_crashy.so")
+        let r = try seqcell(["validate-plugin", crashy])
+        XCTAssertEqual(r.status, 1)
+        XCTAssert(r.out.contains("the plugin crashed the checker with signal 11 (SIGSEGV)") && r.out.contains("FAIL"), r.out)
+    }
+
     func testBadInputIsAMessageAndANonZeroExit() throws {
         try assertFails(["new", "--input-size", "3", "--layer", "nosuch:4", "-o", "m.h5"], ["no plugin provides cell 'nosuch'"])
         try assertFails(["new", "--input-size", "3", "--layer", "rnn:4,colour=red", "-o", "m.h5"], ["has no option 'colour'"])
