@@ -306,20 +306,11 @@ final class GRUKernel: CellKernel {
     }
 }
 
-private let create: @convention(c) (
-    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-    UnsafeMutablePointer<CChar>?, Int
-) -> seqcell_status = { config, instance, error, capacity in
-    createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
-        GRUKernel(try CellConfig(config, specs: optionSpecs, cellID: cellID))
-    }
-}
-
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in GRU", cells: [
-    makeCellDescriptor(
+    CellRegistration(
         id: cellID, version: (1, 0, 0),
         description: "GRU, gates r,z,n, reset gate after (PyTorch) or before (Cho et al.) W_hn, as torch.nn.GRU",
-        options: optionSpecs, create: create),
+        options: optionSpecs) { config in GRUKernel(config) },
 ])
 
 @_cdecl("seqcell_plugin_entry")

@@ -286,20 +286,11 @@ private func fillBiasRows(
     for r in 1..<max(rows, 1) { (dst + r * n).update(from: dst, count: n) }
 }
 
-private let create: @convention(c) (
-    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-    UnsafeMutablePointer<CChar>?, Int
-) -> seqcell_status = { config, instance, error, capacity in
-    createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
-        try LSTMKernel(try CellConfig(config, specs: optionSpecs, cellID: cellID))
-    }
-}
-
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in LSTM", cells: [
-    makeCellDescriptor(
+    CellRegistration(
         id: cellID, version: (1, 0, 0),
         description: "LSTM, gates i,f,g,o, optional projection (proj_size), as torch.nn.LSTM",
-        options: optionSpecs, create: create),
+        options: optionSpecs) { config throws(CellError) in try LSTMKernel(config) },
 ])
 
 @_cdecl("seqcell_plugin_entry")

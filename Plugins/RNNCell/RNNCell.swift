@@ -141,20 +141,11 @@ final class RNNKernel: CellKernel {
     }
 }
 
-private let create: @convention(c) (
-    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-    UnsafeMutablePointer<CChar>?, Int
-) -> seqcell_status = { config, instance, error, capacity in
-    createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
-        RNNKernel(try CellConfig(config, specs: optionSpecs, cellID: cellID))
-    }
-}
-
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in RNN", cells: [
-    makeCellDescriptor(
+    CellRegistration(
         id: cellID, version: (1, 0, 0),
         description: "Elman RNN, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNN",
-        options: optionSpecs, create: create),
+        options: optionSpecs) { config in RNNKernel(config) },
 ])
 
 @_cdecl("seqcell_plugin_entry")

@@ -4,11 +4,13 @@
 // so each plugin has its own copy and no Swift type ever crosses the plugin boundary: the
 // host sees only the C structs declared in seqcell.h.
 //
-// A cell implements `CellKernel` and writes one `@_cdecl("seqcell_plugin_entry")` function
-// that calls `pluginEntry`, and one C `create` thunk that calls `createInstance`. Everything
-// else (descriptor tables, argument validation, error buffers, workspace sizing) is here.
+// A cell implements `CellKernel`, describes itself with a `CellRegistration` passed to
+// `makePlugin`, and writes one `@_cdecl("seqcell_plugin_entry")` function that calls
+// `pluginEntry`. Everything else (descriptor tables, the C `create` functions, argument
+// validation, error buffers, workspace sizing) is here.
 
 import CSeqCell
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -116,9 +118,8 @@ public struct StateSpec: Sendable {
     }
 }
 
-/// Builds a cell descriptor. The kit supplies destroy/layout/workspace/forward/backward;
-/// the cell supplies only its `create` thunk (a C function calling `createInstance`).
-public func makeCellDescriptor(
+/// Builds a cell descriptor. The kit supplies destroy/layout/workspace/forward/backward.
+func makeCellDescriptor(
     id: String, version: (UInt32, UInt32, UInt32), description: String, options: [OptionSpec],
     create: @convention(c) (
         UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
@@ -169,10 +170,66 @@ public func makeCellDescriptor(
     return UnsafePointer(p)
 }
 
-/// Builds the library descriptor returned by the entry point.
-public func makePlugin(name: String, cells: [UnsafePointer<seqcell_cell_desc>]) -> UnsafePointer<seqcell_plugin> {
+/// One cell a Swift plugin provides: its descriptor fields and how to build a kernel from a
+/// checked configuration.
+public struct CellRegistration: Sendable {
+    public var id: String
+    public var version: (UInt32, UInt32, UInt32)
+    public var description: String
+    public var options: [OptionSpec]
+    public var make: @Sendable (CellConfig) throws(CellError) -> any CellKernel
+
+    public init(id: String, version: (UInt32, UInt32, UInt32), description: String, options: [OptionSpec],
+                make: @escaping @Sendable (CellConfig) throws(CellError) -> any CellKernel) {
+        self.id = id
+        self.version = version
+        self.description = description
+        self.options = options
+        self.make = make
+    }
+}
+
+typealias CreateFunction = @convention(c) (
+    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status
+
+/// The cells of this plugin image (each plugin has its own copy of the kit), by slot.
+private let registrations = Mutex<[CellRegistration]>([])
+
+private func createInSlot(
+    _ slot: Int, _ config: UnsafePointer<seqcell_config>?, _ instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
+) -> seqcell_status {
+    guard let r = registrations.withLock({ slot < $0.count ? $0[slot] : nil }) else {
+        writeError("no cell registered in slot \(slot)", into: error, capacity: capacity)
+        return SEQCELL_ERR_INTERNAL
+    }
+    return createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
+        try r.make(try CellConfig(config, specs: r.options, cellID: r.id))
+    }
+}
+
+/// C `create` functions cannot capture, so each slot gets its own.
+private let createSlots: [CreateFunction] = [
+    { createInSlot(0, $0, $1, $2, $3) }, { createInSlot(1, $0, $1, $2, $3) },
+    { createInSlot(2, $0, $1, $2, $3) }, { createInSlot(3, $0, $1, $2, $3) },
+    { createInSlot(4, $0, $1, $2, $3) }, { createInSlot(5, $0, $1, $2, $3) },
+    { createInSlot(6, $0, $1, $2, $3) }, { createInSlot(7, $0, $1, $2, $3) },
+]
+
+/// Builds the library descriptor returned by the entry point: one cell descriptor per
+/// registration (at most 8 per library).
+public func makePlugin(name: String, cells: [CellRegistration]) -> UnsafePointer<seqcell_plugin> {
+    precondition(cells.count <= createSlots.count, "a Swift plugin built on the kit holds at most \(createSlots.count) cells")
+    let first = registrations.withLock { r in
+        defer { r += cells }
+        return r.count
+    }
     let list = UnsafeMutablePointer<UnsafePointer<seqcell_cell_desc>?>.allocate(capacity: cells.count)
-    for (i, c) in cells.enumerated() { (list + i).initialize(to: c) }
+    for (i, c) in cells.enumerated() {
+        (list + i).initialize(to: makeCellDescriptor(id: c.id, version: c.version, description: c.description,
+                                                      options: c.options, create: createSlots[first + i]))
+    }
     var p = seqcell_plugin()
     p.struct_size = UInt32(MemoryLayout<seqcell_plugin>.size)
     p.abi_major = SEQCELL_ABI_MAJOR
@@ -410,8 +467,8 @@ func kernel(_ instance: UnsafeRawPointer) -> any CellKernel {
     Unmanaged<KernelBox>.fromOpaque(instance).takeUnretainedValue().kernel
 }
 
-/// The body of a cell's `create` thunk.
-public func createInstance(
+/// The body of a C `create` function: hands the kernel `make` builds to the host.
+func createInstance(
     _ instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
     error errorBuffer: UnsafeMutablePointer<CChar>?, capacity: Int,
     make: () throws(CellError) -> any CellKernel
