@@ -10,3 +10,13 @@ int sc_file_defining(const void *address, char *path, size_t capacity) {
     path[capacity - 1] = '\0';
     return 1;
 }
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+int sc_die_with_parent(int parent_pid) {
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) return -1;
+    /* The parent may have died before prctl ran: then we were re-parented already. */
+    return getppid() == (pid_t)parent_pid ? 1 : 0;
+}

@@ -12,19 +12,40 @@ struct ValidatePluginCommand: ParsableCommand {
             itself refuses bad arguments with a status (called through the raw ABI); \
             determinism; inference vs training forward; batch independence; lengths \
             semantics; backward against finite differences, with and without lengths; and \
-            that parameter gradients accumulate. The checks run in a child process, so a \
-            plugin that crashes is reported rather than taking the checker down. Exits \
+            that parameter gradients accumulate. The checks run in a child process that \
+            dies with this one: each check's line is printed as it finishes, a check that runs \
+            past --check-timeout seconds is reported by name and the child killed, and a plugin \
+            that crashes, aborts or calls exit() is reported naming the check it was in. Exits \
             non-zero when any check fails.
             """)
 
     @Argument(help: "The plugin library (.so).")
     var file: String
 
+    @Option(help: ArgumentHelp("Seconds each check may run before it is reported as hung and stopped.",
+                               valueName: "seconds"))
+    var checkTimeout: Double = PluginConformance.defaultCheckTimeout
+
+    /// Runs the checks in this process and prints the whole report at the end (no watchdog).
     @Flag(help: .hidden)
     var inProcess = false
 
+    /// The child of a checking parent: streams check events to it (PluginConformance.runAsChild).
+    @Option(help: .hidden)
+    var childOf: Int32?
+
+    func validate() throws {
+        guard checkTimeout.isFinite, checkTimeout > 0 else {
+            throw ValidationError("--check-timeout must be a positive number of seconds, got \(checkTimeout)")
+        }
+    }
+
     func run() throws {
         bootstrapLogging(verbose: false)
+        if let parent = childOf {
+            if !PluginConformance.runAsChild(file: file, parentPID: parent) { throw ExitCode(1) }
+            return
+        }
         if inProcess {
             let report = PluginConformance.validate(file: file)
             print(report)
@@ -32,20 +53,14 @@ struct ValidatePluginCommand: ParsableCommand {
             return
         }
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: exe)
-        child.arguments = ["validate-plugin", "--in-process", file]
-        try child.run()
-        child.waitUntilExit()
-        if child.terminationReason == .uncaughtSignal {
-            let signal = child.terminationStatus
-            let name = signal == SIGSEGV ? " (SIGSEGV)" : signal == SIGABRT ? " (SIGABRT)" : signal == SIGBUS ? " (SIGBUS)" : ""
-            print("✗ \(file): the plugin crashed the checker with signal \(signal)\(name) before the checks finished. "
-                  + "A cell must never crash on any call, whatever its arguments: run "
-                  + "'seqcell validate-plugin --in-process \(file)' under gdb to see which call.")
-            print("FAIL: the plugin crashed")
-            throw ExitCode(1)
-        }
-        if child.terminationStatus != 0 { throw ExitCode(child.terminationStatus) }
+        let result = try PluginConformance.validateInChildProcess(
+            file: file, executable: exe,
+            childArguments: ["validate-plugin", "--child-of", String(getpid()), "--", file],
+            checkTimeout: checkTimeout,
+            emit: { line in
+                print(line)
+                fflush(nil)
+            })
+        if !result.passed { throw ExitCode(1) }
     }
 }

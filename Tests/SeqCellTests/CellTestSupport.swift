@@ -107,7 +107,7 @@ func assertRawABIConventions(_ cell: Cell, T: Int, B: Int, lengths: [Int32]?, se
     let fwd = try cell.forward(input: x, lengths: lengths, params: params, initialStates: h0, training: true)
     let expected = try cell.backward(tape: fwd.tape!, gradOutput: rOut, gradFinalStates: [])
 
-    let desc = cell.type.descriptor.pointee
+    let desc = cell.type.desc
     let values = cell.type.options.map { $0.abiValue(cell.options[$0.name]!) }
     var inst: UnsafeMutableRawPointer? = nil
     var error = [CChar](repeating: 0, count: 512)

@@ -10,6 +10,19 @@
  *   - Plain C99, fixed-width integers, no enums inside structs.
  *   - Every struct starts with uint32_t struct_size. Fields are only ever appended; a
  *     reader never touches a field that lies beyond the struct_size it was given.
+ *   - The host checks every struct a plugin fills (seqcell_plugin, seqcell_cell_desc,
+ *     seqcell_layout, the option/param/state descriptors) against its ABI 1.0 size, never
+ *     against the size in the host's own header, and copies min(struct_size, its own size)
+ *     bytes into a zeroed struct: fields the plugin lacks read as zero/NULL. struct_size must
+ *     be at most 4096.
+ *   - Arrays of descriptor structs (options, params, states): the element stride is the
+ *     struct_size of element 0, and every element must declare that same struct_size (at
+ *     least the ABI 1.0 size, a multiple of 8). Fill each element's struct_size with
+ *     sizeof the element type you compiled against and a later host reads the array right.
+ *   - Strings from a plugin are NUL-terminated within 256 bytes (ids, names, gate orders)
+ *     or 16 KiB (descriptions, choice lists). Sizes a plugin declares (parameter shapes,
+ *     state and output widths, workspace bytes) are checked before any allocation: each
+ *     dimension at most 2^31-1, each buffer at most 2^40 bytes.
  *   - SEQCELL_ABI_MAJOR must match exactly. SEQCELL_ABI_MINOR grows when fields or
  *     functions are appended; a host of a newer minor accepts plugins of an older one.
  *   - Every call that can fail returns a seqcell_status and writes a NUL-terminated

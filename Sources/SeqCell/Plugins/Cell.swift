@@ -43,14 +43,19 @@ public final class Cell: @unchecked Sendable {
     private let workspacePool = Mutex<[AlignedBuffer]>([])
     /// How many idle workspaces a cell keeps (enough for a few concurrent callers).
     static let workspacePoolLimit = 4
+    /// Identifies this instance in the tapes its forward calls make (never reused, unlike
+    /// an object address), so `backward` refuses a tape from another cell.
+    let token: UInt64
+    private static let tokens = Atomic<UInt64>(0)
 
     init(type: CellType, inputSize: Int, hiddenSize: Int, options: [String: OptionValue]) throws {
         self.type = type
         self.inputSize = inputSize
         self.hiddenSize = hiddenSize
         self.options = options
-        let desc = type.descriptor.pointee
+        let desc = type.desc
         self.desc = desc
+        self.token = Cell.tokens.add(1, ordering: .relaxed).newValue
         let values = type.options.map { $0.abiValue(options[$0.name]!) }
         var error = ErrorBuffer()
         var inst: UnsafeMutableRawPointer? = nil
@@ -110,46 +115,89 @@ public final class Cell: @unchecked Sendable {
         options.isEmpty ? "{}" : "{" + options.keys.sorted().map { "\($0)=\(options[$0]!)" }.joined(separator: ", ") + "}"
     }
 
-    /// Reads and checks a layout: positive shapes, unique names, at least one state.
+    /// Reads and checks a layout: positive shapes within `PluginLimits`, unique names, at
+    /// least one state. The layout struct and its descriptor arrays are read by the rules of
+    /// `PluginABI` (ABI 1.0 minimum sizes, the declared stride), every size is checked with
+    /// overflow-checked arithmetic before anything is allocated from it.
     static func readLayout(_ layout: UnsafePointer<seqcell_layout>?, cellID: String) throws
         -> ([ParamInfo], [StateInfo], Int)
     {
         func bad(_ why: String) -> SeqCellError { SeqCellError(.plugin, "cell '\(cellID)': invalid layout: \(why)") }
-        guard let l = layout?.pointee else { throw bad("layout() returned NULL") }
-        guard Int(l.struct_size) >= MemoryLayout<seqcell_layout>.size else {
-            throw bad("struct_size \(l.struct_size) is smaller than \(MemoryLayout<seqcell_layout>.size)")
-        }
+        guard let layout else { throw bad("layout() returned NULL") }
+        let l: seqcell_layout
+        do {
+            l = try PluginABI.copy(seqcell_layout.self, from: UnsafeRawPointer(layout),
+                                   minimum: PluginABI.Size10.layout, what: "layout")
+        } catch let e as SeqCellError { throw bad(e.message) }
         guard l.num_params >= 0, l.num_params <= 64, l.num_params == 0 || l.params != nil else {
-            throw bad("num_params \(l.num_params) with params \(l.params == nil ? "NULL" : "set")")
+            throw bad("num_params \(l.num_params) with params \(l.params == nil ? "NULL" : "set") (0...64 parameters allowed)")
         }
-        guard l.num_states >= 1, l.num_states <= 16, l.states != nil else {
-            throw bad("a cell needs 1...16 states, declares \(l.num_states)")
+        guard l.num_states >= 1, l.num_states <= 16, let statesPtr = l.states else {
+            throw bad("a cell needs 1...16 states, declares \(l.num_states)\(l.states == nil ? " (states NULL)" : "")")
         }
-        guard l.output_size >= 1 else { throw bad("output_size must be >= 1, got \(l.output_size)") }
+        let maxDim = PluginLimits.maxDimension
+        guard l.output_size >= 1, l.output_size <= Int64(maxDim) else {
+            throw bad("output_size must be in 1...\(maxDim), got \(l.output_size)")
+        }
+        let paramDescs: [seqcell_param_desc]
+        let stateDescs: [seqcell_state_desc]
+        do {
+            paramDescs = try l.params.map {
+                try PluginABI.array(seqcell_param_desc.self, from: UnsafeRawPointer($0), count: Int(l.num_params),
+                                    minimum: PluginABI.Size10.paramDesc, what: "parameter descriptor")
+            } ?? []
+            stateDescs = try PluginABI.array(seqcell_state_desc.self, from: UnsafeRawPointer(statesPtr),
+                                             count: Int(l.num_states), minimum: PluginABI.Size10.stateDesc,
+                                             what: "state descriptor")
+        } catch let e as SeqCellError { throw bad(e.message) }
         var params: [ParamInfo] = []
-        for i in 0..<Int(l.num_params) {
-            let p = l.params[i]
-            guard let namePtr = p.name else { throw bad("parameter \(i) has no name") }
-            let name = String(cString: namePtr)
+        var totalBytes = 0
+        for (i, p) in paramDescs.enumerated() {
+            guard let namePtr = p.name else { throw bad("parameter \(i) has no name (NULL)") }
+            let name: String
+            do {
+                name = try PluginABI.string(namePtr, limit: PluginABI.maxNameBytes, what: "parameter \(i) name")
+            } catch let e as SeqCellError { throw bad(e.message) }
             guard isIdentifier(name) else { throw bad("parameter name '\(name)' is not [a-z0-9_]+") }
             guard !params.contains(where: { $0.name == name }) else { throw bad("parameter '\(name)' declared twice") }
             guard p.rank == 1 || p.rank == 2 else { throw bad("parameter '\(name)' has rank \(p.rank); 1 or 2 allowed") }
-            let shape = p.rank == 1 ? [Int(p.shape.0)] : [Int(p.shape.0), Int(p.shape.1)]
-            guard shape.allSatisfy({ $0 >= 1 }) else { throw bad("parameter '\(name)' has shape \(shape)") }
+            let raw = p.rank == 1 ? [p.shape.0] : [p.shape.0, p.shape.1]
+            let shown = "[" + raw.map(String.init).joined(separator: ", ") + "]"
+            guard raw.allSatisfy({ $0 >= 1 && $0 <= Int64(maxDim) }) else {
+                throw bad("parameter '\(name)' has shape \(shown); every dimension must be in 1...\(maxDim)")
+            }
+            let shape = raw.map { Int($0) }
+            guard let bytes = PluginLimits.bytes(shape), bytes <= PluginLimits.maxBufferBytes else {
+                throw bad("parameter '\(name)' has shape \(shown): \(PluginLimits.bytes(shape).map { "\($0) bytes" } ?? "a byte size that overflows 64 bits"), more than the \(PluginLimits.maxBufferBytes)-byte (1 TiB) limit")
+            }
+            totalBytes += bytes  // at most 64 × 2^40: no overflow
+            guard totalBytes <= PluginLimits.maxBufferBytes else {
+                throw bad("the parameters up to '\(name)' need \(totalBytes) bytes, more than the \(PluginLimits.maxBufferBytes)-byte (1 TiB) limit")
+            }
+            let gateOrder: String, description: String
+            do {
+                gateOrder = try PluginABI.optionalString(p.gate_order, limit: PluginABI.maxNameBytes,
+                                                         what: "parameter '\(name)' gate order")
+                description = try PluginABI.optionalString(p.description, limit: PluginABI.maxTextBytes,
+                                                           what: "parameter '\(name)' description")
+            } catch let e as SeqCellError { throw bad(e.message) }
             params.append(ParamInfo(
                 name: name, role: ParamInfo.Role(rawValue: p.role) ?? .other, shape: shape,
-                gateOrder: p.gate_order.map { String(cString: $0) } ?? "",
-                description: p.description.map { String(cString: $0) } ?? ""))
+                gateOrder: gateOrder, description: description))
         }
         var states: [StateInfo] = []
-        for i in 0..<Int(l.num_states) {
-            let s = l.states[i]
-            guard let namePtr = s.name else { throw bad("state \(i) has no name") }
-            let name = String(cString: namePtr)
+        for (i, s) in stateDescs.enumerated() {
+            guard let namePtr = s.name else { throw bad("state \(i) has no name (NULL)") }
+            let name: String
+            do {
+                name = try PluginABI.string(namePtr, limit: PluginABI.maxNameBytes, what: "state \(i) name")
+            } catch let e as SeqCellError { throw bad(e.message) }
             guard isIdentifier(name), !states.contains(where: { $0.name == name }) else {
                 throw bad("state name '\(name)' is not a unique [a-z0-9_]+ name")
             }
-            guard s.size >= 1 else { throw bad("state '\(name)' has size \(s.size)") }
+            guard s.size >= 1, s.size <= Int64(maxDim) else {
+                throw bad("state '\(name)' has size \(s.size); it must be in 1...\(maxDim)")
+            }
             states.append(StateInfo(name: name, size: Int(s.size)))
         }
         return (params, states, Int(l.output_size))
@@ -158,9 +206,25 @@ public final class Cell: @unchecked Sendable {
     /// Total number of parameter values.
     public var parameterCount: Int { params.reduce(0) { $0 + $1.count } }
 
-    /// Bytes of workspace the plugin asks for.
+    /// Bytes of workspace the plugin asks for, or -1 when its answer is not a size the host
+    /// can allocate (`requiredWorkspace` throws the reason).
     public func workspaceSize(T: Int, B: Int, training: Bool) -> Int {
-        desc.workspace_size(instance, Int64(T), Int64(B), training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE)
+        (try? requiredWorkspace(T: T, B: B, training: training)) ?? -1
+    }
+
+    /// Bytes of workspace the plugin asks for, checked: a size above
+    /// `PluginLimits.maxBufferBytes` (SIZE_MAX included) is an error naming the cell, the
+    /// call and the number of bytes.
+    public func requiredWorkspace(T: Int, B: Int, training: Bool) throws -> Int {
+        let raw = desc.workspace_size(instance, Int64(T), Int64(B), training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE)
+        // size_t arrives as Int; read it back as the unsigned count of bytes it is.
+        let bytes = UInt(bitPattern: raw)
+        guard bytes <= UInt(PluginLimits.maxBufferBytes) else {
+            throw SeqCellError(.plugin,
+                "cell '\(type.id)': workspace_size(T=\(T), B=\(B), \(training ? "training" : "inference")) asks for \(bytes) bytes, "
+                + "more than the \(PluginLimits.maxBufferBytes)-byte (1 TiB) limit; the plugin's size computation is wrong or overflows")
+        }
+        return Int(bytes)
     }
 
     // MARK: - Calls
@@ -169,6 +233,9 @@ public final class Cell: @unchecked Sendable {
     /// use the workspace as scratch during backward.
     public final class Tape: @unchecked Sendable {
         private let used = Mutex(false)
+        /// The `token` of the cell whose forward made this tape, and that cell's description.
+        let cellToken: UInt64
+        let cellDescription: String
 
         /// Marks the tape used; false if it already was.
         func claim() -> Bool { used.withLock { u in defer { u = true }; return !u } }
@@ -182,7 +249,9 @@ public final class Cell: @unchecked Sendable {
         /// Gets the workspace back for reuse when the tape is released.
         private weak var owner: Cell?
         init(input: Tensor, lengths: [Int32]?, params: [Tensor], initialStates: [Tensor?], output: Tensor,
-             workspace: AlignedBuffer, owner: Cell?) {
+             workspace: AlignedBuffer, owner: Cell) {
+            self.cellToken = owner.token
+            self.cellDescription = owner.summaryForErrors
             self.input = input
             self.lengths = lengths
             self.params = params
@@ -250,6 +319,11 @@ public final class Cell: @unchecked Sendable {
         return (T, B)
     }
 
+    /// "cell 'lstm' (input 3, hidden 4, options {…})", for errors that must tell cells apart.
+    var summaryForErrors: String {
+        "cell '\(type.id)' (input \(inputSize), hidden \(hiddenSize), options \(Cell.format(options)))"
+    }
+
     /// Runs the cell forward in time over a whole sequence.
     /// - Parameters:
     ///   - input: [T, B, inputSize]
@@ -260,14 +334,17 @@ public final class Cell: @unchecked Sendable {
     public func forward(input: Tensor, lengths: [Int32]? = nil, params: [Tensor], initialStates: [Tensor?] = [],
                         training: Bool = false) throws -> ForwardResult {
         let (T, B) = try checkCall(input: input, lengths: lengths, params: params, initialStates: initialStates)
+        let count = try PluginLimits.floatCount([T, B, outputSize], what: "cell '\(type.id)': output [T, B, O]")
+        for s in states {
+            _ = try PluginLimits.floatCount([B, s.size], what: "cell '\(type.id)': final state '\(s.name)' [B, size]")
+        }
+        let wsBytes = try requiredWorkspace(T: T, B: B, training: training)
         let finals = OutputBuffers(shapes: states.map { [B, $0.size] })
-        let wsBytes = workspaceSize(T: T, B: B, training: training)
         let workspace = try takeWorkspace(bytes: wsBytes)
         var error = ErrorBuffer()
         var status = SEQCELL_OK
         // The ABI has the cell write every output row (zeros past a sample's length), so the
         // output starts uninitialised: no zero fill of [T, B, O] per call.
-        let count = T * B * outputSize
         let outputData = [Float](unsafeUninitializedCapacity: count) { y, initialized in
           status = withPointers(params) { paramPtrs in
             withOptionalPointers(initialStates) { statePtrs in
@@ -320,6 +397,16 @@ public final class Cell: @unchecked Sendable {
     public func backward(tape: Tape, gradOutput: Tensor?, gradFinalStates: [Tensor?] = [],
                          wantInputGradient: Bool = true) throws -> Gradients {
         let T = tape.input.shape[0], B = tape.input.shape[1]
+        guard tape.cellToken == token else {
+            throw SeqCellError(.invalidArgument,
+                "\(summaryForErrors): this tape comes from a forward call of another cell instance, \(tape.cellDescription); "
+                + "backward must run on the cell whose forward made the tape")
+        }
+        // Defence in depth: the tape's tensors must fit this cell's layout.
+        _ = try checkCall(input: tape.input, lengths: tape.lengths, params: tape.params, initialStates: tape.initialStates)
+        guard tape.output.shape == [T, B, outputSize] else {
+            throw SeqCellError(.shape, "\(summaryForErrors): the tape's output is \(tape.output.shape), expected [\(T), \(B), \(outputSize)]")
+        }
         guard tape.claim() else {
             throw SeqCellError(.invalidArgument,
                 "cell '\(type.id)': this forward's tape was already used by a backward call (backward may reuse the workspace); run forward again")
@@ -334,6 +421,9 @@ public final class Cell: @unchecked Sendable {
             if let g, g.shape != [B, info.size] {
                 throw SeqCellError(.shape, "cell '\(type.id)': gradient of final state '\(info.name)' must be [\(B), \(info.size)], got \(g.shape)")
             }
+        }
+        if wantInputGradient {
+            _ = try PluginLimits.floatCount([T, B, inputSize], what: "cell '\(type.id)': input gradient [T, B, I]")
         }
         var gradInput = wantInputGradient ? Tensor.zeros([T, B, inputSize]) : Tensor.zeros([0])
         let gradStates = OutputBuffers(shapes: states.map { [B, $0.size] })
@@ -396,7 +486,11 @@ struct ErrorBuffer {
     }
 
     func message(status: seqcell_status) -> String {
-        let text = bytes.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        // The plugin may have filled the whole buffer without a NUL: read at most its size.
+        let text = bytes.withUnsafeBufferPointer { buf in
+            let n = buf.firstIndex(of: 0) ?? buf.count
+            return String(decoding: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[..<n])), as: UTF8.self)
+        }
         let name = statusName(status)
         return text.isEmpty ? "\(name) (no message)" : "\(text) [\(name)]"
     }

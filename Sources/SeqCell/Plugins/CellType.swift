@@ -95,15 +95,17 @@ public final class CellType: @unchecked Sendable, CustomStringConvertible {
     /// The library file the cell came from (for reports; models never refer to it).
     public let libraryPath: String
     public let abiVersion: (major: UInt32, minor: UInt32)
-    let descriptor: UnsafePointer<seqcell_cell_desc>
+    /// The plugin's cell descriptor, copied into a zeroed host struct when the library was
+    /// loaded (PluginABI.copy): fields an older plugin lacks read as zero/NULL.
+    let desc: seqcell_cell_desc
 
-    init(descriptor: UnsafePointer<seqcell_cell_desc>, id: String, options: [CellOption], libraryPath: String,
+    init(descriptor: seqcell_cell_desc, id: String, summary: String, options: [CellOption], libraryPath: String,
          abiVersion: (UInt32, UInt32)) {
-        let d = descriptor.pointee
-        self.descriptor = descriptor
+        self.desc = descriptor
         self.id = id
-        self.version = CellVersion(major: Int(d.version_major), minor: Int(d.version_minor), patch: Int(d.version_patch))
-        self.summary = d.description.map { String(cString: $0) } ?? ""
+        self.version = CellVersion(major: Int(descriptor.version_major), minor: Int(descriptor.version_minor),
+                                   patch: Int(descriptor.version_patch))
+        self.summary = summary
         self.options = options
         self.libraryPath = libraryPath
         self.abiVersion = abiVersion

@@ -47,12 +47,25 @@ public struct ConformanceReport: Sendable, CustomStringConvertible {
     }
 }
 
+/// Hears of each conformance check as it starts and finishes (see `PluginConformance.validate`).
+public struct ConformanceProgress: Sendable {
+    public var started: @Sendable (_ qualifiedName: String) -> Void
+    public var finished: @Sendable (_ check: ConformanceCheck) -> Void
+
+    public init(started: @escaping @Sendable (String) -> Void, finished: @escaping @Sendable (ConformanceCheck) -> Void) {
+        self.started = started
+        self.finished = finished
+    }
+}
+
 /// The plugin conformance kit: checks that a cell library keeps every promise of seqcell.h.
 ///
 /// Loading goes through `PluginRegistry` (dlopen, entry point, ABI, descriptors, options,
 /// layout). Each cell is then configured and called, both through `Cell` and, for what the
-/// wrapper would refuse to pass, through the raw C function pointers. Checks run in this
-/// process: a plugin that crashes on a bad argument takes the validator down with it.
+/// wrapper would refuse to pass, through the raw C function pointers. `validate` runs the
+/// checks in this process, where a plugin that crashes, exits or hangs takes the caller with
+/// it; `validateInChildProcess` runs them in a child process with a per-check watchdog and
+/// reports such a plugin by the check it was in.
 public enum PluginConformance {
     /// The checks, in the order they run: "load" once per library, the rest per cell.
     public static let checkNames = [
@@ -63,19 +76,27 @@ public enum PluginConformance {
     /// Loads `file` (one library) into `registry` and checks every cell it provides. Give the
     /// host's registry to also catch a cell id already taken by another library; the default,
     /// an empty registry, checks the file on its own. Takes well under a second per cell.
-    public static func validate(file: String, registry: PluginRegistry = PluginRegistry()) -> ConformanceReport {
+    ///
+    /// `progress` hears of each check as it starts (its qualified name, "load" or
+    /// "mgu: backward") and as it finishes, in order; `validateInChildProcess` streams these.
+    public static func validate(file: String, registry: PluginRegistry = PluginRegistry(),
+                                progress: ConformanceProgress? = nil) -> ConformanceReport {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: file, isDirectory: &isDir), isDir.boolValue {
-            return ConformanceReport(file: file, checks: [
-                ConformanceCheck(cell: nil, name: "load", passed: false, detail: "\(file) is a folder; give one library file"),
-            ])
+            let check = ConformanceCheck(cell: nil, name: "load", passed: false, detail: "\(file) is a folder; give one library file")
+            progress?.started("load")
+            progress?.finished(check)
+            return ConformanceReport(file: file, checks: [check])
         }
+        // The entry point runs inside registry.load: that is part of the "load" check.
+        progress?.started("load")
         registry.load(path: file)
         let real = PluginRegistry.realPath(file)
         let problems = registry.problems.filter { $0.path == real || $0.path == file }
         let types = registry.cellTypes.filter { $0.libraryPath == real }
         var checks = [loadCheck(types: types, problems: problems)]
-        for type in types { checks += checkCell(type) }
+        progress?.finished(checks[0])
+        for type in types { checks += checkCell(type, progress: progress) }
         return ConformanceReport(file: real, checks: checks)
     }
 
@@ -96,7 +117,15 @@ public enum PluginConformance {
     }
 
     /// Runs one check; `body` records problems and returns the detail reported on success.
-    static func run(_ name: String, cell: String?, _ body: (inout Findings) throws -> String) -> ConformanceCheck {
+    static func run(_ name: String, cell: String?, progress: ConformanceProgress? = nil,
+                    _ body: (inout Findings) throws -> String) -> ConformanceCheck {
+        progress?.started(cell.map { "\($0): \(name)" } ?? name)
+        let check = runQuietly(name, cell: cell, body)
+        progress?.finished(check)
+        return check
+    }
+
+    static func runQuietly(_ name: String, cell: String?, _ body: (inout Findings) throws -> String) -> ConformanceCheck {
         var findings = Findings()
         var detail = ""
         do {
@@ -112,7 +141,7 @@ public enum PluginConformance {
     }
 
     static func loadCheck(types: [CellType], problems: [PluginProblem]) -> ConformanceCheck {
-        run("load", cell: nil) { f in
+        runQuietly("load", cell: nil) { f in
             for p in problems { f.add(p.reason) }
             if types.isEmpty && problems.isEmpty { f.add("the library provides no cell") }
             let abi = types.first.map { "ABI \($0.abiVersion.major).\($0.abiVersion.minor)" } ?? ""
@@ -131,12 +160,12 @@ public enum PluginConformance {
         return sets
     }
 
-    static func checkCell(_ type: CellType) -> [ConformanceCheck] {
+    static func checkCell(_ type: CellType, progress: ConformanceProgress? = nil) -> [ConformanceCheck] {
         let id = type.id
         let sets = optionSets(type)
         var checks = [
-            run("instantiate", cell: id) { try checkInstantiate(type, optionSets: sets, &$0) },
-            run("bad config", cell: id) { checkBadConfig(type, &$0) },
+            run("instantiate", cell: id, progress: progress) { try checkInstantiate(type, optionSets: sets, &$0) },
+            run("bad config", cell: id, progress: progress) { checkBadConfig(type, &$0) },
         ]
         let cells: [Cell]
         do {
@@ -147,11 +176,15 @@ public enum PluginConformance {
                 ConformanceCheck(cell: id, name: $0, passed: false,
                                  detail: "not run: the cell cannot be configured with I=\(I), H=\(H): \(error)")
             }
+            for check in skipped {
+                progress?.started(check.qualifiedName)
+                progress?.finished(check)
+            }
             return checks + skipped
         }
         // Argument checks do not depend on options: the default set is enough.
-        checks.append(run("forward arguments", cell: id) { try checkForwardArguments(cells[0], &$0) })
-        checks.append(run("backward arguments", cell: id) { try checkBackwardArguments(cells[0], &$0) })
+        checks.append(run("forward arguments", cell: id, progress: progress) { try checkForwardArguments(cells[0], &$0) })
+        checks.append(run("backward arguments", cell: id, progress: progress) { try checkBackwardArguments(cells[0], &$0) })
         let perOptionSet: [(String, (Cell, inout Findings) throws -> String)] = [
             ("null arguments", checkNullArguments),
             ("determinism", checkDeterminism),
@@ -162,7 +195,7 @@ public enum PluginConformance {
             ("backward accumulates", checkAccumulation),
         ]
         for (name, body) in perOptionSet {
-            checks.append(run(name, cell: id) { f in
+            checks.append(run(name, cell: id, progress: progress) { f in
                 var detail = ""
                 for cell in cells {
                     let label = cell.options.keys.sorted().map { "\($0)=\(cell.options[$0]!)" }.joined(separator: ", ")
@@ -349,8 +382,8 @@ public enum PluginConformance {
             values[k] = bad.1
             cases.append(("option '\(o.name)' = \(bad.0)", Int64(I), Int64(H), values, Int32(values.count), configSize))
         }
-        let create = type.descriptor.pointee.create!
-        let destroy = type.descriptor.pointee.destroy!
+        let create = type.desc.create!
+        let destroy = type.desc.destroy!
         for c in cases {
             var error = ErrorBuffer()
             var instance: UnsafeMutableRawPointer? = nil
@@ -419,7 +452,7 @@ public enum PluginConformance {
         var buffer = [CChar](repeating: marker, count: 64)
         var args = raw.forwardArgs(training: false)
         args.seq_len = 0
-        let forwardFn = cell.type.descriptor.pointee.forward!
+        let forwardFn = cell.type.desc.forward!
         let status = buffer.withUnsafeMutableBufferPointer { forwardFn(cell.instance, &args, $0.baseAddress, 8) }
         if status != SEQCELL_OK {
             if !buffer[..<8].contains(0) { f.add("forward's message is not NUL-terminated within error_capacity 8") }
@@ -804,8 +837,8 @@ final class RawCall {
         finalPointers = RawBuffer(finalStates.map { $0.pointer })
         gradInitialPointers = RawBuffer(gradInitialStates.map { $0.pointer })
         gradParamPointers = RawBuffer(gradParams.map { $0.pointer })
-        trainingBytes = cell.workspaceSize(T: T, B: B, training: true)
-        inferenceBytes = cell.workspaceSize(T: T, B: B, training: false)
+        trainingBytes = try cell.requiredWorkspace(T: T, B: B, training: true)
+        inferenceBytes = try cell.requiredWorkspace(T: T, B: B, training: false)
         workspace = try AlignedBuffer(bytes: max(trainingBytes, inferenceBytes))
     }
 
@@ -867,7 +900,7 @@ final class RawCall {
     func forward(training: Bool, _ adjust: (inout seqcell_forward_args) -> Void = { _ in }) -> RawResult {
         var args = forwardArgs(training: training)
         adjust(&args)
-        let fn = cell.type.descriptor.pointee.forward!
+        let fn = cell.type.desc.forward!
         var error = ErrorBuffer()
         let status = error.call { fn(cell.instance, &args, $0, $1) }
         return RawResult(status: status, message: error.text)
@@ -876,7 +909,7 @@ final class RawCall {
     func backward(_ adjust: (inout seqcell_backward_args) -> Void = { _ in }) -> RawResult {
         var args = backwardArgs()
         adjust(&args)
-        let fn = cell.type.descriptor.pointee.backward!
+        let fn = cell.type.desc.backward!
         var error = ErrorBuffer()
         let status = error.call { fn(cell.instance, &args, $0, $1) }
         return RawResult(status: status, message: error.text)

@@ -204,16 +204,14 @@ enum PluginLoader {
         guard status == SEQCELL_OK else {
             throw SeqCellError(.plugin, "the plugin refused to load: \(error.message(status: status))")
         }
-        guard let p = plugin?.pointee else { throw SeqCellError(.plugin, "the entry point returned no descriptor") }
-        let minSize = MemoryLayout<seqcell_plugin>.size
-        guard Int(p.struct_size) >= minSize else {
-            throw SeqCellError(.plugin, "plugin descriptor struct_size is \(p.struct_size), expected at least \(minSize)")
-        }
+        guard let pluginPointer = plugin else { throw SeqCellError(.plugin, "the entry point returned no descriptor") }
+        let p = try PluginABI.copy(seqcell_plugin.self, from: UnsafeRawPointer(pluginPointer),
+                                   minimum: PluginABI.Size10.plugin, what: "plugin descriptor")
         guard p.abi_major == SEQCELL_ABI_MAJOR else {
             throw SeqCellError(.plugin, "speaks SeqCell ABI \(p.abi_major).\(p.abi_minor); this host speaks \(SEQCELL_ABI_MAJOR).\(SEQCELL_ABI_MINOR)")
         }
         guard p.num_cells >= 1, p.num_cells <= 256, let cells = p.cells else {
-            throw SeqCellError(.plugin, "plugin declares \(p.num_cells) cells (1...256 allowed)")
+            throw SeqCellError(.plugin, "plugin declares \(p.num_cells) cells (1...256 allowed)\(p.cells == nil ? " and its cell table is NULL" : "")")
         }
         var types: [CellType] = []
         var problems: [String] = []
@@ -238,13 +236,10 @@ enum PluginLoader {
     static func validateCell(_ ptr: UnsafePointer<seqcell_cell_desc>?, index: Int, file: String,
                              abi: (UInt32, UInt32)) throws -> CellType {
         guard let ptr else { throw SeqCellError(.plugin, "cell \(index): descriptor is NULL") }
-        let d = ptr.pointee
-        let minSize = MemoryLayout<seqcell_cell_desc>.size
-        guard Int(d.struct_size) >= minSize else {
-            throw SeqCellError(.plugin, "cell \(index): descriptor struct_size is \(d.struct_size), expected at least \(minSize)")
-        }
+        let d = try PluginABI.copy(seqcell_cell_desc.self, from: UnsafeRawPointer(ptr),
+                                   minimum: PluginABI.Size10.cellDesc, what: "cell \(index): descriptor")
         guard let idPtr = d.id else { throw SeqCellError(.plugin, "cell \(index): no id") }
-        let id = String(cString: idPtr)
+        let id = try PluginABI.string(idPtr, limit: PluginABI.maxNameBytes, what: "cell \(index): id")
         guard isIdentifier(id), let first = id.utf8.first, (0x61...0x7a).contains(first) else {
             throw SeqCellError(.plugin, "cell \(index): id '\(id)' must match [a-z][a-z0-9_]*")
         }
@@ -259,33 +254,39 @@ enum PluginLoader {
             throw SeqCellError(.plugin, "cell '\(id)': required functions missing: \(missing.joined(separator: ", "))")
         }
         guard d.num_options >= 0, d.num_options <= 64, d.num_options == 0 || d.options != nil else {
-            throw SeqCellError(.plugin, "cell '\(id)': bad option table (num_options \(d.num_options))")
+            throw SeqCellError(.plugin, "cell '\(id)': bad option table (num_options \(d.num_options)\(d.options == nil ? ", options NULL" : ""); 0...64 allowed)")
         }
+        let optionDescs = try d.options.map {
+            try PluginABI.array(seqcell_option_desc.self, from: UnsafeRawPointer($0), count: Int(d.num_options),
+                                minimum: PluginABI.Size10.optionDesc, what: "cell '\(id)': option descriptor")
+        } ?? []
         var options: [CellOption] = []
-        for j in 0..<Int(d.num_options) {
-            options.append(try validateOption(d.options[j], cellID: id))
+        for (j, o) in optionDescs.enumerated() {
+            options.append(try validateOption(o, index: j, cellID: id))
         }
         guard Set(options.map(\.name)).count == options.count else {
             throw SeqCellError(.plugin, "cell '\(id)': option names are not unique")
         }
-        let type = CellType(descriptor: ptr, id: id, options: options, libraryPath: file, abiVersion: abi)
+        let summary = try PluginABI.optionalString(d.description, limit: PluginABI.maxTextBytes,
+                                                   what: "cell '\(id)': description")
+        let type = CellType(descriptor: d, id: id, summary: summary, options: options, libraryPath: file, abiVersion: abi)
         // A sane parameter spec: the cell must configure itself for small sizes with its
-        // default options and describe a valid layout.
+        // default options and describe a valid layout whose sizes the host can allocate.
         let probe = try type.instantiate(inputSize: 3, hiddenSize: 4)
-        guard probe.workspaceSize(T: 1, B: 1, training: true) >= 0 else {
-            throw SeqCellError(.plugin, "cell '\(id)': workspace size is negative")
-        }
+        _ = try probe.requiredWorkspace(T: 1, B: 1, training: true)
+        _ = try probe.requiredWorkspace(T: 1, B: 1, training: false)
         return type
     }
 
-    static func validateOption(_ o: seqcell_option_desc, cellID: String) throws -> CellOption {
-        guard Int(o.struct_size) >= MemoryLayout<seqcell_option_desc>.size, let namePtr = o.name else {
-            throw SeqCellError(.plugin, "cell '\(cellID)': an option descriptor is too small or has no name")
+    static func validateOption(_ o: seqcell_option_desc, index: Int, cellID: String) throws -> CellOption {
+        guard let namePtr = o.name else {
+            throw SeqCellError(.plugin, "cell '\(cellID)': option \(index) has no name (NULL)")
         }
-        let name = String(cString: namePtr)
+        let name = try PluginABI.string(namePtr, limit: PluginABI.maxNameBytes, what: "cell '\(cellID)': option \(index) name")
         func bad(_ why: String) -> SeqCellError { SeqCellError(.plugin, "cell '\(cellID)': option '\(name)': \(why)") }
         guard isIdentifier(name) else { throw bad("name must match [a-z0-9_]+") }
-        let description = o.description.map { String(cString: $0) } ?? ""
+        let description = try PluginABI.optionalString(o.description, limit: PluginABI.maxTextBytes,
+                                                       what: "cell '\(cellID)': option '\(name)' description")
         let dv = o.default_value
         switch o.kind {
         case SEQCELL_OPTION_INT:
@@ -303,7 +304,7 @@ enum PluginLoader {
                               defaultValue: .float(dv))
         case SEQCELL_OPTION_CHOICE:
             guard let c = o.choices else { throw bad("a choice option needs choices") }
-            let names = String(cString: c).split(separator: ",").map { String($0) }
+            let names = try PluginABI.string(c, limit: PluginABI.maxTextBytes, what: "cell '\(cellID)': option '\(name)' choices").split(separator: ",").map { String($0) }
             guard !names.isEmpty, names.allSatisfy(isIdentifier), Set(names).count == names.count else {
                 throw bad("choices must be unique [a-z0-9_]+ names")
             }

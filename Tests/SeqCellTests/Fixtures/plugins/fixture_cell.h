@@ -4,9 +4,12 @@
  *
  *   h' = h + W x + b      params: weight [H, I], bias [H]; state "h" [H]; output h'
  *
- * Before including, a fixture may define FX_BIAS_NAME (default "bias") and FX_BIAS_ROWS(h)
- * (default h) to break the layout, and FX_NO_BACKWARD to leave fx_backward out. It then
- * defines its descriptors and calls FX_DEFINE_ENTRY(plugin) to export seqcell_plugin_entry.
+ * Before including, a fixture may define FX_BIAS_NAME (default "bias"), FX_BIAS_ROWS(h)
+ * (default h), FX_WEIGHT_ROWS(h) and FX_WEIGHT_COLS(i) (default h and i) to break the
+ * layout, FX_NO_BACKWARD to leave fx_backward out, FX_WORKSPACE_FN and FX_FORWARD_FN to
+ * put its own functions in FX_CELL (declared before the include). It then defines its
+ * descriptors and calls FX_DEFINE_ENTRY(plugin) to export seqcell_plugin_entry.
+ * A fixture built against the frozen ABI 1.0 header includes that header first.
  */
 #ifndef FIXTURE_CELL_H
 #define FIXTURE_CELL_H
@@ -21,6 +24,18 @@
 #endif
 #ifndef FX_BIAS_ROWS
 #define FX_BIAS_ROWS(h) (h)
+#endif
+#ifndef FX_WEIGHT_ROWS
+#define FX_WEIGHT_ROWS(h) (h)
+#endif
+#ifndef FX_WEIGHT_COLS
+#define FX_WEIGHT_COLS(i) (i)
+#endif
+#ifndef FX_WORKSPACE_FN
+#define FX_WORKSPACE_FN fx_workspace_size
+#endif
+#ifndef FX_FORWARD_FN
+#define FX_FORWARD_FN fx_forward
 #endif
 
 static const seqcell_host *fx_host;
@@ -56,8 +71,8 @@ static seqcell_status fx_create(const seqcell_config *config, void **instance, c
     c->params[0].role = SEQCELL_ROLE_INPUT_WEIGHT;
     c->params[0].name = "weight";
     c->params[0].rank = 2;
-    c->params[0].shape[0] = c->hidden_size;
-    c->params[0].shape[1] = c->input_size;
+    c->params[0].shape[0] = FX_WEIGHT_ROWS(c->hidden_size);
+    c->params[0].shape[1] = FX_WEIGHT_COLS(c->input_size);
     c->params[0].gate_order = "";
     c->params[0].description = "W [H, I]";
     c->params[1].struct_size = sizeof c->params[1];
@@ -201,7 +216,7 @@ static seqcell_status fx_backward(const void *instance, const seqcell_backward_a
 #define FX_CELL(size_, id_, backward_)                                                          \
     {                                                                                           \
         (size_), 1u, 0u, 0u, (id_), "fixture: h' = h + W x + b", 0, 0, NULL, fx_create,          \
-            fx_destroy, fx_layout, fx_workspace_size, fx_forward, (backward_)                   \
+            fx_destroy, fx_layout, FX_WORKSPACE_FN, FX_FORWARD_FN, (backward_)                  \
     }
 
 #define FX_DEFINE_ENTRY(plugin_)                                                                \
