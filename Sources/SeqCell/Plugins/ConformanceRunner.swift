@@ -92,6 +92,11 @@ extension PluginConformance {
         let child = Process()
         child.executableURL = URL(fileURLWithPath: executable)
         child.arguments = childArguments
+        // A crash is reported by check name here; the Swift runtime's multi-page backtrace of
+        // the child would only bury it (SWIFT_BACKTRACE set by the user is kept).
+        var environment = ProcessInfo.processInfo.environment
+        if environment["SWIFT_BACKTRACE"] == nil { environment["SWIFT_BACKTRACE"] = "enable=no" }
+        child.environment = environment
         let pipe = Pipe()
         child.standardOutput = pipe
         try child.run()

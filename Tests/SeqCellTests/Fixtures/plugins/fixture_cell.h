@@ -128,6 +128,7 @@ static seqcell_status fx_forward(const void *instance, const seqcell_forward_arg
     int64_t t, b, j, k, in, hid;
     float *h;
     if (c == NULL || a == NULL || a->struct_size < sizeof *a || a->seq_len < 1 || a->batch < 1 ||
+        (a->mode != SEQCELL_MODE_INFERENCE && a->mode != SEQCELL_MODE_TRAINING) ||
         a->input == NULL || a->params == NULL || a->params[0] == NULL || a->params[1] == NULL ||
         a->output == NULL || !fx_lengths_ok(a->lengths, a->seq_len, a->batch) || a->workspace == NULL ||
         a->workspace_size < fx_workspace_size(c, a->seq_len, a->batch, a->mode)) {

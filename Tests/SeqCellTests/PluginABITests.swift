@@ -1,0 +1,169 @@
+import CSeqCell
+import Foundation
+import XCTest
+@testable import SeqCell
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The host side of the plugin ABI against plugins built from Fixtures/plugins/*.c (issue 9):
+/// structs read by their ABI 1.0 sizes, descriptor arrays by the stride the plugin declares,
+/// plugin-declared sizes checked before allocation, and foreign tapes refused.
+final class PluginABITests: XCTestCase {
+    /// Loads one fixture library into a fresh registry; returns its cell types and problems.
+    func load(_ source: String, defines: [String] = [], as name: String) throws -> (PluginRegistry, [PluginProblem]) {
+        let folder = try temporaryFolder()
+        let path = try buildFixture(source, defines: defines, in: folder, as: name)
+        let registry = PluginRegistry()
+        let problems = registry.load(path: path)
+        return (registry, problems)
+    }
+
+    // MARK: - ABI 1.0 sizes
+
+    func testHardCodedABI10SizesAreWhatTodaysStructsStartWith() {
+        // Today's structs may only have grown from 1.0 (the frozen header's sizes are also
+        // checked at compile time by Fixtures/plugins/abi_1_0.c).
+        XCTAssertLessThanOrEqual(PluginABI.Size10.plugin, MemoryLayout<seqcell_plugin>.size)
+        XCTAssertLessThanOrEqual(PluginABI.Size10.cellDesc, MemoryLayout<seqcell_cell_desc>.size)
+        XCTAssertLessThanOrEqual(PluginABI.Size10.optionDesc, MemoryLayout<seqcell_option_desc>.size)
+        XCTAssertLessThanOrEqual(PluginABI.Size10.paramDesc, MemoryLayout<seqcell_param_desc>.size)
+        XCTAssertLessThanOrEqual(PluginABI.Size10.stateDesc, MemoryLayout<seqcell_state_desc>.size)
+        XCTAssertLessThanOrEqual(PluginABI.Size10.layout, MemoryLayout<seqcell_layout>.size)
+        XCTAssertEqual(MemoryLayout<seqcell_cell_desc>.offset(of: \seqcell_cell_desc.backward), PluginABI.Size10.cellDesc - 8)
+    }
+
+    func testShortStructIsCopiedIntoAZeroedHostStruct() {
+        // A struct declaring fewer bytes than the host's: the rest reads as zero, never as
+        // whatever follows it in the plugin's memory.
+        var bytes = [UInt8](repeating: 0xFF, count: 128)
+        bytes.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(16), as: UInt32.self) }
+        let copied = bytes.withUnsafeBytes { PluginABI.copyUnchecked(seqcell_state_desc.self, from: $0.baseAddress!, bytes: 16) }
+        XCTAssertEqual(copied.struct_size, 16)
+        XCTAssertEqual(copied.size, 0, "bytes beyond struct_size must not be read")
+    }
+
+    func testPluginBuiltAgainstTheFrozenABI10HeaderLoadsAndRunsForwardAndBackward() throws {
+        let (registry, problems) = try load("abi_1_0.c", as: "libseqcell_abi10.so")
+        XCTAssertEqual(problems, [])
+        let type = try registry.cellType("abi10")
+        XCTAssertEqual(type.abiVersion.major, 1)
+        XCTAssertEqual(type.abiVersion.minor, 0)
+        let cell = try type.instantiate(inputSize: 3, hiddenSize: 2)
+        XCTAssertEqual(cell.params.map(\.shape), [[2, 3], [2]])
+        // h' = h + W x + b over two steps, by hand.
+        let w = Tensor(shape: [2, 3], data: [1, 0, 0, 0, 1, 1])
+        let b = Tensor(shape: [2], data: [0.5, -1])
+        let x = Tensor(shape: [2, 1, 3], data: [1, 2, 3, -1, 0, 1])
+        let r = try cell.forward(input: x, params: [w, b], training: true)
+        XCTAssertEqual(r.output.data, [1.5, 4, 1, 4])
+        let g = try cell.backward(tape: try XCTUnwrap(r.tape), gradOutput: Tensor(shape: [2, 1, 2], data: [1, 1, 1, 1]))
+        XCTAssertEqual(g.params[1].data, [3, 3], "d/db: step 0 feeds both outputs, step 1 one")
+        XCTAssertEqual(g.input?.data, [2, 2, 2, 1, 1, 1])
+        // And the whole conformance kit agrees.
+        let report = PluginConformance.validate(file: type.libraryPath)
+        XCTAssert(report.passed, "\(report)")
+    }
+
+    // MARK: - Descriptor arrays from a later minor
+
+    func testDescriptorsLargerThanTodaysAreReadWithTheDeclaredStride() throws {
+        let (registry, problems) = try load("future_minor.c", as: "libseqcell_future.so")
+        XCTAssertEqual(problems, [])
+        let type = try registry.cellType("future")
+        XCTAssertEqual(type.version, CellVersion(major: 2, minor: 3, patch: 4))
+        XCTAssertEqual(type.abiVersion.minor, SEQCELL_ABI_MINOR + 1)
+        XCTAssertEqual(type.summary, "fixture: descriptors from a later minor")
+        XCTAssertEqual(type.options, [
+            CellOption(name: "scale_rows", description: "rows of scale", kind: .int(min: 1, max: 8), defaultValue: .int(2)),
+            CellOption(name: "flavour", description: "a choice", kind: .choice(["plain", "spiced", "sweet"]),
+                       defaultValue: .choice("spiced")),
+        ])
+        let cell = try type.instantiate(inputSize: 3, hiddenSize: 4, options: ["scale_rows": .int(5)])
+        XCTAssertEqual(cell.params.map(\.name), ["weight", "bias", "scale"])
+        XCTAssertEqual(cell.params.map(\.shape), [[4, 3], [4], [5]])
+        XCTAssertEqual(cell.params.map(\.role), [.inputWeight, .bias, .other])
+        XCTAssertEqual(cell.params.map(\.gateOrder), ["a,b", "", ""])
+        XCTAssertEqual(cell.states, [StateInfo(name: "h", size: 4), StateInfo(name: "c", size: 8)])
+        XCTAssertEqual(cell.outputSize, 4)
+        let h0 = Tensor(shape: [2, 8], data: (0..<16).map(Float.init))
+        let r = try cell.forward(input: Tensor.zeros([3, 2, 3]),
+                                 params: cell.params.map { Tensor.zeros($0.shape) }, initialStates: [nil, h0])
+        XCTAssertEqual(r.finalStates[1].data, h0.data)
+    }
+
+    func testDescriptorArrayWhoseElementsDisagreeOnTheirSizeIsRefused() throws {
+        let (_, problems) = try load("future_minor.c", defines: ["FX_MIXED_SIZES"], as: "libseqcell_future.so")
+        XCTAssertEqual(problems.count, 1)
+        XCTAssert(problems.first?.reason.contains(
+            "cell 'future': option descriptor 1 declares struct_size \(MemoryLayout<seqcell_option_desc>.size) but element 0 declares 72; every element of an array must declare the same size") == true,
+            "\(problems)")
+    }
+
+    // MARK: - Plugin-declared sizes
+
+    /// Peak resident memory of this process, in bytes.
+    func peakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_maxrss * 1024
+    }
+
+    func testParameterDeclaredAs2To62By2To62IsRefusedBeforeAllocation() throws {
+        let before = peakResidentBytes()
+        let (registry, problems) = try load("huge_sizes.c", defines: ["FX_HUGE_PARAM"], as: "libseqcell_huge.so")
+        XCTAssertEqual(problems.count, 1)
+        let reason = problems.first?.reason ?? ""
+        XCTAssert(reason.contains("cell 'huge': invalid layout: parameter 'weight' has shape [4611686018427387904, 4611686018427387904]; every dimension must be in 1...2147483647"),
+                  reason)
+        XCTAssert(registry.cellTypes.isEmpty)
+        XCTAssertLessThan(peakResidentBytes() - before, 256 << 20, "nothing large was allocated")
+    }
+
+    func testWorkspaceOfSizeMaxIsReportedAsBytesNotNegative() throws {
+        let before = peakResidentBytes()
+        let (registry, problems) = try load("huge_sizes.c", defines: ["FX_HUGE_WORKSPACE"], as: "libseqcell_huge.so")
+        XCTAssertEqual(problems.count, 1)
+        let reason = problems.first?.reason ?? ""
+        XCTAssert(reason.contains("cell 'huge': workspace_size(T=1, B=1, training) asks for 18446744073709551615 bytes, more than the 1099511627776-byte (1 TiB) limit"),
+                  reason)
+        XCTAssertFalse(reason.contains("negative"), reason)
+        XCTAssert(registry.cellTypes.isEmpty)
+        XCTAssertLessThan(peakResidentBytes() - before, 256 << 20, "nothing large was allocated")
+    }
+
+    func testFloatCountOverflowAndCapAreErrors() {
+        XCTAssertEqual(try PluginLimits.floatCount([3, 4, 5], what: "x"), 60)
+        XCTAssertThrowsError(try PluginLimits.floatCount([1 << 31, 1 << 31, 1 << 31], what: "cell 'c': output [T, B, O]")) {
+            XCTAssert("\($0)".contains("cell 'c': output [T, B, O] of 2147483648 × 2147483648 × 2147483648 floats is too large"), "\($0)")
+        }
+        XCTAssertThrowsError(try PluginLimits.floatCount([1 << 20, 1 << 19], what: "w")) {
+            XCTAssert("\($0)".contains("needs 2199023255552 bytes, more than the 1099511627776-byte (1 TiB) limit"), "\($0)")
+        }
+    }
+
+    // MARK: - Foreign tapes
+
+    func testBackwardRefusesATapeFromAnotherCell() throws {
+        let rnn = try cellType("rnn")
+        let a = try rnn.instantiate(inputSize: 3, hiddenSize: 4)
+        let sameConfig = try rnn.instantiate(inputSize: 3, hiddenSize: 4)
+        let wider = try rnn.instantiate(inputSize: 3, hiddenSize: 5)
+        let gru = try cellType("gru").instantiate(inputSize: 3, hiddenSize: 4)
+        var rng = TestRNG(seed: 3)
+        let x = rng.tensor([2, 1, 3])
+        let r = try a.forward(input: x, params: a.params.map { rng.tensor($0.shape) }, training: true)
+        let tape = try XCTUnwrap(r.tape)
+        for other in [sameConfig, wider, gru] {
+            XCTAssertThrowsError(try other.backward(tape: tape, gradOutput: nil)) { error in
+                let text = "\(error)"
+                XCTAssert(text.contains("this tape comes from a forward call of another cell instance, cell 'rnn' (input 3, hidden 4"), text)
+                XCTAssert(text.contains("backward must run on the cell whose forward made the tape"), text)
+            }
+        }
+        // A refused tape is not used up: its own cell still runs backward once.
+        XCTAssertNoThrow(try a.backward(tape: tape, gradOutput: rng.tensor([2, 1, 4])))
+        XCTAssertThrowsError(try a.backward(tape: tape, gradOutput: nil))
+    }
+}
