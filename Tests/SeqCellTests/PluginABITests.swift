@@ -141,6 +141,12 @@ final class PluginABITests: XCTestCase {
         XCTAssertThrowsError(try PluginLimits.floatCount([1 << 20, 1 << 19], what: "w")) {
             XCTAssert("\($0)".contains("needs 2199023255552 bytes, more than the 1099511627776-byte (1 TiB) limit"), "\($0)")
         }
+        if let memory = PluginLimits.physicalMemory, memory < PluginLimits.maxBufferBytes {
+            let floats = memory / 4 + 1
+            XCTAssertThrowsError(try PluginLimits.floatCount([floats], what: "w")) {
+                XCTAssert("\($0)".contains("more than this machine's memory (\(memory) bytes)"), "\($0)")
+            }
+        }
     }
 
     // MARK: - Foreign tapes

@@ -133,8 +133,18 @@ public enum PluginLimits {
         return total
     }
 
-    /// Checks that a float buffer of `factors` elements can be allocated; returns its element
-    /// count. `what` names the buffer in the error ("cell 'x': output [T, B, O]").
+    /// This machine's physical memory in bytes (nil if unknown).
+    static let physicalMemory: Int? = {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return nil }
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: size)
+        return overflow ? nil : bytes
+    }()
+
+    /// Checks that a float buffer of `factors` elements can be allocated now; returns its
+    /// element count. The buffer must fit in `maxBufferBytes` and in this machine's memory
+    /// (Swift traps when an array allocation fails; this turns that into an error).
+    /// `what` names the buffer in the error ("cell 'x': output [T, B, O]").
     static func floatCount(_ factors: [Int], what: String) throws -> Int {
         let shown = factors.map(String.init).joined(separator: " × ")
         guard let b = bytes(factors) else {
@@ -142,6 +152,9 @@ public enum PluginLimits {
         }
         guard b <= maxBufferBytes else {
             throw SeqCellError(.numeric, "\(what) of \(shown) floats needs \(b) bytes, more than the \(maxBufferBytes)-byte (1 TiB) limit")
+        }
+        if let memory = physicalMemory, b > memory {
+            throw SeqCellError(.numeric, "\(what) of \(shown) floats needs \(b) bytes, more than this machine's memory (\(memory) bytes)")
         }
         return b / 4
     }
