@@ -37,6 +37,19 @@ final class RegistryTests: XCTestCase {
                reason: ["cell 'badlayout': invalid layout: parameter 'bias' has shape [0]"]),
         Broken(name: "duplicate_param", source: "bad_layout.c",
                reason: ["cell 'badlayout': invalid layout: parameter 'weight' declared twice"]),
+        Broken(name: "long_id", source: "bad_strings.c", reason: ["cell 0: id is not NUL-terminated within 256 bytes"]),
+        Broken(name: "null_option_name", source: "bad_strings.c", defines: ["FX_NULL_OPTION_NAME"],
+               reason: ["cell 'strings': option 0 has no name (NULL)"]),
+        Broken(name: "many_options", source: "bad_strings.c", defines: ["FX_MANY_OPTIONS"],
+               reason: ["cell 'strings': bad option table (num_options 1073741824; 0...64 allowed)"]),
+        Broken(name: "null_state_name", source: "bad_strings.c", defines: ["FX_NULL_STATE_NAME"],
+               reason: ["cell 'strings': invalid layout: state 0 has no name (NULL)"]),
+        Broken(name: "huge_param", source: "huge_sizes.c", defines: ["FX_HUGE_PARAM"],
+               reason: ["cell 'huge': invalid layout: parameter 'weight' has shape [4611686018427387904, 4611686018427387904]"]),
+        Broken(name: "huge_workspace", source: "huge_sizes.c", defines: ["FX_HUGE_WORKSPACE"],
+               reason: ["cell 'huge': workspace_size(T=1, B=1, training) asks for 18446744073709551615 bytes"]),
+        Broken(name: "mixed_descriptor_sizes", source: "future_minor.c", defines: ["FX_MIXED_SIZES"],
+               reason: ["every element of an array must declare the same size"]),
     ]
 
     /// Builds `b` into `folder` and returns its path.
@@ -82,6 +95,10 @@ final class RegistryTests: XCTestCase {
     func testInvalidCellID() throws { try assertReported("bad_id") }
     func testZeroSizedParameter() throws { try assertReported("zero_sized_param") }
     func testDuplicateParameterName() throws { try assertReported("duplicate_param") }
+    func testCellIDNotTerminatedWithinItsBound() throws { try assertReported("long_id") }
+    func testOptionWithoutAName() throws { try assertReported("null_option_name") }
+    func testAbsurdOptionCount() throws { try assertReported("many_options") }
+    func testStateWithoutAName() throws { try assertReported("null_state_name") }
 
     func testOneBrokenLibraryDoesNotStopTheOthers() throws {
         let folder = try temporaryFolder()

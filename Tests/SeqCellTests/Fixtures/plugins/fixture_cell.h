@@ -5,10 +5,10 @@
  *   h' = h + W x + b      params: weight [H, I], bias [H]; state "h" [H]; output h'
  *
  * Before including, a fixture may define FX_BIAS_NAME (default "bias"), FX_BIAS_ROWS(h)
- * (default h), FX_WEIGHT_ROWS(h) and FX_WEIGHT_COLS(i) (default h and i) to break the
- * layout, FX_NO_BACKWARD to leave fx_backward out, FX_WORKSPACE_FN and FX_FORWARD_FN to
- * put its own functions in FX_CELL (declared before the include). It then defines its
- * descriptors and calls FX_DEFINE_ENTRY(plugin) to export seqcell_plugin_entry.
+ * (default h), FX_STATE_NAME (default "h"), FX_WEIGHT_ROWS(h) and FX_WEIGHT_COLS(i)
+ * (default h and i) to break the layout, FX_NO_BACKWARD to leave fx_backward out, and
+ * FX_WORKSPACE_FN and FX_FORWARD_FN to put its own functions in FX_CELL. It then defines
+ * its descriptors and calls FX_DEFINE_ENTRY(plugin) to export seqcell_plugin_entry.
  * A fixture built against the frozen ABI 1.0 header includes that header first.
  */
 #ifndef FIXTURE_CELL_H
@@ -24,6 +24,9 @@
 #endif
 #ifndef FX_BIAS_ROWS
 #define FX_BIAS_ROWS(h) (h)
+#endif
+#ifndef FX_STATE_NAME
+#define FX_STATE_NAME "h"
 #endif
 #ifndef FX_WEIGHT_ROWS
 #define FX_WEIGHT_ROWS(h) (h)
@@ -83,7 +86,7 @@ static seqcell_status fx_create(const seqcell_config *config, void **instance, c
     c->params[1].gate_order = "";
     c->params[1].description = "b [H]";
     c->state.struct_size = sizeof c->state;
-    c->state.name = "h";
+    c->state.name = FX_STATE_NAME;
     c->state.size = c->hidden_size;
     c->layout.struct_size = sizeof c->layout;
     c->layout.num_params = 2;
