@@ -102,6 +102,16 @@ final class ValidatePluginTests: TemporaryDirectoryTestCase {
         XCTAssert(lines.last?.hasPrefix("FAIL: the plugin crashed during 'rogue: ") == true, run.out)
     }
 
+    func testForwardCallingExitIsReportedNamingTheCheck() throws {
+        let lib = try buildFixture("misbehaves.c", defines: ["FX_FORWARD_EXITS"], in: try temporaryFolder(), as: "libseqcell_rogue.so")
+        let run = try Running(cli, ["validate-plugin", lib])
+        XCTAssertEqual(run.finish(seconds: 60), 1, run.out)
+        XCTAssert(run.out.contains("  ✓ load: "), run.out)
+        XCTAssert(run.out.contains("  ✗ rogue: instantiate: the plugin ended the checker process with exit status 3 (it called exit()) during this check"),
+                  run.out)
+        XCTAssert(run.out.contains("FAIL: the plugin exited during 'rogue: instantiate'"), run.out)
+    }
+
     func testForwardThatNeverReturnsIsStoppedByTheWatchdogAndNamed() throws {
         let lib = try buildFixture("misbehaves.c", defines: ["FX_FORWARD_LOOPS"], in: try temporaryFolder(), as: "libseqcell_rogue.so")
         let started = Date()

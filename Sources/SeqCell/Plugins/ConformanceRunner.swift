@@ -79,6 +79,9 @@ extension PluginConformance {
     ///     with this process's pid
     ///   - checkTimeout: seconds each check may take before the child is killed
     ///   - emit: receives each line of the report the moment it is known
+    ///
+    /// Call it from a thread that outlives the run (the main thread, as the CLI does): Linux
+    /// delivers PR_SET_PDEATHSIG when the *thread* that started the child exits.
     public static func validateInChildProcess(file: String, executable: String, childArguments: [String],
                                               checkTimeout: Double = defaultCheckTimeout,
                                               emit: (String) -> Void) throws -> IsolatedResult {
@@ -141,9 +144,11 @@ extension PluginConformance {
                 break
             }
             if ready == 0 {
+                // Gone without closing the pipe (a process it started may hold it): as EOF.
+                if !child.isRunning { break }
                 if Date() >= deadline {
                     timedOut = current ?? lastFinished.map { "after '\($0)'" } ?? "load"
-                    kill(child.processIdentifier, SIGKILL)
+                    if child.isRunning { kill(child.processIdentifier, SIGKILL) }
                     break
                 }
                 continue
@@ -158,11 +163,16 @@ extension PluginConformance {
                 if ended { break readLoop }
             }
         }
-        if timedOut == nil && !ended {
-            // EOF without the end line: give the child a moment to finish dying, then make sure.
+        // After the end line, or EOF without it, the child has a moment to exit (a plugin's
+        // exit handler could hang too); then it is killed.
+        var killedAfterEnd = false
+        if timedOut == nil {
             let grace = Date().addingTimeInterval(5)
             while child.isRunning && Date() < grace { usleep(10_000) }
-            if child.isRunning { kill(child.processIdentifier, SIGKILL) }
+            if child.isRunning {
+                kill(child.processIdentifier, SIGKILL)
+                killedAfterEnd = ended
+            }
         }
         child.waitUntilExit()
 
@@ -188,6 +198,12 @@ extension PluginConformance {
                 + "whatever its arguments: run 'seqcell validate-plugin --in-process \(file)' under gdb to see which call")
             say("FAIL: the plugin \(child.terminationReason == .uncaughtSignal ? "crashed" : "exited") during '\(name)' "
                 + "(\(passedCount) of \(results.count + 1) checks passed before it)")
+            return IsolatedResult(passed: false, lines: lines)
+        }
+        if killedAfterEnd {
+            say("  ✗ exit: the checker process did not exit within 5 s after the last check (a plugin's exit "
+                + "handler or thread keeps it alive); the checker killed it")
+            say("FAIL: \(failed.count + 1) of \(results.count + 1) checks failed (\((failed + ["exit"]).joined(separator: ", ")))")
             return IsolatedResult(passed: false, lines: lines)
         }
         let passed = !results.isEmpty && failed.isEmpty

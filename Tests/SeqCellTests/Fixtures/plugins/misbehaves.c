@@ -1,25 +1,30 @@
 /* Plugins `seqcell validate-plugin` must survive and report by check name:
      -DFX_ENTRY_EXITS     the entry point calls exit(0)
      -DFX_FORWARD_ABORTS  forward calls abort()
+     -DFX_FORWARD_EXITS   forward calls exit(3)
      -DFX_FORWARD_LOOPS   forward never returns */
 #include <stdlib.h>
 
-#if defined(FX_FORWARD_ABORTS) || defined(FX_FORWARD_LOOPS)
+#if defined(FX_FORWARD_ABORTS) || defined(FX_FORWARD_EXITS) || defined(FX_FORWARD_LOOPS)
 #define FX_FORWARD_FN fx_bad_forward
 #endif
 
 #include "fixture_cell.h"
 
-#if defined(FX_FORWARD_ABORTS) || defined(FX_FORWARD_LOOPS)
+#if defined(FX_FORWARD_ABORTS) || defined(FX_FORWARD_EXITS) || defined(FX_FORWARD_LOOPS)
 static seqcell_status fx_bad_forward(const void *instance, const seqcell_forward_args *a, char *error,
                                      size_t capacity) {
     (void)fx_forward; /* the working forward, unused here */
-#if defined(FX_FORWARD_ABORTS)
+#if defined(FX_FORWARD_ABORTS) || defined(FX_FORWARD_EXITS)
     (void)instance;
     (void)a;
     (void)error;
     (void)capacity;
+#if defined(FX_FORWARD_ABORTS)
     abort();
+#else
+    exit(3);
+#endif
 #else
     volatile int spin = 1;
     (void)instance;
