@@ -149,6 +149,27 @@ final class PluginABITests: XCTestCase {
         }
     }
 
+    // MARK: - Host services called with bad arguments
+
+    func testSgemmWithBadArgumentsFromAPluginSetsCToNaNInsteadOfCrashing() throws {
+        let sgemm = try XCTUnwrap(HostServices.table.pointee.sgemm)
+        let a: [Float] = [1, 2, 3, 4, 5, 6], b: [Float] = [1, 0, 0, 1, 1, 1]
+        var c = [Float](repeating: 7, count: 4)
+        // A good product first: [2, 3] x [3, 2].
+        c.withUnsafeMutableBufferPointer { sgemm(nil, 0, 0, 2, 2, 3, 1, a, 3, b, 2, 0, $0.baseAddress, 2) }
+        XCTAssertEqual(c, [4, 5, 10, 11])
+        // lda 1 for a [2, 3] A, a NULL B, a negative size: refused, C is NaN.
+        for call in [{ (p: UnsafeMutablePointer<Float>?) in sgemm(nil, 0, 0, 2, 2, 3, 1, a, 1, b, 2, 0, p, 2) },
+                     { (p: UnsafeMutablePointer<Float>?) in sgemm(nil, 0, 0, 2, 2, 3, 1, a, 3, nil, 2, 0, p, 2) }] {
+            c = [0, 0, 0, 0]
+            c.withUnsafeMutableBufferPointer { call($0.baseAddress) }
+            XCTAssert(c.allSatisfy(\.isNaN), "\(c)")
+        }
+        c = [1, 1, 1, 1]
+        c.withUnsafeMutableBufferPointer { sgemm(nil, 0, 0, -2, 2, 3, 1, a, 3, b, 2, 0, $0.baseAddress, 2) }
+        XCTAssertEqual(c, [1, 1, 1, 1], "a negative size writes nothing")
+    }
+
     // MARK: - Foreign tapes
 
     func testBackwardRefusesATapeFromAnotherCell() throws {

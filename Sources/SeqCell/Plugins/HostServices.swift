@@ -19,8 +19,33 @@ enum HostServices {
         h.abi_minor = SEQCELL_ABI_MINOR
         h.context = nil
         h.sgemm = { _, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc in
+            // A plugin's arguments are checked before OpenBLAS sees them: a bad call is
+            // logged and its output, when there is one, set to NaN so the mistake shows.
+            let limit = Int64(Int32.max)
+            func refuse(_ why: String) {
+                HostServices.logger.error("a plugin called seqcell_host.sgemm with \(why) (m=\(m), n=\(n), k=\(k), lda=\(lda), ldb=\(ldb), ldc=\(ldc)); the product was not computed and C is set to NaN")
+                if let c, m > 0, n > 0, m <= limit, n <= limit, ldc >= n, ldc <= limit {
+                    for i in 0..<Int(m) { (c + i * Int(ldc)).update(repeating: .nan, count: Int(n)) }
+                }
+            }
+            guard m >= 0, n >= 0, k >= 0, m <= limit, n <= limit, k <= limit else { return refuse("a size outside 0...2^31-1") }
+            if m == 0 || n == 0 { return }
+            let aCols = transA != 0 ? m : k, bCols = transB != 0 ? k : n
+            guard lda >= max(1, aCols), ldb >= max(1, bCols), ldc >= max(1, n), lda <= limit, ldb <= limit, ldc <= limit else {
+                return refuse("a leading dimension smaller than its matrix's row")
+            }
+            guard let c, k == 0 || (a != nil && b != nil) else { return refuse("a NULL matrix") }
+            if k == 0 {
+                // C = beta * C (BLAS semantics), no A or B needed.
+                for i in 0..<Int(m) {
+                    let row = c + i * Int(ldc)
+                    for j in 0..<Int(n) { row[j] = beta == 0 ? 0 : beta * row[j] }
+                }
+                return
+            }
+            guard let a, let b else { return refuse("a NULL matrix") }
             hostSgemm(transA: transA != 0, transB: transB != 0, m: Int(m), n: Int(n), k: Int(k), alpha: alpha,
-                      a: a!, lda: Int(lda), b: b!, ldb: Int(ldb), beta: beta, c: c!, ldc: Int(ldc))
+                      a: a, lda: Int(lda), b: b, ldb: Int(ldb), beta: beta, c: c, ldc: Int(ldc))
         }
         h.aligned_alloc = { _, alignment, size in
             var p: UnsafeMutableRawPointer? = nil
@@ -29,7 +54,10 @@ enum HostServices {
         }
         h.aligned_free = { _, p in free(p) }
         h.log = { _, level, message in
-            let text = message.map { String(cString: $0) } ?? ""
+            // Read at most 64 KiB: a message without its NUL must not run the host off the end.
+            let text = message.map { m in
+                String(decoding: UnsafeRawBufferPointer(start: UnsafeRawPointer(m), count: strnlen(m, 1 << 16)), as: UTF8.self)
+            } ?? ""
             switch level {
             case Int32(SEQCELL_LOG_DEBUG): HostServices.logger.debug("\(text)")
             case Int32(SEQCELL_LOG_INFO): HostServices.logger.info("\(text)")
