@@ -19,6 +19,76 @@ struct SeqCellCommand: ParsableCommand {
             SwapCommand.self, ComposeCommand.self, ImportCommand.self, ExportCommand.self, PluginsCommand.self,
             ValidatePluginCommand.self, BenchCommand.self,
         ])
+
+    /// Parses and runs the command like `ParsableCommand.main()`, but reports failures with
+    /// `exitReporting`: ArgumentParser's own printer writes stderr one byte per `write()`.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exitReporting(error)
+        }
+    }
+}
+
+/// The CLI's one error printer: stdout is flushed, then the whole message goes to stderr in one
+/// `write()` and the process exits with ArgumentParser's code for the error (1 for SeqCell's
+/// errors, 64 for usage errors, 0 for --help and --version, which print to stdout).
+///
+/// An error from a command is printed as `Error: <description>` on one line, through
+/// `MessageText.oneLine`: values quoted from files are shortened and their control characters
+/// and escape sequences escaped, whichever part of SeqCell raised the error. Usage errors keep
+/// ArgumentParser's lines (error, usage, help hint), each escaped the same way.
+func exitReporting(_ error: any Error) -> Never {
+    let code = SeqCellCommand.exitCode(for: error)
+    fflush(nil)
+    if code == .success {
+        let text = SeqCellCommand.fullMessage(for: error)
+        if !text.isEmpty { print(text) }
+        fflush(nil)
+        exit(code.rawValue)
+    }
+    let text: String
+    if isArgumentParserError(error) {
+        text = SeqCellCommand.fullMessage(for: error)
+            .split(separator: "\n", omittingEmptySubsequences: false)
+            .map { MessageText.oneLine(String($0)) }
+            .joined(separator: "\n")
+    } else {
+        text = "Error: " + MessageText.oneLine(errorText(error))
+    }
+    if !text.isEmpty { writeWhole(text + "\n", to: STDERR_FILENO) }
+    exit(code.rawValue)
+}
+
+/// What an error says: its description (SeqCellError, HDF5Error, CLIError), or Foundation's
+/// sentence for Foundation's errors.
+func errorText(_ error: any Error) -> String {
+    if let e = error as? CocoaError { return e.localizedDescription }
+    return String(describing: error)
+}
+
+/// Errors whose text ArgumentParser writes: usage and validation errors, --help, exit codes.
+func isArgumentParserError(_ error: any Error) -> Bool {
+    error is ValidationError || error is CleanExit || error is ExitCode
+        || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.")
+}
+
+/// Writes all of `text` to `descriptor`: one `write()` unless the kernel takes less.
+func writeWhole(_ text: String, to descriptor: Int32) {
+    var bytes = Array(text.utf8)
+    bytes.withUnsafeMutableBytes { buffer in
+        var done = 0
+        while done < buffer.count {
+            let n = write(descriptor, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            done += n
+        }
+    }
 }
 
 /// Options every command that needs cells takes.
@@ -37,7 +107,7 @@ struct PluginOptions: ParsableArguments {
         let r = PluginRegistry.standard(extraPaths: pluginPaths)
         if logProblems {
             let log = Logger(label: "seqcell")
-            for p in r.problems { log.warning("plugin problem: \(p)") }
+            for p in r.problems { log.warning("plugin problem: \(MessageText.oneLine(String(describing: p)))") }
         }
         return r
     }
