@@ -41,7 +41,9 @@ struct SeqCellCommand: ParsableCommand {
 /// and escape sequences escaped, whichever part of SeqCell raised the error. Usage errors keep
 /// ArgumentParser's lines (error, usage, help hint), each escaped the same way.
 func exitReporting(_ error: any Error) -> Never {
-    let code = SeqCellCommand.exitCode(for: error)
+    let parserError = isArgumentParserError(error)
+    // ArgumentParser's exit code describes the error; SeqCell's errors are 1 without that.
+    let code = parserError ? SeqCellCommand.exitCode(for: error) : .failure
     fflush(nil)
     if code == .success {
         let text = SeqCellCommand.fullMessage(for: error)
@@ -50,7 +52,7 @@ func exitReporting(_ error: any Error) -> Never {
         exit(code.rawValue)
     }
     let text: String
-    if isArgumentParserError(error) {
+    if parserError {
         text = SeqCellCommand.fullMessage(for: error)
             .split(separator: "\n", omittingEmptySubsequences: false)
             .map { MessageText.oneLine(String($0)) }

@@ -228,14 +228,16 @@ final class ErrorReportingTests: TemporaryDirectoryTestCase {
 
     /// A folder where writes past 64 KiB fail: a 64 KiB tmpfs when this process may mount one
     /// (root), otherwise a folder where the CLI runs under `ulimit -f` with SIGXFSZ ignored.
+    /// SEQCELL_TEST_FULL_DISK=fsize chooses the file-size limit even as root.
     func fullDisk(_ test: String) throws -> FullDisk {
         let folder = path("full")
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
         let mount = Process()
+        let forced = ProcessInfo.processInfo.environment["SEQCELL_TEST_FULL_DISK"] == "fsize"
         mount.executableURL = URL(fileURLWithPath: "/bin/mount")
         mount.arguments = ["-t", "tmpfs", "-o", "size=64k", "tmpfs", folder]
         mount.standardError = FileHandle.nullDevice
-        if FileManager.default.isExecutableFile(atPath: "/bin/mount"), (try? mount.run()) != nil {
+        if !forced, FileManager.default.isExecutableFile(atPath: "/bin/mount"), (try? mount.run()) != nil {
             mount.waitUntilExit()
             if mount.terminationStatus == 0 {
                 addTeardownBlock {
@@ -251,7 +253,7 @@ final class ErrorReportingTests: TemporaryDirectoryTestCase {
         guard FileManager.default.isExecutableFile(atPath: "/bin/sh") else {
             throw XCTSkip("\(test): skipped: cannot mount a tmpfs and there is no /bin/sh for ulimit -f")
         }
-        print("\(test): no tmpfs (not root); using a file-size limit (RLIMIT_FSIZE) instead")
+        print("\(test): no tmpfs (mount refused, or SEQCELL_TEST_FULL_DISK=fsize); using a file-size limit (RLIMIT_FSIZE) instead")
         return .fileSizeLimit(folder: folder)
     }
 

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Text that came from files (cell ids, names, attribute values), made safe to show in a
 /// one-line message on a terminal.
 ///
@@ -56,47 +58,109 @@ public enum MessageText {
     }
 
     /// Long quoted values and long words cut (see the type's documentation); nothing escaped.
-    /// Linear in the message's length, whatever it holds.
+    /// One pass over the message's bytes, whatever it holds (a value may be 100 MB).
     public static func shortened(_ message: String) -> String {
         // Short messages have nothing to cut.
         if message.utf8.count <= valueLimit { return message }
-        var out = ""
-        for (i, part) in message.utf8.split(separator: UInt8(ascii: "'"), omittingEmptySubsequences: false).enumerated() {
-            let segment = message[part.startIndex..<part.endIndex]
-            if i > 0 { out += "'" }
-            // Odd segments are inside quotes (an unclosed quote runs to the end).
-            out += i % 2 == 1 ? cut(segment, keeping: valueLimit) : shortenedWords(segment)
+        var message = message
+        let bytes: [UInt8] = message.withUTF8 { text in
+            var out: [UInt8] = []
+            out.reserveCapacity(min(text.count, 4 * messageLimit))
+            var start = 0
+            var quoted = false
+            while start <= text.count {
+                let index = next(quote, in: text, from: start)
+                let segment = UnsafeBufferPointer(rebasing: text[start..<index])
+                if quoted {
+                    appendCut(segment, keeping: valueLimit, to: &out)
+                } else {
+                    appendWords(segment, to: &out)
+                }
+                if index < text.count { out.append(quote) }
+                // Odd segments are inside quotes (an unclosed quote runs to the end).
+                quoted.toggle()
+                start = index + 1
+            }
+            return out
         }
-        return cut(Substring(out), keeping: messageLimit)
+        return cut(Substring(String(decoding: bytes, as: UTF8.self)), keeping: messageLimit)
     }
 
-    /// Each run of non-space characters longer than `wordLimit`, cut.
-    private static func shortenedWords(_ text: Substring) -> String {
-        guard text.utf8.count > wordLimit else { return String(text) }
-        var out = ""
-        for (i, part) in text.utf8.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false).enumerated() {
-            if i > 0 { out += " " }
-            out += cut(text[part.startIndex..<part.endIndex], keeping: wordLimit)
+    private static let quote = UInt8(ascii: "'")
+    private static let space = UInt8(ascii: " ")
+
+    /// Each run of non-space bytes longer than `wordLimit` characters, cut.
+    private static func appendWords(_ text: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        guard text.count > wordLimit else {
+            out.append(contentsOf: text)
+            return
         }
-        return out
+        var start = 0
+        while start <= text.count {
+            let index = next(space, in: text, from: start)
+            appendCut(UnsafeBufferPointer(rebasing: text[start..<index]), keeping: wordLimit, to: &out)
+            if index < text.count { out.append(space) }
+            start = index + 1
+        }
+    }
+
+    /// The index of the first `byte` in `text` at or after `start`; `text.count` if none.
+    private static func next(_ byte: UInt8, in text: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        guard start < text.count, let base = text.baseAddress,
+              let found = memchr(base + start, Int32(byte), text.count - start)
+        else { return text.count }
+        return base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// The UTF-8 `text` when it has at most `limit` Unicode scalars, otherwise its first `limit`
+    /// scalars and `… (N bytes)`; a value already cut that way is kept as it is.
+    private static func appendCut(_ text: UnsafeBufferPointer<UInt8>, keeping limit: Int, to out: inout [UInt8]) {
+        // `end`: where scalar number `limit` (counting from 0) starts, if there is one.
+        var scalars = 0
+        var end: Int?
+        for index in 0..<text.count where text[index] & 0xC0 != 0x80 {
+            if scalars == limit {
+                end = index
+                break
+            }
+            scalars += 1
+        }
+        guard let end else {
+            out.append(contentsOf: text)
+            return
+        }
+        if let marker = cutMarker(in: text), marker <= end {
+            out.append(contentsOf: text)
+            return
+        }
+        out.append(contentsOf: text[0..<end])
+        out.append(contentsOf: "… (\(text.count) bytes)".utf8)
+    }
+
+    /// Where `… (N bytes)` starts when `text` ends with it.
+    private static func cutMarker(in text: UnsafeBufferPointer<UInt8>) -> Int? {
+        let suffix = Array(" bytes)".utf8), marker = Array("… (".utf8)
+        guard text.count >= suffix.count + marker.count + 1,
+              text[(text.count - suffix.count)...].elementsEqual(suffix)
+        else { return nil }
+        var index = text.count - suffix.count
+        while index > 0, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(text[index - 1]) { index -= 1 }
+        guard index < text.count - suffix.count, index >= marker.count,
+              text[(index - marker.count)..<index].elementsEqual(marker)
+        else { return nil }
+        return index - marker.count
     }
 
     /// `text` when it has at most `limit` Unicode scalars; otherwise its first `limit` scalars
     /// and `… (N bytes)`. Counts scalars, not characters: a value of one letter followed by a
     /// million combining marks is one `Character` but is cut all the same.
     static func cut(_ text: Substring, keeping limit: Int) -> String {
-        let scalars = text.unicodeScalars
-        guard let end = scalars.index(scalars.startIndex, offsetBy: limit, limitedBy: scalars.endIndex),
-              end != scalars.endIndex
-        else { return String(text) }
-        // Already cut (a message shown twice): keep it, so the byte count stays the original's.
-        if text.hasSuffix(" bytes)"),
-           scalars.index(end, offsetBy: 40, limitedBy: scalars.endIndex) == nil,
-           let marker = text.range(of: "… (", options: .backwards),
-           marker.lowerBound <= end, text[marker.upperBound...].dropLast(" bytes)".count).allSatisfy(\.isNumber) {
-            return String(text)
+        var text = String(text)
+        return text.withUTF8 { bytes in
+            var out: [UInt8] = []
+            appendCut(bytes, keeping: limit, to: &out)
+            return String(decoding: out, as: UTF8.self)
         }
-        return String(scalars[scalars.startIndex..<end]) + "… (\(text.utf8.count) bytes)"
     }
 
     /// Control characters (C0, DEL, C1), the bidirectional formatting characters, and the
