@@ -38,8 +38,9 @@ struct SeqCellCommand: ParsableCommand {
 ///
 /// An error from a command is printed as `Error: <description>` on one line, through
 /// `MessageText.oneLine`: values quoted from files are shortened and their control characters
-/// and escape sequences escaped, whichever part of SeqCell raised the error. Usage errors keep
-/// ArgumentParser's lines (error, usage, help hint), each escaped the same way.
+/// and escape sequences escaped, whichever part of SeqCell raised the error; the user's own
+/// arguments (paths) are kept whole. Usage errors keep ArgumentParser's lines (error, usage,
+/// help hint), each escaped the same way.
 func exitReporting(_ error: any Error) -> Never {
     let parserError = isArgumentParserError(error)
     // ArgumentParser's exit code describes the error; SeqCell's errors are 1 without that.
@@ -55,21 +56,36 @@ func exitReporting(_ error: any Error) -> Never {
     if parserError {
         text = SeqCellCommand.fullMessage(for: error)
             .split(separator: "\n", omittingEmptySubsequences: false)
-            .map { MessageText.oneLine(String($0)) }
+            .map { MessageText.oneLine(String($0), keepingWhole: userArguments) }
             .joined(separator: "\n")
     } else {
-        text = "Error: " + MessageText.oneLine(errorText(error))
+        text = "Error: " + MessageText.oneLine(errorText(error), keepingWhole: userArguments)
     }
     if !text.isEmpty { writeWhole(text + "\n", to: STDERR_FILENO) }
     exit(code.rawValue)
 }
 
-/// What an error says: its description (SeqCellError, HDF5Error, CLIError), or Foundation's
-/// sentence for Foundation's errors.
+/// What an error says: its description (HDF5Error, CLIError), Foundation's sentence for
+/// Foundation's errors, and a SeqCellError's raw message (its description is already shortened,
+/// without knowing which values are the user's paths).
 func errorText(_ error: any Error) -> String {
+    if let e = error as? SeqCellError { return e.message }
     if let e = error as? CocoaError { return e.localizedDescription }
     return String(describing: error)
 }
+
+/// The command line's arguments, and the values of `--option=value` ones: the user's own paths
+/// and values, which messages show whole however long.
+let userArguments: Set<String> = {
+    var all = Set<String>()
+    for argument in CommandLine.arguments.dropFirst() where argument.utf8.count <= 4096 {
+        all.insert(argument)
+        if argument.hasPrefix("-"), let equals = argument.firstIndex(of: "=") {
+            all.insert(String(argument[argument.index(after: equals)...]))
+        }
+    }
+    return all
+}()
 
 /// Errors whose text ArgumentParser writes: usage and validation errors, --help, exit codes.
 func isArgumentParserError(_ error: any Error) -> Bool {

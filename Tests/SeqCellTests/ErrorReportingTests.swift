@@ -57,6 +57,18 @@ final class ErrorReportingTests: TemporaryDirectoryTestCase {
         XCTAssertLessThan(MessageText.oneLine("cell '\(zalgo)'").utf8.count, 400)
         // A value cut after its escape: control characters in the kept part are escaped.
         XCTAssertEqual(MessageText.value("\u{1B}" + long, limit: 3), "\\u{1B}xx… (1048577 bytes)")
+        // Apostrophes in prose are not quotes: nothing here is a value to cut.
+        let prose = "cannot tell whether 'w.h5' holds PyTorch or Keras weights: it has neither Keras' "
+            + "model_config/model_weights/layers nor PyTorch's tensors named weight_ih_l0…; pass --from pytorch "
+            + "(with --group NAME when the tensors are in a group)"
+        XCTAssertEqual(MessageText.oneLine(prose), prose)
+        // The user's own paths (the CLI's arguments) are kept whole, quoted or not.
+        let userPath = "/home/someone/" + String(repeating: "deep-folder/", count: 20) + "model.h5"
+        XCTAssertEqual(MessageText.oneLine("cannot open '\(userPath)': no such file", keepingWhole: [userPath]),
+                       "cannot open '\(userPath)': no such file")
+        XCTAssertEqual(MessageText.oneLine("searched: \(userPath), /usr/lib", keepingWhole: [userPath]),
+                       "searched: \(userPath), /usr/lib")
+        XCTAssert(MessageText.oneLine("cannot open '\(userPath)'").contains("… (\(userPath.utf8.count) bytes)'"))
         // Many long values still make a bounded message.
         let many = (0..<1000).map { _ in "'\(String(repeating: "y", count: 500))'" }.joined(separator: " ")
         XCTAssertLessThan(MessageText.oneLine(many).unicodeScalars.count, MessageText.messageLimit + 50)
@@ -115,6 +127,17 @@ final class ErrorReportingTests: TemporaryDirectoryTestCase {
         let writesToStderr = try String(contentsOfFile: log, encoding: .utf8)
             .split(separator: "\n").filter { $0.contains("write(2,") }
         XCTAssertEqual(writesToStderr.count, 1, writesToStderr.joined(separator: "\n"))
+    }
+
+    func testTheUsersLongPathsArePrintedWhole() throws {
+        let folder = String(repeating: "a-long-folder-name/", count: 10)
+        try FileManager.default.createDirectory(atPath: path(folder), withIntermediateDirectories: true)
+        XCTAssertEqual(try run(["new", "--input-size", "3", "--layer", "rnn:2", "-o", folder + "m.h5"]).status, 0)
+        let missing = folder + "missing-input.npy"
+        let r = try run(["run", folder + "m.h5", "--input", missing, "-o", folder + "y.h5"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssert(r.err.contains("'\(missing)'") || r.err.contains(path(missing)), r.err)
+        XCTAssertFalse(r.err.contains(" bytes)"), r.err)
     }
 
     // MARK: Atomic writes

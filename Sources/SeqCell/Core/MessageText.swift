@@ -11,9 +11,12 @@ import Glibc
 /// - control characters are escaped: tab, newline and carriage return as `\t`, `\n`, `\r`, every
 ///   other C0/C1 control character and DEL as `\u{1B}`, and so are the Unicode bidirectional
 ///   controls and line/paragraph separators, which reorder or break the line as shown;
-/// - a quoted value (between single quotes) longer than `valueLimit` characters is cut to its
-///   first `valueLimit` characters followed by `… (N bytes)`, N its length in UTF-8; so is any
-///   other run of more than `wordLimit` non-space characters;
+/// - a quoted value longer than `valueLimit` characters is cut to its first `valueLimit`
+///   characters followed by `… (N bytes)`, N its length in UTF-8; so is any other run of more
+///   than `wordLimit` non-space characters. A quote opens after a non-letter (or at the start)
+///   and closes before one (or at the end), so the apostrophes of "Keras' config" or
+///   "PyTorch's" are text, not quotes. Values the caller passes in `keepingWhole` (the CLI
+///   passes its arguments: the user's own paths) are never cut;
 /// - what is left is at most `messageLimit` characters, cut the same way.
 ///
 /// Backslashes are kept as they are, so applying `oneLine` twice gives the same text as once.
@@ -26,8 +29,8 @@ public enum MessageText {
     public static let messageLimit = 4000
 
     /// `message` as one line: long values shortened, then control characters escaped.
-    public static func oneLine(_ message: String) -> String {
-        escaped(shortened(message))
+    public static func oneLine(_ message: String, keepingWhole: Set<String> = []) -> String {
+        escaped(shortened(message, keepingWhole: keepingWhole))
     }
 
     /// A value from a file as a message shows it: escaped, and shortened past `limit` characters.
@@ -59,27 +62,40 @@ public enum MessageText {
 
     /// Long quoted values and long words cut (see the type's documentation); nothing escaped.
     /// One pass over the message's bytes, whatever it holds (a value may be 100 MB).
-    public static func shortened(_ message: String) -> String {
+    public static func shortened(_ message: String, keepingWhole: Set<String> = []) -> String {
         // Short messages have nothing to cut.
         if message.utf8.count <= valueLimit { return message }
+        let whole = Set(keepingWhole.map { Array($0.utf8) })
         var message = message
         let bytes: [UInt8] = message.withUTF8 { text in
             var out: [UInt8] = []
             out.reserveCapacity(min(text.count, 4 * messageLimit))
-            var start = 0
+            var start = 0   // of the current text or quoted value
             var quoted = false
-            while start <= text.count {
-                let index = next(quote, in: text, from: start)
-                let segment = UnsafeBufferPointer(rebasing: text[start..<index])
-                if quoted {
-                    appendCut(segment, keeping: valueLimit, to: &out)
+            var search = 0  // where to look for the next quote
+            while true {
+                let index = next(quote, in: text, from: search)
+                guard index < text.count else { break }
+                search = index + 1
+                if !quoted {
+                    // An opening quote: at the start, or after a non-letter.
+                    guard index == 0 || !isWordByte(text[index - 1]) else { continue }
+                    appendWords(UnsafeBufferPointer(rebasing: text[start..<index]), whole: whole, to: &out)
                 } else {
-                    appendWords(segment, to: &out)
+                    // A closing quote: at the end, or before a non-letter.
+                    guard index + 1 == text.count || !isWordByte(text[index + 1]) else { continue }
+                    appendCut(UnsafeBufferPointer(rebasing: text[start..<index]), keeping: valueLimit, whole: whole, to: &out)
                 }
-                if index < text.count { out.append(quote) }
-                // Odd segments are inside quotes (an unclosed quote runs to the end).
+                out.append(quote)
                 quoted.toggle()
                 start = index + 1
+            }
+            // An unclosed quote runs to the end.
+            let rest = UnsafeBufferPointer(rebasing: text[start...])
+            if quoted {
+                appendCut(rest, keeping: valueLimit, whole: whole, to: &out)
+            } else {
+                appendWords(rest, whole: whole, to: &out)
             }
             return out
         }
@@ -89,8 +105,15 @@ public enum MessageText {
     private static let quote = UInt8(ascii: "'")
     private static let space = UInt8(ascii: " ")
 
-    /// Each run of non-space bytes longer than `wordLimit` characters, cut.
-    private static func appendWords(_ text: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+    /// ASCII letters and digits, and every byte of a non-ASCII character.
+    private static func isWordByte(_ byte: UInt8) -> Bool {
+        byte >= 0x80 || (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte | 0x20)
+            || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+    }
+
+    /// Each run of non-space bytes longer than `wordLimit` characters, cut; a run that is one of
+    /// `whole`, give or take the punctuation around it, is kept.
+    private static func appendWords(_ text: UnsafeBufferPointer<UInt8>, whole: Set<[UInt8]>, to out: inout [UInt8]) {
         guard text.count > wordLimit else {
             out.append(contentsOf: text)
             return
@@ -98,7 +121,17 @@ public enum MessageText {
         var start = 0
         while start <= text.count {
             let index = next(space, in: text, from: start)
-            appendCut(UnsafeBufferPointer(rebasing: text[start..<index]), keeping: wordLimit, to: &out)
+            let word = UnsafeBufferPointer(rebasing: text[start..<index])
+            if word.count > wordLimit, !whole.isEmpty {
+                let trimmed = word.drop(while: { "([\"".utf8.contains($0) }).reversed().drop(while: { ",;:.)]\"".utf8.contains($0) })
+                if whole.contains(Array(trimmed.reversed())) {
+                    out.append(contentsOf: word)
+                } else {
+                    appendCut(word, keeping: wordLimit, whole: [], to: &out)
+                }
+            } else {
+                appendCut(word, keeping: wordLimit, whole: [], to: &out)
+            }
             if index < text.count { out.append(space) }
             start = index + 1
         }
@@ -114,7 +147,9 @@ public enum MessageText {
 
     /// The UTF-8 `text` when it has at most `limit` Unicode scalars, otherwise its first `limit`
     /// scalars and `… (N bytes)`; a value already cut that way is kept as it is.
-    private static func appendCut(_ text: UnsafeBufferPointer<UInt8>, keeping limit: Int, to out: inout [UInt8]) {
+    private static func appendCut(
+        _ text: UnsafeBufferPointer<UInt8>, keeping limit: Int, whole: Set<[UInt8]> = [], to out: inout [UInt8]
+    ) {
         // `end`: where scalar number `limit` (counting from 0) starts, if there is one.
         var scalars = 0
         var end: Int?
@@ -125,7 +160,7 @@ public enum MessageText {
             }
             scalars += 1
         }
-        guard let end else {
+        guard let end, whole.isEmpty || text.count > 4096 || !whole.contains(Array(text)) else {
             out.append(contentsOf: text)
             return
         }
