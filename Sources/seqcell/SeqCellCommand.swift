@@ -125,7 +125,7 @@ struct PluginOptions: ParsableArguments {
         let r = PluginRegistry.standard(extraPaths: pluginPaths)
         if logProblems {
             let log = Logger(label: "seqcell")
-            for p in r.problems { log.warning("plugin problem: \(MessageText.oneLine(String(describing: p)))") }
+            for p in r.problems { log.warning("plugin problem: \(MessageText.oneLine(String(describing: p), keepingWhole: userArguments))") }
         }
         return r
     }
