@@ -148,7 +148,7 @@ struct DemoCommand: ParsableCommand {
                            }),
         ])
         let svg = (outDir as NSString).appendingPathComponent("adding.svg")
-        try chart.render().write(toFile: svg, atomically: true, encoding: .utf8)
+        try writeBytesAtomically(Data(chart.render().utf8), to: svg)
         print("wrote \(svg) and " + results.map(\.path).joined(separator: ", "))
     }
 }

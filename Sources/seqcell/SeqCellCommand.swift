@@ -19,6 +19,94 @@ struct SeqCellCommand: ParsableCommand {
             SwapCommand.self, ComposeCommand.self, ImportCommand.self, ExportCommand.self, PluginsCommand.self,
             ValidatePluginCommand.self, BenchCommand.self,
         ])
+
+    /// Parses and runs the command like `ParsableCommand.main()`, but reports failures with
+    /// `exitReporting`: ArgumentParser's own printer writes stderr one byte per `write()`.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exitReporting(error)
+        }
+    }
+}
+
+/// The CLI's one error printer: stdout is flushed, then the whole message goes to stderr in one
+/// `write()` and the process exits with ArgumentParser's code for the error (1 for SeqCell's
+/// errors, 64 for usage errors, 0 for --help and --version, which print to stdout).
+///
+/// An error from a command is printed as `Error: <description>` on one line, through
+/// `MessageText.oneLine`: values quoted from files are shortened and their control characters
+/// and escape sequences escaped, whichever part of SeqCell raised the error; the user's own
+/// arguments (paths) are kept whole. Usage errors keep ArgumentParser's lines (error, usage,
+/// help hint), each escaped the same way.
+func exitReporting(_ error: any Error) -> Never {
+    let parserError = isArgumentParserError(error)
+    // ArgumentParser's exit code describes the error; SeqCell's errors are 1 without that.
+    let code = parserError ? SeqCellCommand.exitCode(for: error) : .failure
+    fflush(nil)
+    if code == .success {
+        let text = SeqCellCommand.fullMessage(for: error)
+        if !text.isEmpty { print(text) }
+        fflush(nil)
+        exit(code.rawValue)
+    }
+    let text: String
+    if parserError {
+        text = SeqCellCommand.fullMessage(for: error)
+            .split(separator: "\n", omittingEmptySubsequences: false)
+            .map { MessageText.oneLine(String($0), keepingWhole: userArguments) }
+            .joined(separator: "\n")
+    } else {
+        text = "Error: " + MessageText.oneLine(errorText(error), keepingWhole: userArguments)
+    }
+    if !text.isEmpty { writeWhole(text + "\n", to: STDERR_FILENO) }
+    exit(code.rawValue)
+}
+
+/// What an error says: its description (HDF5Error, CLIError), Foundation's sentence for
+/// Foundation's errors, and a SeqCellError's raw message (its description is already shortened,
+/// without knowing which values are the user's paths).
+func errorText(_ error: any Error) -> String {
+    if let e = error as? SeqCellError { return e.message }
+    if let e = error as? CocoaError { return e.localizedDescription }
+    return String(describing: error)
+}
+
+/// The command line's arguments, and the values of `--option=value` ones: the user's own paths
+/// and values, which messages show whole however long.
+let userArguments: Set<String> = {
+    var all = Set<String>()
+    for argument in CommandLine.arguments.dropFirst() where argument.utf8.count <= 4096 {
+        all.insert(argument)
+        if argument.hasPrefix("-"), let equals = argument.firstIndex(of: "=") {
+            all.insert(String(argument[argument.index(after: equals)...]))
+        }
+    }
+    return all
+}()
+
+/// Errors whose text ArgumentParser writes: usage and validation errors, --help, exit codes.
+func isArgumentParserError(_ error: any Error) -> Bool {
+    error is ValidationError || error is CleanExit || error is ExitCode
+        || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.")
+}
+
+/// Writes all of `text` to `descriptor`: one `write()` unless the kernel takes less.
+func writeWhole(_ text: String, to descriptor: Int32) {
+    var bytes = Array(text.utf8)
+    bytes.withUnsafeMutableBytes { buffer in
+        var done = 0
+        while done < buffer.count {
+            let n = write(descriptor, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            done += n
+        }
+    }
 }
 
 /// Options every command that needs cells takes.
@@ -37,7 +125,7 @@ struct PluginOptions: ParsableArguments {
         let r = PluginRegistry.standard(extraPaths: pluginPaths)
         if logProblems {
             let log = Logger(label: "seqcell")
-            for p in r.problems { log.warning("plugin problem: \(p)") }
+            for p in r.problems { log.warning("plugin problem: \(MessageText.oneLine(String(describing: p), keepingWhole: userArguments))") }
         }
         return r
     }

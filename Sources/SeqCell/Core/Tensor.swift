@@ -54,5 +54,7 @@ public struct SeqCellError: Error, CustomStringConvertible, Equatable, Sendable 
         self.message = message
     }
 
-    public var description: String { message }
+    /// `message` as one line for people: control characters from files escaped and long
+    /// values shortened (`MessageText.oneLine`). `message` keeps the text as raised.
+    public var description: String { MessageText.oneLine(message) }
 }

@@ -3,7 +3,14 @@ import CHDF5
 /// The one place that initializes libhdf5 and keeps it from printing to stderr.
 enum HDF5Library {
     /// `H5open()`'s status. A `static let` initializer runs exactly once, thread-safely.
-    private static let openStatus: herr_t = H5open()
+    /// libhdf5's exit handler is turned off first: it closes the files still registered, and a
+    /// file whose close failed (a full disk) stays registered half-destroyed, so the handler
+    /// crashed the process at exit. SeqCell closes every file it writes; the handler has nothing
+    /// left to do.
+    private static let openStatus: herr_t = {
+        H5dont_atexit()
+        return H5open()
+    }()
 
     /// Call at the top of every wrapper entry point, before any HDF5 call. Opens the library
     /// once, and turns off HDF5's automatic error printing for the calling thread: this

@@ -219,11 +219,7 @@ func jsonString(_ s: String) -> String {
 
 /// Writes `data` so that `path` holds either its old content or all of `data`.
 func writeFileAtomically(_ data: Data, to path: String) throws {
-    do {
-        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
-    } catch {
-        throw SeqCellError(.io, "cannot write '\(path)': \(error.localizedDescription)")
-    }
+    try writeBytesAtomically(data, to: path)
 }
 
 /// The JSON header: tensor entries by name, and the optional `__metadata__` string map.
