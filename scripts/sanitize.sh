@@ -45,9 +45,13 @@ export UBSAN_OPTIONS="log_path=$reports/ubsan:halt_on_error=1:print_stacktrace=1
 # process in a way validate-plugin's parent never sees; turn it off so a crash is a signal.
 export SWIFT_BACKTRACE=enable=no
 
-echo "== the suite, sanitized =="
+# Left out, by name: a test whose time budget the instrumented build cannot meet (it runs in
+# scripts/test.sh). The ASan build of `seqcell new` spends more than the test's 60 s
+# initialising the 120 MB model it must kill mid-save, so the kill never lands.
+skipped=(CheckpointTests.testKillingASavingProcessLeavesThePreviousCheckpointLoadable)
+echo "== the suite, sanitized (skipped: ${skipped[*]}) =="
 status=0
-swift test --skip-build "${flags[@]}" "$@" || status=$?
+swift test --skip-build "${flags[@]}" "${skipped[@]/#/--skip=}" "$@" || status=$?
 
 if compgen -G "$reports/*" >/dev/null; then
     echo "== sanitizer reports =="
