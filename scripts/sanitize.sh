@@ -32,9 +32,9 @@ trap 'rm -rf "$reports"' EXIT
 # Every sanitized process writes its report to $reports/<tool>.<pid> instead of stderr, so a
 # report from a child process whose failure a test expects is still seen.
 # - halt_on_error: the first error ends the process (and fails the test that ran it).
-# - detect_leaks=0: Swift's runtime metadata caches and the plugins, never unloaded by
-#   design (docs/PLUGIN_ABI.md), are reachable until exit; leak checking is not part of
-#   this run.
+# - detect_leaks=0: leak checking is not part of this run (plugins are never unloaded by
+#   design, docs/PLUGIN_ABI.md, and Swift's runtime keeps its caches to exit; a leak run
+#   would need a suppression list first).
 # - handle_segv=0, handle_abort=0: a fixture plugin that crashes on purpose (validate-plugin's
 #   tests) must die as it would without ASan, so the parent reports it; an unexpected crash
 #   still fails its test. ASan's own checks (out of bounds, use after free, ...) are unaffected.
