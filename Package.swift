@@ -1,8 +1,5 @@
 // swift-tools-version:6.0
-import Foundation
 import PackageDescription
-
-let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
 
 // Every built-in cell is its own dynamic library (lib<product>.so). The host (SeqCell, the
 // CLI, the tests) never links a cell: it finds these files at run time through the registry.
@@ -42,8 +39,7 @@ let package = Package(
                 "CSeqCell", "CSeqCellHost", "CHDF5", "CBLAS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-            ],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+            ]),
         .executableTarget(
             name: "seqcell",
             dependencies: [
@@ -55,12 +51,10 @@ let package = Package(
         // cells, with run-time ISA dispatch. Plugin-only: linked statically into each cell's
         // .so (and the tests), never into the host; needs nothing beyond libc.
         .target(
-            name: "CSeqCellKernels", path: "Sources/CSeqCellKernels", exclude: ["kernels_body.h"],
-            cSettings: [.unsafeFlags(["-O3", "-ffp-contract=fast", "-fno-math-errno"])]),
+            name: "CSeqCellKernels", path: "Sources/CSeqCellKernels", exclude: ["kernels_body.h"]),
         // Helpers for the Swift cells. Linked into each plugin .so, never into the host.
         .target(
-            name: "SeqCellPluginKit", dependencies: ["CSeqCell", "CSeqCellKernels"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+            name: "SeqCellPluginKit", dependencies: ["CSeqCell", "CSeqCellKernels"]),
         // Runnable samples (samples/mgu is a C plugin built outside SwiftPM).
         .executableTarget(
             name: "adding-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -80,9 +74,6 @@ let package = Package(
     ] + cellPlugins.map {
         .target(
             name: $0.target, dependencies: ["CSeqCell", "SeqCellPluginKit", "CSeqCellKernels"],
-            path: "Plugins/\($0.target)",
-            exclude: [],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))],
-            linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageRoot)/Plugins/exports.map"])])
+            path: "Plugins/\($0.target)")
     }
 )

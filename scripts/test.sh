@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # The full test suite: installs what it needs, builds every target (the CLI, the samples and
 # the cell plugin .so files the tests load through the registry), and runs all tests; runs
-# each sample and the main job for a few steps; then runs the whole suite again with the
-# optimised (release) plugins loaded through SEQCELL_PLUGIN_PATH, which are what users run
-# — the optimiser has bitten plugin code before (docs/PLUGIN_ABI.md).
+# a package that depends on this one by URL and version (scripts/consumer-test.sh: committed
+# HEAD only); runs each sample and the main job for a few steps; then runs the whole suite
+# again with the optimised (release) plugins loaded through SEQCELL_PLUGIN_PATH, which are what
+# users run — the optimiser has bitten plugin code before (docs/PLUGIN_ABI.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh --python
 swift build --build-tests
 swift test --skip-build "$@"
+
+echo "== SeqCell as a versioned SwiftPM dependency of another package =="
+scripts/consumer-test.sh
 
 echo "== samples and the main job, a few steps each =="
 tmp=$(mktemp -d)

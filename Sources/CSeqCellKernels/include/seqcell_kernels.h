@@ -19,6 +19,12 @@
 extern "C" {
 #endif
 
+/* Hidden: linked statically into each cell's .so, none of these names enters a plugin's
+   dynamic symbol table, so no other image can interpose on them (a plugin loaded into the
+   global scope, say, when a consumer links the cell products). docs/PLUGIN_ABI.md,
+   "Symbol visibility". */
+#pragma GCC visibility push(hidden)
+
 #define SCK_ISA_BASELINE 0
 #define SCK_ISA_AVX2 1
 
@@ -79,6 +85,8 @@ void sck_pack_strided_blocks(const float *w, int64_t row_stride, int64_t col_str
                              float *packed, int64_t blk_begin, int64_t blk_end);
 /* Output blocks of 16 for n outputs. */
 int64_t sck_packed_blocks(int64_t n);
+
+#pragma GCC visibility pop
 
 #ifdef __cplusplus
 }
