@@ -1,9 +1,17 @@
 import CHDF5
+import CSeqCellHDF5Check
 
 /// The one place that initializes libhdf5 and keeps it from printing to stderr.
 enum HDF5Library {
     /// `H5open()`'s status. A `static let` initializer runs exactly once, thread-safely.
-    private static let openStatus: herr_t = H5open()
+    /// Files never load code: HDF5's dynamic filter-plugin loading is turned off before any
+    /// file is opened, so only filters built into libhdf5 are honoured (a dataset needing
+    /// another is refused by name, see `sc_h5_dataset_policy`).
+    private static let openStatus: herr_t = {
+        let status = H5open()
+        _ = sc_h5_disable_plugins()
+        return status
+    }()
 
     /// Call at the top of every wrapper entry point, before any HDF5 call. Opens the library
     /// once, and turns off HDF5's automatic error printing for the calling thread: this
