@@ -97,7 +97,13 @@ hid_t sc_h5_open_image(void *image, size_t size, int take_ownership) {
             image_malloc, image_memcpy, image_realloc, image_free, udata_copy, udata_free, u};
         if (H5Pset_fapl_core(fapl, 64 * 1024, 0) >= 0 && H5Pset_file_image_callbacks(fapl, &callbacks) >= 0 &&
             H5Pset_file_image(fapl, image, size) >= 0) {
-            file = H5Fopen("seqcell-image", H5F_ACC_RDONLY, fapl);
+            /* libhdf5 shares an open file with a later open of the same name (the core driver
+               compares names): every image gets a name of its own. */
+            static unsigned long long opened = 0;
+            char name[64];
+            snprintf(name, sizeof name, "seqcell-image-%ld-%llu", (long)getpid(),
+                     __atomic_fetch_add(&opened, 1, __ATOMIC_RELAXED));
+            file = H5Fopen(name, H5F_ACC_RDONLY, fapl);
         }
         H5Pclose(fapl);
     }
@@ -191,7 +197,7 @@ int sc_h5_check_path(hid_t location, const char *path, char *message, size_t cap
             prefix[used] = 0;
             htri_t exists = H5Lexists(location, prefix, H5P_DEFAULT);
             if (exists < 0) { result = -1; break; }
-            if (exists == 0) { result = 1; break; }
+            if (exists == 0) { result = SC_H5_PATH_MISSING; break; }
             H5L_info_t info;
             if (H5Lget_info(location, prefix, &info, H5P_DEFAULT) < 0) { result = -1; break; }
             if (info.type != H5L_TYPE_HARD) {
@@ -203,7 +209,7 @@ int sc_h5_check_path(hid_t location, const char *path, char *message, size_t cap
         }
         i = end + 1;
     }
-    if (used == start && result == 0 && start == 0) result = 1; /* an empty path names nothing */
+    if (used == start && result == 0 && start == 0) result = SC_H5_PATH_MISSING; /* an empty path names nothing */
     free(prefix);
     return result;
 }

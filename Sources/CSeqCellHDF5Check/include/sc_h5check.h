@@ -73,8 +73,10 @@ hid_t sc_h5_open_image(void *image, size_t size, int take_ownership);
    left for the caller). `file_size` bounds contiguous data. */
 int sc_h5_dataset_policy(hid_t dataset, uint64_t file_size, char *message, size_t capacity);
 
+#define SC_H5_PATH_MISSING 16
+
 /* Checks every component of `path` (relative to `location`) in turn: 0 when each exists and is
-   a hard link; 1 when a component does not exist (nothing after it is looked at);
+   a hard link; SC_H5_PATH_MISSING when a component does not exist (nothing after it is looked at);
    SC_H5CHECK_REFUSED with `message` when one is a soft, external or user-defined link (message
    names its kind and target; `component` receives the prefix that is that link); -1 when
    libhdf5 failed (its error stack is left for the caller). */

@@ -96,7 +96,7 @@ public final class H5Group: H5Object {
         let found = sc_h5_check_path(id, name, &message, message.count, &component, component.count)
         switch found {
         case 0: break
-        case 1: return nil
+        case Int32(SC_H5_PATH_MISSING): return nil
         case Int32(SC_H5CHECK_REFUSED):
             let text = { (chars: [CChar]) in
                 String(decoding: chars.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
