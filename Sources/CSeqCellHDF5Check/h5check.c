@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -206,6 +207,15 @@ int sc_h5_check_path(hid_t location, const char *path, char *message, size_t cap
                 result = SC_H5CHECK_REFUSED;
                 break;
             }
+            if (end < length) {
+                /* More components follow: only a group has members. */
+                H5O_info_t object;
+                if (H5Oget_info_by_name2(location, prefix, &object, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+                    result = -1;
+                    break;
+                }
+                if (object.type != H5O_TYPE_GROUP) { result = SC_H5_PATH_MISSING; break; }
+            }
         }
         i = end + 1;
     }
@@ -372,18 +382,30 @@ done:
 }
 
 /* ---------------------------------------------------------------------------------------------
-   The walk. */
+   The walk, and the clean copy it writes.
+
+   Reading a damaged file can corrupt libhdf5's heap without crashing (e.g. a variable-length
+   string whose global-heap object is longer than its descriptor says). So the parent never
+   reads the untrusted image with libhdf5 at all: the child copies what it read (groups, hard
+   links, attributes and datasets of the types SeqCell reads) into a new file image written by
+   libhdf5 itself, and the parent opens that. */
 
 #define SC_MAX_DEPTH 64
 #define SC_SLAB_BYTES (64u << 20)
 
 typedef struct {
+    haddr_t address;
+    char *copy; /* the object's path in the copy */
+} visit;
+
+typedef struct {
     uint64_t image_size;
     const sc_h5check_limits *limits;
     sc_h5check_result *result; /* shared with the parent when run in a child */
-    haddr_t *visited;
+    visit *visited;
     size_t visited_count, visited_capacity;
     uint64_t objects;
+    hid_t out; /* the copy, or -1 */
 } walker;
 
 static void progress(walker *w, const char *object) {
@@ -405,10 +427,17 @@ static int damaged(walker *w, const char *what) {
     sc_h5_error_reason(reason, sizeof reason);
     H5Eclear2(H5E_DEFAULT);
     if (strstr(reason, "memory allocation failed") || strstr(reason, "can't allocate"))
-        return stop(w, SC_H5CHECK_MEMORY, "%s: needed more than %llu MiB of memory", what,
+        return stop(w, SC_H5CHECK_MEMORY, "needed more than %llu MiB of memory",
                     (unsigned long long)(w->limits->memory_bytes >> 20));
     if (reason[0]) return stop(w, SC_H5CHECK_DAMAGED, "%s: %s", what, reason);
     return stop(w, SC_H5CHECK_DAMAGED, "%s failed", what);
+}
+
+static int copy_failed(walker *w) {
+    char reason[512];
+    sc_h5_error_reason(reason, sizeof reason);
+    H5Eclear2(H5E_DEFAULT);
+    return stop(w, SC_H5CHECK_DAMAGED, "it cannot be copied%s%s", reason[0] ? ": " : "", reason);
 }
 
 static char *join(const char *parent, const char *name) {
@@ -420,129 +449,101 @@ static char *join(const char *parent, const char *name) {
     return out;
 }
 
-/* Reads `count` elements of `type` with `read` into memory and releases them. */
-typedef herr_t (*reader)(hid_t handle, hid_t memory_type, hid_t memory_space, hid_t file_space, void *buffer);
-
-static herr_t read_attribute(hid_t handle, hid_t memory_type, hid_t memory_space, hid_t file_space, void *buffer) {
-    (void)memory_space; (void)file_space;
-    return H5Aread(handle, memory_type, buffer);
-}
-
-static herr_t read_dataset(hid_t handle, hid_t memory_type, hid_t memory_space, hid_t file_space, void *buffer) {
-    return H5Dread(handle, memory_type, memory_space, file_space, H5P_DEFAULT, buffer);
-}
-
-/* The memory type the walk reads elements as, or 0 to skip the data (types SeqCell never reads).
-   The caller closes a positive result. */
-static hid_t memory_type_for(hid_t type, int *variable_string) {
-    *variable_string = 0;
-    switch (H5Tget_class(type)) {
-    case H5T_INTEGER:
-    case H5T_FLOAT:
-        return H5Tget_native_type(type, H5T_DIR_ASCEND);
-    case H5T_STRING: {
+/* How the walk reads elements of `type`: 1 = as the file type itself (atomic numbers, fixed
+   strings, and other types without pointers), 2 = as variable-length strings, 0 = not at all
+   (references and variable-length sequences, which SeqCell never reads: not copied). */
+static int element_mode(hid_t type) {
+    H5T_class_t class = H5Tget_class(type);
+    if (class == H5T_STRING) {
         htri_t variable = H5Tis_variable_str(type);
         if (variable < 0) return -1;
-        if (!variable) return H5Tcopy(type);
-        *variable_string = 1;
-        H5T_cset_t cset = H5Tget_cset(type);
-        hid_t memory = H5Tcopy(H5T_C_S1);
-        if (memory < 0) return -1;
-        if (cset < 0 || H5Tset_size(memory, H5T_VARIABLE) < 0 || H5Tset_cset(memory, cset) < 0) {
-            H5Tclose(memory);
-            return -1;
-        }
-        return memory;
+        return variable ? 2 : 1;
     }
-    default:
-        return 0;
-    }
+    if (class == H5T_REFERENCE || class == H5T_VLEN || class < 0) return class < 0 ? -1 : 0;
+    htri_t has_vlen = H5Tdetect_class(type, H5T_VLEN), has_reference = H5Tdetect_class(type, H5T_REFERENCE);
+    if (has_vlen < 0 || has_reference < 0) return -1;
+    return has_vlen || has_reference ? 0 : 1;
 }
 
-/* Reads the elements of an attribute (whole) or a dataset (by slabs of the first dimension). */
-static int read_elements(walker *w, hid_t handle, int is_dataset, hid_t type, hid_t space, const char *what) {
-    int ndims = H5Sget_simple_extent_ndims(space);
-    if (ndims < 0 || ndims > H5S_MAX_RANK) return damaged(w, what);
-    hsize_t dims[H5S_MAX_RANK];
-    if (H5Sget_simple_extent_dims(space, dims, NULL) < 0) return damaged(w, what);
-    hssize_t points = H5Sget_simple_extent_npoints(space);
-    if (points < 0) return damaged(w, what);
-    if (points == 0) return 0;
-    int variable = 0;
-    hid_t memory = memory_type_for(type, &variable);
-    if (memory < 0) return damaged(w, what);
-    if (memory == 0) return 0;
+/* The memory type for reading (and writing the copy): the caller closes it. */
+static hid_t memory_type_for(hid_t type, int mode) {
+    if (mode == 1) return H5Tcopy(type);
+    H5T_cset_t cset = H5Tget_cset(type);
+    hid_t memory = H5Tcopy(H5T_C_S1);
+    if (memory < 0) return -1;
+    if (cset < 0 || H5Tset_size(memory, H5T_VARIABLE) < 0 || H5Tset_cset(memory, cset) < 0) {
+        H5Tclose(memory);
+        return -1;
+    }
+    return memory;
+}
+
+/* A copy of `space` for the copy: simple spaces get maximum dimensions equal to their extent. */
+static hid_t copy_space(hid_t space) {
+    H5S_class_t class = H5Sget_simple_extent_type(space);
+    if (class == H5S_SIMPLE) {
+        int ndims = H5Sget_simple_extent_ndims(space);
+        hsize_t dims[H5S_MAX_RANK];
+        if (ndims < 0 || ndims > H5S_MAX_RANK || H5Sget_simple_extent_dims(space, dims, NULL) < 0) return -1;
+        return H5Screate_simple(ndims, dims, NULL);
+    }
+    if (class == H5S_SCALAR || class == H5S_NULL) return H5Screate(class);
+    return -1;
+}
+
+static int copy_attribute(walker *w, hid_t attribute, hid_t out_object, const char *name) {
+    hid_t type = H5Aget_type(attribute), space = -1, memory = -1, copy_space_id = -1, copy = -1;
     int status = 0;
-    size_t element = variable ? sizeof(char *) : H5Tget_size(memory);
-    size_t file_element = H5Tget_size(type);
-    if (element == 0) { H5Tclose(memory); return damaged(w, what); }
-    if (file_element > element) element = file_element;
+    void *buffer = NULL;
+    if (type < 0 || (space = H5Aget_space(attribute)) < 0) { status = damaged(w, "reading the attribute"); goto done; }
+    int ndims = H5Sget_simple_extent_ndims(space);
+    hssize_t points = H5Sget_simple_extent_npoints(space);
+    if (ndims < 0 || ndims > H5S_MAX_RANK || points < 0) { status = damaged(w, "reading the attribute"); goto done; }
+    int mode = element_mode(type);
+    if (mode < 0) { status = damaged(w, "reading the attribute's type"); goto done; }
+    if (mode == 0) goto done;
+    if ((memory = memory_type_for(type, mode)) < 0) { status = damaged(w, "reading the attribute's type"); goto done; }
+    size_t element = mode == 2 ? sizeof(char *) : H5Tget_size(memory);
+    if (element == 0) { status = damaged(w, "reading the attribute's type"); goto done; }
     uint64_t total = 0;
-    if (__builtin_mul_overflow((uint64_t)points, (uint64_t)element, &total)) {
-        H5Tclose(memory);
-        return stop(w, SC_H5CHECK_DAMAGED, "%s: it declares %lld elements", what, (long long)points);
+    if (__builtin_mul_overflow((uint64_t)points, (uint64_t)element, &total) || total > w->limits->max_attribute_bytes) {
+        status = stop(w, SC_H5CHECK_DAMAGED, "it declares %lld elements of %zu bytes, more than SeqCell reads from an attribute",
+                      (long long)points, element);
+        goto done;
     }
-    if (!is_dataset) {
-        if (total > w->limits->max_attribute_bytes) {
-            H5Tclose(memory);
-            return stop(w, SC_H5CHECK_DAMAGED, "%s: it declares %llu bytes, more than SeqCell reads from an attribute",
-                        what, (unsigned long long)total);
+    buffer = calloc(1, total ? total : 1);
+    if (!buffer) { status = stop(w, SC_H5CHECK_MEMORY, "ran out of memory"); goto done; }
+    if (points > 0 && H5Aread(attribute, memory, buffer) < 0) { status = damaged(w, "reading the attribute"); goto done; }
+    if (mode == 2) {
+        char **strings = buffer;
+        uint64_t bytes = 0;
+        for (hssize_t i = 0; i < points; i++)
+            if (strings[i]) bytes += strnlen(strings[i], w->limits->max_attribute_bytes + 1);
+        if (bytes > w->limits->max_attribute_bytes) {
+            status = stop(w, SC_H5CHECK_DAMAGED, "its strings hold %llu bytes, more than SeqCell reads",
+                          (unsigned long long)bytes);
+            goto reclaim;
         }
-        void *buffer = calloc(1, total ? total : 1);
-        if (!buffer) { H5Tclose(memory); return stop(w, SC_H5CHECK_MEMORY, "%s: out of memory", what); }
-        if (read_attribute(handle, memory, H5S_ALL, H5S_ALL, buffer) < 0) status = damaged(w, what);
-        else if (variable) {
-            /* Bound what libhdf5 handed back. */
-            char **strings = buffer;
-            uint64_t bytes = 0;
-            for (hssize_t i = 0; i < points; i++)
-                if (strings[i]) bytes += strnlen(strings[i], w->limits->max_attribute_bytes + 1);
-            H5Dvlen_reclaim(memory, space, H5P_DEFAULT, buffer);
-            if (bytes > w->limits->max_attribute_bytes)
-                status = stop(w, SC_H5CHECK_DAMAGED, "%s: its strings hold %llu bytes, more than SeqCell reads",
-                              what, (unsigned long long)bytes);
-        }
-        free(buffer);
-        H5Tclose(memory);
-        return status;
     }
-    /* Datasets: by slabs along the first dimension, so the walk's memory stays bounded. */
-    hsize_t rows = ndims > 0 ? dims[0] : 1;
-    uint64_t row_bytes = rows ? total / rows : total;
-    hsize_t per_slab = row_bytes ? (hsize_t)(SC_SLAB_BYTES / row_bytes) : rows;
-    if (per_slab == 0) per_slab = 1;
-    if (ndims == 0 || per_slab >= rows) per_slab = rows;
-    uint64_t slab_bytes = per_slab * row_bytes;
-    void *buffer = calloc(1, slab_bytes ? slab_bytes : 1);
-    if (!buffer) { H5Tclose(memory); return stop(w, SC_H5CHECK_MEMORY, "%s: out of memory", what); }
-    hid_t file_space = ndims > 0 ? H5Scopy(space) : H5S_ALL;
-    for (hsize_t start = 0; start < rows && status == 0; start += per_slab) {
-        hsize_t take = rows - start < per_slab ? rows - start : per_slab;
-        hid_t memory_space = H5S_ALL;
-        if (ndims > 0) {
-            hsize_t offset[H5S_MAX_RANK] = {0}, count[H5S_MAX_RANK];
-            memcpy(count, dims, sizeof(hsize_t) * (size_t)ndims);
-            offset[0] = start;
-            count[0] = take;
-            if (file_space < 0 || H5Sselect_hyperslab(file_space, H5S_SELECT_SET, offset, NULL, count, NULL) < 0 ||
-                (memory_space = H5Screate_simple(ndims, count, NULL)) < 0) {
-                status = damaged(w, what);
-                break;
-            }
-        }
-        if (read_dataset(handle, memory, memory_space, ndims > 0 ? file_space : H5S_ALL, buffer) < 0)
-            status = damaged(w, what);
-        else if (variable)
-            H5Dvlen_reclaim(memory, ndims > 0 ? memory_space : space, H5P_DEFAULT, buffer);
-        if (memory_space != H5S_ALL) H5Sclose(memory_space);
+    if (w->out >= 0) {
+        if ((copy_space_id = copy_space(space)) < 0 ||
+            (copy = H5Acreate2(out_object, name, memory, copy_space_id, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+            (points > 0 && H5Awrite(copy, memory, buffer) < 0))
+            status = copy_failed(w);
     }
-    if (ndims > 0 && file_space >= 0) H5Sclose(file_space);
+reclaim:
+    if (mode == 2 && points > 0) H5Dvlen_reclaim(memory, space, H5P_DEFAULT, buffer);
+done:
     free(buffer);
-    H5Tclose(memory);
+    if (copy >= 0) H5Aclose(copy);
+    if (copy_space_id >= 0) H5Sclose(copy_space_id);
+    if (memory >= 0) H5Tclose(memory);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
     return status;
 }
 
-static int walk_attributes(walker *w, hid_t object, const char *path) {
+static int walk_attributes(walker *w, hid_t object, hid_t out_object, const char *path) {
     H5O_info_t info;
     if (H5Oget_info2(object, &info, H5O_INFO_NUM_ATTRS) < 0) return damaged(w, "listing its attributes");
     if (info.num_attrs > w->limits->max_attributes_per_object)
@@ -555,20 +556,17 @@ static int walk_attributes(walker *w, hid_t object, const char *path) {
         if ((size_t)length >= sizeof name)
             return stop(w, SC_H5CHECK_DAMAGED, "an attribute name is %zd bytes long", length);
         char *where = malloc(strlen(path) + strlen(name) + 2);
-        if (!where) return stop(w, SC_H5CHECK_MEMORY, "out of memory");
+        if (!where) return stop(w, SC_H5CHECK_MEMORY, "ran out of memory");
         sprintf(where, "%s@%s", path, name);
         progress(w, where);
         free(where);
         htri_t exists = H5Aexists(object, name);
-        if (exists <= 0) return exists < 0 ? damaged(w, "looking up the attribute") : stop(w, SC_H5CHECK_DAMAGED, "the attribute is listed but cannot be found");
+        if (exists <= 0)
+            return exists < 0 ? damaged(w, "looking up the attribute")
+                              : stop(w, SC_H5CHECK_DAMAGED, "the attribute is listed but cannot be found");
         hid_t attribute = H5Aopen(object, name, H5P_DEFAULT);
         if (attribute < 0) return damaged(w, "opening the attribute");
-        int status = 0;
-        hid_t type = H5Aget_type(attribute), space = -1;
-        if (type < 0 || (space = H5Aget_space(attribute)) < 0) status = damaged(w, "reading the attribute");
-        else status = read_elements(w, attribute, 0, type, space, "reading the attribute");
-        if (space >= 0) H5Sclose(space);
-        if (type >= 0) H5Tclose(type);
+        int status = copy_attribute(w, attribute, out_object, name);
         H5Aclose(attribute);
         if (status) return status;
     }
@@ -576,20 +574,103 @@ static int walk_attributes(walker *w, hid_t object, const char *path) {
     return 0;
 }
 
-static int walk_dataset(walker *w, hid_t dataset, const char *path) {
+/* Reads a dataset by slabs of its first dimension (so the walk's memory stays bounded) and
+   writes each slab to the copy. */
+static int copy_dataset(walker *w, hid_t dataset, hid_t out_parent, const char *name, const char *path) {
+    const char *what = "reading the dataset";
+    hid_t type = H5Dget_type(dataset), space = -1, memory = -1, out_space = -1, out = -1, file_space = -1;
+    int status = 0;
+    void *buffer = NULL;
+    if (type < 0 || (space = H5Dget_space(dataset)) < 0) { status = damaged(w, what); goto done; }
+    int ndims = H5Sget_simple_extent_ndims(space);
+    hsize_t dims[H5S_MAX_RANK];
+    hssize_t points = H5Sget_simple_extent_npoints(space);
+    if (ndims < 0 || ndims > H5S_MAX_RANK || points < 0 || H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
+        status = damaged(w, what);
+        goto done;
+    }
+    int mode = element_mode(type);
+    if (mode < 0) { status = damaged(w, "reading the dataset's type"); goto done; }
+    if (mode == 0) goto done; /* not copied: SeqCell reads no such dataset */
+    if ((memory = memory_type_for(type, mode)) < 0) { status = damaged(w, "reading the dataset's type"); goto done; }
+    if (w->out >= 0) {
+        if ((out_space = copy_space(space)) < 0 ||
+            (out = H5Dcreate2(out_parent, name, memory, out_space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
+            status = copy_failed(w);
+            goto done;
+        }
+    }
+    progress(w, path);
+    if (points == 0) goto done;
+    size_t element = mode == 2 ? sizeof(char *) : H5Tget_size(memory);
+    uint64_t total = 0;
+    if (element == 0 || __builtin_mul_overflow((uint64_t)points, (uint64_t)element, &total)) {
+        status = stop(w, SC_H5CHECK_DAMAGED, "it declares %lld elements", (long long)points);
+        goto done;
+    }
+    hsize_t rows = ndims > 0 ? dims[0] : 1;
+    uint64_t row_bytes = rows ? total / rows : total;
+    hsize_t per_slab = row_bytes ? (hsize_t)(SC_SLAB_BYTES / row_bytes) : rows;
+    if (per_slab == 0) per_slab = 1;
+    if (ndims == 0 || per_slab >= rows) per_slab = rows;
+    buffer = calloc(1, per_slab * row_bytes ? per_slab * row_bytes : 1);
+    if (!buffer) { status = stop(w, SC_H5CHECK_MEMORY, "ran out of memory"); goto done; }
+    if (ndims > 0 && (file_space = H5Scopy(space)) < 0) { status = damaged(w, what); goto done; }
+    for (hsize_t start = 0; start < rows && status == 0; start += per_slab) {
+        hsize_t take = rows - start < per_slab ? rows - start : per_slab;
+        hid_t memory_space = H5S_ALL, out_file_space = H5S_ALL;
+        if (ndims > 0) {
+            hsize_t offset[H5S_MAX_RANK] = {0}, count[H5S_MAX_RANK];
+            memcpy(count, dims, sizeof(hsize_t) * (size_t)ndims);
+            offset[0] = start;
+            count[0] = take;
+            if (H5Sselect_hyperslab(file_space, H5S_SELECT_SET, offset, NULL, count, NULL) < 0 ||
+                (memory_space = H5Screate_simple(ndims, count, NULL)) < 0) {
+                status = damaged(w, what);
+                break;
+            }
+            if (out >= 0) {
+                if ((out_file_space = H5Scopy(out_space)) < 0 ||
+                    H5Sselect_hyperslab(out_file_space, H5S_SELECT_SET, offset, NULL, count, NULL) < 0) {
+                    status = copy_failed(w);
+                    H5Sclose(memory_space);
+                    if (out_file_space >= 0) H5Sclose(out_file_space);
+                    break;
+                }
+            }
+        }
+        if (H5Dread(dataset, memory, memory_space, ndims > 0 ? file_space : H5S_ALL, H5P_DEFAULT, buffer) < 0)
+            status = damaged(w, what);
+        else {
+            if (out >= 0 && H5Dwrite(out, memory, memory_space, out_file_space, H5P_DEFAULT, buffer) < 0)
+                status = copy_failed(w);
+            if (mode == 2) H5Dvlen_reclaim(memory, ndims > 0 ? memory_space : space, H5P_DEFAULT, buffer);
+        }
+        if (memory_space != H5S_ALL) H5Sclose(memory_space);
+        if (out_file_space != H5S_ALL && out_file_space >= 0) H5Sclose(out_file_space);
+    }
+done:
+    free(buffer);
+    if (file_space >= 0) H5Sclose(file_space);
+    if (out >= 0) {
+        if (status == 0 && walk_attributes(w, dataset, out, path)) status = -1;
+        H5Dclose(out);
+    }
+    if (out_space >= 0) H5Sclose(out_space);
+    if (memory >= 0) H5Tclose(memory);
+    if (space >= 0) H5Sclose(space);
+    if (type >= 0) H5Tclose(type);
+    return status;
+}
+
+static int walk_dataset(walker *w, hid_t dataset, hid_t out_parent, const char *name, const char *path) {
     char message[SC_H5CHECK_TEXT];
     message[0] = 0;
     int policy = sc_h5_dataset_policy(dataset, w->image_size, message, sizeof message);
     if (policy < 0) return damaged(w, "reading the dataset's layout");
     if (policy > 0) return stop(w, policy, "%s", message);
-    if (walk_attributes(w, dataset, path)) return -1;
-    hid_t type = H5Dget_type(dataset), space = -1;
-    int status = 0;
-    if (type < 0 || (space = H5Dget_space(dataset)) < 0) status = damaged(w, "reading the dataset");
-    else status = read_elements(w, dataset, 1, type, space, "reading the dataset");
-    if (space >= 0) H5Sclose(space);
-    if (type >= 0) H5Tclose(type);
-    return status;
+    if (w->out < 0 && walk_attributes(w, dataset, -1, path)) return -1;
+    return copy_dataset(w, dataset, out_parent, name, path);
 }
 
 typedef struct {
@@ -619,23 +700,29 @@ static herr_t collect_link(hid_t group, const char *name, const H5L_info_t *info
     return 0;
 }
 
-static int seen(walker *w, haddr_t address) {
+/* The copy's path of an object walked before, or NULL (and records `address` at `path`). */
+static const char *seen(walker *w, haddr_t address, const char *path, int *failed) {
+    *failed = 0;
     for (size_t i = 0; i < w->visited_count; i++)
-        if (w->visited[i] == address) return 1;
+        if (w->visited[i].address == address) return w->visited[i].copy;
     if (w->visited_count == w->visited_capacity) {
         size_t capacity = w->visited_capacity ? w->visited_capacity * 2 : 64;
-        haddr_t *visited = realloc(w->visited, capacity * sizeof *visited);
-        if (!visited) return -1;
+        visit *visited = realloc(w->visited, capacity * sizeof *visited);
+        if (!visited) { *failed = 1; return NULL; }
         w->visited = visited;
         w->visited_capacity = capacity;
     }
-    w->visited[w->visited_count++] = address;
-    return 0;
+    char *copy = strdup(path);
+    if (!copy) { *failed = 1; return NULL; }
+    w->visited[w->visited_count].address = address;
+    w->visited[w->visited_count].copy = copy;
+    w->visited_count++;
+    return NULL;
 }
 
-static int walk_group(walker *w, hid_t group, const char *path, int depth);
+static int walk_group(walker *w, hid_t group, hid_t out_group, const char *path, int depth);
 
-static int walk_object(walker *w, hid_t parent, const char *name, const char *path, int depth) {
+static int walk_object(walker *w, hid_t parent, hid_t out_parent, const char *name, const char *path, int depth) {
     progress(w, path);
     H5L_info_t link;
     if (H5Lget_info(parent, name, &link, H5P_DEFAULT) < 0) return damaged(w, "reading the link");
@@ -650,26 +737,41 @@ static int walk_object(walker *w, hid_t parent, const char *name, const char *pa
     if (++w->objects > w->limits->max_objects)
         return stop(w, SC_H5CHECK_DAMAGED, "the file holds more than %llu objects",
                     (unsigned long long)w->limits->max_objects);
-    int again = seen(w, info.addr);
-    if (again < 0) return stop(w, SC_H5CHECK_MEMORY, "out of memory");
-    if (again) return 0; /* a second hard link to an object already walked (or a cycle) */
+    int failed = 0;
+    const char *before = seen(w, info.addr, path, &failed);
+    if (failed) return stop(w, SC_H5CHECK_MEMORY, "ran out of memory");
+    if (before) {
+        /* A second hard link to an object already walked (or a cycle): link the copy too. */
+        if (w->out >= 0 && H5Lcreate_hard(w->out, before, out_parent, name, H5P_DEFAULT, H5P_DEFAULT) < 0)
+            H5Eclear2(H5E_DEFAULT); /* the first copy was not made (a type SeqCell never reads) */
+        return 0;
+    }
     hid_t object = H5Oopen(parent, name, H5P_DEFAULT);
     if (object < 0) return damaged(w, "opening the object");
     int status;
     switch (info.type) {
-    case H5O_TYPE_GROUP: status = walk_group(w, object, path, depth + 1); break;
-    case H5O_TYPE_DATASET: status = walk_dataset(w, object, path); break;
-    case H5O_TYPE_NAMED_DATATYPE: status = walk_attributes(w, object, path); break;
+    case H5O_TYPE_GROUP: {
+        hid_t out_group = -1;
+        if (w->out >= 0 && (out_group = H5Gcreate2(out_parent, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) {
+            status = copy_failed(w);
+            break;
+        }
+        status = walk_group(w, object, out_group, path, depth + 1);
+        if (out_group >= 0) H5Gclose(out_group);
+        break;
+    }
+    case H5O_TYPE_DATASET: status = walk_dataset(w, object, out_parent, name, path); break;
+    case H5O_TYPE_NAMED_DATATYPE: status = walk_attributes(w, object, -1, path); break;
     default: status = stop(w, SC_H5CHECK_DAMAGED, "the object's type is unknown"); break;
     }
     H5Oclose(object);
     return status;
 }
 
-static int walk_group(walker *w, hid_t group, const char *path, int depth) {
+static int walk_group(walker *w, hid_t group, hid_t out_group, const char *path, int depth) {
     progress(w, path);
     if (depth > SC_MAX_DEPTH) return stop(w, SC_H5CHECK_DAMAGED, "groups are nested more than %d deep", SC_MAX_DEPTH);
-    if (walk_attributes(w, group, path)) return -1;
+    if (walk_attributes(w, group, out_group, path)) return -1;
     H5G_info_t info;
     if (H5Gget_info(group, &info) < 0) return damaged(w, "listing the group");
     if (info.nlinks > w->limits->max_links_per_group)
@@ -692,8 +794,8 @@ static int walk_group(walker *w, hid_t group, const char *path, int depth) {
         ssize_t length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
         if (length < 0) { status = damaged(w, "listing the group"); break; }
         char *child = join(path, list.names[i]);
-        if (!child) { status = stop(w, SC_H5CHECK_MEMORY, "out of memory"); break; }
-        status = walk_object(w, group, list.names[i], child, depth);
+        if (!child) { status = stop(w, SC_H5CHECK_MEMORY, "ran out of memory"); break; }
+        status = walk_object(w, group, out_group, list.names[i], child, depth);
         free(child);
     }
     for (size_t i = 0; i < list.count; i++) free(list.names[i]);
@@ -701,8 +803,10 @@ static int walk_group(walker *w, hid_t group, const char *path, int depth) {
     return status;
 }
 
-static void walk(const void *image, size_t size, const sc_h5check_limits *limits, sc_h5check_result *result) {
-    walker w = {size, limits, result, NULL, 0, 0, 0};
+/* Walks the image; with `clean`, also returns the copy's image (from malloc) in *clean. */
+static void walk(const void *image, size_t size, const sc_h5check_limits *limits, sc_h5check_result *result,
+                 void **clean, size_t *clean_size) {
+    walker w = {size, limits, result, NULL, 0, 0, 0, -1};
     result->status = SC_H5CHECK_OK;
     progress(&w, "");
     sc_h5_disable_plugins();
@@ -712,23 +816,59 @@ static void walk(const void *image, size_t size, const sc_h5check_limits *limits
         damaged(&w, "opening the file");
         return;
     }
-    hid_t root = H5Gopen2(file, "/", H5P_DEFAULT);
-    if (root < 0) damaged(&w, "opening the root group");
+    if (clean) {
+        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+        static unsigned long long made = 0;
+        char name[64];
+        snprintf(name, sizeof name, "seqcell-clean-%ld-%llu", (long)getpid(),
+                 __atomic_fetch_add(&made, 1, __ATOMIC_RELAXED));
+        size_t increment = size / 4 > (1u << 20) ? size / 4 : (1u << 20);
+        /* The default (oldest) format: H5Fget_file_image of a version-2 superblock gives an
+           image whose superblock checksum no longer matches in libhdf5 1.10. */
+        if (fapl < 0 || H5Pset_fapl_core(fapl, increment, 0) < 0 ||
+            (w.out = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0)
+            stop(&w, SC_H5CHECK_SYSTEM, "cannot create the copy in memory");
+        if (fapl >= 0) H5Pclose(fapl);
+    }
+    hid_t root = result->status == SC_H5CHECK_OK ? H5Gopen2(file, "/", H5P_DEFAULT) : -1;
+    hid_t out_root = w.out >= 0 ? H5Gopen2(w.out, "/", H5P_DEFAULT) : -1;
+    if (result->status != SC_H5CHECK_OK) {
+    } else if (root < 0) damaged(&w, "opening the root group");
     else {
         progress(&w, "/");
         H5O_info_t info;
+        int failed = 0;
         if (H5Oget_info2(root, &info, H5O_INFO_BASIC) < 0) damaged(&w, "reading the root group's header");
-        else if (seen(&w, info.addr) >= 0) walk_group(&w, root, "/", 0);
-        H5Gclose(root);
+        else if (seen(&w, info.addr, "/", &failed), failed) stop(&w, SC_H5CHECK_MEMORY, "ran out of memory");
+        else walk_group(&w, root, out_root, "/", 0);
     }
+    if (root >= 0) H5Gclose(root);
+    if (out_root >= 0) H5Gclose(out_root);
     H5Fclose(file);
+    if (w.out >= 0) {
+        if (result->status == SC_H5CHECK_OK) {
+            progress(&w, "");
+            ssize_t length = H5Fflush(w.out, H5F_SCOPE_GLOBAL) < 0 ? -1 : H5Fget_file_image(w.out, NULL, 0);
+            void *buffer = length > 0 ? malloc((size_t)length) : NULL;
+            if (!buffer || H5Fget_file_image(w.out, buffer, (size_t)length) != length) {
+                free(buffer);
+                H5Eclear2(H5E_DEFAULT);
+                stop(&w, SC_H5CHECK_SYSTEM, "cannot make the copy in memory");
+            } else {
+                *clean = buffer;
+                *clean_size = (size_t)length;
+            }
+        }
+        H5Fclose(w.out);
+    }
+    for (size_t i = 0; i < w.visited_count; i++) free(w.visited[i].copy);
     free(w.visited);
 }
 
 void sc_h5check_image_in_process(const void *image, size_t size, const sc_h5check_limits *limits,
                                  sc_h5check_result *result) {
     memset(result, 0, sizeof *result);
-    walk(image, size, limits, result);
+    walk(image, size, limits, result, NULL, NULL);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -742,7 +882,8 @@ void sc_h5check_default_limits(sc_h5check_limits *limits, uint64_t image_size) {
         double seconds = strtod(timeout, NULL);
         if (seconds > 0) limits->timeout_seconds = seconds;
     }
-    limits->memory_bytes = 2ull << 30;
+    /* The walk reads datasets in slabs of 64 MiB; the copy it writes is held twice. */
+    limits->memory_bytes = (2ull << 30) + 3 * image_size;
     limits->max_objects = 1000000;
     limits->max_links_per_group = 1000000;
     limits->max_attributes_per_object = 100000;
@@ -784,8 +925,11 @@ static double now_seconds(void) {
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *limits, sc_h5check_result *result) {
+void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *limits, sc_h5check_result *result,
+                      void **clean, size_t *clean_size) {
     memset(result, 0, sizeof *result);
+    *clean = NULL;
+    *clean_size = 0;
     sc_h5check_result *shared =
         mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) {
@@ -795,8 +939,16 @@ void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *l
     }
     memset(shared, 0, sizeof *shared);
     shared->status = -1; /* the child sets the final status */
+    int copy_fd = memfd_create("seqcell-hdf5-copy", MFD_CLOEXEC);
+    if (copy_fd < 0) {
+        result->status = SC_H5CHECK_SYSTEM;
+        snprintf(result->message, sizeof result->message, "cannot create a memory file: %s", strerror(errno));
+        munmap(shared, sizeof *shared);
+        return;
+    }
     int pipe_fds[2];
     if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
+        close(copy_fd);
         result->status = SC_H5CHECK_SYSTEM;
         snprintf(result->message, sizeof result->message, "cannot create a pipe: %s", strerror(errno));
         munmap(shared, sizeof *shared);
@@ -826,13 +978,33 @@ void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *l
         struct rlimit core = {0, 0};
         setrlimit(RLIMIT_CORE, &core);
         hdf5_api_lock(0);
-        walk(image, size, limits, shared);
+        void *copy = NULL;
+        size_t copy_size = 0;
+        walk(image, size, limits, shared, &copy, &copy_size);
+        if (shared->status == SC_H5CHECK_OK) {
+            const char *p = copy;
+            size_t left = copy_size;
+            while (left > 0) {
+                ssize_t n = write(copy_fd, p, left);
+                if (n < 0 && errno == EINTR) continue;
+                if (n <= 0) {
+                    shared->status = SC_H5CHECK_SYSTEM;
+                    snprintf(shared->message, sizeof shared->message, "cannot write the checked copy: %s",
+                             strerror(errno));
+                    break;
+                }
+                p += n;
+                left -= (size_t)n;
+            }
+            shared->clean_size = copy_size;
+        }
         _exit(0);
     }
     int fork_error = errno;
     hdf5_api_lock(0);
     close(pipe_fds[1]);
     if (child < 0) {
+        close(copy_fd);
         close(pipe_fds[0]);
         munmap(shared, sizeof *shared);
         result->status = SC_H5CHECK_SYSTEM;
@@ -876,11 +1048,41 @@ void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *l
         result->status = shared->status;
         memcpy(result->message, shared->message, sizeof result->message);
         result->message[sizeof result->message - 1] = 0;
+        if (result->status == SC_H5CHECK_OK) {
+            /* The checked copy: exactly as long as the child said, read whole. */
+            struct stat info;
+            uint64_t length = shared->clean_size;
+            char *buffer = NULL;
+            if (fstat(copy_fd, &info) == 0 && (uint64_t)info.st_size == length && length > 0 &&
+                (buffer = malloc((size_t)length)) != NULL) {
+                size_t done = 0;
+                while (done < length) {
+                    ssize_t n = pread(copy_fd, buffer + done, (size_t)length - done, (off_t)done);
+                    if (n < 0 && errno == EINTR) continue;
+                    if (n <= 0) break;
+                    done += (size_t)n;
+                }
+                if (done == length) {
+                    *clean = buffer;
+                    *clean_size = (size_t)length;
+                    result->clean_size = length;
+                } else {
+                    free(buffer);
+                    buffer = NULL;
+                }
+            }
+            if (!buffer) {
+                result->status = SC_H5CHECK_SYSTEM;
+                snprintf(result->message, sizeof result->message, "cannot read the checked copy (%llu bytes)",
+                         (unsigned long long)length);
+            }
+        }
     } else {
         /* libhdf5 ended the process itself (an exit of its own after a fatal error). */
         result->status = SC_H5CHECK_CRASHED;
         snprintf(result->message, sizeof result->message, "made the HDF5 library end the process (exit status %d)",
                  WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1);
     }
+    close(copy_fd);
     munmap(shared, sizeof *shared);
 }

@@ -40,6 +40,8 @@ typedef struct {
     /* The object being read when the walk stopped, e.g. "/model/layers/01" or "/model@format". */
     char object[SC_H5CHECK_TEXT];
     char message[SC_H5CHECK_TEXT];
+    /* The size of the checked copy (SC_H5CHECK_OK from sc_h5check_image). */
+    uint64_t clean_size;
 } sc_h5check_result;
 
 /* Limits of the walk; sc_h5check_default_limits() fills the defaults. */
@@ -56,10 +58,16 @@ typedef struct {
 
 void sc_h5check_default_limits(sc_h5check_limits *limits, uint64_t image_size);
 
-/* Walks the HDF5 file image in a child process. The image is not modified. */
-void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *limits, sc_h5check_result *result);
+/* Walks the HDF5 file image in a child process; the image is not modified. On SC_H5CHECK_OK,
+   *clean receives (from malloc; the caller frees it) a new file image that the child wrote with
+   libhdf5 from what it read: the groups, hard links, attributes and datasets SeqCell can read
+   (datasets contiguous and unfiltered; references and variable-length sequences left out).
+   Reading a damaged file can corrupt libhdf5's memory without crashing it, so callers read
+   only the copy, never the untrusted image. */
+void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *limits, sc_h5check_result *result,
+                      void **clean, size_t *clean_size);
 
-/* The walk itself, in the calling process (for tests and fuzzing of the walker). */
+/* The walk itself, in the calling process, without the copy (for tests and fuzzing of the walker). */
 void sc_h5check_image_in_process(const void *image, size_t size, const sc_h5check_limits *limits,
                                  sc_h5check_result *result);
 

@@ -7,11 +7,14 @@ import Glibc
 /// errors. Groups and datasets opened from it stay usable until they are released.
 ///
 /// Files opened read-only are untrusted data (docs/RELIABILITY.md): the file is read into
-/// memory once, that image is walked whole in a child process with a time and memory limit
-/// (so a libhdf5 crash or hang on a damaged file becomes an `HDF5Error`), the walk applies
+/// memory once, and that image is walked whole in a child process with a time and memory limit
+/// (so a libhdf5 crash or hang on a damaged file becomes an `HDF5Error`). The walk applies
 /// SeqCell's policy (only hard links; no external or virtual storage; only filters built into
-/// libhdf5; data bounded by what the file holds), and the same image is then opened here:
-/// what is read is exactly what was checked.
+/// libhdf5; data bounded by what the file holds) and writes, with libhdf5, a clean copy of what
+/// it read, which is what is opened here: this process never gives libhdf5 the untrusted
+/// bytes (a damaged file can corrupt libhdf5's memory without crashing it). The copy holds the
+/// groups, hard links, attributes and datasets (contiguous, unfiltered) of the types SeqCell
+/// reads; references and variable-length sequences are left out.
 public final class H5File {
     public enum AccessMode: Sendable {
         case readOnly
@@ -170,22 +173,27 @@ private func hasHDF5Signature(_ image: UnsafeRawPointer, size: Int) -> Bool {
     return false
 }
 
-/// Checks `image` (from `malloc`; always consumed) in a child process and opens it. The file
-/// id owns the image from then on: libhdf5 frees it when the file's last object closes.
+/// Checks `image` (from `malloc`; always freed here) in a child process, which writes a clean
+/// copy of what it read, and opens that copy. The file id owns the copy: libhdf5 frees it when
+/// the file's last object closes.
 private func openCheckedImage(_ image: UnsafeMutableRawPointer, size: Int, _ site: H5Site) throws -> hid_t {
-    var owned = true
-    defer { if owned { free(image) } }
+    defer { free(image) }
     guard hasHDF5Signature(image, size: size) else {
         throw site.error(.notHDF5, "open file", "not an HDF5 file: file signature not found")
     }
     var limits = sc_h5check_limits()
     sc_h5check_default_limits(&limits, UInt64(size))
     var result = sc_h5check_result()
-    sc_h5check_image(image, size, &limits, &result)
-    if result.status != Int32(SC_H5CHECK_OK) { throw checkError(result, site) }
-    let id = sc_h5_open_image(image, size, 1)
-    guard id >= 0 else { throw site.libraryError("open file", code: .damaged) }
-    owned = false
+    var clean: UnsafeMutableRawPointer? = nil
+    var cleanSize = 0
+    sc_h5check_image(image, size, &limits, &result, &clean, &cleanSize)
+    guard result.status == Int32(SC_H5CHECK_OK), let clean else { throw checkError(result, site) }
+    // The untrusted image is never given to libhdf5 here: only the copy the child wrote.
+    let id = sc_h5_open_image(clean, cleanSize, 1)
+    guard id >= 0 else {
+        free(clean)
+        throw site.libraryError("open file", code: .damaged)
+    }
     return id
 }
 
