@@ -883,11 +883,12 @@ void sc_h5check_default_limits(sc_h5check_limits *limits, uint64_t image_size) {
         if (seconds > 0) limits->timeout_seconds = seconds;
     }
     /* The walk reads datasets in slabs of 64 MiB; the copy it writes is held twice. */
-    limits->memory_bytes = (2ull << 30) + 3 * image_size;
+    limits->memory_bytes = (512ull << 20) + 3 * image_size;
     limits->max_objects = 1000000;
     limits->max_links_per_group = 1000000;
     limits->max_attributes_per_object = 100000;
-    limits->max_attribute_bytes = 256u << 20;
+    /* Attributes are small (a Keras model config is the largest SeqCell reads, kilobytes). */
+    limits->max_attribute_bytes = 16u << 20;
 }
 
 /* libhdf5's API lock, taken around fork so the child never inherits it held by another thread.
@@ -970,6 +971,14 @@ void sc_h5check_image(const void *image, size_t size, const sc_h5check_limits *l
         sigset_t all;
         sigemptyset(&all);
         sigprocmask(SIG_SETMASK, &all, NULL);
+        /* Nothing from the child reaches the user's terminal (glibc prints "free(): invalid
+           pointer" before aborting on a corrupted heap): the parent reports what happened. */
+        int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        if (null_fd >= 0) {
+            dup2(null_fd, STDOUT_FILENO);
+            dup2(null_fd, STDERR_FILENO);
+            if (null_fd > STDERR_FILENO) close(null_fd);
+        }
         struct rlimit memory = {base + limits->memory_bytes, base + limits->memory_bytes};
         setrlimit(RLIMIT_AS, &memory);
         rlim_t cpu = (rlim_t)limits->timeout_seconds + 2;
