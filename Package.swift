@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
             providers: [.apt(["libhdf5-dev"])]),
+        // Host-only: walks untrusted HDF5 files in a child process before they are read.
+        .target(name: "CSeqCellHDF5Check", dependencies: ["CHDF5"], path: "Sources/CSeqCellHDF5Check"),
         .systemLibrary(
             name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
@@ -36,7 +38,7 @@ let package = Package(
         .target(
             name: "SeqCell",
             dependencies: [
-                "CSeqCell", "CSeqCellHost", "CHDF5", "CBLAS",
+                "CSeqCell", "CSeqCellHost", "CHDF5", "CSeqCellHDF5Check", "CBLAS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
             ]),

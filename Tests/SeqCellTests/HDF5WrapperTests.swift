@@ -257,7 +257,7 @@ final class HDF5WrapperTests: TemporaryDirectoryTestCase {
         let file = path("missing.h5")
         let error = assertThrows(HDF5Error.self, try H5File(opening: file))
         XCTAssertEqual(error?.code, .notFound)
-        XCTAssertEqual(error?.description, "cannot open file '\(file)': no such file (H5Fopen)")
+        XCTAssertEqual(error?.description, "cannot open file '\(file)': no such file")
     }
 
     func testOpeningNonHDF5FileThrows() throws {
@@ -267,7 +267,6 @@ final class HDF5WrapperTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(error?.code, .notHDF5)
         XCTAssertEqual(error?.filePath, file)
         XCTAssertEqual(error?.description.hasPrefix("cannot open file '\(file)': not an HDF5 file"), true, "\(String(describing: error))")
-        XCTAssertEqual(error?.stack.first?.function, "H5Fopen")
     }
 
     func testOpeningTruncatedHDF5FileThrows() throws {
@@ -279,7 +278,7 @@ final class HDF5WrapperTests: TemporaryDirectoryTestCase {
         let size = try XCTUnwrap(FileManager.default.attributesOfItem(atPath: file)[.size] as? Int)
         XCTAssertEqual(truncate(file, off_t(size / 2)), 0)
         let error = assertThrows(HDF5Error.self, try H5File(opening: file))
-        XCTAssertEqual(error?.code, .library)
+        XCTAssertEqual(error?.code, .damaged)
         XCTAssertEqual(error?.filePath, file)
         XCTAssertTrue(error?.description.contains("'\(file)'") == true)
         XCTAssertTrue(error?.description.contains("truncated") == true, "\(String(describing: error))")

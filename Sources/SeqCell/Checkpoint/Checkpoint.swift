@@ -195,16 +195,37 @@ extension Checkpoint {
         let root = try file.root
         let version = try readHeader(root, path: path)
         let model = try readModel(try root.group("model"), registry: registry, path: path)
-        let training = root.isGroup("training") ? try readTraining(try root.group("training"), model: model, path: path) : nil
+        let training = try optionalGroup(root, "training", path: path).map { try readTraining($0, model: model, path: path) }
         var c = Checkpoint(model: model, training: training)
         c.formatVersion = version
-        c.creator = (try? root.stringAttribute("creator")) ?? ""
+        c.creator = try optionalString(root, "creator") ?? ""
         return c
+    }
+
+    /// Group `name` of `g`, or `nil` when there is no such member. A member that is present but
+    /// damaged, not a hard link, or not a group is an error, never taken as absent.
+    static func optionalGroup(_ g: H5Group, _ name: String, path: String) throws -> H5Group? {
+        switch try g.member(name) {
+        case nil: return nil
+        case .group: return try g.group(name)
+        case .dataset?, .other?:
+            throw checkpointError(path, g.memberPath(name), "is not a group")
+        }
+    }
+
+    /// A string attribute that may be absent (or of another type: `nil`); damage throws.
+    static func optionalString(_ object: some H5Object, _ name: String) throws -> String? {
+        guard try object.hasAttribute(name) else { return nil }
+        do {
+            return try object.stringAttribute(name)
+        } catch let error as HDF5Error where error.code == .wrongType {
+            return nil
+        }
     }
 
     /// Checks the root attributes; returns [major, minor].
     static func readHeader(_ root: H5Group, path: String) throws -> [Int] {
-        guard try root.hasAttribute("format"), let name = try? root.stringAttribute("format"), name == CheckpointFormat.name else {
+        guard let name = try optionalString(root, "format"), name == CheckpointFormat.name else {
             throw SeqCellError(.checkpoint,
                 "'\(path)' is an HDF5 file but not a SeqCell checkpoint: the root attribute 'format' must be '\(CheckpointFormat.name)'")
         }
@@ -237,14 +258,14 @@ extension Checkpoint {
         var layers: [RecurrentLayer] = []
         for k in 0..<numLayers {
             let lname = CheckpointFormat.layerName(k, count: numLayers)
-            guard lg.isGroup(lname) else {
+            // A present but damaged group throws "damaged" from the lookup; only absence is "missing".
+            guard let layerGroup = try optionalGroup(lg, lname, path: path) else {
                 throw checkpointError(path, "/model/layers", "layer group '\(lname)' is missing (groups: \(names.joined(separator: ", ")))")
             }
-            layers.append(try readLayer(try lg.group(lname), at: "/model/layers/\(lname)", registry: registry, path: path))
+            layers.append(try readLayer(layerGroup, at: "/model/layers/\(lname)", registry: registry, path: path))
         }
         var head: LinearHead? = nil
-        if g.isGroup("head") {
-            let hg = try g.group("head")
+        if let hg = try optionalGroup(g, "head", path: path) {
             let actName = try hg.stringAttribute("activation")
             guard let act = HeadActivation(rawValue: actName) else {
                 throw checkpointError(path, "/model/head", "unknown activation '\(actName)'")
@@ -279,10 +300,10 @@ extension Checkpoint {
         }
         var cells: [DirectionalCell] = []
         for name in groups {
-            guard g.isGroup(name) else {
+            guard let cellGroup = try optionalGroup(g, name, path: path) else {
                 throw checkpointError(path, where_, "a \(direction.rawValue) layer needs a '\(name)' group")
             }
-            cells.append(try readCell(try g.group(name), at: "\(where_)/\(name)", registry: registry, path: path))
+            cells.append(try readCell(cellGroup, at: "\(where_)/\(name)", registry: registry, path: path))
         }
         do {
             return try RecurrentLayer(direction: direction, mergeMode: merge, cells: cells)
@@ -306,8 +327,7 @@ extension Checkpoint {
         let inputSize = try g.intAttribute("input_size")
         let hiddenSize = try g.intAttribute("hidden_size")
         var options: [String: OptionValue] = [:]
-        if g.isGroup("options") {
-            let og = try g.group("options")
+        if let og = try optionalGroup(g, "options", path: path) {
             for name in try og.attributeNames() {
                 guard let o = type.options.first(where: { $0.name == name }) else {
                     let known = type.options.map(\.name).joined(separator: ", ")
@@ -344,7 +364,11 @@ extension Checkpoint {
     /// the shape is checked before anything is read or allocated.
     static func readFloat32(_ g: H5Group, _ name: String, at where_: String, path: String,
                             expected: [Int]? = nil, cellNote: String = "") throws -> Tensor {
-        guard g.isDataset(name) else { throw checkpointError(path, where_, "dataset '\(name)' is missing") }
+        switch try g.member(name) {
+        case .dataset?: break
+        case nil: throw checkpointError(path, where_, "dataset '\(name)' is missing")
+        case .group?, .other?: throw checkpointError(path, "\(where_)/\(name)", "is not a dataset")
+        }
         let ds = try g.dataset(name)
         guard ds.elementKind == .float32 else {
             throw checkpointError(path, "\(where_)/\(name)",
@@ -365,8 +389,7 @@ extension Checkpoint {
 
     static func readTraining(_ g: H5Group, model: Model, path: String) throws -> TrainingState {
         var slots: [String: [String: Tensor]] = [:]
-        if g.isGroup("slots") {
-            let sg = try g.group("slots")
+        if let sg = try optionalGroup(g, "slots", path: path) {
             let paramPaths = model.namedParameters
             for slot in try sg.memberNames() {
                 let one = try sg.group(slot)
@@ -376,10 +399,10 @@ extension Checkpoint {
                     var parent = one
                     var found = true
                     for part in parts.dropLast() {
-                        guard parent.isGroup(part) else { found = false; break }
-                        parent = try parent.group(part)
+                        guard let next = try optionalGroup(parent, part, path: path) else { found = false; break }
+                        parent = next
                     }
-                    guard found, parent.isDataset(parts.last!) else { continue }
+                    guard found, let last = parts.last, try parent.member(last) != nil else { continue }
                     tensors[p.path] = try readFloat32(
                         parent, parts.last!, at: "/training/slots/\(slot)/" + parts.dropLast().joined(separator: "/"), path: path,
                         expected: p.value.shape, cellNote: " its parameter")
@@ -390,6 +413,6 @@ extension Checkpoint {
         return TrainingState(
             step: try g.intAttribute("step"), optimizer: try g.stringAttribute("optimizer"),
             config: try g.stringAttribute("config"),
-            rng: g.isDataset("rng") ? try g.dataset("rng").readBytes() : [], slots: slots)
+            rng: try g.member("rng") != nil ? try g.dataset("rng").readBytes() : [], slots: slots)
     }
 }

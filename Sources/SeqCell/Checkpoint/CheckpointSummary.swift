@@ -49,24 +49,23 @@ public struct CheckpointSummary: Sendable {
         let m = try root.group("model")
         let lg = try m.group("layers")
         var layers: [Layer] = []
-        for lname in try lg.memberNames() where lg.isGroup(lname) {
+        // Damage and non-hard links throw (from `member`, `optionalGroup`); only absence and
+        // other object kinds are skipped.
+        for lname in try lg.memberNames() where try lg.member(lname) == .group {
             let g = try lg.group(lname)
             var dirs: [Direction] = []
-            for dname in ["forward", "backward"] where g.isGroup(dname) {
-                let d = try g.group(dname)
+            for dname in ["forward", "backward"] {
+                guard let d = try Checkpoint.optionalGroup(g, dname, path: path) else { continue }
                 var options: [(String, String)] = []
-                if d.isGroup("options") {
-                    let og = try d.group("options")
+                if let og = try Checkpoint.optionalGroup(d, "options", path: path) {
                     for o in try og.attributeNames() {
-                        let text = (try? og.stringAttribute(o)) ?? (try? og.intAttribute(o)).map(String.init)
-                            ?? (try? og.doubleAttribute(o)).map { String($0) } ?? "?"
-                        options.append((o, text))
+                        options.append((o, try optionText(og, o)))
                     }
                 }
                 var datasets: [Dataset] = []
-                for name in try d.memberNames() where d.isDataset(name) {
+                for name in try d.memberNames() where try d.member(name) == .dataset {
                     let ds = try d.dataset(name)
-                    let gates = (try? ds.hasAttribute("gate_order")) == true ? (try? ds.stringAttribute("gate_order")) ?? "" : ""
+                    let gates = try Checkpoint.optionalString(ds, "gate_order") ?? ""
                     datasets.append(Dataset(name: name, shape: ds.shape, dtype: "\(ds.elementKind)", gateOrder: gates))
                 }
                 dirs.append(Direction(
@@ -74,23 +73,33 @@ public struct CheckpointSummary: Sendable {
                     inputSize: try d.intAttribute("input_size"), hiddenSize: try d.intAttribute("hidden_size"),
                     options: options, datasets: datasets))
             }
-            let merge = (try? g.hasAttribute("merge_mode")) == true ? try g.stringAttribute("merge_mode") : "concat"
+            let merge = try g.hasAttribute("merge_mode") ? try g.stringAttribute("merge_mode") : "concat"
             layers.append(Layer(name: lname, direction: try g.stringAttribute("direction"), mergeMode: merge, directions: dirs))
         }
         var head: (String, [Int], [Int])? = nil
-        if m.isGroup("head") {
-            let h = try m.group("head")
+        if let h = try Checkpoint.optionalGroup(m, "head", path: path) {
             head = (try h.stringAttribute("activation"), try h.dataset("weight").shape, try h.dataset("bias").shape)
         }
         var step: Int? = nil, optimizer: String? = nil
-        if root.isGroup("training") {
-            let t = try root.group("training")
-            step = try? t.intAttribute("step")
-            optimizer = try? t.stringAttribute("optimizer")
+        if let t = try Checkpoint.optionalGroup(root, "training", path: path) {
+            step = try t.hasAttribute("step") ? try t.intAttribute("step") : nil
+            optimizer = try Checkpoint.optionalString(t, "optimizer")
         }
         return CheckpointSummary(
-            path: path, formatVersion: version, creator: (try? root.stringAttribute("creator")) ?? "",
-            created: (try? root.stringAttribute("created")) ?? "", inputSize: try m.intAttribute("input_size"),
+            path: path, formatVersion: version, creator: try Checkpoint.optionalString(root, "creator") ?? "",
+            created: try Checkpoint.optionalString(root, "created") ?? "", inputSize: try m.intAttribute("input_size"),
             layers: layers, head: head, trainingStep: step, trainingOptimizer: optimizer)
     }
+}
+
+/// An option attribute as text: a string, an integer or a number (another type reads "?");
+/// a damaged attribute throws.
+private func optionText(_ group: H5Group, _ name: String) throws -> String {
+    func typed<T>(_ read: () throws -> T) throws -> T? {
+        do { return try read() } catch let error as HDF5Error where error.code == .wrongType { return nil }
+    }
+    if let text = try typed({ try group.stringAttribute(name) }) { return text }
+    if let value = try typed({ try group.intAttribute(name) }) { return String(value) }
+    if let value = try typed({ try group.doubleAttribute(name) }) { return String(value) }
+    return "?"
 }

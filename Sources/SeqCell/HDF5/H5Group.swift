@@ -1,4 +1,13 @@
 import CHDF5
+import CSeqCellHDF5Check
+
+/// What a group member is (see `H5Group.member(_:)`).
+public enum H5MemberKind: Sendable, Hashable {
+    case group
+    case dataset
+    /// A named datatype or an object of a type SeqCell does not read.
+    case other
+}
 
 /// An open HDF5 group. Member names may be relative paths (`layers/00`) or absolute (`/model`).
 public final class H5Group: H5Object {
@@ -35,39 +44,100 @@ public final class H5Group: H5Object {
         return H5Group(id: group, filePath: filePath, path: site.object)
     }
 
-    /// Opens the existing group `name`.
+    /// Opens the existing group `name`. A member reached through a soft or external link is
+    /// refused (`.refused`), a damaged one is `.damaged`, an absent one `.notFound`.
     public func group(_ name: String) throws -> H5Group {
         HDF5Library.enter()
         let site = memberSite(name)
-        try requireMember(name, type: H5O_TYPE_GROUP, kind: "group", site, "open group")
+        try requireMember(name, type: .group, kind: "group", site, "open group")
         let group = try site.check(H5Gopen2(id, name, sc_h5p_default()), "open group")
         return H5Group(id: group, filePath: filePath, path: site.object)
     }
 
-    /// Opens the existing dataset `name`.
+    /// Opens the existing dataset `name`, which must satisfy SeqCell's policy for untrusted
+    /// files: data stored in the file itself (no external or virtual storage), only filters built
+    /// into libhdf5, and storage that holds what the shape declares (a dataset declared but never
+    /// written is refused before anything is allocated).
     public func dataset(_ name: String) throws -> H5Dataset {
         HDF5Library.enter()
         let site = memberSite(name)
-        try requireMember(name, type: H5O_TYPE_DATASET, kind: "dataset", site, "open dataset")
-        let dataset = try site.check(H5Dopen2(id, name, sc_h5p_default()), "open dataset")
-        return try H5Dataset(id: dataset, site: site)
-    }
-
-    /// Whether `name` leads to an existing link; every component of a path is checked.
-    public func contains(_ name: String) -> Bool {
-        HDF5Library.enter()
-        var prefix = name.hasPrefix("/") ? "/" : ""
-        for component in name.split(separator: "/") {
-            if !prefix.isEmpty, !prefix.hasSuffix("/") { prefix += "/" }
-            prefix += component
-            guard H5Lexists(id, prefix, sc_h5p_default()) > 0 else { return false }
+        let operation = "open dataset"
+        try requireMember(name, type: .dataset, kind: "dataset", site, operation)
+        let id = try site.check(H5Dopen2(id, name, sc_h5p_default()), operation)
+        let dataset = try H5Dataset(id: id, site: site)
+        var fileSize: hsize_t = 0
+        let file = H5Iget_file_id(id)
+        if file >= 0 {
+            if H5Fget_filesize(file, &fileSize) < 0 { fileSize = 0 }
+            H5Fclose(file)
         }
-        return !prefix.isEmpty
+        var message = [CChar](repeating: 0, count: Int(SC_H5CHECK_TEXT))
+        let policy = sc_h5_dataset_policy(id, UInt64(fileSize), &message, message.count)
+        if policy < 0 { throw site.libraryError(operation, code: .damaged) }
+        if policy > 0 {
+            let text = String(decoding: message.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw policy == Int32(SC_H5CHECK_REFUSED)
+                ? site.error(.refused, operation, text)
+                : site.error(.damaged, operation, "the file is damaged (\(text))")
+        }
+        return dataset
     }
 
-    public func isGroup(_ name: String) -> Bool { objectType(name) == H5O_TYPE_GROUP }
+    /// What member `name` is, or `nil` when it does not exist. Every component of the path must
+    /// be a hard link: a soft, external or user-defined link throws `.refused` naming it; a
+    /// member whose link or header libhdf5 cannot read throws `.damaged`. Never turns damage
+    /// into absence.
+    public func member(_ name: String) throws -> H5MemberKind? {
+        HDF5Library.enter()
+        let site = memberSite(name)
+        let operation = "look up"
+        var message = [CChar](repeating: 0, count: Int(SC_H5CHECK_TEXT))
+        var component = [CChar](repeating: 0, count: Int(SC_H5CHECK_TEXT))
+        let found = sc_h5_check_path(id, name, &message, message.count, &component, component.count)
+        switch found {
+        case 0: break
+        case Int32(SC_H5_PATH_MISSING): return nil
+        case Int32(SC_H5CHECK_REFUSED):
+            let text = { (chars: [CChar]) in
+                String(decoding: chars.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            }
+            throw H5Site(file: filePath, object: memberPath(text(component))).error(.refused, operation, text(message))
+        default:
+            var error = site.libraryError(operation, code: .damaged)
+            error.message = "the file is damaged (\(error.message))"
+            throw error
+        }
+        var info = H5O_info_t()
+        guard H5Oget_info_by_name2(id, name, &info, UInt32(H5O_INFO_BASIC), sc_h5p_default()) >= 0 else {
+            var error = site.libraryError(operation, code: .damaged)
+            error.message = "the file is damaged (\(error.message))"
+            throw error
+        }
+        switch info.type {
+        case H5O_TYPE_GROUP: return .group
+        case H5O_TYPE_DATASET: return .dataset
+        default: return .other
+        }
+    }
 
-    public func isDataset(_ name: String) -> Bool { objectType(name) == H5O_TYPE_DATASET }
+    /// Whether `name` leads to an existing member. A member that is present but cannot be read
+    /// safely (a non-hard link, a damaged link or header) counts as present, so that opening it
+    /// reports why; use `member(_:)` to get that error directly.
+    public func contains(_ name: String) -> Bool {
+        do { return try member(name) != nil } catch { return true }
+    }
+
+    /// Whether `name` is a group. Like `contains`, a member that is present but cannot be read
+    /// safely answers `true`, so that `group(name)` then reports why instead of the member
+    /// being taken as absent.
+    public func isGroup(_ name: String) -> Bool {
+        do { return try member(name) == .group } catch { return true }
+    }
+
+    /// Whether `name` is a dataset; a member present but unreadable answers `true` (see `isGroup`).
+    public func isDataset(_ name: String) -> Bool {
+        do { return try member(name) == .dataset } catch { return true }
+    }
 
     /// The names of the group's direct members, sorted.
     public func memberNames() throws -> [String] {
@@ -160,31 +230,26 @@ public final class H5Group: H5Object {
         return dataset
     }
 
-    /// Throws `.notFound` or `.wrongType` unless `name` is an object of `type`.
+    /// Throws `.notFound` or `.wrongType` unless `name` is an object of `type` (and `.refused`
+    /// or `.damaged` as `member(_:)` does).
     private func requireMember(
-        _ name: String, type: H5O_type_t, kind: String, _ site: H5Site, _ operation: String
+        _ name: String, type: H5MemberKind, kind: String, _ site: H5Site, _ operation: String
     ) throws {
-        let found = objectType(name)
-        guard found != H5O_TYPE_UNKNOWN else { throw site.error(.notFound, operation, "no such \(kind)") }
+        let found: H5MemberKind?
+        do {
+            found = try member(name)
+        } catch var error as HDF5Error {
+            error.operation = operation
+            throw error
+        }
+        guard let found else { throw site.error(.notFound, operation, "no such \(kind)") }
         guard found == type else {
             let description = switch found {
-            case H5O_TYPE_GROUP: "a group"
-            case H5O_TYPE_DATASET: "a dataset"
-            case H5O_TYPE_NAMED_DATATYPE: "a named datatype"
-            default: "an object of unknown type"
+            case .group: "a group"
+            case .dataset: "a dataset"
+            case .other: "an object of another type"
             }
             throw site.error(.wrongType, operation, "expected a \(kind), found \(description)")
         }
-    }
-
-    /// The type of the object at `name`, or `H5O_TYPE_UNKNOWN` if there is none.
-    private func objectType(_ name: String) -> H5O_type_t {
-        HDF5Library.enter()
-        guard contains(name) else { return H5O_TYPE_UNKNOWN }
-        var info = H5O_info_t()
-        guard H5Oget_info_by_name2(id, name, &info, UInt32(H5O_INFO_BASIC), sc_h5p_default()) >= 0 else {
-            return H5O_TYPE_UNKNOWN
-        }
-        return info.type
     }
 }

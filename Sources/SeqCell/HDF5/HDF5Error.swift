@@ -4,7 +4,7 @@ import CHDF5
 ///
 /// `description` is one line, e.g.
 /// `cannot open dataset '/model/x' in 'ckpt.h5': no such dataset`, or for failures libhdf5 reports,
-/// `cannot open file 'x.h5': not an HDF5 file: file signature not found (H5Fopen)`.
+/// `cannot open file 'x.h5': not an HDF5 file: file signature not found`.
 public struct HDF5Error: Error, CustomStringConvertible {
     /// The kind of failure, for callers that react to some of them.
     public enum Code: Sendable, Hashable {
@@ -20,6 +20,12 @@ public struct HDF5Error: Error, CustomStringConvertible {
         case library
         /// A POSIX call failed; `cause` holds the errno.
         case system
+        /// The file is damaged: libhdf5 failed reading it, crashed or hung on it (in the child
+        /// process that checks files), or a size or count in it is impossible.
+        case damaged
+        /// The file is readable but breaks SeqCell's rules for untrusted files: a soft or external
+        /// link, external or virtual storage, a filter not built into libhdf5.
+        case refused
     }
 
     /// One entry of libhdf5's error stack.
@@ -56,11 +62,12 @@ public struct HDF5Error: Error, CustomStringConvertible {
     public var cause: (any Error)?
     public var location: SourceLocation
 
+    /// One line naming the operation, the file and the object, and why. libhdf5's function
+    /// names stay in `stack` and never appear here.
     public var description: String {
         var text = "cannot \(operation) "
         text += objectPath.isEmpty ? "'\(filePath)'" : "'\(objectPath)' in '\(filePath)'"
         text += ": \(message)"
-        if let api = stack.first?.function, !api.isEmpty { text += " (\(api))" }
         return text
     }
 }

@@ -1,4 +1,5 @@
 import CHDF5
+import CSeqCellHDF5Check
 
 /// The one place that initializes libhdf5 and keeps it from printing to stderr.
 enum HDF5Library {
@@ -7,9 +8,14 @@ enum HDF5Library {
     /// file whose close failed (a full disk) stays registered half-destroyed, so the handler
     /// crashed the process at exit. SeqCell closes every file it writes; the handler has nothing
     /// left to do.
+    /// Files never load code: HDF5's dynamic filter-plugin loading is turned off before any
+    /// file is opened, so only filters built into libhdf5 are honoured (a dataset needing
+    /// another is refused by name, see `sc_h5_dataset_policy`).
     private static let openStatus: herr_t = {
         H5dont_atexit()
-        return H5open()
+        let status = H5open()
+        _ = sc_h5_disable_plugins()
+        return status
     }()
 
     /// Call at the top of every wrapper entry point, before any HDF5 call. Opens the library
