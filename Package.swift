@@ -42,8 +42,7 @@ let package = Package(
                 "CSeqCell", "CSeqCellHost", "CHDF5", "CBLAS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-            ],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+            ]),
         .executableTarget(
             name: "seqcell",
             dependencies: [
@@ -53,14 +52,13 @@ let package = Package(
             ]),
         // Vector kernels (activations, fused gate rows, a small-batch GEMM) for the built-in
         // cells, with run-time ISA dispatch. Plugin-only: linked statically into each cell's
-        // .so (and the tests), never into the host; needs nothing beyond libc.
+        // .so (and the tests), never into the host; needs nothing beyond libc. FMA contraction
+        // and the ISA are set by pragma and target attributes in the sources (no flags).
         .target(
-            name: "CSeqCellKernels", path: "Sources/CSeqCellKernels", exclude: ["kernels_body.h"],
-            cSettings: [.unsafeFlags(["-O3", "-ffp-contract=fast", "-fno-math-errno"])]),
+            name: "CSeqCellKernels", path: "Sources/CSeqCellKernels", exclude: ["kernels_body.h"]),
         // Helpers for the Swift cells. Linked into each plugin .so, never into the host.
         .target(
-            name: "SeqCellPluginKit", dependencies: ["CSeqCell", "CSeqCellKernels"],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]),
+            name: "SeqCellPluginKit", dependencies: ["CSeqCell", "CSeqCellKernels"]),
         // Runnable samples (samples/mgu is a C plugin built outside SwiftPM).
         .executableTarget(
             name: "adding-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -82,7 +80,6 @@ let package = Package(
             name: $0.target, dependencies: ["CSeqCell", "SeqCellPluginKit", "CSeqCellKernels"],
             path: "Plugins/\($0.target)",
             exclude: [],
-            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))],
             linkerSettings: [.unsafeFlags(["-Xlinker", "--version-script=\(packageRoot)/Plugins/exports.map"])])
     }
 )

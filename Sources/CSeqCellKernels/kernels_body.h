@@ -10,11 +10,27 @@ static inline SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(
 static inline SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
 static inline SCK_ATTR vf SCK_NAME(splat)(float x) { return (vf){x, x, x, x, x, x, x, x}; }
 
-/* exp(x) for x in [-87, 88]: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (Cephes
-   expf), 2^n through the exponent bits. Inputs are clamped to that range. */
+/* Clamps that let NaN through (a NaN lane of x stays NaN), unlike fmin/fmax, which drop
+   it: x > hi ? hi : x and x < lo ? lo : x are false for NaN (x86 minps/maxps order). */
+static inline SCK_ATTR vf SCK_NAME(min_keep_nan)(vf x, float hi) {
+    vf h = SCK_NAME(splat)(hi);
+    vi over = x > h;
+    return (vf)((over & (vi)h) | (~over & (vi)x));
+}
+static inline SCK_ATTR vf SCK_NAME(max_keep_nan)(vf x, float lo) {
+    vf l = SCK_NAME(splat)(lo);
+    vi under = x < l;
+    return (vf)((under & (vi)l) | (~under & (vi)x));
+}
+
+/* exp(x): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (Cephes expf), 2^n through the
+   exponent bits. Inputs are clamped to [-87.34, 89]: below, the result is the smallest
+   normal float; from 88.38 up n = 128 gives +inf (the true overflow is at 88.72; only
+   sigmoid uses this, where the difference is below 4e-39), so sigmoid(-inf) = 0 exactly.
+   NaN stays NaN. */
 static inline SCK_ATTR vf SCK_NAME(exp)(vf x) {
-    x = __builtin_elementwise_min(x, SCK_NAME(splat)(88.3762626647949f));
-    x = __builtin_elementwise_max(x, SCK_NAME(splat)(-87.3365478515625f));
+    x = SCK_NAME(min_keep_nan)(x, 89.0f);
+    x = SCK_NAME(max_keep_nan)(x, -87.3365478515625f);
     const vf magic = SCK_NAME(splat)(12582912.0f); /* 1.5 * 2^23: round to nearest */
     vf t = x * 1.44269504088896341f + magic;
     vf n = t - magic;
@@ -37,10 +53,11 @@ static inline SCK_ATTR vf SCK_NAME(sigmoid_v)(vf x) {
 }
 
 /* tanh: Eigen's rational approximation (odd degree 13 / even degree 6) on [-7.9, 7.9],
-   clamped outside (where tanh rounds to ±1 within 3e-7); x itself for |x| < 4e-4. */
+   clamped outside (where tanh rounds to ±1 within 3e-7), exactly ±1 from |x| = 9.02 (±inf
+   included); x itself for |x| < 4e-4. NaN stays NaN (the clamp keeps it, the polynomial carries it). */
 static inline SCK_ATTR vf SCK_NAME(tanh_v)(vf x) {
     const float c = 7.90531110763549805f;
-    vf xc = __builtin_elementwise_min(__builtin_elementwise_max(x, SCK_NAME(splat)(-c)), SCK_NAME(splat)(c));
+    vf xc = SCK_NAME(min_keep_nan)(SCK_NAME(max_keep_nan)(x, -c), c);
     vf x2 = xc * xc;
     vf p = SCK_NAME(splat)(-2.76076847742355e-16f);
     p = p * x2 + 2.00018790482477e-13f;
@@ -55,8 +72,13 @@ static inline SCK_ATTR vf SCK_NAME(tanh_v)(vf x) {
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     vf r = p / q;
-    vi tiny = __builtin_elementwise_abs(x) < 0.0004f;
-    return (vf)((tiny & (vi)x) | (~tiny & (vi)r));
+    vf ax = __builtin_elementwise_abs(x);
+    vi tiny = ax < 0.0004f;
+    /* From |x| = 9.02 on, tanh(x) rounds to ±1 exactly (libm, PyTorch: tanh(inf) = 1); the
+       approximation at the clamp is 1 - 2.4e-7 with FMA. */
+    vi big = ax > 9.02f;
+    vi one = ((vi)x & (vi)SCK_NAME(splat)(-0.0f)) | (vi)SCK_NAME(splat)(1.0f);
+    return (vf)((tiny & (vi)x) | (big & one) | (~(tiny | big) & (vi)r));
 }
 
 /* Runs `body(off, count)` over [0, n) in vectors, the tail through a zero-padded copy. */
