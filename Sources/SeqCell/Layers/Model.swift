@@ -197,7 +197,7 @@ public struct Model: Sendable {
     /// `SeqCellError` naming the tensor, e.g. "lengths[1] = 9 is outside 1...5".
     public func forward(input: Tensor, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = [],
                         training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
-        let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input")
+        let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input", taker: "this model")
         let checked = try lengths.map { try SequenceLengths.checked($0, T: T, B: B) }
         return try forwardChecked(input: input, T: T, B: B, lengths: checked, initialStates: initialStates,
                                   training: training, dropout: dropout, seed: seed)
@@ -207,7 +207,7 @@ public struct Model: Sendable {
     /// checked against 1...T and reported with its exact value.
     public func forward(input: Tensor, lengths: [Int], initialStates: [[[Tensor?]]] = [],
                         training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
-        let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input")
+        let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input", taker: "this model")
         let checked = try SequenceLengths.checked(lengths, T: T, B: B)
         return try forwardChecked(input: input, T: T, B: B, lengths: checked, initialStates: initialStates,
                                   training: training, dropout: dropout, seed: seed)

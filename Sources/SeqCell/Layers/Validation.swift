@@ -49,14 +49,14 @@ enum Boundary {
     }
 
     /// Checks a time-major sequence tensor [T, B, width] with T, B >= 1; returns (T, B).
-    static func checkSequence(_ x: Tensor, width: Int, _ what: String) throws -> (T: Int, B: Int) {
+    static func checkSequence(_ x: Tensor, width: Int, _ what: String, taker: String = "this layer") throws -> (T: Int, B: Int) {
         guard x.rank == 3 else { throw SeqCellError(.shape, "\(what) must be [T, B, \(width)], got shape \(x.shape)") }
         try checkConsistent(x, what)
         let (T, B) = (x.shape[0], x.shape[1])
         guard T >= 1 else { throw SeqCellError(.shape, "\(what) has \(T) time steps (shape \(x.shape)); T must be >= 1") }
         guard B >= 1 else { throw SeqCellError(.shape, "\(what) has a batch of \(B) (shape \(x.shape)); B must be >= 1") }
         guard x.shape[2] == width else {
-            throw SeqCellError(.shape, "\(what) has \(x.shape[2]) features per step (shape \(x.shape)); \(width) expected")
+            throw SeqCellError(.shape, "\(what) has \(x.shape[2]) features per step (shape \(x.shape)); \(taker) takes \(width)")
         }
         return (T, B)
     }
