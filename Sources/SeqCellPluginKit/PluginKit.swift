@@ -381,7 +381,8 @@ public struct CellConfig {
                     throw .invalid("\(cellID): option '\(spec.name)' must be in \(lo)...\(hi) (got \(v))")
                 }
             case .choice(let names):
-                guard v == v.rounded(), v >= 0, Int(v) < names.count else {
+                // Compared as Double: Int(v) would trap on ±inf or a huge value.
+                guard v == v.rounded(), v >= 0, v < Double(names.count) else {
                     throw .invalid("\(cellID): option '\(spec.name)' must be one of \(names.joined(separator: ", ")) (got index \(v))")
                 }
             }

@@ -84,6 +84,13 @@ extension Model {
 /// under `grad_initial_states/layers/NN/<direction>/<state>`, and every parameter gradient
 /// under `grad_params/<checkpoint parameter path>`.
 public func writeRunGradients(_ g: Model.Gradients, model: Model, batchFirst: Bool, into root: H5Group) throws {
+    guard g.initialStates.count == model.layers.count,
+          zip(g.initialStates, model.layers).allSatisfy({ $0.count == $1.cells.count }) else {
+        throw SeqCellError(.invalidArgument, "the gradients do not come from this model")
+    }
+    if let gi = g.input, gi.rank != 3 || Boundary.elementCount(gi.shape) != gi.count {
+        throw SeqCellError(.shape, "the input gradient must be a consistent [T, B, I] tensor, got \(gi.shape)")
+    }
     if let gi = g.input {
         let t = batchFirst ? swapFirstTwoAxes(gi) : gi
         try root.writeDataset("grad_input", shape: t.shape, floats: t.data)

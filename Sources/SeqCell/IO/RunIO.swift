@@ -167,6 +167,10 @@ extension RunInputs {
 /// state under `final_states/layers/NN/<direction>/<state>`.
 public func writeRunOutputs(path: String, model: Model, result: Model.Output, batchFirst: Bool,
                             extra: (H5File) throws -> Void = { _ in }) throws {
+    guard result.finalStates.count == model.layers.count,
+          zip(result.finalStates, model.layers).allSatisfy({ $0.count == $1.cells.count }) else {
+        throw SeqCellError(.invalidArgument, "'\(path)': the run result does not come from this model")
+    }
     try writeHDF5Atomically(to: path) { file in
         let root = try file.root
         try root.setAttribute("creator", SeqCellInfo.creator)
