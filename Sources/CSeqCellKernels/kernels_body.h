@@ -112,7 +112,7 @@ static SCK_ATTR void SCK_NAME(tanh_copy)(const float *pre, float *out, float *ou
     }
 }
 
-static inline SCK_ATTR void SCK_NAME(lstm_vec)(float *gates, int64_t H, int64_t j, int64_t cnt, const float *c_prev,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(lstm_vec)(float *gates, int64_t H, int64_t j, int64_t cnt, const float *c_prev,
                                                float *c_next, float *h_out, float *h_out2, int32_t store) {
     float *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     vf i, f, g, o, cp;
@@ -151,7 +151,7 @@ static SCK_ATTR void SCK_NAME(lstm_row_range)(float *gates, int64_t H, int64_t j
     if (j < j1) SCK_NAME(lstm_vec)(gates, H, j, j1 - j, c_prev, c_next, h_out, h_out2, store_acts);
 }
 
-static inline SCK_ATTR void SCK_NAME(lstm_bvec)(float *acts, int64_t H, int64_t j, int64_t cnt, const float *cc,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(lstm_bvec)(float *acts, int64_t H, int64_t j, int64_t cnt, const float *cc,
                                                 const float *c_prev, float *dcp, const float *dmp) {
     float *di = acts, *df = acts + H, *dg = acts + 2 * H, *dout = acts + 3 * H;
     vf i, f, g, o, c, cp, dc, dm;
@@ -187,7 +187,7 @@ static SCK_ATTR void SCK_NAME(lstm_row_backward)(float *acts, int64_t H, const f
     if (j < H) SCK_NAME(lstm_bvec)(acts, H, j, H - j, c, c_prev, dc, dm);
 }
 
-static inline SCK_ATTR void SCK_NAME(gru_vec)(float *gx, const float *gh, const float *bhn, const float *h_prev,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(gru_vec)(float *gx, const float *gh, const float *bhn, const float *h_prev,
                                               float *h_out, float *h_out2, int64_t H, int64_t j, int64_t cnt, int32_t store) {
     float *xr = gx, *xz = gx + H, *xn = gx + 2 * H;
     const float *hr = gh, *hz = gh + H, *hn = gh + 2 * H;
@@ -271,7 +271,7 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16)(
 }
 
 /* One row x one block, k in four interleaved quarters (8 accumulators). */
-static inline SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, int64_t k, float *y, int64_t cnt,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, int64_t k, float *y, int64_t cnt,
                                              int32_t accumulate) {
     int64_t q = k / 4;
     vf a[8];
@@ -295,7 +295,7 @@ static inline SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, in
 }
 
 /* Two rows x one block, k in two interleaved halves (8 accumulators). */
-static inline SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
                                              int64_t ldy, int64_t cnt, int32_t accumulate) {
     int64_t h = k / 2;
     const float *x0 = x, *x1 = x + ldx;
@@ -320,6 +320,27 @@ static inline SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const 
     SCK_NAME(put16)(y + ldy, a[2] + a[6], a[3] + a[7], cnt, accumulate);
 }
 
+/* All rows x one block (a k slice). Always inlined, so the call sites below that pass a
+   constant cnt and accumulate get code specialised for them (the branches in put16 fold
+   away): what clang's -O3 non-trivial loop unswitching did when this file was built at -O3,
+   done here in the source because SwiftPM builds C at -O2. */
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(block_rows)(
+    const float *xk, int64_t m, int64_t ldx, const float *pb, int64_t kc, float *yb, int64_t ldy, int64_t cnt,
+    int32_t acc) {
+    if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); return; }
+    if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); return; }
+    int64_t r = 0;
+    for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
+    switch (m - r) {
+    case 5: SCK_NAME(mk16)(5, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 4: SCK_NAME(mk16)(4, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 3: SCK_NAME(mk16)(3, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
+    default: break;
+    }
+}
+
 static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
                                                   int64_t k, float *y, int64_t ldy, int32_t accumulate,
                                                   int64_t blk_begin, int64_t blk_end) {
@@ -334,18 +355,9 @@ static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int
         int32_t acc = k0 == 0 ? accumulate : 1;
         int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
         float *yb = y + blk * NB;
-        if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); continue; }
-        if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); continue; }
-        int64_t r = 0;
-        for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
-        switch (m - r) {
-        case 5: SCK_NAME(mk16)(5, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 4: SCK_NAME(mk16)(4, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 3: SCK_NAME(mk16)(3, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
-        default: break;
-        }
+        if (cnt == NB && acc) SCK_NAME(block_rows)(xk, m, ldx, pb, kc, yb, ldy, NB, 1);
+        else if (cnt == NB) SCK_NAME(block_rows)(xk, m, ldx, pb, kc, yb, ldy, NB, 0);
+        else SCK_NAME(block_rows)(xk, m, ldx, pb, kc, yb, ldy, cnt, acc);
     }
 }
 
