@@ -163,6 +163,23 @@ final class BoundaryTests: TemporaryDirectoryTestCase {
     }
 }
 
+/// Sizes a cell derives from its configuration cannot overflow inside a plugin: the kit
+/// refuses input and hidden sizes above 2^24 with a message, and a workspace size that
+/// would overflow saturates (the host then refuses the allocation) instead of trapping.
+final class PluginSizeTests: XCTestCase {
+    func testKitCellsRefuseHugeSizesWithAMessage() throws {
+        for id in ["rnn", "lstm", "gru"] {
+            let t = try cellType(id)
+            XCTAssertThrowsError(try t.instantiate(inputSize: 3, hiddenSize: 1 << 40)) { e in
+                XCTAssert("\(e)".contains("hidden_size must be in 1...16777216"), "\(id): \(e)")
+            }
+            XCTAssertThrowsError(try t.instantiate(inputSize: 1 << 62, hiddenSize: 4)) { e in
+                XCTAssert("\(e)".contains("input_size must be in 1...16777216"), "\(id): \(e)")
+            }
+        }
+    }
+}
+
 /// `seqcell run` on the same bad inputs: exit 1 and a message, never a signal.
 final class BoundaryCLITests: TemporaryDirectoryTestCase {
     var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
