@@ -51,7 +51,8 @@ let package = Package(
             ]),
         // Vector kernels (activations, fused gate rows, a small-batch GEMM) for the built-in
         // cells, with run-time ISA dispatch. Plugin-only: linked statically into each cell's
-        // .so (and the tests), never into the host; needs nothing beyond libc.
+        // .so (and the tests), never into the host; needs nothing beyond libc. FMA contraction
+        // and the ISA are set by pragma and target attributes in the sources (no flags).
         .target(
             name: "CSeqCellKernels", path: "Sources/CSeqCellKernels", exclude: ["kernels_body.h"]),
         // Helpers for the Swift cells. Linked into each plugin .so, never into the host.

@@ -62,13 +62,13 @@ final class GRUKernel: CellKernel {
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
         let H = hidden
         let steps = training ? T : 1
-        let gx = c.floats(T * B * 3 * H)
-        let states = c.floats((training ? T + 1 : 2) * B * H)
-        let gh = resetBefore ? gx : c.floats(steps * B * 3 * H)
-        let rh = resetBefore ? c.floats(steps * B * H) : gx
-        let dh = training ? c.floats(B * H) : gx
-        let tmp = training ? c.floats(B * H) : gx
-        let drh = training && resetBefore ? c.floats(B * H) : gx
+        let gx = c.floats(T, B, 3 * H)
+        let states = c.floats((training ? T + 1 : 2), B, H)
+        let gh = resetBefore ? gx : c.floats(steps, B, 3 * H)
+        let rh = resetBefore ? c.floats(steps, B, H) : gx
+        let dh = training ? c.floats(B, H) : gx
+        let tmp = training ? c.floats(B, H) : gx
+        let drh = training && resetBefore ? c.floats(B, H) : gx
         let packed = c.floats(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H))
         return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed)
     }

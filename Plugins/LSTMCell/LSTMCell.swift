@@ -78,15 +78,15 @@ final class LSTMKernel: CellKernel {
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
         let (H, P) = (hidden, hWidth)
         let steps = training ? T : 1
-        let gates = c.floats(T * B * 4 * H)
-        let h = c.floats((training ? T + 1 : 2) * B * P)
-        let cs = c.floats((training ? T + 1 : 1) * B * H)
-        let m = projecting ? c.floats(steps * B * H) : gates
-        let dh = training ? c.floats(B * P) : gates
-        let dc = training ? c.floats(B * H) : gates
-        let tmp = training ? c.floats(B * P) : gates
-        let dm = training && projecting ? c.floats(B * H) : gates
-        let dhAll = training && projecting ? c.floats(T * B * P) : gates
+        let gates = c.floats(T, B, 4 * H)
+        let h = c.floats((training ? T + 1 : 2), B, P)
+        let cs = c.floats((training ? T + 1 : 1), B, H)
+        let m = projecting ? c.floats(steps, B, H) : gates
+        let dh = training ? c.floats(B, P) : gates
+        let dc = training ? c.floats(B, H) : gates
+        let tmp = training ? c.floats(B, P) : gates
+        let dm = training && projecting ? c.floats(B, H) : gates
+        let dhAll = training && projecting ? c.floats(T, B, P) : gates
         let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P))
         let packedT = training ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: P, k: 4 * H)) : gates
         return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed,

@@ -43,10 +43,10 @@ final class RNNKernel: CellKernel {
 
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
         let H = hidden
-        let pre = c.floats(T * B * H)
-        let states = c.floats((training ? T + 1 : 1) * B * H)
-        let dh = training ? c.floats(B * H) : pre
-        let tmp = training ? c.floats(B * H) : pre
+        let pre = c.floats(T, B, H)
+        let states = c.floats((training ? T + 1 : 1), B, H)
+        let dh = training ? c.floats(B, H) : pre
+        let tmp = training ? c.floats(B, H) : pre
         let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: H, k: H))
         return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed)
     }
@@ -83,7 +83,8 @@ final class RNNKernel: CellKernel {
                     if t < f.length(b) {
                         let p = pre + b * H
                         if relu {
-                            for j in 0..<H { let v = max(p[j], 0); o[j] = v; hn[j] = v }
+                            // relu(NaN) = NaN, as torch.relu (only a negative value becomes 0).
+                            for j in 0..<H { let v = p[j] < 0 ? 0 : p[j]; o[j] = v; hn[j] = v }
                         } else {
                             vectorKernels.tanh_copy(p, o, hn, Int64(H))
                         }
@@ -117,7 +118,8 @@ final class RNNKernel: CellKernel {
                 let go = g.gradOutput.map { $0 + (t * B + b) * H }
                 for j in 0..<H {
                     let up = dh[j] + (go?[j] ?? 0)
-                    d[j] = relu ? (h[j] > 0 ? up : 0) : up * (1 - h[j] * h[j])
+                    // relu: torch's threshold_backward (h <= 0 ? 0 : up), so a NaN h passes its gradient.
+                    d[j] = relu ? (h[j] <= 0 ? 0 : up) : up * (1 - h[j] * h[j])
                 }
             }
             // dh_{t-1} = dpre_t W_hh for samples active at t; the others carry dh unchanged.

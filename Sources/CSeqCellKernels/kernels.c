@@ -1,7 +1,15 @@
-/* Builds kernels_body.h twice (baseline x86-64 and AVX2+FMA) and picks one at run time. */
+/* Builds kernels_body.h twice (baseline x86-64 and AVX2+FMA) and picks one at run time.
+ *
+ * Code generation is set here, not by compiler flags (a package's unsafeFlags break its
+ * SwiftPM consumers): multiplies and adds fuse into FMAs wherever the target has them
+ * (the pragma is -ffp-contract=fast for this file), and the ISA is a per-function target
+ * attribute (SCK_ATTR). SwiftPM compiles C at -O2 in release. No libm call is made here,
+ * so errno handling does not matter. NaN stays NaN in every kernel: no fast-math
+ * assumption is made, and the clamps in kernels_body.h let NaN through. */
 #include "seqcell_kernels.h"
 
 #pragma clang diagnostic ignored "-Wpsabi"
+#pragma clang fp contract(fast)
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,11 +10,27 @@ static inline SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(
 static inline SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
 static inline SCK_ATTR vf SCK_NAME(splat)(float x) { return (vf){x, x, x, x, x, x, x, x}; }
 
-/* exp(x) for x in [-87, 88]: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (Cephes
-   expf), 2^n through the exponent bits. Inputs are clamped to that range. */
+/* Clamps that let NaN through (a NaN lane of x stays NaN), unlike fmin/fmax, which drop
+   it: x > hi ? hi : x and x < lo ? lo : x are false for NaN (x86 minps/maxps order). */
+static inline SCK_ATTR vf SCK_NAME(min_keep_nan)(vf x, float hi) {
+    vf h = SCK_NAME(splat)(hi);
+    vi over = x > h;
+    return (vf)((over & (vi)h) | (~over & (vi)x));
+}
+static inline SCK_ATTR vf SCK_NAME(max_keep_nan)(vf x, float lo) {
+    vf l = SCK_NAME(splat)(lo);
+    vi under = x < l;
+    return (vf)((under & (vi)l) | (~under & (vi)x));
+}
+
+/* exp(x): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial (Cephes expf), 2^n through the
+   exponent bits. Inputs are clamped to [-87.34, 89]: below, the result is the smallest
+   normal float; from 88.38 up n = 128 gives +inf (the true overflow is at 88.72; only
+   sigmoid uses this, where the difference is below 4e-39), so sigmoid(-inf) = 0 exactly.
+   NaN stays NaN. */
 static inline SCK_ATTR vf SCK_NAME(exp)(vf x) {
-    x = __builtin_elementwise_min(x, SCK_NAME(splat)(88.3762626647949f));
-    x = __builtin_elementwise_max(x, SCK_NAME(splat)(-87.3365478515625f));
+    x = SCK_NAME(min_keep_nan)(x, 89.0f);
+    x = SCK_NAME(max_keep_nan)(x, -87.3365478515625f);
     const vf magic = SCK_NAME(splat)(12582912.0f); /* 1.5 * 2^23: round to nearest */
     vf t = x * 1.44269504088896341f + magic;
     vf n = t - magic;
@@ -37,10 +53,11 @@ static inline SCK_ATTR vf SCK_NAME(sigmoid_v)(vf x) {
 }
 
 /* tanh: Eigen's rational approximation (odd degree 13 / even degree 6) on [-7.9, 7.9],
-   clamped outside (where tanh rounds to ±1 within 3e-7); x itself for |x| < 4e-4. */
+   clamped outside (where tanh rounds to ±1 within 3e-7), exactly ±1 from |x| = 9.02 (±inf
+   included); x itself for |x| < 4e-4. NaN stays NaN (the clamp keeps it, the polynomial carries it). */
 static inline SCK_ATTR vf SCK_NAME(tanh_v)(vf x) {
     const float c = 7.90531110763549805f;
-    vf xc = __builtin_elementwise_min(__builtin_elementwise_max(x, SCK_NAME(splat)(-c)), SCK_NAME(splat)(c));
+    vf xc = SCK_NAME(min_keep_nan)(SCK_NAME(max_keep_nan)(x, -c), c);
     vf x2 = xc * xc;
     vf p = SCK_NAME(splat)(-2.76076847742355e-16f);
     p = p * x2 + 2.00018790482477e-13f;
@@ -55,8 +72,13 @@ static inline SCK_ATTR vf SCK_NAME(tanh_v)(vf x) {
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     vf r = p / q;
-    vi tiny = __builtin_elementwise_abs(x) < 0.0004f;
-    return (vf)((tiny & (vi)x) | (~tiny & (vi)r));
+    vf ax = __builtin_elementwise_abs(x);
+    vi tiny = ax < 0.0004f;
+    /* From |x| = 9.02 on, tanh(x) rounds to ±1 exactly (libm, PyTorch: tanh(inf) = 1); the
+       approximation at the clamp is 1 - 2.4e-7 with FMA. */
+    vi big = ax > 9.02f;
+    vi one = ((vi)x & (vi)SCK_NAME(splat)(-0.0f)) | (vi)SCK_NAME(splat)(1.0f);
+    return (vf)((tiny & (vi)x) | (big & one) | (~(tiny | big) & (vi)r));
 }
 
 /* Runs `body(off, count)` over [0, n) in vectors, the tail through a zero-padded copy. */
@@ -90,7 +112,7 @@ static SCK_ATTR void SCK_NAME(tanh_copy)(const float *pre, float *out, float *ou
     }
 }
 
-static inline SCK_ATTR void SCK_NAME(lstm_vec)(float *gates, int64_t H, int64_t j, int64_t cnt, const float *c_prev,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(lstm_vec)(float *gates, int64_t H, int64_t j, int64_t cnt, const float *c_prev,
                                                float *c_next, float *h_out, float *h_out2, int32_t store) {
     float *gi = gates, *gf = gates + H, *gg = gates + 2 * H, *go = gates + 3 * H;
     vf i, f, g, o, cp;
@@ -129,7 +151,7 @@ static SCK_ATTR void SCK_NAME(lstm_row_range)(float *gates, int64_t H, int64_t j
     if (j < j1) SCK_NAME(lstm_vec)(gates, H, j, j1 - j, c_prev, c_next, h_out, h_out2, store_acts);
 }
 
-static inline SCK_ATTR void SCK_NAME(lstm_bvec)(float *acts, int64_t H, int64_t j, int64_t cnt, const float *cc,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(lstm_bvec)(float *acts, int64_t H, int64_t j, int64_t cnt, const float *cc,
                                                 const float *c_prev, float *dcp, const float *dmp) {
     float *di = acts, *df = acts + H, *dg = acts + 2 * H, *dout = acts + 3 * H;
     vf i, f, g, o, c, cp, dc, dm;
@@ -165,7 +187,7 @@ static SCK_ATTR void SCK_NAME(lstm_row_backward)(float *acts, int64_t H, const f
     if (j < H) SCK_NAME(lstm_bvec)(acts, H, j, H - j, c, c_prev, dc, dm);
 }
 
-static inline SCK_ATTR void SCK_NAME(gru_vec)(float *gx, const float *gh, const float *bhn, const float *h_prev,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(gru_vec)(float *gx, const float *gh, const float *bhn, const float *h_prev,
                                               float *h_out, float *h_out2, int64_t H, int64_t j, int64_t cnt, int32_t store) {
     float *xr = gx, *xz = gx + H, *xn = gx + 2 * H;
     const float *hr = gh, *hz = gh + H, *hn = gh + 2 * H;
@@ -249,7 +271,7 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16)(
 }
 
 /* One row x one block, k in four interleaved quarters (8 accumulators). */
-static inline SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, int64_t k, float *y, int64_t cnt,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, int64_t k, float *y, int64_t cnt,
                                              int32_t accumulate) {
     int64_t q = k / 4;
     vf a[8];
@@ -273,7 +295,7 @@ static inline SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, in
 }
 
 /* Two rows x one block, k in two interleaved halves (8 accumulators). */
-static inline SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
                                              int64_t ldy, int64_t cnt, int32_t accumulate) {
     int64_t h = k / 2;
     const float *x0 = x, *x1 = x + ldx;
@@ -298,6 +320,27 @@ static inline SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const 
     SCK_NAME(put16)(y + ldy, a[2] + a[6], a[3] + a[7], cnt, accumulate);
 }
 
+/* All rows x one block (a k slice). Always inlined, so the call sites below that pass a
+   constant cnt and accumulate get code specialised for them (the branches in put16 fold
+   away): what clang's -O3 non-trivial loop unswitching did when this file was built at -O3,
+   done here in the source because SwiftPM builds C at -O2. */
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(block_rows)(
+    const float *xk, int64_t m, int64_t ldx, const float *pb, int64_t kc, float *yb, int64_t ldy, int64_t cnt,
+    int32_t acc) {
+    if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); return; }
+    if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); return; }
+    int64_t r = 0;
+    for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
+    switch (m - r) {
+    case 5: SCK_NAME(mk16)(5, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 4: SCK_NAME(mk16)(4, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 3: SCK_NAME(mk16)(3, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+    case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
+    default: break;
+    }
+}
+
 static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
                                                   int64_t k, float *y, int64_t ldy, int32_t accumulate,
                                                   int64_t blk_begin, int64_t blk_end) {
@@ -312,18 +355,9 @@ static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int
         int32_t acc = k0 == 0 ? accumulate : 1;
         int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
         float *yb = y + blk * NB;
-        if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); continue; }
-        if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); continue; }
-        int64_t r = 0;
-        for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
-        switch (m - r) {
-        case 5: SCK_NAME(mk16)(5, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 4: SCK_NAME(mk16)(4, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 3: SCK_NAME(mk16)(3, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-        case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
-        default: break;
-        }
+        if (cnt == NB && acc) SCK_NAME(block_rows)(xk, m, ldx, pb, kc, yb, ldy, NB, 1);
+        else if (cnt == NB) SCK_NAME(block_rows)(xk, m, ldx, pb, kc, yb, ldy, NB, 0);
+        else SCK_NAME(block_rows)(xk, m, ldx, pb, kc, yb, ldy, cnt, acc);
     }
 }
 

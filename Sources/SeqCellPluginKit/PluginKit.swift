@@ -341,6 +341,8 @@ public final class LayoutStorage {
 
 /// The configuration a cell's `create` receives, checked against its option specs.
 public struct CellConfig {
+    /// The largest input or hidden size a kit cell accepts: 2^24.
+    public static let maxSize = 1 << 24
     public let inputSize: Int
     public let hiddenSize: Int
     public let options: [Double]
@@ -353,8 +355,15 @@ public struct CellConfig {
             throw .invalid("\(cellID): config struct_size \(config.pointee.struct_size) is smaller than \(size)")
         }
         let c = config.pointee
-        guard c.input_size >= 1 else { throw .invalid("\(cellID): input_size must be >= 1 (got \(c.input_size))") }
-        guard c.hidden_size >= 1 else { throw .invalid("\(cellID): hidden_size must be >= 1 (got \(c.hidden_size))") }
+        // The upper bound keeps every size a cell derives (4·H, 4·H·I, packed panels) far from
+        // Int overflow; a layer that large could not be allocated anyway (W_hh alone would be
+        // 2^48 floats at the bound).
+        guard c.input_size >= 1, c.input_size <= CellConfig.maxSize else {
+            throw .invalid("\(cellID): input_size must be in 1...\(CellConfig.maxSize) (got \(c.input_size))")
+        }
+        guard c.hidden_size >= 1, c.hidden_size <= CellConfig.maxSize else {
+            throw .invalid("\(cellID): hidden_size must be in 1...\(CellConfig.maxSize) (got \(c.hidden_size))")
+        }
         guard Int(c.num_options) == specs.count else {
             throw .invalid("\(cellID): expected \(specs.count) option values, got \(c.num_options)")
         }
@@ -372,7 +381,8 @@ public struct CellConfig {
                     throw .invalid("\(cellID): option '\(spec.name)' must be in \(lo)...\(hi) (got \(v))")
                 }
             case .choice(let names):
-                guard v == v.rounded(), v >= 0, Int(v) < names.count else {
+                // Compared as Double: Int(v) would trap on ±inf or a huge value.
+                guard v == v.rounded(), v >= 0, v < Double(names.count) else {
                     throw .invalid("\(cellID): option '\(spec.name)' must be one of \(names.joined(separator: ", ")) (got index \(v))")
                 }
             }
@@ -442,16 +452,32 @@ public protocol CellKernel: AnyObject {
 
 /// Hands out 64-byte-aligned float arrays from one workspace block, in a fixed order.
 /// With no base it only measures, so one function can both size and carve a workspace.
+/// Sizes saturate: a request whose size overflows makes `bytes` Int.max, which no host can
+/// allocate, so the call is refused (with a workspace-size error) instead of trapping.
 public struct WorkspaceCarver {
     public private(set) var bytes: Int = 0
     private let base: UnsafeMutableRawPointer?
 
     public init(base: UnsafeMutableRawPointer?) { self.base = base }
 
-    public mutating func floats(_ count: Int) -> UnsafeMutablePointer<Float> {
-        let start = (bytes + 63) & ~63
-        bytes = start + count * MemoryLayout<Float>.stride
-        guard let base else { return UnsafeMutablePointer(bitPattern: 64)! }
+    /// `factors`' product floats (e.g. `floats(T, B, 4 * H)`), multiplied without trapping.
+    public mutating func floats(_ factors: Int...) -> UnsafeMutablePointer<Float> {
+        var count = 1
+        for f in factors {
+            let (p, overflow) = count.multipliedReportingOverflow(by: max(f, 0))
+            count = overflow ? Int.max : p
+        }
+        return floats(count: count)
+    }
+
+    public mutating func floats(count: Int) -> UnsafeMutablePointer<Float> {
+        let (padded, o1) = bytes.addingReportingOverflow(63)
+        let start = o1 ? Int.max : padded & ~63
+        let (size, o2) = max(count, 0).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+        let (end, o3) = start.addingReportingOverflow(size)
+        bytes = o1 || o2 || o3 ? Int.max : end
+        // Only reached with a base once the host has allocated `bytes`, so start is in range.
+        guard let base, bytes != Int.max else { return UnsafeMutablePointer(bitPattern: 64)! }
         return (base + start).assumingMemoryBound(to: Float.self)
     }
 }

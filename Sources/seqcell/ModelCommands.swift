@@ -62,6 +62,13 @@ struct InspectCommand: ParsableCommand {
     func run() throws {
         let s = try CheckpointSummary.read(path: file)
         let registry = plugins.registry()
+        // NaN and ±inf per parameter (a model with them computes NaN: it is worth seeing).
+        let health = try ParameterHealth.nonFiniteCounts(checkpoint: file)
+        let nonFinite = Dictionary(health.map { ($0.path, $0.count) }, uniquingKeysWith: { a, _ in a })
+        func finiteNote(_ path: String) -> String {
+            guard let entry = nonFinite[path] else { return "" }
+            return entry.map { "  non-finite \($0)" } ?? "  non-finite: not floating-point"
+        }
         print("\(file): SeqCell checkpoint, format \(s.formatVersion.map(String.init).joined(separator: "."))"
               + (s.creator.isEmpty ? "" : ", written by \(s.creator)") + (s.created.isEmpty ? "" : " at \(s.created)"))
         print("input size \(s.inputSize), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
@@ -81,11 +88,18 @@ struct InspectCommand: ParsableCommand {
                 print("  \(d.name): \(d.cell) \(d.cellVersion) input \(d.inputSize) hidden \(d.hiddenSize)\(opts)  [\(availability)]")
                 for ds in d.datasets {
                     let gates = ds.gateOrder.isEmpty ? "" : "  gates \(ds.gateOrder)"
-                    print("    \(ds.name) \(ds.shape) \(ds.dtype) (\(ds.count))\(gates)")
+                    print("    \(ds.name) \(ds.shape) \(ds.dtype) (\(ds.count))\(gates)\(finiteNote("layers/\(l.name)/\(d.name)/\(ds.name)"))")
                 }
             }
         }
-        if let h = s.head { print("head: linear \(h.weight) + bias \(h.bias), activation \(h.activation)") }
+        if let h = s.head {
+            print("head: linear \(h.weight) + bias \(h.bias), activation \(h.activation)"
+                  + "  weight non-finite \(nonFinite["head/weight"].flatMap { $0 }?.description ?? "?")"
+                  + ", bias non-finite \(nonFinite["head/bias"].flatMap { $0 }?.description ?? "?")")
+        }
+        let total = health.compactMap(\.count).reduce(NonFiniteCount(), +)
+        let where_ = health.filter { ($0.count?.total ?? 0) > 0 }.map(\.path)
+        print("non-finite parameter values: \(total)" + (where_.isEmpty ? "" : " in " + where_.joined(separator: ", ")))
         if let step = s.trainingStep {
             print("training state: step \(step)" + (s.trainingOptimizer.map { ", optimizer \($0)" } ?? ""))
         }

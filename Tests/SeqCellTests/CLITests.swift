@@ -95,7 +95,7 @@ final class CLITests: TemporaryDirectoryTestCase {
         let file = try H5File(creating: path("x.h5"))
         try file.root.writeDataset("input", shape: x.shape, floats: x.data)
         try file.close()
-        let byHand = a.head!.forward(try b.layers[0].forward(input: try a.layers[0].forward(input: x).output).output)
+        let byHand = try a.head!.forward(try b.layers[0].forward(input: try a.layers[0].forward(input: x).output).output)
         for name in ["s.h5", "c.h5"] {
             XCTAssertEqual(try seqcell(["run", name, "--input", "x.h5", "-o", "out-\(name)"]).status, 0)
             XCTAssertEqual(try H5File(opening: path("out-\(name)")).root.dataset("output").readFloats(), byHand.data, name)

@@ -327,7 +327,7 @@ final class CheckpointTests: TemporaryDirectoryTestCase {
         let h0 = try base.layers[0].forward(input: x).output
         let h1 = try fresh.forward(input: h0).output
         let h2 = try base.layers[2].forward(input: h1).output
-        XCTAssertEqual(try loaded.forward(input: x).output, base.head!.forward(h2))
+        XCTAssertEqual(try loaded.forward(input: x).output, try base.head!.forward(h2))
         XCTAssertThrowsError(try base.replacingLayer(1, with: try Model.freshLayer(LayerSpec(cell: "rnn", hiddenSize: 5), inputSize: 4,
                                                                                       registry: testRegistry, seed: 3))) { e in
             XCTAssert("\(e)".contains("outputs 5 features but layer 2 takes 4"), "\(e)")

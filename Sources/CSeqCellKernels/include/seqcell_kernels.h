@@ -7,7 +7,9 @@
  * explicitly (tests compare them); the sck_* functions call the best one for this CPU.
  *
  * Accuracy (tested against libm over dense ranges): sigmoid ≤ ~3 ulp relative,
- * tanh ≤ ~2e-7 absolute and ≤ ~4 ulp relative away from 0.
+ * tanh ≤ ~2e-7 absolute and ≤ ~4 ulp relative away from 0. Special values as libm and
+ * PyTorch: NaN in gives NaN out in every kernel (activations, gate rows, backward rows,
+ * the packed GEMM: 0 · NaN = NaN); tanh(±inf) = ±1, sigmoid(+inf) = 1, sigmoid(-inf) = 0.
  */
 #ifndef SEQCELL_KERNELS_H
 #define SEQCELL_KERNELS_H

@@ -22,7 +22,13 @@ public struct RunGradientInputs: Sendable {
         guard root.isDataset("grad_output") else {
             throw SeqCellError(.io, "'\(path)' has no dataset 'grad_output' (the gradient of the loss with respect to 'output'; members: \((try? root.memberNames())?.joined(separator: ", ") ?? "?"))")
         }
+        guard outputShape.count == 3 else {
+            throw SeqCellError(.shape, "the run's output must be [T, B, O], got \(outputShape)")
+        }
         let ds = try root.dataset("grad_output")
+        guard ds.elementKind.isFloatingPoint else {
+            throw SeqCellError(.io, "'\(path)': grad_output must hold floating-point values, found \(ds.elementKind)")
+        }
         var g = try Tensor.checked(shape: ds.shape, data: try ds.readFloats(), what: "'\(path)':/grad_output")
         let (T, B, O) = (outputShape[0], outputShape[1], outputShape[2])
         let expected = batchFirst ? [B, T, O] : [T, B, O]
@@ -33,6 +39,9 @@ public struct RunGradientInputs: Sendable {
         var stacked: [String: Tensor] = [:]
         for name in commonStateNames(model) where root.isDataset("grad_\(name)_n") {
             let s = try root.dataset("grad_\(name)_n")
+            guard s.elementKind.isFloatingPoint else {
+                throw SeqCellError(.io, "'\(path)': grad_\(name)_n must hold floating-point values, found \(s.elementKind)")
+            }
             stacked[name] = try Tensor.checked(shape: s.shape, data: try s.readFloats(), what: "'\(path)':/grad_\(name)_n")
         }
         let finals = stacked.isEmpty ? [] : try RunInputs.unstackStates(stacked, model: model, batch: B, path: path, suffix: "_n", prefix: "grad_")
@@ -75,6 +84,13 @@ extension Model {
 /// under `grad_initial_states/layers/NN/<direction>/<state>`, and every parameter gradient
 /// under `grad_params/<checkpoint parameter path>`.
 public func writeRunGradients(_ g: Model.Gradients, model: Model, batchFirst: Bool, into root: H5Group) throws {
+    guard g.initialStates.count == model.layers.count,
+          zip(g.initialStates, model.layers).allSatisfy({ $0.count == $1.cells.count }) else {
+        throw SeqCellError(.invalidArgument, "the gradients do not come from this model")
+    }
+    if let gi = g.input, gi.rank != 3 || Boundary.elementCount(gi.shape) != gi.count {
+        throw SeqCellError(.shape, "the input gradient must be a consistent [T, B, I] tensor, got \(gi.shape)")
+    }
     if let gi = g.input {
         let t = batchFirst ? swapFirstTwoAxes(gi) : gi
         try root.writeDataset("grad_input", shape: t.shape, floats: t.data)

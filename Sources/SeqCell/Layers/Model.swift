@@ -27,17 +27,42 @@ public struct LinearHead: Sendable {
     public var inputSize: Int { weight.shape[1] }
     public var outputSize: Int { weight.shape[0] }
 
+    /// Checks the head's own tensors (settable after init).
+    func checkSelf() throws {
+        guard weight.rank == 2, bias.shape == [weight.shape[0]] else {
+            throw SeqCellError(.shape, "head: weight must be [O, D] and bias [O], got \(weight.shape) and \(bias.shape)")
+        }
+        try Boundary.checkConsistent(weight, "head weight")
+        try Boundary.checkConsistent(bias, "head bias")
+    }
+
     /// x: [..., inputSize] → [..., outputSize]
-    public func forward(_ x: Tensor) -> Tensor {
+    public func forward(_ x: Tensor) throws -> Tensor {
+        try checkSelf()
         let (D, O) = (inputSize, outputSize)
-        let rows = x.count / D
-        var y = [Float](repeating: 0, count: rows * O)
-        for r in 0..<rows { for j in 0..<O { y[r * O + j] = bias.data[j] } }
-        x.data.withUnsafeBufferPointer { xp in
-            weight.data.withUnsafeBufferPointer { wp in
-                y.withUnsafeMutableBufferPointer { yp in
-                    hostSgemm(transA: false, transB: true, m: rows, n: O, k: D, a: xp.baseAddress!, lda: D,
-                              b: wp.baseAddress!, ldb: D, beta: 1, c: yp.baseAddress!, ldc: O)
+        guard x.rank >= 1, x.shape[x.rank - 1] == D else {
+            throw SeqCellError(.shape, "head: input must be [..., \(D)], got \(x.shape)")
+        }
+        try Boundary.checkConsistent(x, "head input")
+        let rows = D == 0 ? 0 : x.count / D
+        guard let total = Boundary.elementCount([rows, O]) else {
+            throw SeqCellError(.shape, "head: output [\(rows), \(O)] is too large")
+        }
+        var y = [Float](repeating: 0, count: total)
+        y.withUnsafeMutableBufferPointer { yp in
+            bias.data.withUnsafeBufferPointer { bp in
+                // y holds rows·O values and bias O (checked above).
+                guard let yb = yp.baseAddress, let bb = bp.baseAddress else { return }
+                for r in 0..<rows { (yb + r &* O).update(from: bb, count: O) }
+            }
+        }
+        if rows > 0, O > 0, D > 0 {
+            x.data.withUnsafeBufferPointer { xp in
+                weight.data.withUnsafeBufferPointer { wp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        hostSgemm(transA: false, transB: true, m: rows, n: O, k: D, a: xp.baseAddress!, lda: D,
+                                  b: wp.baseAddress!, ldb: D, beta: 1, c: yp.baseAddress!, ldc: O)
+                    }
                 }
             }
         }
@@ -50,7 +75,7 @@ public struct LinearHead: Sendable {
         case .linear: break
         case .tanh: for i in y.indices { y[i] = tanhf(y[i]) }
         case .sigmoid: for i in y.indices { y[i] = 1 / (1 + expf(-y[i])) }
-        case .relu: for i in y.indices { y[i] = max(y[i], 0) }
+        case .relu: for i in y.indices where y[i] < 0 { y[i] = 0 }  // NaN stays NaN, as torch.relu
         case .softmax:
             for r in 0..<rows {
                 let s = r * width
@@ -65,15 +90,23 @@ public struct LinearHead: Sendable {
 
     /// Gradients of the head from its output `y` and the gradient `g` reaching it.
     /// Returns (dx, dW, db).
-    public func backward(input x: Tensor, output y: Tensor, gradOutput g: Tensor) -> (Tensor, Tensor, Tensor) {
+    public func backward(input x: Tensor, output y: Tensor, gradOutput g: Tensor) throws -> (Tensor, Tensor, Tensor) {
+        try checkSelf()
         let (D, O) = (inputSize, outputSize)
-        let rows = x.count / D
+        guard x.rank >= 1, x.shape.last == D, y.shape == Array(x.shape.dropLast()) + [O], g.shape == y.shape else {
+            throw SeqCellError(.shape, "head backward: input \(x.shape), output \(y.shape) and output gradient \(g.shape) "
+                               + "do not fit a head from \(D) to \(O) features")
+        }
+        try Boundary.checkConsistent(x, "head input")
+        try Boundary.checkConsistent(y, "head output")
+        try Boundary.checkConsistent(g, "head output gradient")
+        let rows = D == 0 ? 0 : x.count / D
         var dz = g.data
         switch activation {
         case .linear: break
         case .tanh: for i in dz.indices { dz[i] *= 1 - y.data[i] * y.data[i] }
         case .sigmoid: for i in dz.indices { dz[i] *= y.data[i] * (1 - y.data[i]) }
-        case .relu: for i in dz.indices where y.data[i] <= 0 { dz[i] = 0 }
+        case .relu: for i in dz.indices where y.data[i] <= 0 { dz[i] = 0 }  // a NaN output passes its gradient, as torch
         case .softmax:
             for r in 0..<rows {
                 var dot: Float = 0
@@ -85,7 +118,7 @@ public struct LinearHead: Sendable {
         var dW = [Float](repeating: 0, count: O * D)
         var db = [Float](repeating: 0, count: O)
         for r in 0..<rows { for j in 0..<O { db[j] += dz[r * O + j] } }
-        dz.withUnsafeBufferPointer { dzp in
+        if rows > 0, O > 0, D > 0 { dz.withUnsafeBufferPointer { dzp in
             weight.data.withUnsafeBufferPointer { wp in
                 dx.withUnsafeMutableBufferPointer { dxp in
                     hostSgemm(transA: false, transB: false, m: rows, n: D, k: O, a: dzp.baseAddress!, lda: O,
@@ -98,7 +131,7 @@ public struct LinearHead: Sendable {
                               b: xp.baseAddress!, ldb: D, beta: 0, c: dwp.baseAddress!, ldc: D)
                 }
             }
-        }
+        } }
         return (Tensor(shape: x.shape, data: dx), Tensor(shape: weight.shape, data: dW), Tensor(shape: [O], data: db))
     }
 }
@@ -130,7 +163,7 @@ public struct Model: Sendable {
     }
 
     /// Width of the last recurrent layer's output.
-    public var recurrentOutputSize: Int { layers.last!.outputSize }
+    public var recurrentOutputSize: Int { layers.last?.outputSize ?? 0 }
     /// Width of what `forward` returns as `output`: the head's, or the last layer's.
     public var outputSize: Int { head?.outputSize ?? recurrentOutputSize }
 
@@ -159,12 +192,49 @@ public struct Model: Sendable {
     ///   - initialStates: empty (all zero) or initialStates[layer][direction][state]
     ///   - dropout: probability of zeroing each output of every layer but the last, as
     ///     PyTorch's `dropout` argument (survivors scaled by 1/(1−p)); masks come from `seed`.
+    /// Everything is checked before any layer runs (input shape, every length against T,
+    /// initial-state shapes, the model's own settable layers and head); a problem throws a
+    /// `SeqCellError` naming the tensor, e.g. "lengths[1] = 9 is outside 1...5".
     public func forward(input: Tensor, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = [],
                         training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
-        guard input.rank == 3 else { throw SeqCellError(.shape, "input must be [T, B, I], got \(input.shape)") }
-        guard input.shape[2] == inputSize else {
-            throw SeqCellError(.shape, "input has \(input.shape[2]) features per step; this model takes \(inputSize)")
+        let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input", taker: "this model")
+        let checked = try lengths.map { try SequenceLengths.checked($0, T: T, B: B) }
+        return try forwardChecked(input: input, T: T, B: B, lengths: checked, initialStates: initialStates,
+                                  training: training, dropout: dropout, seed: seed)
+    }
+
+    /// `forward` with lengths of any integer width (e.g. read from an int64 dataset): each is
+    /// checked against 1...T and reported with its exact value.
+    public func forward(input: Tensor, lengths: [Int], initialStates: [[[Tensor?]]] = [],
+                        training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
+        let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input", taker: "this model")
+        let checked = try SequenceLengths.checked(lengths, T: T, B: B)
+        return try forwardChecked(input: input, T: T, B: B, lengths: checked, initialStates: initialStates,
+                                  training: training, dropout: dropout, seed: seed)
+    }
+
+    /// Checks the model's structure (layers and head are settable after init, so the joins
+    /// checked by `init` may no longer hold).
+    func checkStructure() throws {
+        guard !layers.isEmpty else { throw SeqCellError(.invalidArgument, "a model needs at least one layer") }
+        var width = inputSize
+        for (k, l) in layers.enumerated() {
+            guard l.inputSize == width else {
+                throw SeqCellError(.shape, "layer \(k) takes \(l.inputSize) inputs but receives \(width) features")
+            }
+            width = l.outputSize
         }
+        if let head {
+            try head.checkSelf()
+            guard head.inputSize == width else {
+                throw SeqCellError(.shape, "the head takes \(head.inputSize) inputs but layer \(layers.count - 1) outputs \(width) features")
+            }
+        }
+    }
+
+    func forwardChecked(input: Tensor, T: Int, B: Int, lengths: [Int32]?, initialStates: [[[Tensor?]]],
+                        training: Bool, dropout: Float, seed: UInt64) throws -> Output {
+        try checkStructure()
         guard initialStates.isEmpty || initialStates.count == layers.count else {
             throw SeqCellError(.shape, "initial states for \(initialStates.count) layers; the model has \(layers.count)")
         }
@@ -179,8 +249,8 @@ public struct Model: Sendable {
         for (k, layer) in layers.enumerated() {
             inputs.append(x)
             do {
-                let o = try layer.forward(input: x, lengths: lengths,
-                                          initialStates: initialStates.isEmpty ? [] : initialStates[k], training: training)
+                let o = try layer.forwardChecked(input: x, T: T, B: B, lengths: lengths,
+                                                 initialStates: initialStates.isEmpty ? [] : initialStates[k], training: training)
                 outs.append(o)
                 x = o.output
             } catch let e as SeqCellError {
@@ -193,7 +263,7 @@ public struct Model: Sendable {
                 masks.append(mask)
             }
         }
-        let y = head.map { $0.forward(x) } ?? x
+        let y = try head.map { try $0.forward(x) } ?? x
         return Output(output: y, recurrentOutput: x, finalStates: outs.map(\.finalStates), layerOutputs: outs,
                       layerInputs: inputs, dropoutMasks: masks)
     }
@@ -214,24 +284,52 @@ public struct Model: Sendable {
     ///   - gradFinalStates: empty, or [layer][direction][state] (nil = zero)
     public func backward(_ fwd: Output, gradOutput: Tensor?, gradFinalStates: [[[Tensor?]]] = [],
                          wantInputGradient: Bool = true) throws -> Gradients {
+        try checkStructure()
+        guard fwd.layerOutputs.count == layers.count else {
+            throw SeqCellError(.invalidArgument,
+                               "this forward result has \(fwd.layerOutputs.count) layers; the model has \(layers.count): it comes from another model")
+        }
+        guard fwd.recurrentOutput.rank == 3, fwd.recurrentOutput.shape[2] == recurrentOutputSize,
+              fwd.output.rank == 3, fwd.output.shape[2] == outputSize
+        else {
+            throw SeqCellError(.invalidArgument, "this forward result (output \(fwd.output.shape)) comes from another model")
+        }
+        if let go = gradOutput {
+            guard go.shape == fwd.output.shape else {
+                throw SeqCellError(.shape, "output gradient must be \(fwd.output.shape), got \(go.shape)")
+            }
+            try Boundary.checkConsistent(go, "output gradient")
+        }
+        guard gradFinalStates.isEmpty || gradFinalStates.count == layers.count else {
+            throw SeqCellError(.shape, "final-state gradients for \(gradFinalStates.count) layers; the model has \(layers.count)")
+        }
         var g = gradOutput
         var headGrads: (Tensor, Tensor)? = nil
         if let head, let go = gradOutput {
-            let (dx, dW, db) = head.backward(input: fwd.recurrentOutput, output: fwd.output, gradOutput: go)
+            let (dx, dW, db) = try head.backward(input: fwd.recurrentOutput, output: fwd.output, gradOutput: go)
             g = dx
             headGrads = (dW, db)
         }
         var states = [[[Tensor]]](repeating: [], count: layers.count)
         var params = [[[Tensor]]](repeating: [], count: layers.count)
         for k in stride(from: layers.count - 1, through: 0, by: -1) {
-            let lg = try layers[k].backward(fwd.layerOutputs[k], gradOutput: g,
+            let lg: RecurrentLayer.Gradients
+            do {
+                lg = try layers[k].backward(fwd.layerOutputs[k], gradOutput: g,
                                             gradFinalStates: gradFinalStates.isEmpty ? [] : gradFinalStates[k],
                                             wantInputGradient: k > 0 || wantInputGradient)
+            } catch let e as SeqCellError {
+                throw SeqCellError(e.kind, "layer \(k): \(e.message)")
+            }
             states[k] = lg.initialStates
             params[k] = lg.params
             g = lg.input
             if k > 0, k - 1 < fwd.dropoutMasks.count, let gi = g {
-                g = Tensor(shape: gi.shape, data: zip(gi.data, fwd.dropoutMasks[k - 1]).map { $0 * $1 })
+                let mask = fwd.dropoutMasks[k - 1]
+                guard mask.count == gi.count else {
+                    throw SeqCellError(.invalidArgument, "layer \(k - 1)'s dropout mask does not fit its output gradient")
+                }
+                g = Tensor(shape: gi.shape, data: zip(gi.data, mask).map { $0 * $1 })
             }
         }
         return Gradients(input: wantInputGradient ? g : nil, initialStates: states, params: params, head: headGrads)

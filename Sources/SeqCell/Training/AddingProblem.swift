@@ -14,9 +14,10 @@ public struct AddingProblem: Sendable {
     /// The MSE of always predicting 1: Var(a + b) = 2 · 1/12.
     public static let baselineMSE = 1.0 / 6.0
 
-    /// A batch drawn from `rng`: input [T, B, 2] (value, marker), targets [B, 1].
+    /// A batch drawn from `rng`: input [T, B, 2] (value, marker), targets [B, 1]. T and B are
+    /// `seqLen` and `batchSize`, at least 1 each.
     public func batch(rng: inout SplitMix64) -> Batch {
-        let (T, B) = (seqLen, batchSize)
+        let (T, B) = (max(seqLen, 1), max(batchSize, 1))
         var x = [Float](repeating: 0, count: T * B * 2)
         var y = [Float](repeating: 0, count: B)
         let half = max(T / 2, 1)

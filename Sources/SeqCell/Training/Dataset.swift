@@ -13,25 +13,35 @@ public struct SequenceDataset: Sendable {
     public var count: Int { input.shape[1] }
 
     public init(input: Tensor, targets: Tensor, lengths: [Int32]?, perStepTargets: Bool) throws {
-        guard input.rank == 3, input.shape[1] >= 1 else {
-            throw SeqCellError(.shape, "training input must be [T, N, I] with N >= 1, got \(input.shape)")
+        try self.init(input: input, targets: targets, wideLengths: lengths.map { $0.map(Int64.init) },
+                      perStepTargets: perStepTargets, source: nil)
+    }
+
+    /// The same, with lengths of any width (as read from an int64 dataset): each is checked
+    /// against 1...T and reported with its exact value.
+    public init(input: Tensor, targets: Tensor, lengths: [Int], perStepTargets: Bool) throws {
+        try self.init(input: input, targets: targets, wideLengths: lengths.map(Int64.init),
+                      perStepTargets: perStepTargets, source: nil)
+    }
+
+    /// Checks everything `select` and `batch` index by; `source` (a file) prefixes messages.
+    init(input: Tensor, targets: Tensor, wideLengths: [Int64]?, perStepTargets: Bool, source: String?) throws {
+        let at = source.map { "'\($0)': " } ?? ""
+        guard input.rank == 3, input.shape[0] >= 1, input.shape[1] >= 1 else {
+            throw SeqCellError(.shape, "\(at)training input must be [T, N, I] with T, N >= 1, got \(input.shape)")
         }
+        try Boundary.checkConsistent(input, "\(at)training input")
+        try Boundary.checkConsistent(targets, "\(at)targets")
         let (T, N) = (input.shape[0], input.shape[1])
         let ok = perStepTargets ? targets.rank >= 2 && targets.shape[0] == T && targets.shape[1] == N
                                 : targets.rank >= 1 && targets.shape[0] == N
         guard ok else {
-            throw SeqCellError(.shape, "targets \(targets.shape) do not fit input \(input.shape): need "
+            throw SeqCellError(.shape, "\(at)targets \(targets.shape) do not fit input \(input.shape): need "
                                + (perStepTargets ? "[T, N, ...] = [\(T), \(N), ...] for per-step targets" : "[N, ...] = [\(N), ...] for per-sample targets"))
-        }
-        if let lengths {
-            guard lengths.count == N else { throw SeqCellError(.shape, "\(lengths.count) lengths for \(N) samples") }
-            if let (i, l) = lengths.enumerated().first(where: { $0.element < 1 || Int($0.element) > T }) {
-                throw SeqCellError(.invalidArgument, "lengths[\(i)] = \(l) is outside 1...\(T)")
-            }
         }
         self.input = input
         self.targets = targets
-        self.lengths = lengths
+        self.lengths = try wideLengths.map { try SequenceLengths.checked($0, T: T, B: N, what: "\(at)lengths") }
         self.perStepTargets = perStepTargets
     }
 
@@ -42,18 +52,31 @@ public struct SequenceDataset: Sendable {
                 throw SeqCellError(.io, "'\(path)' has no dataset '\(name)' (training data needs input, targets and optionally lengths)")
             }
             let ds = try root.dataset(name)
-            return Tensor(shape: ds.shape, data: try ds.readFloats())
+            guard ds.elementKind.isFloatingPoint else {
+                throw SeqCellError(.io, "'\(path)': \(name) must hold floating-point values (class ids as floats), found \(ds.elementKind)")
+            }
+            return try Tensor.checked(shape: ds.shape, data: try ds.readFloats(), what: "'\(path)': \(name)")
         }
-        let lengths = root.isDataset("lengths") ? try root.dataset("lengths").readInt32s() : nil
-        return try SequenceDataset(input: try floats("input"), targets: try floats("targets"), lengths: lengths,
-                                   perStepTargets: perStepTargets)
+        var lengths: [Int64]? = nil
+        if root.isDataset("lengths") {
+            let l = try root.dataset("lengths")
+            guard l.elementKind.isInteger else {
+                throw SeqCellError(.io, "'\(path)': lengths must hold integers (int32 or int64), found \(l.elementKind)")
+            }
+            guard l.shape.count == 1 else {
+                throw SeqCellError(.shape, "'\(path)': lengths must be [N] (one per sample), got shape \(l.shape)")
+            }
+            lengths = try l.readInt64s()
+        }
+        return try SequenceDataset(input: try floats("input"), targets: try floats("targets"), wideLengths: lengths,
+                                   perStepTargets: perStepTargets, source: path)
     }
 
     /// A batch of `size` samples chosen by (seed, step).
     public func batch(size: Int, seed: UInt64, step: Int) -> Batch {
         var rng = SplitMix64(seed: seed &+ UInt64(step) &* 0xD1B5_4A32_D192_ED03)
         let N = count
-        let picks = size >= N ? Array(0..<N) : (0..<size).map { _ in Int(rng.next() % UInt64(N)) }
+        let picks = size >= N ? Array(0..<N) : (0..<max(size, 1)).map { _ in Int(rng.next() % UInt64(N)) }
         return select(picks)
     }
 

@@ -29,7 +29,12 @@ public struct LossValue: Sendable {
 /// - Parameter targets: for `.lastStep` [B, O] (mse) or [B] (class ids); for `.allSteps`
 ///   [T, B, O] (mse) or [T, B] (class ids).
 public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor, lengths: [Int32]?) throws -> LossValue {
+    guard output.rank == 3 else { throw SeqCellError(.shape, "loss: output must be [T, B, O], got \(output.shape)") }
+    try Boundary.checkConsistent(output, "loss: output")
+    try Boundary.checkConsistent(targets, "loss: targets")
     let (T, B, O) = (output.shape[0], output.shape[1], output.shape[2])
+    guard T >= 1, B >= 1 else { throw SeqCellError(.shape, "loss: output \(output.shape) is empty") }
+    let lengths = try lengths.map { try SequenceLengths.checked($0, T: T, B: B) }
     // The (t, b) positions compared.
     var positions: [(Int, Int)] = []
     for b in 0..<B {
@@ -66,8 +71,8 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
     case .crossEntropy:
         let n = Double(positions.count)
         for (t, b) in positions {
-            let cls = Int(targets.data[targetIndex(t, b)])
-            guard cls >= 0, cls < O, Float(cls) == targets.data[targetIndex(t, b)] else {
+            // Int(exactly:) is nil for NaN, ±inf and fractions: no trap on a bad target.
+            guard let cls = Int(exactly: targets.data[targetIndex(t, b)]), cls >= 0, cls < O else {
                 throw SeqCellError(.invalidArgument, "class target \(targets.data[targetIndex(t, b)]) at step \(t), sample \(b) is not in 0..<\(O)")
             }
             let base = (t * B + b) * O

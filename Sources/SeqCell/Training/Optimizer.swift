@@ -103,7 +103,30 @@ public struct Optimizer: Sendable {
         self.slots = slots
     }
 
-    /// One update of `params` with `grads` (same order and shapes).
+    /// Checks that `grads` and the slots (restored from a checkpoint, or settable) match
+    /// `params` in count and shapes, so `update` indexes nothing out of range.
+    public func check(params: [Tensor], grads: [Tensor]) throws {
+        guard grads.count == params.count else {
+            throw SeqCellError(.shape, "optimizer: \(grads.count) gradients for \(params.count) parameters")
+        }
+        for (i, (p, g)) in zip(params, grads).enumerated() {
+            guard g.shape == p.shape, g.count == p.count, Boundary.elementCount(p.shape) == p.count else {
+                throw SeqCellError(.shape, "optimizer: gradient \(i) is \(g.shape) for a parameter \(p.shape)")
+            }
+        }
+        for name in slotNames {
+            guard let slot = slots[name] else { continue }
+            guard slot.count == params.count else {
+                throw SeqCellError(.shape, "optimizer slot '\(name)' holds \(slot.count) tensors for \(params.count) parameters")
+            }
+            for (i, (s, p)) in zip(slot, params).enumerated() where s.shape != p.shape || s.count != p.count {
+                throw SeqCellError(.shape, "optimizer slot '\(name)' tensor \(i) is \(s.shape) for a parameter \(p.shape)")
+            }
+        }
+        guard step < Int.max else { throw SeqCellError(.invalidArgument, "optimizer step counter is at its maximum") }
+    }
+
+    /// One update of `params` with `grads` (same order and shapes: `check` says whether they are).
     public mutating func update(_ params: inout [Tensor], _ grads: [Tensor]) {
         let lr = currentRate
         step += 1

@@ -123,6 +123,9 @@ public struct Trainer: Sendable {
         guard config.dropout >= 0, config.dropout < 1 else {
             throw SeqCellError(.invalidArgument, "dropout must be in [0, 1), got \(config.dropout)")
         }
+        guard config.batchSize >= 1 else {
+            throw SeqCellError(.invalidArgument, "batch size must be >= 1, got \(config.batchSize)")
+        }
     }
 
     /// Resumes from a checkpoint that carries training state.
@@ -151,8 +154,14 @@ public struct Trainer: Sendable {
                 guard let t = saved[p.path] else {
                     throw SeqCellError(.checkpoint, "optimizer slot '\(name)' lacks parameter \(p.path)")
                 }
+                guard t.shape == p.value.shape, t.count == p.value.count else {
+                    throw SeqCellError(.checkpoint, "optimizer slot '\(name)' for \(p.path) is \(t.shape); the parameter is \(p.value.shape)")
+                }
                 return t
             }
+        }
+        guard state.step >= 0, state.step < Int.max else {
+            throw SeqCellError(.checkpoint, "the checkpoint's training step \(state.step) is out of range")
         }
         optimizer.restore(step: state.step, slots: slots)
     }
@@ -209,13 +218,14 @@ public struct Trainer: Sendable {
         }
         let rate = optimizer.currentRate
         var params = model.namedParameters.map(\.value)
+        try optimizer.check(params: params, grads: flat)
         optimizer.update(&params, flat)
         try model.setParameters(params)
         if config.carryState {
             carried = fwd.finalStates.map { $0.map { $0.map { Optional($0) } } }
         }
         var perStep: [Double]? = nil
-        if measureStepGradients, let gx = grads.input {
+        if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
             let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
             perStep = (0..<T).map { t in
                 var s = 0.0
