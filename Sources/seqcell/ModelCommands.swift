@@ -69,39 +69,42 @@ struct InspectCommand: ParsableCommand {
             guard let entry = nonFinite[path] else { return "" }
             return entry.map { "  non-finite \($0)" } ?? "  non-finite: not floating-point"
         }
-        print("\(file): SeqCell checkpoint, format \(s.formatVersion.map(String.init).joined(separator: "."))"
-              + (s.creator.isEmpty ? "" : ", written by \(s.creator)") + (s.created.isEmpty ? "" : " at \(s.created)"))
-        print("input size \(s.inputSize), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
+        // Values from the file are shown escaped and shortened: a checkpoint is untrusted data.
+        func v(_ text: String) -> String { MessageText.value(text) }
+        func show(_ line: String) { print(MessageText.escaped(line)) }
+        show("\(file): SeqCell checkpoint, format \(s.formatVersion.map(String.init).joined(separator: "."))"
+              + (s.creator.isEmpty ? "" : ", written by \(v(s.creator))") + (s.created.isEmpty ? "" : " at \(v(s.created))"))
+        show("input size \(s.inputSize), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
         for l in s.layers {
-            let merge = l.direction == "bidirectional" ? " (merge \(l.mergeMode))" : ""
-            print("layer \(l.name): \(l.direction)\(merge)")
+            let merge = l.direction == "bidirectional" ? " (merge \(v(l.mergeMode)))" : ""
+            show("layer \(v(l.name)): \(v(l.direction))\(merge)")
             for d in l.directions {
                 let availability: String
-                if let v = CellVersion(d.cellVersion), let t = try? registry.cellType(d.cell, satisfying: v) {
+                if let needed = CellVersion(d.cellVersion), let t = try? registry.cellType(d.cell, satisfying: needed) {
                     availability = "plugin available: \(t.id) \(t.version) (\(t.libraryPath))"
                 } else if let t = try? registry.cellType(d.cell) {
-                    availability = "PLUGIN VERSION MISMATCH: here \(t.version), file needs \(d.cellVersion)"
+                    availability = "PLUGIN VERSION MISMATCH: here \(t.version), file needs \(v(d.cellVersion))"
                 } else {
                     availability = "PLUGIN NOT FOUND"
                 }
-                let opts = d.options.isEmpty ? "" : " " + d.options.map { "\($0.name)=\($0.value)" }.joined(separator: " ")
-                print("  \(d.name): \(d.cell) \(d.cellVersion) input \(d.inputSize) hidden \(d.hiddenSize)\(opts)  [\(availability)]")
+                let opts = d.options.isEmpty ? "" : " " + d.options.map { "\(v($0.name))=\(v("\($0.value)"))" }.joined(separator: " ")
+                show("  \(v(d.name)): \(v(d.cell)) \(v(d.cellVersion)) input \(d.inputSize) hidden \(d.hiddenSize)\(opts)  [\(availability)]")
                 for ds in d.datasets {
-                    let gates = ds.gateOrder.isEmpty ? "" : "  gates \(ds.gateOrder)"
-                    print("    \(ds.name) \(ds.shape) \(ds.dtype) (\(ds.count))\(gates)\(finiteNote("layers/\(l.name)/\(d.name)/\(ds.name)"))")
+                    let gates = ds.gateOrder.isEmpty ? "" : "  gates \(v(ds.gateOrder))"
+                    show("    \(v(ds.name)) \(ds.shape) \(v(ds.dtype)) (\(ds.count))\(gates)\(finiteNote("layers/\(l.name)/\(d.name)/\(ds.name)"))")
                 }
             }
         }
         if let h = s.head {
-            print("head: linear \(h.weight) + bias \(h.bias), activation \(h.activation)"
+            show("head: linear \(h.weight) + bias \(h.bias), activation \(v(h.activation))"
                   + "  weight non-finite \(nonFinite["head/weight"].flatMap { $0 }?.description ?? "?")"
                   + ", bias non-finite \(nonFinite["head/bias"].flatMap { $0 }?.description ?? "?")")
         }
         let total = health.compactMap(\.count).reduce(NonFiniteCount(), +)
         let where_ = health.filter { ($0.count?.total ?? 0) > 0 }.map(\.path)
-        print("non-finite parameter values: \(total)" + (where_.isEmpty ? "" : " in " + where_.joined(separator: ", ")))
+        show("non-finite parameter values: \(total)" + (where_.isEmpty ? "" : " in " + where_.joined(separator: ", ")))
         if let step = s.trainingStep {
-            print("training state: step \(step)" + (s.trainingOptimizer.map { ", optimizer \($0)" } ?? ""))
+            show("training state: step \(step)" + (s.trainingOptimizer.map { ", optimizer \(v($0))" } ?? ""))
         }
     }
 }

@@ -70,6 +70,7 @@ func exitReporting(_ error: any Error) -> Never {
 /// without knowing which values are the user's paths).
 func errorText(_ error: any Error) -> String {
     if let e = error as? SeqCellError { return e.message }
+    if let e = error as? HDF5Error { return e.rawDescription }
     if let e = error as? CocoaError { return e.localizedDescription }
     return String(describing: error)
 }

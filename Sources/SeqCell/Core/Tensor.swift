@@ -6,7 +6,7 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
     /// `data.count` must equal the product of `shape` (a programming error otherwise; use
     /// `Tensor.checked` for data that comes from outside).
     public init(shape: [Int], data: [Float]) {
-        precondition(shape.allSatisfy { $0 >= 0 } && shape.reduce(1, *) == data.count,
+        precondition(Boundary.elementCount(shape) == data.count,
                      "Tensor shape \(shape) does not hold \(data.count) elements")
         self.shape = shape
         self.data = data
@@ -14,8 +14,11 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
 
     /// A tensor from outside data, with a clear error instead of a trap when sizes disagree.
     public static func checked(shape: [Int], data: [Float], what: String) throws -> Tensor {
-        guard shape.allSatisfy({ $0 >= 0 }), shape.reduce(1, *) == data.count else {
-            throw SeqCellError(.shape, "\(what): shape \(shape) needs \(shape.reduce(1, *)) values, found \(data.count)")
+        guard let needed = Boundary.elementCount(shape) else {
+            throw SeqCellError(.shape, "\(what): shape \(shape) has a negative dimension or more elements than can be addressed")
+        }
+        guard needed == data.count else {
+            throw SeqCellError(.shape, "\(what): shape \(shape) needs \(needed) values, found \(data.count)")
         }
         return Tensor(shape: shape, data: data)
     }

@@ -62,14 +62,19 @@ public struct HDF5Error: Error, CustomStringConvertible {
     public var cause: (any Error)?
     public var location: SourceLocation
 
-    /// One line naming the operation, the file and the object, and why. libhdf5's function
-    /// names stay in `stack` and never appear here.
-    public var description: String {
+    /// One line naming the operation, the file and the object, and why, as raised: object
+    /// names and values from the file are not escaped here (`description` escapes them).
+    /// libhdf5's function names stay in `stack` and never appear here.
+    public var rawDescription: String {
         var text = "cannot \(operation) "
         text += objectPath.isEmpty ? "'\(filePath)'" : "'\(objectPath)' in '\(filePath)'"
         text += ": \(message)"
         return text
     }
+
+    /// `rawDescription` as one line for people: control characters from the file escaped and
+    /// long values shortened (`MessageText.oneLine`).
+    public var description: String { MessageText.oneLine(rawDescription) }
 }
 
 /// The file and object an operation works on: what an `HDF5Error` needs besides the failure.

@@ -288,6 +288,7 @@ public final class Cell: @unchecked Sendable {
         guard input.rank == 3 else {
             throw SeqCellError(.shape, "cell '\(id)': input must be [T, B, I], got shape \(input.shape)")
         }
+        try Boundary.checkConsistent(input, "cell '\(id)': input")
         let (T, B, I) = (input.shape[0], input.shape[1], input.shape[2])
         guard T >= 1 else { throw SeqCellError(.shape, "cell '\(id)': sequence length T must be >= 1, got \(T)") }
         guard B >= 1 else { throw SeqCellError(.shape, "cell '\(id)': batch size B must be >= 1, got \(B)") }
@@ -305,15 +306,21 @@ public final class Cell: @unchecked Sendable {
         guard params.count == self.params.count else {
             throw SeqCellError(.shape, "cell '\(id)': \(params.count) parameter tensors given, it has \(self.params.count)")
         }
-        for (p, info) in zip(params, self.params) where p.shape != info.shape {
-            throw SeqCellError(.shape, "cell '\(id)': parameter '\(info.name)' must be \(info.shape), got \(p.shape)")
+        for (p, info) in zip(params, self.params) {
+            guard p.shape == info.shape else {
+                throw SeqCellError(.shape, "cell '\(id)': parameter '\(info.name)' must be \(info.shape), got \(p.shape)")
+            }
+            try Boundary.checkConsistent(p, "cell '\(id)': parameter '\(info.name)'")
         }
         guard initialStates.isEmpty || initialStates.count == states.count else {
             throw SeqCellError(.shape, "cell '\(id)': \(initialStates.count) initial states given, it has \(states.count)")
         }
         for (s, info) in zip(initialStates, states) {
-            if let s, s.shape != [B, info.size] {
-                throw SeqCellError(.shape, "cell '\(id)': initial state '\(info.name)' must be [\(B), \(info.size)], got \(s.shape)")
+            if let s {
+                guard s.shape == [B, info.size] else {
+                    throw SeqCellError(.shape, "cell '\(id)': initial state '\(info.name)' must be [\(B), \(info.size)], got \(s.shape)")
+                }
+                try Boundary.checkConsistent(s, "cell '\(id)': initial state '\(info.name)'")
             }
         }
         return (T, B)
@@ -407,20 +414,24 @@ public final class Cell: @unchecked Sendable {
         guard tape.output.shape == [T, B, outputSize] else {
             throw SeqCellError(.shape, "\(summaryForErrors): the tape's output is \(tape.output.shape), expected [\(T), \(B), \(outputSize)]")
         }
-        guard tape.claim() else {
-            throw SeqCellError(.invalidArgument,
-                "cell '\(type.id)': this forward's tape was already used by a backward call (backward may reuse the workspace); run forward again")
-        }
         if let g = gradOutput, g.shape != [T, B, outputSize] {
             throw SeqCellError(.shape, "cell '\(type.id)': output gradient must be [\(T), \(B), \(outputSize)], got \(g.shape)")
         }
         guard gradFinalStates.isEmpty || gradFinalStates.count == states.count else {
             throw SeqCellError(.shape, "cell '\(type.id)': \(gradFinalStates.count) final-state gradients, it has \(states.count) states")
         }
+        if let g = gradOutput { try Boundary.checkConsistent(g, "cell '\(type.id)': output gradient") }
         for (g, info) in zip(gradFinalStates, states) {
-            if let g, g.shape != [B, info.size] {
-                throw SeqCellError(.shape, "cell '\(type.id)': gradient of final state '\(info.name)' must be [\(B), \(info.size)], got \(g.shape)")
+            if let g {
+                guard g.shape == [B, info.size] else {
+                    throw SeqCellError(.shape, "cell '\(type.id)': gradient of final state '\(info.name)' must be [\(B), \(info.size)], got \(g.shape)")
+                }
+                try Boundary.checkConsistent(g, "cell '\(type.id)': gradient of final state '\(info.name)'")
             }
+        }
+        guard tape.claim() else {
+            throw SeqCellError(.invalidArgument,
+                "cell '\(type.id)': this forward's tape was already used by a backward call (backward may reuse the workspace); run forward again")
         }
         if wantInputGradient {
             _ = try PluginLimits.floatCount([T, B, inputSize], what: "cell '\(type.id)': input gradient [T, B, I]")
