@@ -26,4 +26,4 @@ swift build -c release
 SEQCELL_PLUGIN_PATH="$PWD/.build/release" swift test --skip-build "$@"
 
 echo "== quick fuzz of the file readers (debug CLI) =="
-scripts/fuzz/fuzz.py --quick --seqcell .build/debug/seqcell --out "$tmp/fuzz-out"
+scripts/fuzz/fuzz.py --quick --seqcell .build/debug/seqcell --out .build/fuzz-out
