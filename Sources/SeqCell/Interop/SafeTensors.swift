@@ -87,6 +87,10 @@ public struct SafeTensorsFile: Sendable {
             // The reference writer pads the header with trailing spaces; JSON allows them.
             json = try parser.parse(bytes[8..<(8 + headerLength)])
         } catch let e as JSONParseError {
+            if e.message.hasPrefix("an object has more than"), bytes.count > 8 + e.offset, e.offset > 0 {
+                // Only the top level can be that large within the depth limit of a valid header.
+                throw bad("the header lists more than \(Self.maximumEntries) tensors")
+            }
             throw bad("the header is not valid JSON: \(e.message) at byte \(8 + e.offset)")
         }
         guard case .object(let members) = json else { throw bad("the header is not a JSON object") }
@@ -134,6 +138,7 @@ public struct SafeTensorsFile: Sendable {
             var overflow = false
             for d in dims {
                 guard let v = d.nonNegativeInteger else {
+                    if case .number(let t) = d, t.hasPrefix("-") { throw bad("tensor \(shown): negative dimension in shape (\(t.prefix(24)))") }
                     throw bad("tensor \(shown): shape holds \(d.kindDescription), not a non-negative integer")
                 }
                 shape.append(v)
