@@ -520,7 +520,10 @@ def failure_class(result):
         return f"crash {sig} ({cmd})"
     if result["status"] == "hang":
         return f"hang ({cmd})"
-    return f"{result['problems'][0].split(':')[0] if result['problems'] else result['status']} ({cmd})"
+    if result["problems"]:
+        first = result["problems"][0]
+        return f"{first if first.startswith('message') else first.split(':')[0]} ({cmd})"
+    return f"{result['status']} ({cmd})"
 
 
 # ---------------------------------------------------------------------------------------
