@@ -65,8 +65,11 @@ final class ReaderHardeningTests: TemporaryDirectoryTestCase {
                 "shape has 70 dimensions")
         refused(file("{\"" + String(repeating: "n", count: 5000) + "\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}"),
                 "longer than 4096 bytes")
-        refused(file(#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
+        refused(file(#"{"a":{"dtype":"F32","shape":[2147483647,2147483647,2147483647],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
                 "more elements than can be addressed")
+        // An empty tensor cannot declare a dimension that later sizes a model.
+        refused(file(#"{"a":{"dtype":"F32","shape":[0,4611686018427387904],"data_offsets":[0,0]}}"#),
+                "dimension 4611686018427387904 in its shape is larger than 2147483647")
         refused(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,18446744073709551620]}}"#, [0, 0, 0, 0]),
                 "not two non-negative integers")
         refused(file(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, [0, 0, 0, 0]),
@@ -117,6 +120,18 @@ final class ReaderHardeningTests: TemporaryDirectoryTestCase {
         XCTAssertTrue(FileManager.default.createFile(atPath: bad, contents: Data(damaged)))
         let e = assertThrows(SeqCellError.self, try TensorDictionary.safetensors(path: bad))
         XCTAssertTrue(e?.message.contains("runs past the end") == true, e?.message ?? "")
+    }
+
+    /// Sizes read from empty tensors' shapes are bounded before the importer computes with
+    /// them (a [0, 2^30] weight_hr_l0 once made gates × hidden overflow).
+    func testPyTorchImportBoundsSizesFromEmptyTensors() throws {
+        let file = path("proj.safetensors")
+        let header = #"{"weight_ih_l0":{"dtype":"F32","shape":[4,1],"data_offsets":[0,16]},"weight_hh_l0":{"dtype":"F32","shape":[4,1],"data_offsets":[16,32]},"weight_hr_l0":{"dtype":"F32","shape":[0,1073741824],"data_offsets":[32,32]}}"#
+        let h = Array(header.utf8)
+        let bytes = (0..<8).map { UInt8(truncatingIfNeeded: UInt64(h.count) >> (8 * UInt64($0))) } + h + [UInt8](repeating: 0, count: 32)
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data(bytes)))
+        let e = assertThrows(SeqCellError.self, try PyTorchImporter.importFile(file, registry: testRegistry))
+        XCTAssertTrue(e?.message.contains("sizes must be between 1 and 16777216") == true, e?.message ?? "")
     }
 
     /// Runs a Python script that builds a `.keras` case in the test folder, runs `seqcell

@@ -360,7 +360,7 @@ public enum KerasImporter {
             let count = try v.memberNames().count
             guard v.isDataset("1") else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path) has no recurrent kernel '1'") }
             let rk = try v.dataset("1").shape
-            guard rk.count == 2, rk[0] > 0, rk[1] % rk[0] == 0, let cls = className ?? [1: "SimpleRNN", 3: "GRU", 4: "LSTM"][rk[1] / rk[0]] else {
+            guard rk.count == 2, rk[0] > 0, rk[0] <= KerasConfigReader.maximumUnits, rk[1] % rk[0] == 0, let cls = className ?? [1: "SimpleRNN", 3: "GRU", 4: "LSTM"][rk[1] / rk[0]] else {
                 throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/1 is \(rk): not the recurrent kernel of a SimpleRNN, GRU or LSTM; \(ask)")
             }
             var act = "tanh"
@@ -398,7 +398,9 @@ public enum KerasImporter {
             let v = try layers.group(dg).group("vars")
             guard v.isDataset("0") else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path) has no kernel '0'") }
             let k = try v.dataset("0").shape
-            guard k.count == 2 else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/0 is \(k), not a Dense kernel") }
+            guard k.count == 2, k[1] >= 1, k[1] <= KerasConfigReader.maximumUnits else {
+                throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/0 is \(k), not a Dense kernel")
+            }
             let act = options.headActivation ?? .linear
             if options.headActivation == nil { notes.append("no model config: Dense activation assumed linear (pass --head-activation otherwise)") }
             plan.layers.append(.dense(name: dg, units: k[1], activation: act, useBias: try v.memberNames().count >= 2))

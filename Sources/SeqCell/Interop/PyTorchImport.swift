@@ -41,6 +41,8 @@ public struct ImportResult: Sendable {
 /// Builds SeqCell models from PyTorch `state_dict` tensors.
 public enum PyTorchImporter {
     static let kinds: [String: Int] = ["rnn": 1, "gru": 3, "lstm": 4]
+    /// Hidden, projection and input sizes above this are refused.
+    static let maximumSize = 1 << 24
     static let moduleNames: [String: String] = ["rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"]
 
     /// Reads a safetensors or HDF5 file (by its signature) and builds the model.
@@ -190,6 +192,12 @@ public enum PyTorchImporter {
                 }
                 kind = k
             }
+        }
+        // Sizes come from shapes, which an empty tensor can make arbitrarily large: bound them
+        // before any arithmetic uses them.
+        guard hidden > 0, hidden <= Self.maximumSize, projSize >= 0, projSize <= Self.maximumSize else {
+            throw fail("tensor \(label(hasProjection ? ParsedName("weight_hr", layer: 0) : first)) gives hidden size \(hidden)"
+                       + (hasProjection ? " and proj_size \(projSize)" : "") + ": sizes must be between 1 and \(Self.maximumSize)")
         }
         guard let G = kinds[kind] else { throw fail("--cell must be rnn, lstm or gru, got '\(kind)'") }
         let moduleName = moduleNames[kind] ?? kind

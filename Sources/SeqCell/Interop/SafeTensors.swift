@@ -56,6 +56,8 @@ public struct SafeTensorsFile: Sendable {
     static let maximumEntries = 100_000
     /// Tensor names longer than this (in UTF-8 bytes) are refused.
     static let maximumNameLength = 4096
+    /// A dimension larger than this is refused (an empty tensor could otherwise declare any).
+    static let maximumDimension = Int(Int32.max)
     /// Shapes of more dimensions than this are refused.
     static let maximumRank = 64
 
@@ -140,6 +142,9 @@ public struct SafeTensorsFile: Sendable {
                 guard let v = d.nonNegativeInteger else {
                     if case .number(let t) = d, t.hasPrefix("-") { throw bad("tensor \(shown): negative dimension in shape (\(t.prefix(24)))") }
                     throw bad("tensor \(shown): shape holds \(d.kindDescription), not a non-negative integer")
+                }
+                guard v <= Self.maximumDimension else {
+                    throw bad("tensor \(shown): dimension \(v) in its shape is larger than \(Self.maximumDimension)")
                 }
                 shape.append(v)
                 let (p, o) = count.multipliedReportingOverflow(by: v)
