@@ -132,6 +132,15 @@ final class ReaderHardeningTests: TemporaryDirectoryTestCase {
         XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data(bytes)))
         let e = assertThrows(SeqCellError.self, try PyTorchImporter.importFile(file, registry: testRegistry))
         XCTAssertTrue(e?.message.contains("sizes must be between 1 and 16777216") == true, e?.message ?? "")
+        // A layer number at Int.max once overflowed counting the layers (found by the fuzzer).
+        let t = #"{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}"#
+        let big = "{\"weight_ih_l0\":\(t),\"weight_hh_l9223372036854775807\":{\"dtype\":\"F32\",\"shape\":[1,1],\"data_offsets\":[4,8]}}"
+        let hb = Array(big.utf8)
+        let file2 = path("layers.safetensors")
+        XCTAssertTrue(FileManager.default.createFile(atPath: file2, contents: Data(
+            (0..<8).map { UInt8(truncatingIfNeeded: UInt64(hb.count) >> (8 * UInt64($0))) } + hb + [UInt8](repeating: 0, count: 8))))
+        let e2 = assertThrows(SeqCellError.self, try PyTorchImporter.importFile(file2, registry: testRegistry))
+        XCTAssertTrue(e2?.message.contains("'weight_hh_l9223372036854775807'") == true, e2?.message ?? "")
     }
 
     /// Runs a Python script that builds a `.keras` case in the test folder, runs `seqcell
