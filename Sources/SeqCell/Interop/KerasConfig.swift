@@ -188,7 +188,7 @@ enum KerasConfigReader {
            (d["class_name"] as? String) == "function", (d["module"] as? String ?? "keras.activations").hasPrefix("keras") {
             return cfg
         }
-        throw SeqCellError(.unsupported, "\(origin): \(layer) has a custom activation (\(String(describing: value).prefix(120))); SeqCell supports Keras' built-in ones only")
+        throw SeqCellError(.unsupported, "\(origin): \(layer) has a custom activation (\(displayName(String(describing: value), limit: 120))); SeqCell supports Keras' built-in ones only")
     }
 
     static func recurrent(_ cls: String, _ cfg: [String: Any], origin: String, insideBidirectional: Bool) throws -> KerasRecurrentConfig {
