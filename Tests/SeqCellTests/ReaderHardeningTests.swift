@@ -299,6 +299,8 @@ print(json.dumps({"status": r.returncode, "stderr": r.stderr.decode("utf-8", "re
         refused("{\"a\": [" + Array(repeating: "0", count: 200_000).joined(separator: ",") + "]}", "more than 100000 items")
         refused(#"{"a": "\ud800"}"#, "unpaired surrogate")
         refused(#"{"a": 1, "a": 2}"#, "appears twice")
+        // Names from the file are shown with control characters escaped (found by the fuzzer).
+        refused(#"{"class_name": "Seque\u007ftial\u001b[2J", "config": {"layers": []}}"#, "the top-level object is 'Seque\\u{7F}tial\\u{1B}[2J'")
         refused(String(repeating: " ", count: (16 << 20) + 1), "larger than")
         // Linear time: a 10 MB config of one long list is refused or read quickly.
         let big = "{\"class_name\": \"Sequential\", \"config\": {\"layers\": [" + Array(repeating: "{}", count: 90_000).joined(separator: ",") + "]}}"

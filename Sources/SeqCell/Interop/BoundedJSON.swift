@@ -329,3 +329,18 @@ func displayName(_ text: String, limit: Int = 120) -> String {
     }
     return out + "'"
 }
+
+/// `text` with control characters (C0, DEL, C1) written as `\u{…}`, for messages that quote
+/// names from files.
+func escapingControls(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else { return text }
+    var out = ""
+    for u in text.unicodeScalars {
+        if u.value < 0x20 || (0x7F...0x9F).contains(u.value) {
+            out += "\\u{\(String(u.value, radix: 16, uppercase: true))}"
+        } else {
+            out.unicodeScalars.append(u)
+        }
+    }
+    return out
+}

@@ -82,7 +82,7 @@ enum KerasConfigReader {
     }
 
     static func plan(_ top: [String: Any], origin: String) throws -> KerasModelPlan {
-        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(m)") }
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): \(m)")) }
         let className = top["class_name"] as? String ?? "?"
         guard className == "Sequential" else {
             if className == "Functional" || className == "Model" {
@@ -163,7 +163,7 @@ enum KerasConfigReader {
 
     /// A Dense head only at the end; return_sequences=False only on the last recurrent layer.
     static func validateOrder(_ plan: KerasModelPlan, origin: String) throws {
-        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(m)") }
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): \(m)")) }
         guard plan.layers.contains(where: { if case .dense = $0 { false } else { true } }) else {
             throw fail("the model has no SimpleRNN, LSTM, GRU or Bidirectional layer")
         }
@@ -194,7 +194,7 @@ enum KerasConfigReader {
     static func recurrent(_ cls: String, _ cfg: [String: Any], origin: String, insideBidirectional: Bool) throws -> KerasRecurrentConfig {
         let name = cfg["name"] as? String ?? cls
         let what = "\(cls) layer '\(name)'"
-        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(what): \(m)") }
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): \(what): \(m)")) }
         guard let units = cfg["units"] as? Int, units >= 1 else { throw fail("no positive 'units' in its config") }
         guard units <= maximumUnits else { throw fail("units=\(units) is more than SeqCell imports (\(maximumUnits))") }
         if cfg["stateful"] as? Bool == true {

@@ -95,7 +95,7 @@ public enum PyTorchImporter {
     /// Builds the model from a state_dict.
     public static func build(_ dict: TensorDictionary, options given: PyTorchImportOptions = .init(), registry: PluginRegistry) throws -> ImportResult {
         let origin = dict.origin
-        func fail(_ message: String) -> SeqCellError { SeqCellError(.invalidArgument, "'\(origin)': \(message)") }
+        func fail(_ message: String) -> SeqCellError { SeqCellError(.invalidArgument, escapingControls("'\(origin)': \(message)")) }
         var options = given
         var notes = dict.notes
         // Our own export records what weights cannot say.
