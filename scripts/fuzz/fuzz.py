@@ -599,7 +599,7 @@ def campaign(args, seqcell, seeds, reader, cases, out_dir, scratch):
                             print(f"  FAIL {reader} #{res['index']} {cls}: {res['base']} {res['mutation']}", flush=True)
                 if args.progress and done % args.progress == 0:
                     print(f"  {reader}: {done}/{cases} ({time.monotonic() - start:.0f}s, {failed} failed)", flush=True)
-                if i < cases:
+                if i < cases and not (args.time_limit and time.monotonic() - start > args.time_limit):
                     submit(i)
                     i += 1
     return counts, classes, done - failed, failed
@@ -627,6 +627,7 @@ def main():
     ap.add_argument("--out", default="fuzz-out", help="folder for failing cases")
     ap.add_argument("--corpus", help="folder for the corpus (default: a temporary folder)")
     ap.add_argument("--progress", type=int, default=0, help="print progress every N cases")
+    ap.add_argument("--time-limit", type=float, default=0, help="seconds per reader after which no new case starts")
     ap.add_argument("--verbose", action="store_true", help="print each failing case")
     ap.add_argument("--replay", metavar="CASE_DIR", help="run one kept case again and exit")
     args = ap.parse_args()
