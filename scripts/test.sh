@@ -28,3 +28,6 @@ $bin/seqcell validate-plugin "$tmp/mgu/libseqcell_mgu.so" | tail -1
 echo "== the suite again, with the cells built with optimisation =="
 swift build -c release
 SEQCELL_PLUGIN_PATH="$PWD/.build/release" swift test --skip-build "$@"
+
+echo "== quick fuzz of the file readers (debug CLI) =="
+scripts/fuzz/fuzz.py --quick --seqcell .build/debug/seqcell --out .build/fuzz-out

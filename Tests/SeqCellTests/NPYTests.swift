@@ -150,7 +150,7 @@ final class NPYTests: TemporaryDirectoryTestCase {
         expect(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': 1, }"),
                field: "extra", "unsupported value at byte 75")
         expect(npy("{'descr': '<f4', 'fortran_order': False, }"),
-               field: "header", "expected keys descr, fortran_order, shape; found [\"descr\", \"fortran_order\"]")
+               field: "header", "expected keys descr, fortran_order, shape; found 'descr', 'fortran_order'")
         expect(npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-2,), }"),
                field: "shape", "unsupported value at byte 61")
         expect(npy("{'descr': '<f4', 'fortran_order': 0, 'shape': (2,), }"),

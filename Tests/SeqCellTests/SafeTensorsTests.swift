@@ -58,7 +58,7 @@ final class SafeTensorsTests: TemporaryDirectoryTestCase {
         assertInvalid(bytes(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, four + four), "bytes 0..<4 of the data area belong to no tensor")
         assertInvalid(bytes(#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#, four + [0]), "1 bytes after the last tensor")
         assertInvalid(bytes(#"{"__metadata__":{"k":1}}"#, []), "__metadata__")
-        assertInvalid(bytes(#"{"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#, four), "the header is not the expected JSON")
+        assertInvalid(bytes(#"{"a":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}"#, four), "tensor 'a': shape holds the number 1.5, not a non-negative integer")
     }
 
     /// A file PyTorch's safetensors wrote reads back as the tensors PyTorch had.

@@ -20,6 +20,11 @@ public struct NPYError: Error, CustomStringConvertible {
 /// `<f4`, `<f8`, `<i4`, `<i8`, C order. Shapes list the outermost dimension first; `[]` is a
 /// scalar (one element).
 public enum NPY {
+    /// Headers longer than this are refused (NumPy's own reader stops at 10,000 bytes by default).
+    public static let maximumHeaderLength = 1 << 20
+    /// Arrays of more dimensions than this are refused.
+    public static let maximumRank = 64
+
     /// Reads a float or integer array, converting its elements to `Float`.
     public static func readFloats(from path: String) throws -> (shape: [Int], floats: [Float]) {
         let array = try NPYArray(path: path)
@@ -116,6 +121,9 @@ private struct NPYArray {
         guard bytes.count >= 8 + lengthBytes else { throw fail("header length", "file ends inside the preamble") }
         let headerLength = (0..<lengthBytes).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
         let headerStart = 8 + lengthBytes
+        guard headerLength <= NPY.maximumHeaderLength else {
+            throw fail("header length", "header of \(headerLength) bytes is longer than the limit of \(NPY.maximumHeaderLength)")
+        }
         guard headerStart + headerLength <= bytes.count else {
             throw fail("header length", "header of \(headerLength) bytes runs past the end of the \(bytes.count)-byte file")
         }
@@ -123,19 +131,20 @@ private struct NPYArray {
         let fields = try parser.parse { fail($0, $1) }
 
         guard Set(fields.keys) == ["descr", "fortran_order", "shape"] else {
-            throw fail("header", "expected keys descr, fortran_order, shape; found \(fields.keys.sorted())")
+            throw fail("header", "expected keys descr, fortran_order, shape; found \(fields.keys.sorted().map { displayName($0, limit: 40) }.joined(separator: ", "))")
         }
         guard case .string(let descr)? = fields["descr"] else { throw fail("descr", "expected a dtype string") }
         guard let dtype = NPYDType(rawValue: descr) else {
             throw fail("descr", descr.hasPrefix(">")
-                ? "big-endian '\(descr)' is not supported"
-                : "dtype '\(descr)' is not supported (need '<f4', '<f8', '<i4' or '<i8')")
+                ? "big-endian \(displayName(descr, limit: 40)) is not supported"
+                : "dtype \(displayName(descr, limit: 40)) is not supported (need '<f4', '<f8', '<i4' or '<i8')")
         }
         guard case .bool(let fortranOrder)? = fields["fortran_order"] else {
             throw fail("fortran_order", "expected True or False")
         }
         guard !fortranOrder else { throw fail("fortran_order", "Fortran-order arrays are not supported") }
         guard case .tuple(let shape)? = fields["shape"] else { throw fail("shape", "expected a tuple of integers") }
+        guard shape.count <= NPY.maximumRank else { throw fail("shape", "\(shape.count) dimensions (at most \(NPY.maximumRank))") }
         var count = 1
         for dim in shape {
             let (next, overflow) = count.multipliedReportingOverflow(by: dim)
@@ -181,10 +190,13 @@ private struct NPYHeaderParser {
         guard consume("{") else { throw fail("header", "expected '{' at header start") }
         while !consume("}") {
             guard let key = string() else { throw fail("header", "expected a quoted key at byte \(index)") }
-            guard consume(":") else { throw fail(key, "expected ':' after the key") }
-            guard let value = value() else { throw fail(key, "unsupported value at byte \(index)") }
+            let shownKey = displayName(key, limit: 40)
+            let shownField = String(shownKey.dropFirst().dropLast())
+            guard fields[key] == nil else { throw fail(shownField, "the key appears twice") }
+            guard consume(":") else { throw fail(shownField, "expected ':' after the key") }
+            guard let value = value() else { throw fail(shownField, "unsupported value at byte \(index)") }
             fields[key] = value
-            guard consume(",") || peek("}") else { throw fail(key, "expected ',' or '}' after the value") }
+            guard consume(",") || peek("}") else { throw fail(shownField, "expected ',' or '}' after the value") }
         }
         skipSpace()
         guard index == bytes.endIndex else { throw fail("header", "unexpected bytes after the closing '}'") }

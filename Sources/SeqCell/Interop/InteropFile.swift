@@ -1,5 +1,4 @@
 import Foundation
-import ZIPFoundation
 
 /// What a file is, judged from its first bytes (never from running anything in it).
 public enum InteropFileKind: String, Sendable {
@@ -34,14 +33,34 @@ public enum InteropFile {
         }
         defer { try? handle.close() }
         let head = [UInt8]((try? handle.read(upToCount: 16)) ?? Data())
-        if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
-        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
-        if head.count >= 2, head[0] == 0x80, (2...5).contains(head[1]) { return .pickle }
-        if head.count >= 9, head[8] == UInt8(ascii: "{") { return .safetensors }
+        let size = (try? handle.seekToEnd()) ?? UInt64(head.count)
+        if let k = kind(head: head, fileSize: size) { return k }
         if let first = head.first(where: { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }), first == UInt8(ascii: "{") { return .json }
         // HDF5 allows a user block before the signature (512, 1024, … bytes).
         if H5File.isHDF5(path) { return .hdf5 }
         return .unknown
+    }
+
+    /// The kind told by the first bytes and the file's size, or nil when they do not say.
+    ///
+    /// A safetensors file is recognised by its structure first (an 8-byte little-endian header
+    /// length that fits the file, then `{`), before any pickle sniffing: its first byte is the
+    /// header length's low byte, which is 0x80 for headers of 640, 896, 1152, 1408… bytes, and
+    /// its second byte then looks like a pickle protocol number.
+    static func kind(head: [UInt8], fileSize: UInt64) -> InteropFileKind? {
+        if head.starts(with: [0x89, 0x48, 0x44, 0x46, 0x0D, 0x0A, 0x1A, 0x0A]) { return .hdf5 }
+        if head.starts(with: [0x50, 0x4B, 0x03, 0x04]) || head.starts(with: [0x50, 0x4B, 0x05, 0x06]) { return .zip }
+        if head.count >= 9, head[8] == UInt8(ascii: "{") {
+            let n = (0..<8).reduce(UInt64(0)) { $0 | UInt64(head[$1]) << (8 * UInt64($1)) }
+            if n >= 2, fileSize >= 8, n <= fileSize - 8 { return .safetensors }
+        }
+        if head.count >= 2, head[0] == 0x80, (2...5).contains(head[1]) { return .pickle }
+        // A damaged safetensors file (its header length does not fit) is still one, unless
+        // its first bytes are JSON's leading white space.
+        if head.count >= 9, head[8] == UInt8(ascii: "{"), !head[0..<8].allSatisfy({ [0x20, 0x09, 0x0A, 0x0D].contains($0) }) {
+            return .safetensors
+        }
+        return nil
     }
 
     /// Throws the safetensors advice if `path` is a PyTorch pickle: a raw pickle (legacy
@@ -62,13 +81,7 @@ public enum InteropFile {
 
     /// The names of a zip archive's entries.
     static func zipEntryNames(_ path: String) throws -> [String] {
-        let archive: Archive
-        do {
-            archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
-        } catch {
-            throw SeqCellError(.io, "'\(path)' is not a readable zip archive (\(error))")
-        }
-        return archive.map(\.path)
+        try ZipMembers(path: path).names()
     }
 
     /// The framework a file comes from: the extension first (.safetensors, .pt/.pth/.bin →

@@ -59,16 +59,30 @@ struct KerasModelPlan: Sendable {
 enum KerasConfigReader {
     static let recurrentCells = ["SimpleRNN": "rnn", "LSTM": "lstm", "GRU": "gru"]
 
+    /// Limits on a config document: a Keras Sequential config of a recurrent model is a few
+    /// KB, nested about ten levels.
+    static let jsonLimits = JSONLimits(maxDepth: 100, maxContainerCount: 100_000, maxValues: 2_000_000, maxStringBytes: 1 << 20)
+    /// Units (and Dense outputs) above this are refused before anything is sized from them.
+    static let maximumUnits = 1 << 20
+
     static func plan(json text: String, origin: String) throws -> KerasModelPlan {
-        guard let data = text.data(using: .utf8),
-              let object = try? JSONSerialization.jsonObject(with: data), let top = object as? [String: Any] else {
+        guard text.utf8.count <= KerasImporter.maximumConfigSize else {
+            throw SeqCellError(.invalidArgument, "\(origin): the Keras model config is larger than \(KerasImporter.maximumConfigSize) bytes")
+        }
+        let value: JSONValue
+        do {
+            value = try BoundedJSONParser(limits: jsonLimits).parse(text.utf8)
+        } catch let e as JSONParseError {
+            throw SeqCellError(.invalidArgument, "\(origin): the Keras model config is not valid JSON: \(e)")
+        }
+        guard let top = value.foundationObject as? [String: Any] else {
             throw SeqCellError(.invalidArgument, "\(origin): the Keras model config is not a JSON object")
         }
         return try plan(top, origin: origin)
     }
 
     static func plan(_ top: [String: Any], origin: String) throws -> KerasModelPlan {
-        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(m)") }
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): \(m)")) }
         let className = top["class_name"] as? String ?? "?"
         guard className == "Sequential" else {
             if className == "Functional" || className == "Model" {
@@ -86,7 +100,7 @@ enum KerasConfigReader {
             throw fail("the Sequential config has no 'layers' list")
         }
         var plan = KerasModelPlan(layers: [], inputSize: nil, notes: [], skipped: [])
-        if let build = top["build_config"] as? [String: Any], let shape = build["input_shape"] as? [Any], let last = shape.last as? Int {
+        if let build = top["build_config"] as? [String: Any], let shape = build["input_shape"] as? [Any], let last = shape.last as? Int, last >= 1 {
             plan.inputSize = last
         }
         for (index, item) in layerList.enumerated() {
@@ -95,7 +109,7 @@ enum KerasConfigReader {
             }
             let cfg = layer["config"] as? [String: Any] ?? [:]
             let name = cfg["name"] as? String ?? "layer \(index)"
-            if let shape = (cfg["batch_shape"] ?? cfg["batch_input_shape"]) as? [Any], let last = shape.last as? Int {
+            if let shape = (cfg["batch_shape"] ?? cfg["batch_input_shape"]) as? [Any], let last = shape.last as? Int, last >= 1 {
                 plan.inputSize = plan.inputSize ?? last
             }
             switch cls {
@@ -130,7 +144,8 @@ enum KerasConfigReader {
                 }
                 plan.layers.append(.bidirectional(name: name, forward: forward, backward: backward, merge: merge))
             case "Dense":
-                guard let units = cfg["units"] as? Int, units >= 1 else { throw fail("Dense layer '\(name)' has no units") }
+                guard let units = cfg["units"] as? Int, units >= 1 else { throw fail("Dense layer \(displayName(name)) has no positive 'units'") }
+                guard units <= maximumUnits else { throw fail("Dense layer \(displayName(name)) has \(units) units (at most \(maximumUnits))") }
                 let actName = try activationName(cfg["activation"], layer: "Dense layer '\(name)'", origin: origin)
                 guard let act = HeadActivation(rawValue: actName) else {
                     throw fail("Dense layer '\(name)': activation '\(actName)' is not supported (SeqCell's head has linear, tanh, sigmoid, relu, softmax)")
@@ -148,7 +163,7 @@ enum KerasConfigReader {
 
     /// A Dense head only at the end; return_sequences=False only on the last recurrent layer.
     static func validateOrder(_ plan: KerasModelPlan, origin: String) throws {
-        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(m)") }
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): \(m)")) }
         guard plan.layers.contains(where: { if case .dense = $0 { false } else { true } }) else {
             throw fail("the model has no SimpleRNN, LSTM, GRU or Bidirectional layer")
         }
@@ -173,14 +188,15 @@ enum KerasConfigReader {
            (d["class_name"] as? String) == "function", (d["module"] as? String ?? "keras.activations").hasPrefix("keras") {
             return cfg
         }
-        throw SeqCellError(.unsupported, "\(origin): \(layer) has a custom activation (\(String(describing: value).prefix(120))); SeqCell supports Keras' built-in ones only")
+        throw SeqCellError(.unsupported, "\(origin): \(layer) has a custom activation (\(displayName(String(describing: value), limit: 120))); SeqCell supports Keras' built-in ones only")
     }
 
     static func recurrent(_ cls: String, _ cfg: [String: Any], origin: String, insideBidirectional: Bool) throws -> KerasRecurrentConfig {
         let name = cfg["name"] as? String ?? cls
         let what = "\(cls) layer '\(name)'"
-        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, "\(origin): \(what): \(m)") }
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): \(what): \(m)")) }
         guard let units = cfg["units"] as? Int, units >= 1 else { throw fail("no positive 'units' in its config") }
+        guard units <= maximumUnits else { throw fail("units=\(units) is more than SeqCell imports (\(maximumUnits))") }
         if cfg["stateful"] as? Bool == true {
             throw fail("stateful=True is not supported (SeqCell does not carry states between calls; pass initial states to seqcell run instead)")
         }

@@ -28,24 +28,23 @@ public enum KerasImporter {
     public static func importFile(_ path: String, options: KerasImportOptions = .init(), registry: PluginRegistry) throws -> ImportResult {
         try InteropFile.refusePickle(path)
         var notes: [String] = []
-        let givenConfig = try options.configPath.map { p -> String in
-            guard let d = FileManager.default.contents(atPath: p), let s = String(data: d, encoding: .utf8) else {
-                throw SeqCellError(.io, "cannot read the Keras config '\(p)'")
-            }
-            return s
-        }
+        let givenConfig = try options.configPath.map { try readConfigFile($0) }
         switch try InteropFile.kind(of: path) {
         case .zip:
-            let (config, weightsPath, cleanup) = try extractKerasArchive(path)
-            defer { cleanup() }
+            let (config, weights) = try readKerasArchive(path)
             var origin = "'\(path)':config.json"
             if let p = options.configPath {
                 notes.append("used --keras-config instead of the archive's config.json")
                 origin = "'\(p)'"
             }
-            return try build(weightsFile: weightsPath, shownPath: "\(path):model.weights.h5", config: givenConfig ?? config,
-                             configOrigin: origin,
-                             options: options, notes: notes, registry: registry)
+            let shown = "\(path):model.weights.h5"
+            let file = try openWeightsMember(bytes: weights, displayName: shown)
+            do {
+                return try build(file: file, shownPath: shown, config: givenConfig ?? config, configOrigin: origin,
+                                 options: options, notes: notes, registry: registry)
+            } catch {
+                throw renamingFile(error, from: file.path, to: shown)
+            }
         case .hdf5:
             let file = try H5File(opening: path)
             let root = try file.root
@@ -59,7 +58,7 @@ public enum KerasImporter {
                     notes.append("used --keras-config instead of the file's model_config")
                 }
             }
-            return try build(weightsFile: path, shownPath: path, config: config, configOrigin: origin,
+            return try build(file: file, shownPath: path, config: config, configOrigin: origin,
                              options: options, notes: notes, registry: registry)
         case let other:
             throw SeqCellError(.invalidArgument,
@@ -67,41 +66,113 @@ public enum KerasImporter {
         }
     }
 
-    /// The archive's config.json text and its model.weights.h5 extracted to a temporary file.
-    static func extractKerasArchive(_ path: String) throws -> (config: String, weights: String, cleanup: () -> Void) {
-        let archive: Archive
+    /// Largest config JSON read (a recurrent model's is a few KB).
+    static let maximumConfigSize = 16 << 20
+
+    /// The text of a `--keras-config` file, at most `maximumConfigSize` bytes.
+    static func readConfigFile(_ p: String) throws -> String {
+        guard let handle = FileHandle(forReadingAtPath: p) else {
+            throw SeqCellError(.io, "cannot read the Keras config '\(p)': " + (FileManager.default.fileExists(atPath: p) ? "not readable" : "no such file"))
+        }
+        defer { try? handle.close() }
+        let data: Data
         do {
-            archive = try Archive(url: URL(fileURLWithPath: path), accessMode: .read)
+            data = try handle.read(upToCount: maximumConfigSize + 1) ?? Data()
         } catch {
-            throw SeqCellError(.io, "'\(path)' is not a readable zip archive (\(error))")
+            throw SeqCellError(.io, "cannot read the Keras config '\(p)' (is it a directory?)")
         }
-        guard let configEntry = archive["config.json"], let weightsEntry = archive["model.weights.h5"] else {
-            let names = archive.map(\.path)
-            throw SeqCellError(.invalidArgument,
-                "'\(path)' is a zip archive but not a Keras 3 .keras file: it needs config.json and model.weights.h5 (it has \(names.prefix(8).joined(separator: ", ")))")
+        guard data.count <= maximumConfigSize else {
+            throw SeqCellError(.io, "the Keras config '\(p)' is larger than \(maximumConfigSize) bytes")
         }
-        var configData = Data()
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("seqcell-keras-\(UUID().uuidString)")
-        let cleanup = { _ = try? FileManager.default.removeItem(at: folder) }
-        do {
-            _ = try archive.extract(configEntry, skipCRC32: false) { configData.append($0) }
-            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-            _ = try archive.extract(weightsEntry, to: folder.appendingPathComponent("model.weights.h5"), skipCRC32: false)
-        } catch {
-            cleanup()
-            throw SeqCellError(.io, "cannot read '\(path)': \(error)")
+        guard let s = String(data: data, encoding: .utf8) else {
+            throw SeqCellError(.invalidArgument, "the Keras config '\(p)' is not UTF-8 text")
         }
-        guard let config = String(data: configData, encoding: .utf8) else {
-            cleanup()
-            throw SeqCellError(.invalidArgument, "'\(path)': config.json is not UTF-8 text")
-        }
-        return (config, folder.appendingPathComponent("model.weights.h5").path, cleanup)
+        return s
     }
 
-    static func build(weightsFile: String, shownPath: String, config: String?, configOrigin: String,
+    /// The archive's config.json text and the bytes of its model.weights.h5, read into memory
+    /// with sizes capped and CRCs checked (nothing is written to disk).
+    static func readKerasArchive(_ path: String) throws -> (config: String, weights: [UInt8]) {
+        let zip = try ZipMembers(path: path)
+        guard zip.contains("config.json"), zip.contains("model.weights.h5") else {
+            let names = zip.names(limit: 9).map { displayName($0, limit: 60) }
+            throw SeqCellError(.invalidArgument,
+                "'\(path)' is a zip archive but not a Keras 3 .keras file: it needs config.json and model.weights.h5 (it has \(names.prefix(8).joined(separator: ", "))\(names.count > 8 ? ", …" : ""))")
+        }
+        guard let configBytes = try zip.read("config.json", limit: maximumConfigSize),
+              let weights = try zip.read("model.weights.h5") else {
+            throw SeqCellError(.io, "cannot read '\(path)': a member disappeared while reading")
+        }
+        guard let config = String(validating: configBytes, as: UTF8.self) else {
+            throw SeqCellError(.invalidArgument, "'\(path)': config.json is not UTF-8 text")
+        }
+        return (config, weights)
+    }
+
+    /// Opens the HDF5 bytes of an archive's weights member.
+    ///
+    /// Until the HDF5 wrapper opens files from memory, the bytes go to a private temporary
+    /// file (`mkstemp` in a fresh 0700 directory under TMPDIR) that is unlinked as soon as
+    /// libhdf5 has opened it; errors name `displayName`, never the temporary path.
+    /// When `H5File(image:displayName:)` exists, this becomes
+    /// `try H5File(image: bytes, displayName: displayName)`.
+    static func openWeightsMember(bytes: [UInt8], displayName: String) throws -> H5File {
+        let base = FileManager.default.temporaryDirectory.path
+        var dirTemplate = Array("\(base)/seqcell-XXXXXX".utf8CString)
+        guard let dirPointer = dirTemplate.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+            throw SeqCellError(.io, "cannot read '\(displayName)': no temporary directory could be made (\(String(cString: strerror(errno))))")
+        }
+        let dir = String(cString: dirPointer)
+        defer { rmdir(dir) }
+        var fileTemplate = Array("\(dir)/weights-XXXXXX".utf8CString)
+        let fd = fileTemplate.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else {
+            throw SeqCellError(.io, "cannot read '\(displayName)': no temporary file could be made (\(String(cString: strerror(errno))))")
+        }
+        let tempPath = fileTemplate.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        defer { unlink(tempPath) }
+        var written = 0
+        let ok: Bool = bytes.withUnsafeBytes { raw in
+            while written < raw.count {
+                let n = write(fd, raw.baseAddress! + written, raw.count - written)
+                if n < 0, errno == EINTR { continue }
+                guard n > 0 else { return false }
+                written += n
+            }
+            return true
+        }
+        let writeErrno = errno
+        close(fd)
+        guard ok else {
+            throw SeqCellError(.io, "cannot read '\(displayName)': the weights could not be staged (\(String(cString: strerror(writeErrno))))")
+        }
+        do {
+            return try H5File(opening: tempPath)
+        } catch {
+            throw renamingFile(error, from: tempPath, to: displayName)
+        }
+    }
+
+    /// `error` with every mention of the file `from` (a temporary path) replaced by `to`.
+    static func renamingFile(_ error: any Error, from: String, to: String) -> any Error {
+        if var e = error as? HDF5Error {
+            if e.filePath == from { e.filePath = to }
+            e.message = e.message.replacingOccurrences(of: from, with: to)
+            e.objectPath = e.objectPath.replacingOccurrences(of: from, with: to)
+            return e
+        }
+        if var e = error as? SeqCellError {
+            e.message = e.message.replacingOccurrences(of: from, with: to)
+            return e
+        }
+        let text = String(describing: error)
+        if text.contains(from) { return SeqCellError(.io, text.replacingOccurrences(of: from, with: to)) }
+        return error
+    }
+
+    static func build(file: H5File, shownPath: String, config: String?, configOrigin: String,
                       options: KerasImportOptions, notes given: [String], registry: PluginRegistry) throws -> ImportResult {
         var notes = given
-        let file = try H5File(opening: weightsFile)
         let layout = try KerasWeightsLayout.detect(try file.root, path: shownPath)
         var plan: KerasModelPlan
         if let config {
@@ -289,7 +360,7 @@ public enum KerasImporter {
             let count = try v.memberNames().count
             guard v.isDataset("1") else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path) has no recurrent kernel '1'") }
             let rk = try v.dataset("1").shape
-            guard rk.count == 2, rk[0] > 0, rk[1] % rk[0] == 0, let cls = className ?? [1: "SimpleRNN", 3: "GRU", 4: "LSTM"][rk[1] / rk[0]] else {
+            guard rk.count == 2, rk[0] > 0, rk[0] <= KerasConfigReader.maximumUnits, rk[1] % rk[0] == 0, let cls = className ?? [1: "SimpleRNN", 3: "GRU", 4: "LSTM"][rk[1] / rk[0]] else {
                 throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/1 is \(rk): not the recurrent kernel of a SimpleRNN, GRU or LSTM; \(ask)")
             }
             var act = "tanh"
@@ -327,7 +398,9 @@ public enum KerasImporter {
             let v = try layers.group(dg).group("vars")
             guard v.isDataset("0") else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path) has no kernel '0'") }
             let k = try v.dataset("0").shape
-            guard k.count == 2 else { throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/0 is \(k), not a Dense kernel") }
+            guard k.count == 2, k[1] >= 1, k[1] <= KerasConfigReader.maximumUnits else {
+                throw SeqCellError(.invalidArgument, "'\(path)':\(v.path)/0 is \(k), not a Dense kernel")
+            }
             let act = options.headActivation ?? .linear
             if options.headActivation == nil { notes.append("no model config: Dense activation assumed linear (pass --head-activation otherwise)") }
             plan.layers.append(.dense(name: dg, units: k[1], activation: act, useBias: try v.memberNames().count >= 2))

@@ -41,6 +41,8 @@ public struct ImportResult: Sendable {
 /// Builds SeqCell models from PyTorch `state_dict` tensors.
 public enum PyTorchImporter {
     static let kinds: [String: Int] = ["rnn": 1, "gru": 3, "lstm": 4]
+    /// Hidden, projection and input sizes above this are refused.
+    static let maximumSize = 1 << 24
     static let moduleNames: [String: String] = ["rnn": "nn.RNN", "lstm": "nn.LSTM", "gru": "nn.GRU"]
 
     /// Reads a safetensors or HDF5 file (by its signature) and builds the model.
@@ -81,7 +83,7 @@ public enum PyTorchImporter {
             if reverse { rest = rest.dropLast("_reverse".count) }
             guard let l = rest.range(of: "_l", options: .backwards) else { return nil }
             let digits = rest[l.upperBound...]
-            guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let k = Int(digits) else { return nil }
+            guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber), let k = Int(digits), k < 100_000 else { return nil }
             param = String(rest[..<l.lowerBound])
             guard ["weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"].contains(param) else { return nil }
             layer = k
@@ -93,7 +95,7 @@ public enum PyTorchImporter {
     /// Builds the model from a state_dict.
     public static func build(_ dict: TensorDictionary, options given: PyTorchImportOptions = .init(), registry: PluginRegistry) throws -> ImportResult {
         let origin = dict.origin
-        func fail(_ message: String) -> SeqCellError { SeqCellError(.invalidArgument, "'\(origin)': \(message)") }
+        func fail(_ message: String) -> SeqCellError { SeqCellError(.invalidArgument, escapingControls("'\(origin)': \(message)")) }
         var options = given
         var notes = dict.notes
         // Our own export records what weights cannot say.
@@ -115,15 +117,15 @@ public enum PyTorchImporter {
             guard dict.tensors["\(p)weight_ih_l0"] != nil else {
                 let found = dict.names.filter { $0.hasSuffix("weight_ih_l0") }
                 throw fail("no tensor '\(p)weight_ih_l0' under prefix '\(p)'"
-                           + (found.isEmpty ? "" : " (found: \(found.joined(separator: ", ")))"))
+                           + (found.isEmpty ? "" : " (found: \(found.prefix(12).map { displayName($0) }.joined(separator: ", ")))"))
             }
         } else {
             let candidates = dict.names.filter { $0.hasSuffix("weight_ih_l0") }.map { String($0.dropLast("weight_ih_l0".count)) }
             guard !candidates.isEmpty else {
-                throw fail("no tensor named weight_ih_l0 (or PREFIX.weight_ih_l0): not an nn.RNN/nn.LSTM/nn.GRU state_dict (tensors: \(dict.names.prefix(12).joined(separator: ", ")))")
+                throw fail("no tensor named weight_ih_l0 (or PREFIX.weight_ih_l0): not an nn.RNN/nn.LSTM/nn.GRU state_dict (tensors: \(dict.names.prefix(12).map { displayName($0) }.joined(separator: ", "))\(dict.names.count > 12 ? ", …" : ""))")
             }
             guard candidates.count == 1 else {
-                throw fail("several recurrent modules (prefixes \(candidates.map { "'\($0)'" }.joined(separator: ", "))): choose one with --prefix")
+                throw fail("several recurrent modules (prefixes \(candidates.prefix(12).map { displayName($0) }.joined(separator: ", "))): choose one with --prefix")
             }
             prefix = candidates[0]
         }
@@ -142,11 +144,11 @@ public enum PyTorchImporter {
         }
         guard extra.isEmpty else {
             let linearHint = extra.contains { $0.hasSuffix(".weight") } ? "; an nn.Linear after the recurrent module is imported with --head NAME" : ""
-            throw fail("unexpected tensor\(extra.count == 1 ? "" : "s") \(extra.map { "'\($0)'" }.joined(separator: ", ")): "
+            throw fail("unexpected tensor\(extra.count == 1 ? "" : "s") \(extra.prefix(12).map { displayName($0) }.joined(separator: ", "))\(extra.count > 12 ? ", …" : ""): "
                        + "not a parameter of nn.RNN/nn.LSTM/nn.GRU (weight_ih_lK, weight_hh_lK, bias_ih_lK, bias_hh_lK, weight_hr_lK, each optionally _reverse)\(linearHint)")
         }
         func tensor(_ p: ParsedName) -> Tensor? { parsed[p] }
-        func label(_ p: ParsedName) -> String { "'\(prefix)\(p.text)'" }
+        func label(_ p: ParsedName) -> String { displayName(prefix + p.text) }
 
         // Structure: layers, directions, projection, bias.
         let numLayers = (parsed.keys.map(\.layer).max() ?? 0) + 1
@@ -190,6 +192,12 @@ public enum PyTorchImporter {
                 }
                 kind = k
             }
+        }
+        // Sizes come from shapes, which an empty tensor can make arbitrarily large: bound them
+        // before any arithmetic uses them.
+        guard hidden > 0, hidden <= Self.maximumSize, projSize >= 0, projSize <= Self.maximumSize else {
+            throw fail("tensor \(label(hasProjection ? ParsedName("weight_hr", layer: 0) : first)) gives hidden size \(hidden)"
+                       + (hasProjection ? " and proj_size \(projSize)" : "") + ": sizes must be between 1 and \(Self.maximumSize)")
         }
         guard let G = kinds[kind] else { throw fail("--cell must be rnn, lstm or gru, got '\(kind)'") }
         let moduleName = moduleNames[kind] ?? kind

@@ -47,9 +47,19 @@ public struct SafeTensorsFile: Sendable {
     /// Every tensor, sorted by name.
     public let entries: [Entry]
     private let data: [UInt8]
+    /// Position of each name in `entries`.
+    private let index: [String: Int]
 
     /// Headers above this size are refused, as the reference implementation does.
     static let maximumHeaderSize = 100_000_000
+    /// More tensors than this in one file are refused (a recurrent model has tens).
+    static let maximumEntries = 100_000
+    /// Tensor names longer than this (in UTF-8 bytes) are refused.
+    static let maximumNameLength = 4096
+    /// A dimension larger than this is refused (an empty tensor could otherwise declare any).
+    static let maximumDimension = Int(Int32.max)
+    /// Shapes of more dimensions than this are refused.
+    static let maximumRank = 64
 
     public init(path: String) throws {
         guard let contents = FileManager.default.contents(atPath: path) else {
@@ -58,82 +68,138 @@ public struct SafeTensorsFile: Sendable {
         try self.init(bytes: [UInt8](contents), path: path)
     }
 
+    /// Parses and validates the whole file: the header in time linear in its length, every
+    /// entry's dtype, shape and byte range checked with overflow-checked arithmetic against
+    /// the data area, and the ranges tiling it exactly.
     public init(bytes: [UInt8], path: String) throws {
         func bad(_ message: String) -> SeqCellError { SeqCellError(.io, "'\(path)' is not a valid safetensors file: \(message)") }
         guard bytes.count >= 8 else { throw bad("it has \(bytes.count) bytes, fewer than the 8-byte header length") }
         let n = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[$1]) << (8 * UInt64($1)) }
         guard n <= UInt64(Self.maximumHeaderSize) else { throw bad("header length \(n) is larger than the limit of \(Self.maximumHeaderSize) bytes") }
         let headerLength = Int(n)
-        guard 8 + headerLength <= bytes.count else {
+        guard headerLength <= bytes.count - 8 else {
             throw bad("header length \(headerLength) runs past the end of the \(bytes.count)-byte file")
         }
         guard headerLength >= 2, bytes[8] == UInt8(ascii: "{") else { throw bad("the header does not start with '{'") }
-        let header: SafeTensorsHeader
+        let parser = BoundedJSONParser(limits: JSONLimits(
+            maxDepth: 4, maxContainerCount: Self.maximumEntries + 1, maxValues: 16 * (Self.maximumEntries + 1),
+            maxStringBytes: max(Self.maximumNameLength, 65536)))
+        let json: JSONValue
         do {
-            header = try JSONDecoder().decode(SafeTensorsHeader.self, from: Data(bytes[8..<(8 + headerLength)]))
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.keyNotFound(_, context),
-                let DecodingError.valueNotFound(_, context), let DecodingError.dataCorrupted(context) {
-            let tensorName = context.codingPath.first?.stringValue
-            let field = context.codingPath.dropFirst().first?.stringValue
-            let at = tensorName.map { "tensor '\($0)'" + (field.map { ", field '\($0)'" } ?? "") + ": " } ?? ""
-            throw bad("the header is not the expected JSON: \(at)\(context.debugDescription)")
-        } catch {
-            throw bad("the header is not valid JSON (\(error))")
-        }
-        let dataSize = bytes.count - 8 - headerLength
-        var entries: [Entry] = []
-        for (name, info) in header.tensors {
-            guard let dtype = SafeTensorsDType(rawValue: info.dtype) else {
-                throw bad("tensor '\(name)': unknown dtype '\(info.dtype)'")
+            // The reference writer pads the header with trailing spaces; JSON allows them.
+            json = try parser.parse(bytes[8..<(8 + headerLength)])
+        } catch let e as JSONParseError {
+            if e.message.hasPrefix("an object has more than"), bytes.count > 8 + e.offset, e.offset > 0 {
+                // Only the top level can be that large within the depth limit of a valid header.
+                throw bad("the header lists more than \(Self.maximumEntries) tensors")
             }
-            let shape = info.shape
-            guard info.data_offsets.count == 2 else { throw bad("tensor '\(name)': data_offsets is not [begin, end]") }
-            guard shape.allSatisfy({ $0 >= 0 }) else { throw bad("tensor '\(name)': negative dimension in shape \(shape)") }
+            throw bad("the header is not valid JSON: \(e.message) at byte \(8 + e.offset)")
+        }
+        guard case .object(let members) = json else { throw bad("the header is not a JSON object") }
+        let dataSize = bytes.count - 8 - headerLength
+        var metadata: [String: String] = [:]
+        var entries: [Entry] = []
+        entries.reserveCapacity(members.count)
+        for (name, info) in members {
+            if name == "__metadata__" {
+                guard case .object(let pairs) = info else { throw bad("__metadata__ is \(info.kindDescription), not an object of strings") }
+                for (k, v) in pairs {
+                    guard case .string(let s) = v else {
+                        throw bad("__metadata__ entry \(displayName(k)) is \(v.kindDescription), not a string")
+                    }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard entries.count < Self.maximumEntries else { throw bad("more than \(Self.maximumEntries) tensors") }
+            let shown = displayName(name)
+            guard !name.isEmpty, name.utf8.count <= Self.maximumNameLength else {
+                throw bad(name.isEmpty ? "a tensor has an empty name" : "tensor \(shown) has a name longer than \(Self.maximumNameLength) bytes")
+            }
+            guard case .object(let fields) = info else { throw bad("tensor \(shown) is \(info.kindDescription), not {dtype, shape, data_offsets}") }
+            var dtypeValue: JSONValue?, shapeValue: JSONValue?, offsetsValue: JSONValue?
+            for (k, v) in fields {
+                switch k {
+                case "dtype": dtypeValue = v
+                case "shape": shapeValue = v
+                case "data_offsets": offsetsValue = v
+                default: break
+                }
+            }
+            guard let dtypeValue else { throw bad("tensor \(shown) has no 'dtype'") }
+            guard case .string(let dtypeName) = dtypeValue else { throw bad("tensor \(shown): dtype is \(dtypeValue.kindDescription), not a string") }
+            guard let dtype = SafeTensorsDType(rawValue: dtypeName) else {
+                throw bad("tensor \(shown): unknown dtype \(displayName(dtypeName, limit: 32))")
+            }
+            guard let shapeValue else { throw bad("tensor \(shown) has no 'shape'") }
+            guard case .array(let dims) = shapeValue else { throw bad("tensor \(shown): shape is \(shapeValue.kindDescription), not an array") }
+            guard dims.count <= Self.maximumRank else { throw bad("tensor \(shown): shape has \(dims.count) dimensions (at most \(Self.maximumRank))") }
+            var shape: [Int] = []
+            shape.reserveCapacity(dims.count)
             var count = 1
-            for d in shape {
-                let (p, o) = count.multipliedReportingOverflow(by: d)
-                guard !o else { throw bad("tensor '\(name)': shape \(shape) overflows") }
+            var overflow = false
+            for d in dims {
+                guard let v = d.nonNegativeInteger else {
+                    if case .number(let t) = d, t.hasPrefix("-") { throw bad("tensor \(shown): negative dimension in shape (\(t.prefix(24)))") }
+                    throw bad("tensor \(shown): shape holds \(d.kindDescription), not a non-negative integer")
+                }
+                guard v <= Self.maximumDimension else {
+                    throw bad("tensor \(shown): dimension \(v) in its shape is larger than \(Self.maximumDimension)")
+                }
+                shape.append(v)
+                let (p, o) = count.multipliedReportingOverflow(by: v)
+                overflow = overflow || o
                 count = p
             }
-            let (begin, end) = (info.data_offsets[0], info.data_offsets[1])
-            guard begin >= 0, begin <= end, end <= dataSize else {
-                throw bad("tensor '\(name)': data_offsets [\(begin), \(end)] lie outside the \(dataSize)-byte data area")
+            guard let offsetsValue else { throw bad("tensor \(shown) has no 'data_offsets'") }
+            guard case .array(let offsets) = offsetsValue, offsets.count == 2 else {
+                throw bad("tensor \(shown): data_offsets is \(offsetsValue.kindDescription), not [begin, end]")
             }
+            guard let begin = offsets[0].nonNegativeInteger, let end = offsets[1].nonNegativeInteger else {
+                throw bad("tensor \(shown): data_offsets hold \(offsets[0].kindDescription) and \(offsets[1].kindDescription), not two non-negative integers")
+            }
+            guard begin <= end, end <= dataSize else {
+                throw bad("tensor \(shown): data_offsets [\(begin), \(end)] lie outside the \(dataSize)-byte data area")
+            }
+            guard !overflow else { throw bad("tensor \(shown): shape \(shape) has more elements than can be addressed") }
             let (byteCount, o) = count.multipliedReportingOverflow(by: dtype.size)
             guard !o, byteCount == end - begin else {
-                throw bad("tensor '\(name)': shape \(shape) of \(dtype.rawValue) needs \(count) × \(dtype.size) bytes, data_offsets give \(end - begin)")
+                throw bad("tensor \(shown): shape \(shape) of \(dtype.rawValue) needs \(count) × \(dtype.size) bytes, data_offsets give \(end - begin)")
             }
             entries.append(Entry(name: name, dtype: dtype, shape: shape, begin: begin, end: end))
         }
         // The ranges must tile the data area exactly: no overlap, no hole, nothing after.
+        // Empty tensors take no bytes and may sit anywhere in the data area.
         var position = 0
-        for e in entries.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
+        var previous: Entry?
+        for e in entries.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) where e.end > e.begin {
             if e.begin < position {
-                let other = entries.first { $0.name != e.name && $0.begin < e.end && e.begin < $0.end && $0.end > $0.begin }
-                throw bad("tensor '\(e.name)' overlaps '\(other?.name ?? "another tensor")' (bytes \(e.begin)..<\(e.end))")
+                throw bad("tensor \(displayName(e.name)) overlaps \(previous.map { displayName($0.name) } ?? "another tensor") (bytes \(e.begin)..<\(e.end))")
             }
-            if e.begin > position { throw bad("bytes \(position)..<\(e.begin) of the data area belong to no tensor (before '\(e.name)')") }
+            if e.begin > position { throw bad("bytes \(position)..<\(e.begin) of the data area belong to no tensor (before \(displayName(e.name)))") }
             position = e.end
+            previous = e
         }
         guard position == dataSize else {
             throw bad("\(dataSize - position) bytes after the last tensor belong to no tensor")
         }
         self.path = path
-        self.metadata = header.metadata
+        self.metadata = metadata
         self.entries = entries.sorted { $0.name < $1.name }
+        self.index = Dictionary(uniqueKeysWithValues: self.entries.enumerated().map { ($1.name, $0) })
         self.data = Array(bytes[(8 + headerLength)...])
     }
 
     public var names: [String] { entries.map(\.name) }
 
-    public func entry(_ name: String) -> Entry? { entries.first { $0.name == name } }
+    public func entry(_ name: String) -> Entry? { index[name].map { entries[$0] } }
 
     /// The tensor `name` as float32. F64 is rounded to nearest; F16 and BF16 convert exactly.
     public func tensor(_ name: String) throws -> Tensor {
-        guard let e = entry(name) else { throw SeqCellError(.io, "'\(path)' has no tensor '\(name)'") }
+        guard let e = entry(name) else { throw SeqCellError(.io, "'\(path)' has no tensor \(displayName(name))") }
         guard e.dtype.isReadable else {
             throw SeqCellError(.unsupported,
-                "'\(path)': tensor '\(name)' is \(e.dtype.rawValue); SeqCell reads floating-point weights (F32, or F64/F16/BF16 converted to float32)")
+                "'\(path)': tensor \(displayName(name)) is \(e.dtype.rawValue); SeqCell reads floating-point weights (F32, or F64/F16/BF16 converted to float32)")
         }
         let count = e.shape.reduce(1, *)
         var out = [Float](repeating: 0, count: count)
@@ -220,34 +286,4 @@ func jsonString(_ s: String) -> String {
 /// Writes `data` so that `path` holds either its old content or all of `data`.
 func writeFileAtomically(_ data: Data, to path: String) throws {
     try writeBytesAtomically(data, to: path)
-}
-
-/// The JSON header: tensor entries by name, and the optional `__metadata__` string map.
-private struct SafeTensorsHeader: Decodable {
-    struct TensorInfo: Decodable {
-        var dtype: String
-        var shape: [Int]
-        var data_offsets: [Int]
-    }
-
-    struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
-    var tensors: [(String, TensorInfo)] = []
-    var metadata: [String: String] = [:]
-
-    init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: Key.self)
-        for key in c.allKeys {
-            if key.stringValue == "__metadata__" {
-                metadata = try c.decode([String: String].self, forKey: key)
-            } else {
-                tensors.append((key.stringValue, try c.decode(TensorInfo.self, forKey: key)))
-            }
-        }
-    }
 }
