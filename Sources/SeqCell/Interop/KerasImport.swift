@@ -39,12 +39,8 @@ public enum KerasImporter {
             }
             let shown = "\(path):model.weights.h5"
             let file = try openWeightsMember(bytes: weights, displayName: shown)
-            do {
-                return try build(file: file, shownPath: shown, config: givenConfig ?? config, configOrigin: origin,
-                                 options: options, notes: notes, registry: registry)
-            } catch {
-                throw renamingFile(error, from: file.path, to: shown)
-            }
+            return try build(file: file, shownPath: shown, config: givenConfig ?? config, configOrigin: origin,
+                             options: options, notes: notes, registry: registry)
         case .hdf5:
             let file = try H5File(opening: path)
             let root = try file.root
@@ -109,65 +105,10 @@ public enum KerasImporter {
         return (config, weights)
     }
 
-    /// Opens the HDF5 bytes of an archive's weights member.
-    ///
-    /// Until the HDF5 wrapper opens files from memory, the bytes go to a private temporary
-    /// file (`mkstemp` in a fresh 0700 directory under TMPDIR) that is unlinked as soon as
-    /// libhdf5 has opened it; errors name `displayName`, never the temporary path.
-    /// When `H5File(image:displayName:)` exists, this becomes
-    /// `try H5File(image: bytes, displayName: displayName)`.
+    /// Opens the HDF5 bytes of an archive's weights member from memory (checked like any
+    /// untrusted HDF5 file); nothing is written to disk and errors name `displayName`.
     static func openWeightsMember(bytes: [UInt8], displayName: String) throws -> H5File {
-        let base = FileManager.default.temporaryDirectory.path
-        var dirTemplate = Array("\(base)/seqcell-XXXXXX".utf8CString)
-        guard let dirPointer = dirTemplate.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-            throw SeqCellError(.io, "cannot read '\(displayName)': no temporary directory could be made (\(String(cString: strerror(errno))))")
-        }
-        let dir = String(cString: dirPointer)
-        defer { rmdir(dir) }
-        var fileTemplate = Array("\(dir)/weights-XXXXXX".utf8CString)
-        let fd = fileTemplate.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else {
-            throw SeqCellError(.io, "cannot read '\(displayName)': no temporary file could be made (\(String(cString: strerror(errno))))")
-        }
-        let tempPath = fileTemplate.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
-        defer { unlink(tempPath) }
-        var written = 0
-        let ok: Bool = bytes.withUnsafeBytes { raw in
-            while written < raw.count {
-                let n = write(fd, raw.baseAddress! + written, raw.count - written)
-                if n < 0, errno == EINTR { continue }
-                guard n > 0 else { return false }
-                written += n
-            }
-            return true
-        }
-        let writeErrno = errno
-        close(fd)
-        guard ok else {
-            throw SeqCellError(.io, "cannot read '\(displayName)': the weights could not be staged (\(String(cString: strerror(writeErrno))))")
-        }
-        do {
-            return try H5File(opening: tempPath)
-        } catch {
-            throw renamingFile(error, from: tempPath, to: displayName)
-        }
-    }
-
-    /// `error` with every mention of the file `from` (a temporary path) replaced by `to`.
-    static func renamingFile(_ error: any Error, from: String, to: String) -> any Error {
-        if var e = error as? HDF5Error {
-            if e.filePath == from { e.filePath = to }
-            e.message = e.message.replacingOccurrences(of: from, with: to)
-            e.objectPath = e.objectPath.replacingOccurrences(of: from, with: to)
-            return e
-        }
-        if var e = error as? SeqCellError {
-            e.message = e.message.replacingOccurrences(of: from, with: to)
-            return e
-        }
-        let text = String(describing: error)
-        if text.contains(from) { return SeqCellError(.io, text.replacingOccurrences(of: from, with: to)) }
-        return error
+        try H5File(image: bytes, displayName: displayName)
     }
 
     static func build(file: H5File, shownPath: String, config: String?, configOrigin: String,
