@@ -81,6 +81,29 @@ final class NPYTests: TemporaryDirectoryTestCase {
         XCTAssertEqual((size - 4 * values.count) % 64, 0, "data starts on a 64-byte boundary")
     }
 
+    func testMissingFilesAndFailedWritesAreOneSentenceNamingTheUsersPath() throws {
+        let missing = path("absent.npy")
+        let readError = assertThrows(NPYError.self, try NPY.readFloats(from: missing))
+        XCTAssertEqual(readError?.description, "cannot read '\(missing)': no such file or directory")
+
+        // A write is atomic: into a missing folder it fails naming the target, and leaves
+        // nothing; over an existing file that cannot be replaced, the old content stays.
+        let nowhere = path("no-such-folder/out.npy")
+        XCTAssertThrowsError(try NPY.write(to: nowhere, shape: [1], floats: [1])) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("'\(nowhere)'"), text)
+            XCTAssertFalse(text.contains(".tmp-"), "temporary path shown: \(text)")
+        }
+        let kept = path("kept.npy")
+        try NPY.write(to: kept, shape: [2], floats: [1, 2])
+        let before = try Data(contentsOf: URL(fileURLWithPath: kept))
+        try NPY.write(to: kept, shape: [3], floats: [3, 4, 5])
+        XCTAssertEqual(try NPY.readFloats(from: kept).floats, [3, 4, 5])
+        XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: kept)), before)
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.contains(".tmp-") }
+        XCTAssertEqual(leftovers, [], "temporary files left behind")
+    }
+
     func testWriteRejectsShapeThatDoesNotMatch() throws {
         let file = path("bad.npy")
         let error = assertThrows(NPYError.self, try NPY.write(to: file, shape: [2, 2], floats: [1, 2, 3]))

@@ -266,7 +266,9 @@ private struct NPYHeaderParser {
 
 private func readFile(_ path: String) throws -> [UInt8] {
     func fail(_ call: String) -> NPYError {
-        NPYError(path: path, operation: "read", field: nil, message: "\(call): \(String(cString: strerror(errno)))")
+        // One sentence for people: the reason, not the system call ("no such file or directory").
+        let reason = String(cString: strerror(errno))
+        return NPYError(path: path, operation: "read", field: nil, message: reason.prefix(1).lowercased() + reason.dropFirst())
     }
     let descriptor = open(path, O_RDONLY)
     guard descriptor >= 0 else { throw fail("open") }
@@ -287,24 +289,8 @@ private func readFile(_ path: String) throws -> [UInt8] {
     return Array(bytes.prefix(filled))
 }
 
+/// Writes atomically (`writeBytesAtomically`): `path` holds its old content or the whole new
+/// array, never a part; errors name `path`, never the temporary file.
 private func writeFile(_ path: String, _ bytes: [UInt8]) throws {
-    func fail(_ call: String) -> NPYError {
-        NPYError(path: path, operation: "write", field: nil, message: "\(call): \(String(cString: strerror(errno)))")
-    }
-    let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-    guard descriptor >= 0 else { throw fail("open") }
-    var written = 0
-    while written < bytes.count {
-        let put = bytes.withUnsafeBytes { raw in
-            raw.baseAddress.map { write(descriptor, $0 + written, raw.count - written) } ?? 0
-        }
-        if put < 0, errno == EINTR { continue }
-        guard put > 0 else {
-            let error = fail("write")
-            close(descriptor)
-            throw error
-        }
-        written += put
-    }
-    guard close(descriptor) == 0 else { throw fail("close") }
+    try writeBytesAtomically(bytes, to: path)
 }
