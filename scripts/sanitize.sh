@@ -44,6 +44,13 @@ export UBSAN_OPTIONS="log_path=$reports/ubsan:halt_on_error=1:print_stacktrace=1
 # which ASan reports as a stack-buffer-underflow (in CrashHandlerLinux.cpp) and then ends the
 # process in a way validate-plugin's parent never sees; turn it off so a crash is a signal.
 export SWIFT_BACKTRACE=enable=no
+# The HDF5 check child (Sources/CSeqCellHDF5Check) is where libhdf5 reads untrusted bytes, and
+# libhdf5 1.10 overruns its own buffers on some damaged files (the tests feed it such files on
+# purpose). Its reports go to a folder of their own: a report whose fault is inside libhdf5 is
+# a fault contained by design and is counted, not failed; any other report there (a fault in
+# SeqCell's own walker) fails the run like every other report.
+mkdir -p "$reports/check-child"
+export SEQCELL_SANITIZER_CHECK_CHILD_LOG="$reports/check-child/report"
 
 # Left out, by name: a test whose time budget the instrumented build cannot meet (it runs in
 # scripts/test.sh). The ASan build of `seqcell new` spends more than the test's 60 s
@@ -52,6 +59,23 @@ skipped=(CheckpointTests.testKillingASavingProcessLeavesThePreviousCheckpointLoa
 echo "== the suite, sanitized (skipped: ${skipped[*]}) =="
 status=0
 swift test --skip-build "${flags[@]}" "${skipped[@]/#/--skip=}" "$@" || status=$?
+
+# A contained report: its first stack frame outside the sanitizer runtime is in libhdf5.
+contained=0
+for f in "$reports"/check-child/*; do
+    [ -e "$f" ] || continue
+    first=$(grep -E '^ *#[0-9]+ 0x' "$f" | grep -vE 'compiler-rt|sanitizer_common|/asan/|/ubsan/|in (memcpy|memmove|memset|strlen|strcpy|__interceptor_)' | head -1)
+    if [[ "$first" == *libhdf5* ]]; then
+        contained=$((contained + 1))
+        rm -f "$f"
+    else
+        mv "$f" "$reports/$(basename "$f").check-child"
+    fi
+done
+rmdir "$reports/check-child" 2>/dev/null || true
+if [ "$contained" -gt 0 ]; then
+    echo "== $contained fault(s) inside libhdf5 on damaged files, contained in the HDF5 check child (expected) =="
+fi
 
 if compgen -G "$reports/*" >/dev/null; then
     echo "== sanitizer reports =="
