@@ -126,7 +126,12 @@ struct PluginOptions: ParsableArguments {
         let r = PluginRegistry.standard(extraPaths: pluginPaths)
         if logProblems {
             let log = Logger(label: "seqcell")
-            for p in r.problems { log.warning("plugin problem: \(MessageText.oneLine(String(describing: p), keepingWhole: userArguments))") }
+            // A cell found again later in the search order is the order working as documented
+            // (a folder in SEQCELL_PLUGIN_PATH overrides the executable's own): said with --verbose.
+            for p in r.problems {
+                let text = "plugin problem: \(MessageText.oneLine(String(describing: p), keepingWhole: userArguments))"
+                if p.isShadowedCell { log.debug("\(text)") } else { log.warning("\(text)") }
+            }
         }
         return r
     }

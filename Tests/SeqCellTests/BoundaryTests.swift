@@ -182,26 +182,9 @@ final class PluginSizeTests: XCTestCase {
 
 /// `seqcell run` on the same bad inputs: exit 1 and a message, never a signal.
 final class BoundaryCLITests: TemporaryDirectoryTestCase {
-    var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
 
     func run(_ args: [String], environment: [String: String] = [:]) throws -> (status: Int32, out: String, err: String) {
-        guard FileManager.default.isExecutableFile(atPath: cli) else {
-            XCTFail("\(cli) not found: build the package first (swift build)")
-            throw SeqCellError(.io, "no CLI")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: cli)
-        p.arguments = args
-        p.currentDirectoryURL = directory
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationReason, .exit, "seqcell \(args) died of a signal")
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runProgram(args, environment: environment)
     }
 
     func testRunRefusesBadLengthsOfReverseAndBidirectionalModels() throws {

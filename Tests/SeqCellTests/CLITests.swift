@@ -5,27 +5,10 @@ import XCTest
 /// The `seqcell` executable end to end: what it lists, what it writes, and that bad input
 /// gives a message and a non-zero exit, never a crash.
 final class CLITests: TemporaryDirectoryTestCase {
-    var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
-
     /// Runs the CLI; returns (exit status, stdout, stderr).
     @discardableResult
     func seqcell(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
-        guard FileManager.default.isExecutableFile(atPath: cli) else {
-            XCTFail("\(cli) not found: build the package first (swift build)")
-            throw SeqCellError(.io, "no CLI")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: cli)
-        p.arguments = args
-        p.currentDirectoryURL = directory
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationReason, .exit, "seqcell \(args) died of a signal")
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runProgram(args)
     }
 
     func assertFails(_ args: [String], _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
@@ -42,6 +25,29 @@ final class CLITests: TemporaryDirectoryTestCase {
         let mgu = try buildMGU(in: try temporaryFolder())
         let withPath = try seqcell(["plugins", "--path", mgu])
         XCTAssert(withPath.out.contains("mgu 1.0.0") && withPath.out.contains(mgu), withPath.out)
+    }
+
+    /// A folder in SEQCELL_PLUGIN_PATH holding another build of a built-in cell overrides the
+    /// executable's own, as documented: no warning on every command (that would also break
+    /// the one-line error contract), only a note with --verbose.
+    func testCellOverriddenThroughThePluginPathIsNotAWarning() throws {
+        let folder = try temporaryFolder()
+        let own = (buildProductsDir as NSString).appendingPathComponent("libseqcell_rnn.so")
+        try FileManager.default.copyItem(atPath: own, toPath: (folder as NSString).appendingPathComponent("libseqcell_rnn.so"))
+        // `plugins` lists every problem on stdout, shadowed cells included.
+        let listed = try runProgram(["plugins"], environment: ["SEQCELL_PLUGIN_PATH": folder])
+        XCTAssertEqual(listed.status, 0, listed.err)
+        XCTAssert(listed.out.contains("cell 'rnn' ignored: already provided by"), listed.out)
+        // Other commands: nothing on stderr, a debug note with --verbose.
+        _ = try runProgram(["new", "--input-size", "2", "--layer", "rnn:3", "-o", "m.h5"])
+        let quiet = try runProgram(["inspect", "m.h5"], environment: ["SEQCELL_PLUGIN_PATH": folder])
+        XCTAssertEqual(quiet.status, 0, quiet.err)
+        XCTAssertEqual(quiet.err, "")
+        let verbose = try runProgram(["inspect", "m.h5", "--verbose"], environment: ["SEQCELL_PLUGIN_PATH": folder])
+        XCTAssert(verbose.err.contains("cell 'rnn' ignored: already provided by"), verbose.err)
+        let failing = try runProgram(["inspect", "absent.h5"], environment: ["SEQCELL_PLUGIN_PATH": folder])
+        XCTAssertEqual(failing.status, 1)
+        XCTAssertEqual(failing.err.split(separator: "\n").count, 1, failing.err)
     }
 
     func testNewRunAndPyTorchShapes() throws {

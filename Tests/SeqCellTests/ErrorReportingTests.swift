@@ -7,28 +7,10 @@ import XCTest
 /// sentence and exit 1 (it used to segfault at exit), and temporary files of killed writes are
 /// removed by the next write into their folder.
 final class ErrorReportingTests: TemporaryDirectoryTestCase {
-    var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
-
     /// Runs `executable` (the CLI unless given) in the test's directory; (exit status, stdout, stderr).
     @discardableResult
     func run(_ args: [String], executable: String? = nil) throws -> (status: Int32, out: String, err: String) {
-        let program = executable ?? cli
-        guard FileManager.default.isExecutableFile(atPath: cli) else {
-            XCTFail("\(cli) not found: build the package first (swift build)")
-            throw SeqCellError(.io, "no CLI")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: program)
-        p.arguments = args
-        p.currentDirectoryURL = directory
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationReason, .exit, "\(program) \(args) died of signal \(p.terminationStatus)")
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runProgram(args, executable: executable)
     }
 
     /// Every name in `folder`, hidden ones included.

@@ -6,30 +6,13 @@ import XCTest
 /// description. Files are crafted with h5py or by patching bytes; the committed crash and hang
 /// fixtures in Fixtures/hostile were found by Fixtures/hostile/mutate.py.
 final class HDF5HostileFileTests: TemporaryDirectoryTestCase {
-    var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
 
     /// Runs the CLI with extra environment; returns (exit status, stdout, stderr). Fails when
     /// the CLI died of a signal.
     @discardableResult
     func seqcell(_ args: [String], environment: [String: String] = [:],
                  file: StaticString = #filePath, line: UInt = #line) throws -> (status: Int32, out: String, err: String) {
-        guard FileManager.default.isExecutableFile(atPath: cli) else {
-            XCTFail("\(cli) not found: build the package first (swift build)", file: file, line: line)
-            throw SeqCellError(.io, "no CLI")
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: cli)
-        p.arguments = args
-        p.currentDirectoryURL = directory
-        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationReason, .exit, "seqcell \(args) died of a signal", file: file, line: line)
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runProgram(args, environment: environment, file: file, line: line)
     }
 
     /// Asserts `seqcell args` exits 1 with every fragment in stderr and no temp path or HDF5

@@ -78,6 +78,35 @@ class TemporaryDirectoryTestCase: XCTestCase {
         directory.appendingPathComponent(name).path
     }
 
+    /// The built `seqcell` executable, next to the test bundle.
+    var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
+
+    /// Runs `executable` (the CLI unless given) in the test's directory with `environment`
+    /// added to this process's; returns (exit status, stdout, stderr). Fails the test when the
+    /// CLI is not built or the program died of a signal.
+    @discardableResult
+    func runProgram(_ args: [String], executable: String? = nil, environment: [String: String] = [:],
+                    file: StaticString = #filePath, line: UInt = #line) throws -> (status: Int32, out: String, err: String) {
+        let program = executable ?? cli
+        guard FileManager.default.isExecutableFile(atPath: program) else {
+            XCTFail("\(program) not found: build the package first (swift build)", file: file, line: line)
+            throw SeqCellError(.io, "no executable")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: program)
+        p.arguments = args
+        p.currentDirectoryURL = directory
+        if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .exit, "\(program) \(args) died of signal \(p.terminationStatus)", file: file, line: line)
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
     /// The names in the test's directory, sorted.
     func directoryContents() throws -> [String] {
         try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()

@@ -11,8 +11,6 @@ import Glibc
 /// they finish, a hung check is stopped by the watchdog, and the checker's child never
 /// outlives the checker.
 final class ValidatePluginTests: TemporaryDirectoryTestCase {
-    var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
-
     /// A running `seqcell` whose standard output is read as it comes.
     final class Running {
         let process = Process()

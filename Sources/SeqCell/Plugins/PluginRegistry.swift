@@ -7,6 +7,17 @@ import Synchronization
 public struct PluginProblem: Equatable, Sendable, CustomStringConvertible {
     public let path: String
     public let reason: String
+    /// The library works but provides a cell id that a library found earlier already
+    /// provides (say, `SEQCELL_PLUGIN_PATH` naming another build of the built-in cells): the
+    /// earlier one is used, as the search order promises. Not a fault of either library.
+    public let isShadowedCell: Bool
+
+    init(path: String, reason: String, isShadowedCell: Bool = false) {
+        self.path = path
+        self.reason = reason
+        self.isShadowedCell = isShadowedCell
+    }
+
     public var description: String { "\(path): \(reason)" }
 }
 
@@ -103,7 +114,8 @@ public final class PluginRegistry: Sendable {
                     if let existing = s.types[t.id] {
                         found.append(PluginProblem(
                             path: real,
-                            reason: "cell '\(t.id)' ignored: already provided by \(existing.libraryPath), which was found first"))
+                            reason: "cell '\(t.id)' ignored: already provided by \(existing.libraryPath), which was found first",
+                            isShadowedCell: true))
                     } else {
                         s.types[t.id] = t
                         s.order.append(t.id)
