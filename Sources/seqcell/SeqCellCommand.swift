@@ -61,7 +61,7 @@ func exitReporting(_ error: any Error) -> Never {
     } else {
         text = "Error: " + MessageText.oneLine(errorText(error), keepingWhole: userArguments)
     }
-    if !text.isEmpty { writeWhole(text + "\n", to: STDERR_FILENO) }
+    if !text.isEmpty { Array((text + "\n").utf8).withUnsafeBytes { writeAll($0, to: STDERR_FILENO) } }
     exit(code.rawValue)
 }
 
@@ -92,22 +92,6 @@ let userArguments: Set<String> = {
 func isArgumentParserError(_ error: any Error) -> Bool {
     error is ValidationError || error is CleanExit || error is ExitCode
         || String(reflecting: type(of: error)).hasPrefix("ArgumentParser.")
-}
-
-/// Writes all of `text` to `descriptor`: one `write()` unless the kernel takes less.
-func writeWhole(_ text: String, to descriptor: Int32) {
-    var bytes = Array(text.utf8)
-    bytes.withUnsafeMutableBytes { buffer in
-        var done = 0
-        while done < buffer.count {
-            let n = write(descriptor, buffer.baseAddress! + done, buffer.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            done += n
-        }
-    }
 }
 
 /// Options every command that needs cells takes.

@@ -42,19 +42,7 @@ public func writeBytesAtomically(_ bytes: some ContiguousBytes, to path: String)
     do {
         let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o666)
         guard descriptor >= 0 else { throw AtomicTarget.SystemError(code: errno) }
-        var failure: Int32 = 0
-        bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let n = write(descriptor, buffer.baseAddress! + done, buffer.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                done += n
-            }
-        }
+        var failure = bytes.withUnsafeBytes { writeAll($0, to: descriptor) }
         if failure == 0, fsync(descriptor) != 0 { failure = errno }
         if close(descriptor) != 0, failure == 0 { failure = errno }
         if failure != 0 { throw AtomicTarget.SystemError(code: failure) }
@@ -256,4 +244,21 @@ struct AtomicTarget {
 private func text(of error: any Error) -> String {
     if let e = error as? CocoaError { return e.localizedDescription }
     return String(describing: error)
+}
+
+/// Writes all of `buffer` to `descriptor`, retrying after EINTR and short writes: one
+/// `write()` unless the kernel takes less. Returns 0, or the errno of the failed call.
+@discardableResult
+public func writeAll(_ buffer: UnsafeRawBufferPointer, to descriptor: Int32) -> Int32 {
+    guard let base = buffer.baseAddress else { return 0 }
+    var done = 0
+    while done < buffer.count {
+        let n = write(descriptor, base + done, buffer.count - done)
+        if n < 0 {
+            if errno == EINTR { continue }
+            return errno
+        }
+        done += n
+    }
+    return 0
 }

@@ -294,12 +294,7 @@ public struct Model: Sendable {
         else {
             throw SeqCellError(.invalidArgument, "this forward result (output \(fwd.output.shape)) comes from another model")
         }
-        if let go = gradOutput {
-            guard go.shape == fwd.output.shape else {
-                throw SeqCellError(.shape, "output gradient must be \(fwd.output.shape), got \(go.shape)")
-            }
-            try Boundary.checkConsistent(go, "output gradient")
-        }
+        if let go = gradOutput { try Boundary.checkGradient(go, shape: fwd.output.shape, "output gradient") }
         guard gradFinalStates.isEmpty || gradFinalStates.count == layers.count else {
             throw SeqCellError(.shape, "final-state gradients for \(gradFinalStates.count) layers; the model has \(layers.count)")
         }

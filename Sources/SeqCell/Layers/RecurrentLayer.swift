@@ -229,12 +229,7 @@ public struct RecurrentLayer: Sendable {
             return tape
         }
         try checkCells()
-        if let g = gradOutput {
-            guard g.shape == fwd.output.shape else {
-                throw SeqCellError(.shape, "layer output gradient must be \(fwd.output.shape), got \(g.shape)")
-            }
-            try Boundary.checkConsistent(g, "layer output gradient")
-        }
+        if let g = gradOutput { try Boundary.checkGradient(g, shape: fwd.output.shape, "layer output gradient") }
         guard gradFinalStates.isEmpty || gradFinalStates.count == cells.count else {
             throw SeqCellError(.shape, "\(gradFinalStates.count) sets of final-state gradients for a layer with \(cells.count) direction(s)")
         }

@@ -48,6 +48,12 @@ enum Boundary {
         }
     }
 
+    /// Checks that a gradient has exactly `shape` and holds its values.
+    static func checkGradient(_ g: Tensor, shape: [Int], _ what: String) throws {
+        guard g.shape == shape else { throw SeqCellError(.shape, "\(what) must be \(shape), got \(g.shape)") }
+        try checkConsistent(g, what)
+    }
+
     /// Checks a time-major sequence tensor [T, B, width] with T, B >= 1; returns (T, B).
     static func checkSequence(_ x: Tensor, width: Int, _ what: String, taker: String = "this layer") throws -> (T: Int, B: Int) {
         guard x.rank == 3 else { throw SeqCellError(.shape, "\(what) must be [T, B, \(width)], got shape \(x.shape)") }
