@@ -4,6 +4,7 @@
 //   n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))     reset = after  (PyTorch, cuDNN, Keras reset_after=True)
 //   n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)     reset = before (Cho et al. 2014, Keras reset_after=False)
 //   h' = (1 - z) ⊙ n + z ⊙ h
+// With bias=false there are no bias parameters (PyTorch's bias=False): b_ih = b_hh = 0.
 // Parameters are named and laid out exactly as PyTorch's, so its weights import by copying.
 
 import CSeqCell
@@ -15,6 +16,9 @@ private let optionSpecs = [
     OptionSpec(name: "reset", description: "where the reset gate applies: after (default; PyTorch, cuDNN) "
                    + "or before (Cho et al. 2014) the recurrent product of the candidate",
                kind: .choice(["after", "before"]), defaultValue: 0),
+    OptionSpec(name: "bias", description: "true (default): bias_ih and bias_hh, as PyTorch's bias=True; "
+                   + "false: no bias parameters at all (PyTorch bias=False, Keras use_bias=False)",
+               kind: .choice(["true", "false"]), defaultValue: 0),
 ]
 
 final class GRUKernel: CellKernel {
@@ -22,27 +26,46 @@ final class GRUKernel: CellKernel {
     let hidden: Int
     /// reset = before: n uses W_hn (r ⊙ h) instead of r ⊙ (W_hn h + b_hn).
     let resetBefore: Bool
+    /// bias=false: no bias_ih / bias_hh parameters.
+    let hasBias: Bool
+    /// bias=false: H zeros standing in for b_hn (read-only, shared by every call).
+    let zeroBias: UnsafeMutablePointer<Float>?
     let layout: LayoutStorage
 
     init(_ config: CellConfig) {
         inputSize = config.inputSize
         hidden = config.hiddenSize
         resetBefore = config.options[0] == 1
+        hasBias = config.options[1] == 0
         let (I, H) = (inputSize, hidden)
-        layout = LayoutStorage(
-            params: [
-                ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [3 * H, I], gateOrder: "r,z,n",
-                          description: "W_ih = [W_ir; W_iz; W_in] [3H, I]"),
-                ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [3 * H, H], gateOrder: "r,z,n",
-                          description: "W_hh = [W_hr; W_hz; W_hn] [3H, H]"),
+        if hasBias {
+            zeroBias = nil
+        } else {
+            let z = UnsafeMutablePointer<Float>.allocate(capacity: max(H, 1))
+            z.initialize(repeating: 0, count: max(H, 1))
+            zeroBias = z
+        }
+        var params = [
+            ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [3 * H, I], gateOrder: "r,z,n",
+                      description: "W_ih = [W_ir; W_iz; W_in] [3H, I]"),
+            ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [3 * H, H], gateOrder: "r,z,n",
+                      description: "W_hh = [W_hr; W_hz; W_hn] [3H, H]"),
+        ]
+        if hasBias {
+            params += [
                 ParamSpec("bias_ih", role: SEQCELL_ROLE_BIAS, shape: [3 * H], gateOrder: "r,z,n",
                           description: "b_ih = [b_ir; b_iz; b_in] [3H]"),
                 ParamSpec("bias_hh", role: SEQCELL_ROLE_BIAS, shape: [3 * H], gateOrder: "r,z,n",
                           description: "b_hh = [b_hr; b_hz; b_hn] [3H]"),
-            ],
+            ]
+        }
+        layout = LayoutStorage(
+            params: params,
             states: [StateSpec("h", size: H)],
             outputSize: H)
     }
+
+    deinit { zeroBias?.deallocate() }
 
     struct Buffers {
         var gx: UnsafeMutablePointer<Float>     // [T, B, 3H] input part + biases → activations (r,z,n) → d(pre)
@@ -89,21 +112,26 @@ final class GRUKernel: CellKernel {
         let G = 3 * H
         var c = WorkspaceCarver(base: f.workspace)
         let w = carve(&c, T: T, B: B, training: f.training)
-        let wih = f.param(0), whh = f.param(1), bih = f.param(2), bhh = f.param(3)
+        let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: gx = X W_ih^T + b_ih + b_hh, except that for
         // reset = after b_hn stays out (it sits inside r ⊙ (W_hn h + b_hn)).
         let row = w.gx
-        for j in 0..<2 * H { row[j] = bih[j] + bhh[j] }
-        if resetBefore {
-            for j in 2 * H..<G { row[j] = bih[j] + bhh[j] }
+        if hasBias {
+            let bih = f.param(2), bhh = f.param(3)
+            for j in 0..<2 * H { row[j] = bih[j] + bhh[j] }
+            if resetBefore {
+                for j in 2 * H..<G { row[j] = bih[j] + bhh[j] }
+            } else {
+                for j in 2 * H..<G { row[j] = bih[j] }
+            }
         } else {
-            for j in 2 * H..<G { row[j] = bih[j] }
+            row.update(repeating: 0, count: G)
         }
         for r in 1..<T * B { (w.gx + r * G).update(from: row, count: G) }
         sgemm(transA: false, transB: true, m: T * B, n: G, k: I, a: f.input, lda: I, b: wih, ldb: I,
               beta: 1, c: w.gx, ldc: G)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
-        let bhn = bhh + 2 * H
+        let bhn: UnsafePointer<Float> = hasBias ? f.param(3) + 2 * H : UnsafePointer(zeroBias!)
         let whn = whh + 2 * H * H
         // reset = before has no full-width recurrent product (r, z and n are separate GEMMs).
         let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore)
@@ -206,7 +234,7 @@ final class GRUKernel: CellKernel {
         var c = WorkspaceCarver(base: g.workspace)
         let w = carve(&c, T: T, B: B, training: true)
         let wih = g.param(0), whh = g.param(1)
-        let bhn = g.param(3) + 2 * H
+        let bhn: UnsafePointer<Float> = hasBias ? g.param(3) + 2 * H : UnsafePointer(zeroBias!)
         let whn = whh + 2 * H * H
         copyOrZero(g.gradFinalState(0), to: w.dh, count: B * H)
         // Each step's saved activations are last read at that step: gx becomes d(pre) of the
@@ -290,25 +318,25 @@ final class GRUKernel: CellKernel {
         }
         sgemm(transA: true, transB: false, m: G, n: I, k: T * B, a: dgx, lda: G, b: g.input, ldb: I,
               beta: 1, c: g.gradParam(0), ldc: I)
-        addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(2))
+        if hasBias { addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(2)) }
         if resetBefore {
             // W_hr, W_hz multiply h_{t-1}; W_hn multiplies r ⊙ h_{t-1}. b_hh sits outside r.
             sgemm(transA: true, transB: false, m: 2 * H, n: H, k: T * B, a: dgx, lda: G, b: w.states, ldb: H,
                   beta: 1, c: g.gradParam(1), ldc: H)
             sgemm(transA: true, transB: false, m: H, n: H, k: T * B, a: dgx + 2 * H, lda: G, b: w.rh, ldb: H,
                   beta: 1, c: g.gradParam(1) + 2 * H * H, ldc: H)
-            addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(3))
+            if hasBias { addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(3)) }
         } else {
             sgemm(transA: true, transB: false, m: G, n: H, k: T * B, a: w.gh, lda: G, b: w.states, ldb: H,
                   beta: 1, c: g.gradParam(1), ldc: H)
-            addColumnSums(w.gh, rows: T * B, n: G, into: g.gradParam(3))
+            if hasBias { addColumnSums(w.gh, rows: T * B, n: G, into: g.gradParam(3)) }
         }
     }
 }
 
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in GRU", cells: [
     CellRegistration(
-        id: cellID, version: (1, 0, 0),
+        id: cellID, version: (1, 1, 0),
         description: "GRU, gates r,z,n, reset gate after (PyTorch) or before (Cho et al.) W_hn, as torch.nn.GRU",
         options: optionSpecs) { config in GRUKernel(config) },
 ])

@@ -4,6 +4,7 @@
 //   c' = f ⊙ c + i ⊙ g
 //   h' = o ⊙ tanh(c')                 (proj_size = 0)
 //   h' = W_hr (o ⊙ tanh(c'))          (proj_size = P > 0)
+// With bias=false there are no bias parameters (PyTorch's bias=False): b_ih = b_hh = 0.
 // Parameters are named and laid out exactly as PyTorch's, so its weights import by copying.
 
 import CSeqCell
@@ -14,6 +15,9 @@ private let cellID = "lstm"
 private let optionSpecs = [
     OptionSpec(name: "proj_size", description: "size of the projected hidden state h (0: no projection); must be < hidden_size",
                kind: .int(min: 0, max: 1 << 20), defaultValue: 0),
+    OptionSpec(name: "bias", description: "true (default): bias_ih and bias_hh, as PyTorch's bias=True; "
+                   + "false: no bias parameters at all (PyTorch bias=False, Keras use_bias=False)",
+               kind: .choice(["true", "false"]), defaultValue: 0),
 ]
 
 final class LSTMKernel: CellKernel {
@@ -22,6 +26,10 @@ final class LSTMKernel: CellKernel {
     /// Width of h (and of the output): proj_size when projecting, else hidden.
     let hWidth: Int
     let projecting: Bool
+    /// bias=false: no bias_ih / bias_hh parameters.
+    let hasBias: Bool
+    /// Index of weight_hr among the parameters (after the biases, when there are biases).
+    let hrIndex: Int
     let layout: LayoutStorage
 
     init(_ config: CellConfig) throws(CellError) {
@@ -32,6 +40,8 @@ final class LSTMKernel: CellKernel {
             throw .invalid("\(cellID): proj_size (\(proj)) must be smaller than hidden_size (\(hidden)); use 0 for no projection")
         }
         projecting = proj > 0
+        hasBias = config.options[1] == 0
+        hrIndex = hasBias ? 4 : 2
         hWidth = projecting ? proj : hidden
         let (I, H, P) = (inputSize, hidden, hWidth)
         var params = [
@@ -39,11 +49,15 @@ final class LSTMKernel: CellKernel {
                       description: "W_ih = [W_ii; W_if; W_ig; W_io] [4H, I]"),
             ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [4 * H, P], gateOrder: "i,f,g,o",
                       description: "W_hh = [W_hi; W_hf; W_hg; W_ho] [4H, \(projecting ? "P" : "H")]"),
-            ParamSpec("bias_ih", role: SEQCELL_ROLE_BIAS, shape: [4 * H], gateOrder: "i,f,g,o",
-                      description: "b_ih = [b_ii; b_if; b_ig; b_io] [4H]"),
-            ParamSpec("bias_hh", role: SEQCELL_ROLE_BIAS, shape: [4 * H], gateOrder: "i,f,g,o",
-                      description: "b_hh = [b_hi; b_hf; b_hg; b_ho] [4H]"),
         ]
+        if hasBias {
+            params += [
+                ParamSpec("bias_ih", role: SEQCELL_ROLE_BIAS, shape: [4 * H], gateOrder: "i,f,g,o",
+                          description: "b_ih = [b_ii; b_if; b_ig; b_io] [4H]"),
+                ParamSpec("bias_hh", role: SEQCELL_ROLE_BIAS, shape: [4 * H], gateOrder: "i,f,g,o",
+                          description: "b_hh = [b_hi; b_hf; b_hg; b_ho] [4H]"),
+            ]
+        }
         if projecting {
             // Role OTHER, not RECURRENT_WEIGHT: seqcell.h defines a recurrent weight as one that
             // multiplies a state, and W_hr multiplies o ⊙ tanh(c'), which is not a state (it
@@ -111,7 +125,7 @@ final class LSTMKernel: CellKernel {
         let w = carve(&c, T: T, B: B, training: f.training)
         let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: gates = X W_ih^T + b_ih + b_hh.
-        fillBiasRows(w.gates, rows: T * B, n: G, f.param(2), f.param(3))
+        fillRows(w.gates, rows: T * B, n: G, bias1: hasBias ? f.param(2) : nil, bias2: hasBias ? f.param(3) : nil)
         sgemm(transA: false, transB: true, m: T * B, n: G, k: I, a: f.input, lda: I, b: wih, ldb: I,
               beta: 1, c: w.gates, ldc: G)
         copyOrZero(f.initialState(0), to: w.h, count: B * P)
@@ -179,7 +193,7 @@ final class LSTMKernel: CellKernel {
             }
             if projecting {
                 // h' = m W_hr^T, straight into the output rows; frozen rows are fixed up after.
-                sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(4), ldb: H,
+                sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(hrIndex), ldb: H,
                       beta: 0, c: out, ldc: P)
                 for b in 0..<B {
                     let o = out + b * P, hp = hPrev + b * P, hn = hNext + b * P
@@ -229,7 +243,7 @@ final class LSTMKernel: CellKernel {
                         d.update(repeating: 0, count: P)
                     }
                 }
-                sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(4), ldb: H,
+                sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(hrIndex), ldb: H,
                       beta: 0, c: w.dm, ldc: H)
             }
             // Rows are independent within a step: each chunk does its rows' gate gradients and
@@ -267,28 +281,21 @@ final class LSTMKernel: CellKernel {
               beta: 1, c: g.gradParam(0), ldc: I)
         sgemm(transA: true, transB: false, m: G, n: P, k: T * B, a: dgAll, lda: G, b: w.h, ldb: P,
               beta: 1, c: g.gradParam(1), ldc: P)
-        addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(2))
-        addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(3))
+        if hasBias {
+            addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(2))
+            addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(3))
+        }
         if projecting {
             // dW_hr = Σ_t dh_total_t^T m_t (frozen rows: dh_total = 0 and m = 0).
             sgemm(transA: true, transB: false, m: P, n: H, k: T * B, a: w.dhAll, lda: P, b: w.m, ldb: H,
-                  beta: 1, c: g.gradParam(4), ldc: H)
+                  beta: 1, c: g.gradParam(hrIndex), ldc: H)
         }
     }
 }
 
-/// dst[r, :] = bias1 + bias2 for `rows` rows of width `n`, without allocating: row 0 is
-/// computed, the others are copies of it.
-private func fillBiasRows(
-    _ dst: UnsafeMutablePointer<Float>, rows: Int, n: Int, _ bias1: UnsafePointer<Float>, _ bias2: UnsafePointer<Float>
-) {
-    for j in 0..<n { dst[j] = bias1[j] + bias2[j] }
-    for r in 1..<max(rows, 1) { (dst + r * n).update(from: dst, count: n) }
-}
-
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in LSTM", cells: [
     CellRegistration(
-        id: cellID, version: (1, 0, 0),
+        id: cellID, version: (1, 1, 0),
         description: "LSTM, gates i,f,g,o, optional projection (proj_size), as torch.nn.LSTM",
         options: optionSpecs) { config throws(CellError) in try LSTMKernel(config) },
 ])

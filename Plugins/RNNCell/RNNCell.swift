@@ -1,5 +1,6 @@
 // The Elman RNN cell, as PyTorch's nn.RNN:
 //   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  act = tanh (default) or relu.
+// With bias=false there are no bias parameters (PyTorch's bias=False): b_ih = b_hh = 0.
 
 import CSeqCell
 import SeqCellPluginKit
@@ -9,26 +10,37 @@ private let cellID = "rnn"
 private let optionSpecs = [
     OptionSpec(name: "activation", description: "nonlinearity: tanh (default) or relu",
                kind: .choice(["tanh", "relu"]), defaultValue: 0),
+    OptionSpec(name: "bias", description: "true (default): bias_ih and bias_hh, as PyTorch's bias=True; "
+                   + "false: no bias parameters at all (PyTorch bias=False, Keras use_bias=False)",
+               kind: .choice(["true", "false"]), defaultValue: 0),
 ]
 
 final class RNNKernel: CellKernel {
     let inputSize: Int
     let hidden: Int
     let relu: Bool
+    /// bias=false: no bias_ih / bias_hh parameters.
+    let hasBias: Bool
     let layout: LayoutStorage
 
     init(_ config: CellConfig) {
         inputSize = config.inputSize
         hidden = config.hiddenSize
         relu = config.options[0] == 1
+        hasBias = config.options[1] == 0
         let (I, H) = (inputSize, hidden)
-        layout = LayoutStorage(
-            params: [
-                ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [H, I], description: "W_ih [H, I]"),
-                ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [H, H], description: "W_hh [H, H]"),
+        var params = [
+            ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [H, I], description: "W_ih [H, I]"),
+            ParamSpec("weight_hh", role: SEQCELL_ROLE_RECURRENT_WEIGHT, shape: [H, H], description: "W_hh [H, H]"),
+        ]
+        if hasBias {
+            params += [
                 ParamSpec("bias_ih", role: SEQCELL_ROLE_BIAS, shape: [H], description: "b_ih [H]"),
                 ParamSpec("bias_hh", role: SEQCELL_ROLE_BIAS, shape: [H], description: "b_hh [H]"),
-            ],
+            ]
+        }
+        layout = LayoutStorage(
+            params: params,
             states: [StateSpec("h", size: H)],
             outputSize: H)
     }
@@ -63,7 +75,7 @@ final class RNNKernel: CellKernel {
         let w = carve(&c, T: T, B: B, training: f.training)
         let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: pre = X W_ih^T + b_ih + b_hh.
-        fillRows(w.pre, rows: T * B, n: H, bias1: f.param(2), bias2: f.param(3))
+        fillRows(w.pre, rows: T * B, n: H, bias1: hasBias ? f.param(2) : nil, bias2: hasBias ? f.param(3) : nil)
         sgemm(transA: false, transB: true, m: T * B, n: H, k: I, a: f.input, lda: I, b: wih, ldb: I,
               beta: 1, c: w.pre, ldc: H)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
@@ -138,14 +150,16 @@ final class RNNKernel: CellKernel {
               beta: 1, c: g.gradParam(0), ldc: I)
         sgemm(transA: true, transB: false, m: H, n: H, k: T * B, a: dpreAll, lda: H, b: w.states, ldb: H,
               beta: 1, c: g.gradParam(1), ldc: H)
-        addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(2))
-        addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(3))
+        if hasBias {
+            addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(2))
+            addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(3))
+        }
     }
 }
 
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in RNN", cells: [
     CellRegistration(
-        id: cellID, version: (1, 0, 0),
+        id: cellID, version: (1, 1, 0),
         description: "Elman RNN, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNN",
         options: optionSpecs) { config in RNNKernel(config) },
 ])

@@ -155,7 +155,11 @@ struct RunCommand: ParsableCommand {
             return
         }
         let result = try ckpt.model.forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates)
-        try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst)
+        try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst, lengths: inputs.lengths)
+        if ckpt.model.outputSteps == .last {
+            print("wrote \(output): output [\(result.output.shape[1]), \(ckpt.model.outputSize)] (the last step: the model's last layer has return_sequences=False)")
+            return
+        }
         let shape = batchFirst ? [result.output.shape[1], result.output.shape[0], result.output.shape[2]] : result.output.shape
         print("wrote \(output): output \(shape)")
     }

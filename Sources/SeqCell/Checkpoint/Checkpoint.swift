@@ -128,6 +128,13 @@ extension Checkpoint {
         try g.setAttribute("input_size", model.inputSize)
         try g.setAttribute("num_layers", model.layers.count)
         try g.setAttribute("output_size", model.outputSize)
+        if model.outputSteps != .all { try g.setAttribute("output_steps", model.outputSteps.rawValue) }
+        if let s = model.source {
+            let sg = try g.createGroup("source")
+            try sg.setAttribute("framework", s.framework)
+            if let p = s.prefix { try sg.setAttribute("prefix", p) }
+            if let h = s.headName { try sg.setAttribute("head_name", h) }
+        }
         let layersGroup = try g.createGroup("layers")
         for (k, layer) in model.layers.enumerated() {
             let lg = try layersGroup.createGroup(CheckpointFormat.layerName(k, count: model.layers.count))
@@ -273,11 +280,33 @@ extension Checkpoint {
             head = try LinearHead(weight: try readFloat32(hg, "weight", at: "/model/head", path: path),
                                   bias: try readFloat32(hg, "bias", at: "/model/head", path: path), activation: act)
         }
+        var model: Model
         do {
-            return try Model(inputSize: inputSize, layers: layers, head: head)
+            model = try Model(inputSize: inputSize, layers: layers, head: head)
         } catch let e as SeqCellError {
             throw checkpointError(path, "/model", e.message)
         }
+        if let steps = try optionalString(g, "output_steps") {
+            guard let s = OutputSteps(rawValue: steps) else {
+                throw checkpointError(path, "/model", "output_steps '\(escapingControls(steps))' is not all or last")
+            }
+            model.outputSteps = s
+        }
+        if let sg = try optionalGroup(g, "source", path: path) {
+            guard let framework = try optionalString(sg, "framework") else {
+                throw checkpointError(path, "/model/source", "needs a string attribute 'framework'")
+            }
+            let source = ModelSource(framework: framework, prefix: try optionalString(sg, "prefix"),
+                                     headName: try optionalString(sg, "head_name"))
+            for (name, value) in [("framework", source.framework), ("prefix", source.prefix), ("head_name", source.headName)] {
+                guard let value else { continue }
+                guard value.utf8.count <= ModelSource.maximumNameLength, !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                    throw checkpointError(path, "/model/source", "'\(name)' must be at most \(ModelSource.maximumNameLength) bytes without control characters")
+                }
+            }
+            model.source = source
+        }
+        return model
     }
 
     static func readLayer(_ g: H5Group, at where_: String, registry: PluginRegistry, path: String) throws -> RecurrentLayer {

@@ -164,8 +164,10 @@ extension RunInputs {
 
 /// Writes what `seqcell run` produces: `output` [T, B, O] (or [B, T, O] batch-first),
 /// PyTorch-stacked final states (`h_n`, `c_n`, …) where the model allows, and every final
-/// state under `final_states/layers/NN/<direction>/<state>`.
-public func writeRunOutputs(path: String, model: Model, result: Model.Output, batchFirst: Bool,
+/// state under `final_states/layers/NN/<direction>/<state>`. A model whose output is the last
+/// step (`outputSteps == .last`, Keras return_sequences=False) gets `output` [B, O], Keras'
+/// value (`Model.lastStepOutput`, which needs the run's `lengths`), and `@output_steps = "last"`.
+public func writeRunOutputs(path: String, model: Model, result: Model.Output, batchFirst: Bool, lengths: [Int32]? = nil,
                             extra: (H5File) throws -> Void = { _ in }) throws {
     guard result.finalStates.count == model.layers.count,
           zip(result.finalStates, model.layers).allSatisfy({ $0.count == $1.cells.count }) else {
@@ -175,8 +177,14 @@ public func writeRunOutputs(path: String, model: Model, result: Model.Output, ba
         let root = try file.root
         try root.setAttribute("creator", SeqCellInfo.creator)
         try root.setAttribute("layout", batchFirst ? "batch_first" : "time_major")
-        let out = batchFirst ? swapFirstTwoAxes(result.output) : result.output
-        try root.writeDataset("output", shape: out.shape, floats: out.data)
+        if model.outputSteps == .last {
+            let out = try model.lastStepOutput(result, lengths: lengths)
+            try root.setAttribute("output_steps", OutputSteps.last.rawValue)
+            try root.writeDataset("output", shape: out.shape, floats: out.data)
+        } else {
+            let out = batchFirst ? swapFirstTwoAxes(result.output) : result.output
+            try root.writeDataset("output", shape: out.shape, floats: out.data)
+        }
         if model.head != nil {
             let r = batchFirst ? swapFirstTwoAxes(result.recurrentOutput) : result.recurrentOutput
             try root.writeDataset("recurrent_output", shape: r.shape, floats: r.data)

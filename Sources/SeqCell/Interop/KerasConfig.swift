@@ -34,6 +34,15 @@ enum KerasLayerPlan: Sendable, Equatable {
         }
     }
 
+    /// false for a recurrent or Bidirectional layer with return_sequences=False.
+    var returnsSequences: Bool {
+        switch self {
+        case .recurrent(let r): r.returnSequences
+        case .bidirectional(_, let f, _, _): f.returnSequences
+        case .dense: true
+        }
+    }
+
     /// Keras' class name, whose snake case names the layer's group in a `.weights.h5`.
     var className: String {
         switch self {
@@ -139,8 +148,8 @@ enum KerasConfigReader {
                 guard let mergeName, let merge = MergeMode(rawValue: mergeName) else {
                     throw fail("Bidirectional layer '\(name)': merge_mode \(mergeName.map { "'\($0)'" } ?? "None") is not supported (SeqCell merges with concat, sum, ave or mul)")
                 }
-                guard forward.returnSequences, backward.returnSequences else {
-                    throw fail("Bidirectional layer '\(name)': return_sequences=False is not supported for bidirectional layers (SeqCell returns every step, and the last step of the backward direction is not what Keras returns); use return_sequences=True")
+                guard forward.returnSequences == backward.returnSequences else {
+                    throw fail("Bidirectional layer '\(name)': the forward layer has return_sequences=\(forward.returnSequences ? "True" : "False") but the backward layer \(backward.returnSequences ? "True" : "False")")
                 }
                 plan.layers.append(.bidirectional(name: name, forward: forward, backward: backward, merge: merge))
             case "Dense":
@@ -171,10 +180,10 @@ enum KerasConfigReader {
             if case .dense(let name, _, _, _) = layer, i != plan.layers.count - 1 {
                 throw fail("Dense layer '\(name)' is followed by '\(plan.layers[i + 1].name)': SeqCell models end with at most one Dense layer (the linear head)")
             }
-            if case .recurrent(let r) = layer, !r.returnSequences {
+            if !layer.returnsSequences {
                 let later = plan.layers[(i + 1)...].contains { if case .dense = $0 { false } else { true } }
                 if later {
-                    throw fail("\(r.className) layer '\(r.name)' has return_sequences=False but another recurrent layer follows it")
+                    throw fail("\(layer.className) layer '\(layer.name)' has return_sequences=False but another recurrent layer follows it")
                 }
             }
         }

@@ -26,7 +26,7 @@ public struct KerasExport: Sendable {
     /// The Keras form of `model`, or an error saying why Keras cannot express it.
     public init(model: Model) throws {
         func refuse(_ why: String) -> SeqCellError { SeqCellError(.unsupported, "cannot export to Keras: \(why)") }
-        func direction(_ dc: DirectionalCell, _ where_: String, backward: Bool) throws -> Direction {
+        func direction(_ dc: DirectionalCell, _ where_: String, backward: Bool, returnSequences: Bool) throws -> Direction {
             let c = dc.cell
             guard let cls = Self.classNames[c.type.id] else {
                 throw refuse("\(where_) uses cell '\(c.type.id)'; Keras has SimpleRNN, LSTM and GRU (cells rnn, lstm, gru)")
@@ -36,10 +36,19 @@ public struct KerasExport: Sendable {
             }
             let H = c.hiddenSize
             let p = Dictionary(uniqueKeysWithValues: zip(c.params.map(\.name), dc.params))
-            guard let wih = p["weight_ih"], let whh = p["weight_hh"], let bih = p["bias_ih"], let bhh = p["bias_hh"] else {
-                throw refuse("\(where_): cell '\(c.type.id)' lacks weight_ih/weight_hh/bias_ih/bias_hh")
+            let useBias = c.options["bias"] != .choice("false")
+            guard let wih = p["weight_ih"], let whh = p["weight_hh"] else {
+                throw refuse("\(where_): cell '\(c.type.id)' lacks weight_ih/weight_hh")
             }
-            var config: [(String, String)] = [("units", String(H)), ("return_sequences", "true")]
+            let bih: Tensor, bhh: Tensor
+            if useBias {
+                guard let i = p["bias_ih"], let h = p["bias_hh"] else { throw refuse("\(where_): cell '\(c.type.id)' lacks bias_ih/bias_hh") }
+                (bih, bhh) = (i, h)
+            } else {
+                (bih, bhh) = (.zeros([wih.shape[0]]), .zeros([wih.shape[0]]))
+            }
+            var config: [(String, String)] = [("units", String(H)), ("return_sequences", returnSequences ? "true" : "false")]
+            if !useBias { config.append(("use_bias", "false")) }
             var kernel = wih, recurrent = whh
             var bias: Tensor
             switch c.type.id {
@@ -68,7 +77,7 @@ public struct KerasExport: Sendable {
             }
             if backward { config.append(("go_backwards", "true")) }
             return Direction(className: cls, units: H, config: config,
-                             vars: [KerasImporter.transpose(kernel), KerasImporter.transpose(recurrent), bias])
+                             vars: [KerasImporter.transpose(kernel), KerasImporter.transpose(recurrent)] + (useBias ? [bias] : []))
         }
         var used: [String: Int] = [:]
         func name(_ cls: String) -> String {
@@ -79,15 +88,18 @@ public struct KerasExport: Sendable {
         }
         var layers: [Layer] = []
         for (k, layer) in model.layers.enumerated() {
+            // Each layer's return_sequences as the model had it: only the last layer of a model
+            // whose output is the last step returns one step.
+            let sequences = !(model.outputSteps == .last && k == model.layers.count - 1)
             switch layer.direction {
             case .forward:
-                let d = try direction(layer.cells[0], "layer \(k)", backward: false)
+                let d = try direction(layer.cells[0], "layer \(k)", backward: false, returnSequences: sequences)
                 layers.append(.recurrent(name: name(d.className), d))
             case .reverse:
                 throw refuse("layer \(k) is a reverse layer; Keras' go_backwards=True returns outputs in reversed time order, so only Bidirectional layers read backward")
             case .bidirectional:
-                let f = try direction(layer.cells[0], "layer \(k) forward", backward: false)
-                let b = try direction(layer.cells[1], "layer \(k) backward", backward: true)
+                let f = try direction(layer.cells[0], "layer \(k) forward", backward: false, returnSequences: sequences)
+                let b = try direction(layer.cells[1], "layer \(k) backward", backward: true, returnSequences: sequences)
                 layers.append(.bidirectional(name: name("Bidirectional"), merge: layer.mergeMode, forward: f, backward: b))
             }
         }

@@ -140,7 +140,7 @@ public enum KerasImporter {
                 layers.append(try RecurrentLayer(direction: .forward, cells: [cell]))
                 summary.append("\(r.className)(\(r.units))")
                 if !r.returnSequences {
-                    notes.append("\(r.className) layer '\(r.name)' has return_sequences=False: Keras returns only the last step, which is SeqCell's output at the last step (and its final state h)")
+                    notes.append("\(r.className) layer '\(r.name)' has return_sequences=False: the model's output is the last step, which `seqcell run` writes as 'output' [B, F]")
                 }
             case .bidirectional(let name, let f, let b, let merge):
                 let w = try reader.recurrentWeights(i, layer)
@@ -151,6 +151,9 @@ public enum KerasImporter {
                     layers.append(try RecurrentLayer(direction: .bidirectional, mergeMode: merge, cells: [fc, bc]))
                 } catch let e as SeqCellError {
                     throw SeqCellError(e.kind, "\(shownPath): Bidirectional layer '\(name)': \(e.message)")
+                }
+                if !f.returnSequences {
+                    notes.append("Bidirectional layer '\(name)' has return_sequences=False: the model's output is the forward direction's last step merged with the backward direction's step 0 (what Keras returns), which `seqcell run` writes as 'output' [B, F]")
                 }
                 summary.append("Bidirectional(\(f.className)(\(f.units))\(b.className == f.className && b.units == f.units ? "" : ", backward_layer=\(b.className)(\(b.units))"), merge_mode='\(merge.rawValue)')")
             case .dense(let name, let units, let act, let useBias):
@@ -169,7 +172,9 @@ public enum KerasImporter {
             if let last = layers.last { width = last.outputSize }
         }
         guard let first = layers.first else { throw SeqCellError(.invalidArgument, "\(shownPath): no recurrent layer") }
-        let model = try Model(inputSize: first.inputSize, layers: layers, head: head)
+        var model = try Model(inputSize: first.inputSize, layers: layers, head: head)
+        model.source = ModelSource(framework: "keras")
+        if plan.layers.contains(where: { !$0.returnsSequences }) { model.outputSteps = .last }
         return ImportResult(model: model, source: "keras.Sequential([" + summary.joined(separator: ", ") + "])", notes: notes)
     }
 
@@ -248,7 +253,8 @@ public enum KerasImporter {
                 biasIH = b
             }
         } else {
-            notes.append("\(r.className) layer '\(r.name)' has use_bias=False: imported with zero biases")
+            options["bias"] = "false"
+            notes.append("\(r.className) layer '\(r.name)' has use_bias=False: imported as a cell without biases (option bias=false)")
         }
         if r.unroll { notes.append("\(r.className) layer '\(r.name)' has unroll=True, which changes how Keras computes, not the result: imported as usual") }
         var wih = transpose(w.kernel), whh = transpose(w.recurrentKernel)

@@ -10,9 +10,12 @@ public struct PyTorchExport: Sendable {
     public var arguments: [(name: String, value: String)]
     /// state_dict entries, in PyTorch's order.
     public var tensors: [(name: String, tensor: Tensor)]
-    /// Prefix of the recurrent module's names: "" without a head, "rnn." with one.
+    /// Prefix of the recurrent module's names: the imported module's own (e.g. "encoder."),
+    /// else "" without a head and "rnn." with one.
     public var prefix: String
     public var head: LinearHead?
+    /// The head's module name: the imported module's own (e.g. "fc"), else "head".
+    public var headName: String
     public var metadata: [String: String]
 
     /// `nn.LSTM(input_size=3, hidden_size=4, ...)`.
@@ -23,7 +26,26 @@ public struct PyTorchExport: Sendable {
     /// Python that rebuilds the module and loads the file.
     public func pythonSnippet(file: String) -> String {
         var lines = ["import torch, torch.nn as nn", "from safetensors.torch import load_file", ""]
-        if let head {
+        let attribute = prefix.hasSuffix(".") ? String(prefix.dropLast()) : prefix
+        let simpleNames = Self.isIdentifier(attribute) && Self.isIdentifier(headName) && attribute != headName
+        if head != nil || !prefix.isEmpty, !simpleNames {
+            // Nested module paths (model.encoder.): only the user's own class has them.
+            lines += ["# the state_dict keeps your module's names (\(prefix)…\(head == nil ? "" : ", \(headName).…")):",
+                      "# load it into your own module: model.load_state_dict(load_file(\(jsonString(file))), strict=True)"]
+            return lines.joined(separator: "\n")
+        }
+        if head == nil, !prefix.isEmpty {
+            lines += [
+                "class Model(nn.Module):",
+                "    def __init__(self):",
+                "        super().__init__()",
+                "        self.\(attribute) = \(constructor)",
+                "    def forward(self, x, state=None):",
+                "        return self.\(attribute)(x, state)",
+                "",
+                "model = Model()",
+            ]
+        } else if let head {
             let act: String = switch head.activation {
             case .linear: "y"
             case .tanh: "torch.tanh(y)"
@@ -35,11 +57,11 @@ public struct PyTorchExport: Sendable {
                 "class Model(nn.Module):",
                 "    def __init__(self):",
                 "        super().__init__()",
-                "        self.rnn = \(constructor)",
-                "        self.head = nn.Linear(\(head.inputSize), \(head.outputSize))",
+                "        self.\(attribute) = \(constructor)",
+                "        self.\(headName) = nn.Linear(\(head.inputSize), \(head.outputSize))",
                 "    def forward(self, x, state=None):",
-                "        out, state = self.rnn(x, state)",
-                "        y = self.head(out)",
+                "        out, state = self.\(attribute)(x, state)",
+                "        y = self.\(headName)(out)",
                 "        return \(act), state",
                 "",
                 "model = Model()",
@@ -47,8 +69,14 @@ public struct PyTorchExport: Sendable {
         } else {
             lines.append("model = \(constructor)")
         }
-        lines.append("model.load_state_dict(load_file(\(jsonString(file))))")
+        lines.append("model.load_state_dict(load_file(\(jsonString(file))), strict=True)")
         return lines.joined(separator: "\n")
+    }
+
+    /// A Python identifier (ASCII): a module attribute name usable in the printed class.
+    static func isIdentifier(_ s: String) -> Bool {
+        guard let first = s.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic) else { return false }
+        return s.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
     }
 
     /// The constructor arguments and names as JSON (written beside the safetensors file).
@@ -65,7 +93,7 @@ public struct PyTorchExport: Sendable {
         fields.append("\"arguments\": {\(args.joined(separator: ", "))}")
         fields.append("\"prefix\": \(jsonString(prefix))")
         if let head {
-            fields.append("\"head\": {\"module\": \"torch.nn.Linear\", \"prefix\": \"head.\", \"in_features\": \(head.inputSize), "
+            fields.append("\"head\": {\"module\": \"torch.nn.Linear\", \"prefix\": \(jsonString(headName + ".")), \"in_features\": \(head.inputSize), "
                           + "\"out_features\": \(head.outputSize), \"activation\": \(jsonString(head.activation.rawValue))}")
         } else {
             fields.append("\"head\": null")
@@ -81,7 +109,11 @@ extension PyTorchExport {
     /// The PyTorch form of `model`, or an error saying why PyTorch's nn.RNN/nn.LSTM/nn.GRU
     /// cannot express it: one cell kind with the same hidden size and options in every layer
     /// and direction, all layers forward or all bidirectional with concat.
-    public init(model: Model) throws {
+    /// - Parameters:
+    ///   - prefix: the recurrent module's prefix ("" or ending in "."); default: the one the
+    ///     model was imported with, else "" without a head and "rnn." with one.
+    ///   - headName: the head's module name; default: the imported one, else "head".
+    public init(model: Model, prefix givenPrefix: String? = nil, headName givenHead: String? = nil) throws {
         func refuse(_ why: String) -> SeqCellError {
             SeqCellError(.unsupported, "cannot export to PyTorch: \(why)")
         }
@@ -115,6 +147,10 @@ extension PyTorchExport {
                 }
             }
         }
+        if model.outputSteps == .last {
+            throw refuse("the model outputs only the last step (Keras return_sequences=False); nn.RNN/nn.LSTM/nn.GRU return every step: "
+                         + "take output[-1] (or h_n) in your module instead")
+        }
         if first.type.id == "gru", first.options["reset"] == .choice("before") {
             throw refuse("the GRU cells apply the reset gate before the recurrent product (reset=before); PyTorch's nn.GRU applies it after")
         }
@@ -127,13 +163,27 @@ extension PyTorchExport {
             args.append(("nonlinearity", "'\(act)'"))
             metadata["nonlinearity"] = act
         }
-        args.append(("bias", "True"))
+        args.append(("bias", first.options["bias"] == .choice("false") ? "False" : "True"))
         args.append(("batch_first", "False"))
         args.append(("bidirectional", bidirectional ? "True" : "False"))
         if first.type.id == "lstm", case .int(let p)? = first.options["proj_size"], p > 0 {
             args.append(("proj_size", String(p)))
         }
-        let prefix = model.head == nil ? "" : "rnn."
+        let source = model.source?.framework == "pytorch" ? model.source : nil
+        let prefix = givenPrefix ?? source?.prefix ?? (model.head == nil ? "" : "rnn.")
+        let headName = givenHead ?? source?.headName ?? "head"
+        guard prefix.isEmpty || (prefix.hasSuffix(".") && prefix.count > 1), !prefix.hasPrefix("."), !prefix.contains("..") else {
+            throw SeqCellError(.invalidArgument, "the PyTorch prefix must be empty or a module path ending in '.', e.g. 'encoder.'; got '\(escapingControls(prefix))'")
+        }
+        guard !headName.isEmpty, !headName.hasPrefix("."), !headName.hasSuffix("."), !headName.contains("..") else {
+            throw SeqCellError(.invalidArgument, "the PyTorch head name must be a module path like 'fc' or 'decoder.out'; got '\(escapingControls(headName))'")
+        }
+        for name in [prefix, headName] where name.utf8.count > ModelSource.maximumNameLength || name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+            throw SeqCellError(.invalidArgument, "PyTorch module names must be at most \(ModelSource.maximumNameLength) bytes without control characters")
+        }
+        if model.head != nil, prefix.isEmpty {
+            throw SeqCellError(.invalidArgument, "a model with a head needs a prefix for its recurrent module (e.g. --prefix rnn.), or its names would mix with the head's")
+        }
         var tensors: [(String, Tensor)] = []
         for (k, layer) in model.layers.enumerated() {
             for (d, dc) in layer.cells.enumerated() {
@@ -142,11 +192,14 @@ extension PyTorchExport {
                 }
             }
         }
+        if !prefix.isEmpty { metadata["seqcell.prefix"] = prefix }
         if let head = model.head {
-            tensors.append(("head.weight", head.weight))
-            tensors.append(("head.bias", head.bias))
-            metadata["seqcell.prefix"] = prefix
-            metadata["seqcell.head"] = "head"
+            if prefix == headName + "." || prefix.hasPrefix(headName + ".") {
+                throw SeqCellError(.invalidArgument, "the head's name '\(escapingControls(headName))' clashes with the recurrent module's prefix '\(escapingControls(prefix))'")
+            }
+            tensors.append(("\(headName).weight", head.weight))
+            tensors.append(("\(headName).bias", head.bias))
+            metadata["seqcell.head"] = headName
             metadata["seqcell.head_activation"] = head.activation.rawValue
         }
         self.module = module
@@ -154,6 +207,7 @@ extension PyTorchExport {
         self.tensors = tensors
         self.prefix = prefix
         self.head = model.head
+        self.headName = headName
         self.metadata = metadata
     }
 

@@ -208,6 +208,8 @@ public enum PyTorchImporter {
 
         // Cell options.
         var cellOptions: [String: String] = [:]
+        // bias=False: cells without bias parameters, so training keeps the model bias-free.
+        if !hasBias { cellOptions["bias"] = "false" }
         switch kind {
         case "rnn":
             let act = options.activation ?? "tanh"
@@ -256,9 +258,6 @@ public enum PyTorchImporter {
                 if hasBias {
                     values["bias_ih"] = try require("bias_ih", [G * hidden])
                     values["bias_hh"] = try require("bias_hh", [G * hidden])
-                } else {
-                    values["bias_ih"] = .zeros([G * hidden])
-                    values["bias_hh"] = .zeros([G * hidden])
                 }
                 if projSize > 0 { values["weight_hr"] = try require("weight_hr", [projSize, hidden]) }
                 let cell = try type.instantiate(inputSize: wih.shape[1], hiddenSize: hidden, options: parsedOptions)
@@ -277,7 +276,7 @@ public enum PyTorchImporter {
             throw fail("unexpected tensor \(label(stray)): the other tensors describe \(moduleName) with "
                        + "\(numLayers) layer(s)\(bidirectional ? ", bidirectional" : "")\(hasBias ? "" : ", bias=False")\(projSize > 0 ? ", proj_size=\(projSize)" : "")")
         }
-        if !hasBias { notes.append("no bias tensors (bias=False): imported with zero biases") }
+        if !hasBias { notes.append("no bias tensors (bias=False): imported as cells without biases (option bias=false), which training keeps bias-free") }
 
         // The head.
         var head: LinearHead? = nil
@@ -298,7 +297,9 @@ public enum PyTorchImporter {
             }
             head = try LinearHead(weight: w, bias: b, activation: options.headActivation)
         }
-        let model = try Model(inputSize: inputSize, layers: layers, head: head)
+        var model = try Model(inputSize: inputSize, layers: layers, head: head)
+        // Remembered so that export writes the module's own names back (load_state_dict(strict=True)).
+        model.source = ModelSource(framework: "pytorch", prefix: prefix, headName: head == nil ? nil : options.head)
         var args = "\(moduleName)(\(inputSize), \(hidden), num_layers=\(numLayers)"
         if kind == "rnn" { args += ", nonlinearity='\(cellOptions["activation"] ?? "tanh")'" }
         if !hasBias { args += ", bias=False" }

@@ -38,6 +38,11 @@ public struct LinearHead: Sendable {
 
     /// x: [..., inputSize] → [..., outputSize]
     public func forward(_ x: Tensor) throws -> Tensor {
+        try forward(x, keepingPreActivation: false).output
+    }
+
+    /// The output and, when asked, the pre-activation x Wᵀ + b (the softmax's input).
+    func forward(_ x: Tensor, keepingPreActivation: Bool) throws -> (output: Tensor, preActivation: Tensor?) {
         try checkSelf()
         let (D, O) = (inputSize, outputSize)
         guard x.rank >= 1, x.shape[x.rank - 1] == D else {
@@ -66,8 +71,10 @@ public struct LinearHead: Sendable {
                 }
             }
         }
+        let shape = Array(x.shape.dropLast()) + [O]
+        let z = keepingPreActivation ? Tensor(shape: shape, data: y) : nil
         activate(&y, rows: rows, width: O)
-        return Tensor(shape: Array(x.shape.dropLast()) + [O], data: y)
+        return (Tensor(shape: shape, data: y), z)
     }
 
     func activate(_ y: inout [Float], rows: Int, width: Int) {
@@ -88,9 +95,11 @@ public struct LinearHead: Sendable {
         }
     }
 
-    /// Gradients of the head from its output `y` and the gradient `g` reaching it.
+    /// Gradients of the head from its output `y` and the gradient `g` reaching it — or, with
+    /// `gradIsPreActivation`, reaching its pre-activation (the activation is then skipped).
     /// Returns (dx, dW, db).
-    public func backward(input x: Tensor, output y: Tensor, gradOutput g: Tensor) throws -> (Tensor, Tensor, Tensor) {
+    public func backward(input x: Tensor, output y: Tensor, gradOutput g: Tensor,
+                         gradIsPreActivation: Bool = false) throws -> (Tensor, Tensor, Tensor) {
         try checkSelf()
         let (D, O) = (inputSize, outputSize)
         guard x.rank >= 1, x.shape.last == D, y.shape == Array(x.shape.dropLast()) + [O], g.shape == y.shape else {
@@ -102,7 +111,7 @@ public struct LinearHead: Sendable {
         try Boundary.checkConsistent(g, "head output gradient")
         let rows = D == 0 ? 0 : x.count / D
         var dz = g.data
-        switch activation {
+        switch gradIsPreActivation ? .linear : activation {
         case .linear: break
         case .tanh: for i in dz.indices { dz[i] *= 1 - y.data[i] * y.data[i] }
         case .sigmoid: for i in dz.indices { dz[i] *= y.data[i] * (1 - y.data[i]) }
@@ -142,6 +151,11 @@ public struct Model: Sendable {
     public let inputSize: Int
     public var layers: [RecurrentLayer]
     public var head: LinearHead?
+    /// Where an imported model came from (PyTorch module names), or nil.
+    public var source: ModelSource?
+    /// `.last`: the model's output is each sample's last step, [B, O] (Keras
+    /// return_sequences=False); `run` writes that. Training and `forward` are unchanged.
+    public var outputSteps: OutputSteps = .all
 
     /// Checks every join: layer k's input size must equal layer k−1's output size.
     public init(inputSize: Int, layers: [RecurrentLayer], head: LinearHead? = nil) throws {
@@ -177,6 +191,8 @@ public struct Model: Sendable {
         public var output: Tensor
         /// The last recurrent layer's output, [T, B, recurrentOutputSize].
         public var recurrentOutput: Tensor
+        /// A softmax head's input, [T, B, outputSize] (the logits `cross_entropy` uses); nil otherwise.
+        public var headPreActivation: Tensor? = nil
         /// finalStates[layer][direction][state], each [B, size].
         public var finalStates: [[[Tensor]]]
         var layerOutputs: [RecurrentLayer.Output]
@@ -263,8 +279,10 @@ public struct Model: Sendable {
                 masks.append(mask)
             }
         }
-        let y = try head.map { try $0.forward(x) } ?? x
-        return Output(output: y, recurrentOutput: x, finalStates: outs.map(\.finalStates), layerOutputs: outs,
+        var y = x
+        var z: Tensor? = nil
+        if let head { (y, z) = try head.forward(x, keepingPreActivation: head.activation == .softmax) }
+        return Output(output: y, recurrentOutput: x, headPreActivation: z, finalStates: outs.map(\.finalStates), layerOutputs: outs,
                       layerInputs: inputs, dropoutMasks: masks)
     }
 
@@ -282,8 +300,10 @@ public struct Model: Sendable {
     /// - Parameters:
     ///   - gradOutput: gradient of `output`, [T, B, outputSize], or nil
     ///   - gradFinalStates: empty, or [layer][direction][state] (nil = zero)
+    ///   - gradOutputIsPreActivation: `gradOutput` is the gradient of the head's pre-activation
+    ///     (`LossValue.gradientOfPreActivation`: cross_entropy on a softmax head)
     public func backward(_ fwd: Output, gradOutput: Tensor?, gradFinalStates: [[[Tensor?]]] = [],
-                         wantInputGradient: Bool = true) throws -> Gradients {
+                         wantInputGradient: Bool = true, gradOutputIsPreActivation: Bool = false) throws -> Gradients {
         try checkStructure()
         guard fwd.layerOutputs.count == layers.count else {
             throw SeqCellError(.invalidArgument,
@@ -301,7 +321,8 @@ public struct Model: Sendable {
         var g = gradOutput
         var headGrads: (Tensor, Tensor)? = nil
         if let head, let go = gradOutput {
-            let (dx, dW, db) = try head.backward(input: fwd.recurrentOutput, output: fwd.output, gradOutput: go)
+            let (dx, dW, db) = try head.backward(input: fwd.recurrentOutput, output: fwd.output, gradOutput: go,
+                                                 gradIsPreActivation: gradOutputIsPreActivation)
             g = dx
             headGrads = (dW, db)
         }

@@ -15,20 +15,38 @@ public enum LossKind: String, Sendable, CaseIterable {
     case mse
     /// Softmax cross-entropy over classes, on logits, averaged over compared items
     /// (PyTorch's CrossEntropyLoss). Targets are class indices stored as floats.
+    /// On a model whose head ends in softmax the output already holds probabilities: the loss
+    /// is −log p[target] (Keras' sparse/categorical crossentropy on probabilities), taken from
+    /// the head's pre-activation, never a second softmax (see `computeLoss`).
     case crossEntropy = "cross_entropy"
 }
 
 /// A loss value and its gradient with respect to the model's output.
 public struct LossValue: Sendable {
     public var value: Double
-    /// [T, B, O], zero wherever the loss does not look.
+    /// [T, B, O], zero wherever the loss does not look: the gradient with respect to the
+    /// model's output, or — when `gradientOfPreActivation` — to the head's pre-activation.
     public var gradOutput: Tensor
+    /// true for cross_entropy on a softmax head: `gradOutput` is p − onehot (scaled), the
+    /// gradient of the softmax's input, which `Model.backward(_:gradOutput:gradOutputIsPreActivation:)`
+    /// takes as is (the stable form of going through 1/p and the softmax Jacobian).
+    public var gradientOfPreActivation: Bool = false
 }
 
 /// Computes a loss on `output` [T, B, O].
-/// - Parameter targets: for `.lastStep` [B, O] (mse) or [B] (class ids); for `.allSteps`
-///   [T, B, O] (mse) or [T, B] (class ids).
-public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor, lengths: [Int32]?) throws -> LossValue {
+/// - Parameters:
+///   - targets: for `.lastStep` [B, O] (mse) or [B] (class ids); for `.allSteps`
+///     [T, B, O] (mse) or [T, B] (class ids).
+///   - outputActivation: the activation that produced `output` (the model's head's, `.linear`
+///     without a head). With `.softmax`, cross_entropy reads `output` as probabilities: the
+///     loss is −log p[target] (what Keras' crossentropy gives on probabilities, without its
+///     1e-7 clipping) and the gradient is that of the head's pre-activation, p − onehot.
+///   - preActivation: the head's input to that softmax, [T, B, O], when at hand
+///     (`Model.Output.headPreActivation`): log p is then log_softmax of it, exact even where p
+///     underflows. Without it, log p is taken of the probabilities (floored at the smallest
+///     positive float).
+public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor, lengths: [Int32]?,
+                        outputActivation: HeadActivation = .linear, preActivation: Tensor? = nil) throws -> LossValue {
     guard output.rank == 3 else { throw SeqCellError(.shape, "loss: output must be [T, B, O], got \(output.shape)") }
     try Boundary.checkConsistent(output, "loss: output")
     try Boundary.checkConsistent(targets, "loss: targets")
@@ -57,6 +75,13 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
     }
     var grad = [Float](repeating: 0, count: output.count)
     var total = 0.0
+    let probabilities = kind == .crossEntropy && outputActivation == .softmax
+    if probabilities, let z = preActivation {
+        guard z.shape == output.shape else {
+            throw SeqCellError(.shape, "loss: the head's pre-activation is \(z.shape) but the output is \(output.shape)")
+        }
+        try Boundary.checkConsistent(z, "loss: pre-activation")
+    }
     switch kind {
     case .mse:
         let n = Double(positions.count * O)
@@ -76,18 +101,27 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
                 throw SeqCellError(.invalidArgument, "class target \(targets.data[targetIndex(t, b)]) at step \(t), sample \(b) is not in 0..<\(O)")
             }
             let base = (t * B + b) * O
+            // Logits: the output itself, or for a softmax head its pre-activation (the log of the
+            // probabilities up to a constant per row), never a second softmax of probabilities.
+            let logits: [Float]
+            if probabilities {
+                logits = preActivation.map { Array($0.data[base..<(base + O)]) }
+                    ?? (0..<O).map { logf(max(output.data[base + $0], Float.leastNonzeroMagnitude)) }
+            } else {
+                logits = Array(output.data[base..<(base + O)])
+            }
             var m = -Double.infinity
-            for j in 0..<O { m = max(m, Double(output.data[base + j])) }
+            for j in 0..<O { m = max(m, Double(logits[j])) }
             var sum = 0.0
-            for j in 0..<O { sum += exp(Double(output.data[base + j]) - m) }
+            for j in 0..<O { sum += exp(Double(logits[j]) - m) }
             let logZ = m + log(sum)
-            total += logZ - Double(output.data[base + cls])
+            total += logZ - Double(logits[cls])
             for j in 0..<O {
-                let p = exp(Double(output.data[base + j]) - logZ)
+                let p = exp(Double(logits[j]) - logZ)
                 grad[base + j] = Float((p - (j == cls ? 1 : 0)) / n)
             }
         }
         total /= n
     }
-    return LossValue(value: total, gradOutput: Tensor(shape: output.shape, data: grad))
+    return LossValue(value: total, gradOutput: Tensor(shape: output.shape, data: grad), gradientOfPreActivation: probabilities)
 }

@@ -195,8 +195,10 @@ public struct Trainer: Sendable {
                                  training: Bool = true) throws -> (LossValue, Model.Output, Model.Gradients) {
         let fwd = try model.forward(input: batch.input, lengths: batch.lengths, initialStates: initialStates, training: true,
                                     dropout: training ? Float(config.dropout) : 0, seed: dropoutSeed)
-        let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: batch.targets, lengths: batch.lengths)
-        let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: true)
+        let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: batch.targets, lengths: batch.lengths,
+                                   outputActivation: model.head?.activation ?? .linear, preActivation: fwd.headPreActivation)
+        let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: true,
+                                       gradOutputIsPreActivation: loss.gradientOfPreActivation)
         return (loss, fwd, grads)
     }
 
@@ -240,6 +242,7 @@ public struct Trainer: Sendable {
     /// The loss on a batch without training (no dropout, no update).
     public func evaluate(_ batch: Batch) throws -> Double {
         let out = try model.forward(input: batch.input, lengths: batch.lengths)
-        return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths).value
+        return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths,
+                               outputActivation: model.head?.activation ?? .linear, preActivation: out.headPreActivation).value
     }
 }

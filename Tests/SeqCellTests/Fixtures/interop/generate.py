@@ -328,13 +328,150 @@ def keras2_legacy():
     return True
 
 
+# ---------------------------------------------------------------- round trips (roundtrip.json)
+
+def roundtrip_fixtures():
+    """Fixtures of InteropRoundTripTests, listed in roundtrip.json (not manifest.json):
+
+    rt_torch_net.safetensors   a user's module  Net(encoder=nn.LSTM(..., bias=False), fc=nn.Linear)
+                               saved by torch; roundtrip.json records Net().state_dict()'s names,
+                               shapes and dtypes, which `seqcell export` must reproduce.
+    rt_torch_rnn_nobias        nn.RNN(relu, bidirectional, bias=False): outputs and gradients.
+    rt_keras_nobias.keras      LSTM and GRU with use_bias=False.
+    rt_keras_bidir_last*.keras Bidirectional(..., return_sequences=False) (+ Dense), every merge mode used.
+    rt_keras_softmax_loss      LSTM + Dense(3, softmax) with Keras' own crossentropy values.
+    """
+    import torch
+    import torch.nn as nn
+    import keras
+    from keras import layers as K
+    from safetensors.torch import save_file
+
+    info = {"torch": {}, "keras": {}}
+
+    # PyTorch: the user's own class, with the names SeqCell must give back.
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.LSTM(I, 4, num_layers=2, bias=False)
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x, state=None):
+            out, state = self.encoder(x, state)
+            return torch.tanh(self.fc(out)), state
+
+    torch.manual_seed(0)
+    g = rng(500)
+    net = Net()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.from_numpy(g.uniform(-0.6, 0.6, size=tuple(p.shape)).astype("float32")))
+    x = torch.from_numpy(g.uniform(-1, 1, size=(T, B, I)).astype("float32")).requires_grad_()
+    h0 = torch.from_numpy(g.uniform(-1, 1, size=(2, B, 4)).astype("float32")).requires_grad_()
+    c0 = torch.from_numpy(g.uniform(-1, 1, size=(2, B, 4)).astype("float32")).requires_grad_()
+    y, (h_n, c_n) = net(x, (h0, c0))
+    go = torch.from_numpy(g.uniform(-1, 1, size=tuple(y.shape)).astype("float32"))
+    loss = (y * go).sum()
+    names = [n for n, _ in net.named_parameters()]
+    grads = torch.autograd.grad(loss, [x, h0, c0] + [p for _, p in net.named_parameters()])
+    sd = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    save_file(sd, os.path.join(OUT, "rt_torch_net.safetensors"))
+    gp = {}
+    for n, gr in zip(names, grads[3:]):
+        gp[n.replace(".", "/")] = gr.numpy()
+    write_io("rt_torch_net", {"input": x.detach().numpy(), "h0": h0.detach().numpy(), "c0": c0.detach().numpy(),
+                              "grad_output": go.numpy()},
+             {"output": y.detach().numpy(), "h_n": h_n.detach().numpy(), "c_n": c_n.detach().numpy(),
+              "grad_input": grads[0].numpy(), "grad_h0": grads[1].numpy(), "grad_c0": grads[2].numpy(),
+              "grad_torch_params": gp})
+    info["torch"]["rt_torch_net"] = {
+        "file": "rt_torch_net.safetensors", "io": "rt_torch_net.io.h5",
+        "flags": ["--head", "fc", "--head-activation", "tanh"],
+        "source": repr(net),
+        "state_dict": [{"name": k, "shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
+                       for k, v in Net().state_dict().items()],
+    }
+
+    # PyTorch: bias-free RNN (relu, bidirectional), outputs and gradients.
+    torch.manual_seed(1)
+    g = rng(501)
+    rnn = nn.RNN(I, 3, nonlinearity="relu", bidirectional=True, bias=False)
+    with torch.no_grad():
+        for p in rnn.parameters():
+            p.copy_(torch.from_numpy(g.uniform(-0.6, 0.6, size=tuple(p.shape)).astype("float32")))
+    x = torch.from_numpy(g.uniform(-1, 1, size=(T, B, I)).astype("float32")).requires_grad_()
+    h0 = torch.from_numpy(g.uniform(-1, 1, size=(2, B, 3)).astype("float32")).requires_grad_()
+    out, h_n = rnn(x, h0)
+    go = torch.from_numpy(g.uniform(-1, 1, size=tuple(out.shape)).astype("float32"))
+    grads = torch.autograd.grad((out * go).sum(), [x, h0] + list(rnn.parameters()))
+    save_file({k: v.detach().contiguous() for k, v in rnn.state_dict().items()},
+              os.path.join(OUT, "rt_torch_rnn_nobias.safetensors"))
+    gp = {}
+    for (n, _), gr in zip(rnn.named_parameters(), grads[2:]):
+        gp[n] = gr.numpy()
+    write_io("rt_torch_rnn_nobias", {"input": x.detach().numpy(), "h0": h0.detach().numpy(), "grad_output": go.numpy()},
+             {"output": out.detach().numpy(), "h_n": h_n.detach().numpy(), "grad_input": grads[0].numpy(),
+              "grad_h0": grads[1].numpy(), "grad_torch_params": gp})
+    info["torch"]["rt_torch_rnn_nobias"] = {"file": "rt_torch_rnn_nobias.safetensors", "io": "rt_torch_rnn_nobias.io.h5",
+                                           "flags": ["--activation", "relu"], "source": repr(rnn)}
+
+    # Keras 3 models.
+    def keras_model(name, build, seed, extra=None):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        model = build()
+        randomize(model, seed)
+        xk = rng(600 + seed).uniform(-1, 1, size=(B, T, I)).astype("float32")
+        yk = keras.ops.convert_to_numpy(model.predict(xk, verbose=0))
+        model.save(os.path.join(OUT, f"{name}.keras"))
+        entry = {"file": f"{name}.keras", "io": f"{name}.io.h5", "source": f"keras {keras.__version__}",
+                 "output_shape": list(yk.shape)}
+        inputs, expected = {"input": xk}, {"output": yk}
+        if extra:
+            extra(model, xk, yk, inputs, expected, entry)
+        write_io(name, inputs, expected)
+        info["keras"][name] = entry
+
+    def seq(*ls):
+        return lambda: keras.Sequential([keras.Input((T, I))] + list(ls))
+
+    keras_model("rt_keras_nobias", seq(K.LSTM(4, use_bias=False, return_sequences=True),
+                                       K.GRU(3, use_bias=False, return_sequences=True),
+                                       K.SimpleRNN(2, use_bias=False, return_sequences=True)), 21)
+    keras_model("rt_keras_bidir_last_gru_concat", seq(K.Bidirectional(K.GRU(3))), 22)
+    keras_model("rt_keras_bidir_last_lstm_sum_dense",
+                seq(K.LSTM(4, return_sequences=True), K.Bidirectional(K.LSTM(3), merge_mode="sum"),
+                    K.Dense(2, activation="softmax")), 23)
+    keras_model("rt_keras_bidir_last_backward_layer_ave",
+                seq(K.Bidirectional(K.SimpleRNN(3), backward_layer=K.GRU(3, go_backwards=True), merge_mode="ave")), 24)
+
+    def crossentropy(model, xk, yk, inputs, expected, entry):
+        t = rng(700).integers(0, 3, size=(B,))
+        onehot = np.eye(3, dtype="float32")[t]
+        sparse = keras.losses.SparseCategoricalCrossentropy()(t, yk)
+        cat = keras.losses.CategoricalCrossentropy()(onehot, yk)
+        inputs["targets"] = t.astype("float32")
+        expected["sparse_categorical_crossentropy"] = np.float32(keras.ops.convert_to_numpy(sparse))
+        expected["categorical_crossentropy"] = np.float32(keras.ops.convert_to_numpy(cat))
+
+    keras_model("rt_keras_softmax_loss", seq(K.LSTM(4), K.Dense(3, activation="softmax")), 25, crossentropy)
+
+    with open(os.path.join(OUT, "roundtrip.json"), "w") as f:
+        json.dump(info, f, indent=1)
+    print(f"roundtrip fixtures: {len(info['torch'])} PyTorch, {len(info['keras'])} Keras")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:] == ["roundtrip"]:  # only the round-trip fixtures, leaving the others as they are
+        roundtrip_fixtures()
+        sys.exit(0)
     for fn in os.listdir(OUT):
         if fn.endswith((".h5", ".keras", ".safetensors", ".json", ".pt", ".pth")) and fn != "manifest.json":
             if not (fn.startswith("keras2_") and not os.path.exists(os.environ.get("KERAS2_PYTHON", "/tmp/tfvenv/bin/python"))):
                 os.remove(os.path.join(OUT, fn))
     torch_fixtures()
     keras_fixtures()
+    roundtrip_fixtures()
     if not keras2_legacy():
         old = os.path.join(OUT, "manifest.json")
         if os.path.exists(old):  # keep a previously generated Keras 2 entry

@@ -1,0 +1,67 @@
+/// What a model imported from another framework remembers of its origin, so that `export`
+/// gives the framework back what it gave: the PyTorch module's attribute names, and whether
+/// a Keras model returned every step or only the last (docs/FORMAT.md, `/model/source/`).
+/// Training and checkpoints carry it unchanged; models built in SeqCell have none.
+public struct ModelSource: Sendable, Equatable {
+    /// "pytorch" or "keras".
+    public var framework: String
+    /// PyTorch: the recurrent module's prefix in the state_dict, e.g. "encoder." ("" for a bare module).
+    public var prefix: String?
+    /// PyTorch: the name of the `nn.Linear` after it, e.g. "fc" (its tensors are fc.weight, fc.bias).
+    public var headName: String?
+
+    /// Longest name kept (a module path is a few dozen bytes).
+    public static let maximumNameLength = 1024
+
+    public init(framework: String, prefix: String? = nil, headName: String? = nil) {
+        self.framework = framework
+        self.prefix = prefix
+        self.headName = headName
+    }
+}
+
+/// Which steps a model's output holds.
+public enum OutputSteps: String, Sendable, CaseIterable {
+    /// [T, B, O]: every step (SeqCell's, PyTorch's and Keras' return_sequences=True).
+    case all
+    /// [B, O]: each sample's last step; Keras' return_sequences=False on the last recurrent
+    /// layer. For a bidirectional layer, the forward direction's state after the sample's
+    /// last step merged with the backward direction's state after step 0 (what Keras returns).
+    case last
+}
+
+extension Model {
+    /// Each sample's last-step output, [B, outputSize], from a `forward` result: Keras'
+    /// `return_sequences=False`. Per direction of the last layer, the output after that
+    /// direction's last step — the forward direction's at step `lengths[b] − 1`, the backward
+    /// direction's at step 0 — merged with the layer's merge mode, then through the head.
+    /// For a forward-only model this is simply the output at step `lengths[b] − 1`.
+    public func lastStepOutput(_ fwd: Output, lengths: [Int32]?) throws -> Tensor {
+        guard let last = layers.last, let lo = fwd.layerOutputs.last, lo.directionOutputs.count == last.cells.count,
+              fwd.layerOutputs.count == layers.count else {
+            throw SeqCellError(.invalidArgument, "this forward result comes from another model")
+        }
+        let first = lo.directionOutputs[0]
+        guard first.rank == 3 else { throw SeqCellError(.shape, "layer output must be [T, B, F], got \(first.shape)") }
+        let (T, B) = (first.shape[0], first.shape[1])
+        let checked = try lengths.map { try SequenceLengths.checked($0, T: T, B: B) }
+        var picked: [Tensor] = []
+        for (d, out) in lo.directionOutputs.enumerated() {
+            guard out.rank == 3, out.shape[0] == T, out.shape[1] == B else {
+                throw SeqCellError(.shape, "direction outputs disagree: \(first.shape) and \(out.shape)")
+            }
+            let F = out.shape[2]
+            let backward = last.directionName(d) == "backward"
+            var rows = [Float](repeating: 0, count: B * F)
+            for b in 0..<B {
+                let t = backward ? 0 : Int(checked?[b] ?? Int32(T)) - 1
+                let src = (t * B + b) * F
+                rows.replaceSubrange(b * F..<(b + 1) * F, with: out.data[src..<(src + F)])
+            }
+            picked.append(Tensor(shape: [1, B, F], data: rows))
+        }
+        var merged = picked.count == 2 ? try last.merge(picked[0], picked[1]) : picked[0]
+        if let head { merged = try head.forward(merged) }
+        return Tensor(shape: [B, merged.shape[2]], data: merged.data)
+    }
+}
