@@ -80,8 +80,8 @@ final class GRUCellTests: XCTestCase {
 
     func testLayout() throws {
         let type = try cellType("gru")
-        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 0, patch: 0))
-        XCTAssertEqual(type.options.map(\.name), ["reset"])
+        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 1, patch: 0))
+        XCTAssertEqual(type.options.map(\.name), ["reset", "bias"])
         XCTAssertEqual(type.options[0].kind, .choice(["after", "before"]))
         XCTAssertEqual(type.options[0].defaultValue, .choice("after"))
         let (I, H) = (3, 6)
@@ -106,7 +106,7 @@ final class GRUCellTests: XCTestCase {
             }
         }
         // The plugin checks its options itself too: an out-of-range choice index past the host.
-        XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 4, options: ["reset": .int(2)]),
+        XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 4, options: ["reset": .int(2), "bias": .int(0)]),
                              "plugin must reject choice index 2") { error in
             XCTAssert("\(error)".contains("reset"), "\(error)")
         }

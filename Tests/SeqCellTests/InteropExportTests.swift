@@ -56,7 +56,12 @@ final class InteropExportTests: TemporaryDirectoryTestCase {
         }
         let withHead = try PyTorchImporter.importFile(interopFixture("torch_lstm_with_head.safetensors"),
                                                       options: .init(head: "fc", headActivation: .tanh), registry: testRegistry).model
-        let e = try PyTorchExport(model: withHead)
+        // The module's own names come back (lstm., fc.); a model built in SeqCell gets rnn. and head.
+        XCTAssertEqual(try PyTorchExport(model: withHead).tensors.map(\.name),
+                       ["lstm.weight_ih_l0", "lstm.weight_hh_l0", "lstm.bias_ih_l0", "lstm.bias_hh_l0", "fc.weight", "fc.bias"])
+        var anonymous = withHead
+        anonymous.source = nil
+        let e = try PyTorchExport(model: anonymous)
         XCTAssertEqual(e.tensors.map(\.name), ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0", "head.weight", "head.bias"])
         XCTAssertTrue(e.pythonSnippet(file: "m.safetensors").contains("torch.tanh(y)"))
         XCTAssertEqual(e.constructor, "nn.LSTM(input_size=3, hidden_size=4, num_layers=1, bias=True, batch_first=False, bidirectional=False)")

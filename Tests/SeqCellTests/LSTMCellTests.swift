@@ -80,8 +80,8 @@ final class LSTMCellTests: XCTestCase {
 
     func testLayout() throws {
         let type = try cellType("lstm")
-        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 0, patch: 0))
-        XCTAssertEqual(type.options.map(\.name), ["proj_size"])
+        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 1, patch: 0))
+        XCTAssertEqual(type.options.map(\.name), ["proj_size", "bias"])
         XCTAssertEqual(type.options[0].kind, .int(min: 0, max: 1 << 20))
         XCTAssertEqual(type.options[0].defaultValue, .int(0))
 
@@ -128,7 +128,7 @@ final class LSTMCellTests: XCTestCase {
         }
         // The plugin checks its options itself too: bypass the host's validation.
         for bad in [-1, (1 << 20) + 1] {
-            XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 5, options: ["proj_size": .int(bad)]),
+            XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 5, options: ["proj_size": .int(bad), "bias": .int(0)]),
                                  "plugin must reject proj_size \(bad)") { error in
                 XCTAssert("\(error)".contains("proj_size"), "\(error)")
             }
