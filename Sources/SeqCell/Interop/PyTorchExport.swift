@@ -143,7 +143,9 @@ extension PyTorchExport {
                     throw refuse("\(which) has hidden size \(c.hiddenSize) but layer 0 has \(first.hiddenSize); PyTorch uses one hidden_size")
                 }
                 guard c.options == first.options else {
-                    throw refuse("\(which) has options \(c.options) but layer 0 has \(first.options); PyTorch uses one setting for all layers")
+                    let differing = Set(c.options.keys).union(first.options.keys).filter { c.options[$0] != first.options[$0] }.sorted()
+                    let shown = differing.map { "\($0)=\(c.options[$0].map { "\($0)" } ?? "none") (layer 0: \(first.options[$0].map { "\($0)" } ?? "none"))" }
+                    throw refuse("\(which) has option \(shown.joined(separator: ", ")); PyTorch uses one setting for all layers and directions")
                 }
             }
         }
