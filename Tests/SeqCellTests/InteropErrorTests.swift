@@ -99,7 +99,7 @@ final class InteropErrorTests: TemporaryDirectoryTestCase {
         try assertImportFails([weights, "--keras-config", try edited("\"unroll\": false", "\"unroll\": false, \"time_major\": true")],
                               ["LSTM layer 'lstm'", "time_major=True"])
         try assertImportFails([weights, "--keras-config", try edited("\"class_name\": \"Sequential\"", "\"class_name\": \"Functional\"")],
-                              ["functional Model", "Sequential"])
+                              ["functional model", "LSTM layer 'lstm' is not connected to anything"])
         try assertImportFails([weights, "--keras-config", try edited("\"units\": 4", "\"units\": 5")],
                               ["LSTM layer 'lstm'", "kernel is [3, 16], expected [input, 20]"])
         try assertImportFails([weights, "--keras-config", try edited("\"class_name\": \"LSTM\"", "\"class_name\": \"GRU\"")],

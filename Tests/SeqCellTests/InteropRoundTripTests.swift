@@ -397,3 +397,70 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
         }
     }
 }
+
+/// Keras functional models that are chains of supported layers, return_state outputs included:
+/// each output Keras computed is in `seqcell run`'s file under the dataset the import names.
+final class InteropKerasFunctionalTests: TemporaryDirectoryTestCase {
+    func testFunctionalChainsAndStateOutputsMatchKeras() throws {
+        let expectedMaps = [
+            "rt_keras_functional_chain": ["output"],
+            "rt_keras_functional_states": ["output", "final_states/layers/01/forward/h", "final_states/layers/01/forward/c"],
+            "rt_keras_functional_bidir_states": ["output", "final_states/layers/00/forward/h", "final_states/layers/00/forward/c",
+                                                 "final_states/layers/00/backward/h", "final_states/layers/00/backward/c"],
+        ]
+        for (name, map) in expectedMaps.sorted(by: { $0.key < $1.key }) {
+            let fx = try RoundTripFixture.keras(name)
+            let imported = try fx.importKeras()
+            XCTAssertEqual(imported.outputDatasets, map, name)
+            XCTAssertTrue(imported.notes.contains { $0.contains("output 0 → 'output'") }, "\(name): \(imported.notes)")
+            let ckpt = path("\(name).h5"), out = path("\(name).out.h5")
+            let imp = try runSeqCell(["import", interopFixture(fx.file), "-o", ckpt])
+            XCTAssertEqual(imp.status, 0, imp.stderr)
+            XCTAssertTrue(imp.stderr.contains("functional model: output 0") || imp.stdout.contains("functional model: output 0"), imp.stdout + imp.stderr)
+            let io = interopFixture(fx.io)
+            let run = try runSeqCell(["run", ckpt, "-i", io, "--batch-first", "-o", out])
+            XCTAssertEqual(run.status, 0, run.stderr)
+            for (k, dataset) in map.enumerated() {
+                let expected = try readTensor(io, "expected/output_\(k)")
+                let got = try readTensor(out, dataset)
+                XCTAssertLessThanOrEqual(maxAbsDifference(got, expected) ?? .infinity, 1e-5,
+                                         "\(name): output \(k) (\(dataset)) \(got.shape) vs Keras \(expected.shape)")
+            }
+        }
+    }
+
+    func testGraphsThatAreNotChainsAreRefusedNamingTheLayer() throws {
+        let out = path("b.h5")
+        let r = try runSeqCell(["import", interopFixture("bad_functional_branch.keras"), "-o", out])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.contains("Concatenate layer 'concatenate' takes 2 inputs"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        // Hand-made configs for the other shapes a graph can take.
+        func config(_ layers: String, outputs: String) -> String {
+            """
+            {"class_name": "Functional", "config": {"name": "m", "input_layers": ["in", 0, 0], "output_layers": \(outputs), "layers": [
+              {"class_name": "InputLayer", "name": "in", "config": {"name": "in", "batch_shape": [null, 5, 3]}, "inbound_nodes": []},
+              \(layers)]}}
+            """
+        }
+        func node(_ from: String, _ tensor: Int = 0) -> String {
+            "[{\"args\": [{\"class_name\": \"__keras_tensor__\", \"config\": {\"keras_history\": [\"\(from)\", 0, \(tensor)]}}], \"kwargs\": {}}]"
+        }
+        let lstm = "{\"class_name\": \"LSTM\", \"name\": \"a\", \"config\": {\"name\": \"a\", \"units\": 2, \"return_sequences\": true, \"return_state\": true}, \"inbound_nodes\": \(node("in"))}"
+        let cases: [(String, String, String)] = [
+            (lstm + ", {\"class_name\": \"Dense\", \"name\": \"d\", \"config\": {\"name\": \"d\", \"units\": 2}, \"inbound_nodes\": \(node("a", 1))}",
+             "[\"d\", 0, 0]", "reads output 1 of 'a'"),
+            (lstm + ", {\"class_name\": \"Dense\", \"name\": \"d\", \"config\": {\"name\": \"d\", \"units\": 2}, \"inbound_nodes\": \(node("in"))}",
+             "[\"d\", 0, 0]", "reads 'in', not 'a'"),
+            (lstm + ", {\"class_name\": \"Dense\", \"name\": \"d\", \"config\": {\"name\": \"d\", \"units\": 2}, \"inbound_nodes\": \(node("a"))}",
+             "[[\"d\", 0, 0], [\"a\", 0, 0]]", "layer 'a' is an output but so is the chain's last layer 'd'"),
+            (lstm + ", {\"class_name\": \"Dense\", \"name\": \"d\", \"config\": {\"name\": \"d\", \"units\": 2}, \"inbound_nodes\": \(node("a")), \"x\": 1}",
+             "[[\"d\", 0, 0], [\"d\", 0, 1]]", "output 1 of Dense layer 'd'"),
+        ]
+        for (layers, outputs, words) in cases {
+            XCTAssertThrowsError(try KerasConfigReader.plan(json: config(layers, outputs: outputs), origin: "m.json"), words) { e in
+                XCTAssertTrue("\(e)".contains(words), "\(e)")
+            }
+        }
+    }
+}

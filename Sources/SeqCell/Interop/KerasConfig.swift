@@ -58,6 +58,9 @@ enum KerasLayerPlan: Sendable, Equatable {
 struct KerasModelPlan: Sendable {
     var layers: [KerasLayerPlan]
     var inputSize: Int?
+    /// A functional model's outputs, in order: (layer name, output index of that layer).
+    /// Empty for Sequential models (one output, the last layer's).
+    var outputs: [(layer: String, tensor: Int)] = []
     var notes: [String]
     /// Names of layers skipped, with why (Dropout is the identity at inference).
     var skipped: [String]
@@ -93,22 +96,23 @@ enum KerasConfigReader {
     static func plan(_ top: [String: Any], origin: String) throws -> KerasModelPlan {
         func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): \(m)")) }
         let className = top["class_name"] as? String ?? "?"
-        guard className == "Sequential" else {
-            if className == "Functional" || className == "Model" {
-                throw fail("the model is a Keras functional Model; SeqCell imports Sequential models (rebuild it as keras.Sequential with the same layers and save that)")
-            }
-            throw fail("the top-level object is '\(className)', not a Keras Sequential model")
-        }
-        // Keras 2.2 stored the layer list as the config itself.
-        let layerList: [Any]
-        if let cfg = top["config"] as? [String: Any], let l = cfg["layers"] as? [Any] {
-            layerList = l
-        } else if let l = top["config"] as? [Any] {
-            layerList = l
-        } else {
-            throw fail("the Sequential config has no 'layers' list")
-        }
         var plan = KerasModelPlan(layers: [], inputSize: nil, notes: [], skipped: [])
+        let layerList: [Any]
+        switch className {
+        case "Sequential":
+            // Keras 2.2 stored the layer list as the config itself.
+            if let cfg = top["config"] as? [String: Any], let l = cfg["layers"] as? [Any] {
+                layerList = l
+            } else if let l = top["config"] as? [Any] {
+                layerList = l
+            } else {
+                throw fail("the Sequential config has no 'layers' list")
+            }
+        case "Functional", "Model":
+            (layerList, plan.outputs) = try functionalChain(top, origin: origin)
+        default:
+            throw fail("the top-level object is '\(className)', not a Keras Sequential or functional model")
+        }
         if let build = top["build_config"] as? [String: Any], let shape = build["input_shape"] as? [Any], let last = shape.last as? Int, last >= 1 {
             plan.inputSize = last
         }
@@ -168,6 +172,110 @@ enum KerasConfigReader {
         }
         try validateOrder(plan, origin: origin)
         return plan
+    }
+
+    /// A functional model's layers in chain order, and its outputs: refused unless the graph is
+    /// a chain — one input, each layer called once on the whole output (index 0) of the one
+    /// before it — whose outputs are the last layer's output and states of recurrent layers
+    /// with return_state=True. Reads Keras 3 (`inbound_nodes` of `{args, kwargs}` with
+    /// `keras_history`) and Keras 2 (`[[name, node, tensor, kwargs], …]`) configs.
+    static func functionalChain(_ top: [String: Any], origin: String) throws -> (layers: [Any], outputs: [(layer: String, tensor: Int)]) {
+        func fail(_ m: String) -> SeqCellError { SeqCellError(.unsupported, escapingControls("\(origin): functional model: \(m)")) }
+        guard let cfg = top["config"] as? [String: Any], let list = cfg["layers"] as? [Any] else {
+            throw fail("the config has no 'layers' list")
+        }
+        /// [name, node, tensor] references: one, or a list of them (Keras 2 nests a level more).
+        func references(_ v: Any?) -> [(String, Int, Int)] {
+            if let a = v as? [Any], a.count >= 3, let n = a[0] as? String, let i = a[1] as? Int, let t = a[2] as? Int { return [(n, i, t)] }
+            if let a = v as? [Any] { return a.flatMap { references($0) } }
+            return []
+        }
+        /// Every keras_history inside a Keras 3 node's args or kwargs.
+        func histories(_ v: Any) -> [(String, Int, Int)] {
+            if let d = v as? [String: Any] {
+                if (d["class_name"] as? String) == "__keras_tensor__", let c = d["config"] as? [String: Any] {
+                    return references(c["keras_history"])
+                }
+                return d.values.flatMap { histories($0) }
+            }
+            if let a = v as? [Any] { return a.flatMap { histories($0) } }
+            return []
+        }
+        var names: [String] = []
+        var inputOf: [String: (String, Int, Int)] = [:]
+        var inputLayers: [String] = []
+        for (index, item) in list.enumerated() {
+            guard let layer = item as? [String: Any], let cls = layer["class_name"] as? String else {
+                throw fail("layer \(index) of the config is not {class_name, config}")
+            }
+            let name = layer["name"] as? String ?? (layer["config"] as? [String: Any])?["name"] as? String ?? "layer \(index)"
+            guard !names.contains(name) else { throw fail("two layers are named '\(name)'") }
+            names.append(name)
+            let nodes = layer["inbound_nodes"] as? [Any] ?? []
+            if cls == "InputLayer" {
+                inputLayers.append(name)
+                continue
+            }
+            guard nodes.count == 1 else {
+                throw fail(nodes.isEmpty ? "\(cls) layer '\(name)' is not connected to anything"
+                                         : "\(cls) layer '\(name)' is called \(nodes.count) times (a shared layer); SeqCell imports chains of layers each used once")
+            }
+            var inputs: [(String, Int, Int)]
+            if let node = nodes[0] as? [String: Any] {
+                inputs = histories(node["args"] ?? [])
+                let fromKwargs = histories(node["kwargs"] ?? [:])
+                guard fromKwargs.isEmpty else {
+                    throw fail("\(cls) layer '\(name)' takes tensors as keyword arguments (e.g. initial_state from '\(fromKwargs[0].0)'); SeqCell imports chains without them (give initial states to seqcell run)")
+                }
+            } else {
+                inputs = references(nodes[0])
+                if let entries = nodes[0] as? [Any], entries.contains(where: { e in
+                    ((e as? [Any])?.last as? [String: Any]).map { !references(Array($0.values)).isEmpty } ?? false
+                }) {
+                    throw fail("\(cls) layer '\(name)' takes tensors as keyword arguments (e.g. initial_state); SeqCell imports chains without them (give initial states to seqcell run)")
+                }
+            }
+            guard inputs.count == 1 else {
+                throw fail("\(cls) layer '\(name)' takes \(inputs.count) inputs (\(inputs.map { "'\($0.0)'" }.joined(separator: ", "))); SeqCell imports chains where each layer reads the one before it")
+            }
+            inputOf[name] = inputs[0]
+        }
+        guard inputLayers.count == 1 else {
+            throw fail("the model has \(inputLayers.count) inputs (\(inputLayers.joined(separator: ", "))); SeqCell models have one")
+        }
+        // The chain, in the config's (topological) order: each layer reads output 0 of the previous one.
+        var previous = inputLayers[0]
+        for name in names where name != inputLayers[0] {
+            let (from, _, tensor) = inputOf[name]!
+            guard from == previous else {
+                throw fail("layer '\(name)' reads '\(from)', not '\(previous)' (the layer before it): the graph branches or merges, and SeqCell imports chains of layers")
+            }
+            guard tensor == 0 else {
+                throw fail("layer '\(name)' reads output \(tensor) of '\(from)' (a state from return_state=True); SeqCell chains pass the sequence output (output 0) on")
+            }
+            previous = name
+        }
+        let last = previous
+        let outputs = references(cfg["output_layers"])
+        guard !outputs.isEmpty else { throw fail("the config lists no output_layers") }
+        for (layer, _, tensor) in outputs {
+            guard names.contains(layer) else { throw fail("output layer '\(layer)' is not in the model") }
+            if tensor == 0 {
+                guard layer == last else {
+                    throw fail("layer '\(layer)' is an output but so is the chain's last layer '\(last)'; SeqCell models output the last layer (and recurrent states)")
+                }
+            } else {
+                let item = list[names.firstIndex(of: layer)!] as? [String: Any] ?? [:]
+                let cls = item["class_name"] as? String ?? "?"
+                let c = item["config"] as? [String: Any] ?? [:]
+                let inner = cls == "Bidirectional" ? (c["layer"] as? [String: Any])?["config"] as? [String: Any] ?? [:] : c
+                guard recurrentCells[cls] != nil || cls == "Bidirectional", inner["return_state"] as? Bool == true || c["return_state"] as? Bool == true else {
+                    throw fail("output \(tensor) of \(cls) layer '\(layer)' is an output; SeqCell maps only the states of recurrent layers with return_state=True")
+                }
+            }
+        }
+        let ordered = names.map { n in list[names.firstIndex(of: n)!] }
+        return (ordered, outputs.map { ($0.0, $0.2) })
     }
 
     /// A Dense head only at the end; return_sequences=False only on the last recurrent layer.

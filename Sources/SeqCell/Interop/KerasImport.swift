@@ -132,7 +132,10 @@ public enum KerasImporter {
         var head: LinearHead? = nil
         var width = plan.inputSize
         var summary: [String] = []
+        /// Plan layer name → SeqCell layer index (recurrent and Bidirectional layers).
+        var layerIndex: [String: Int] = [:]
         for (i, layer) in plan.layers.enumerated() {
+            if case .dense = layer {} else { layerIndex[layer.name] = layers.count }
             switch layer {
             case .recurrent(let r):
                 let w = try reader.recurrentWeights(i, layer)[0]
@@ -175,7 +178,39 @@ public enum KerasImporter {
         var model = try Model(inputSize: first.inputSize, layers: layers, head: head)
         model.source = ModelSource(framework: "keras")
         if plan.layers.contains(where: { !$0.returnsSequences }) { model.outputSteps = .last }
-        return ImportResult(model: model, source: "keras.Sequential([" + summary.joined(separator: ", ") + "])", notes: notes)
+        var datasets: [String] = []
+        if !plan.outputs.isEmpty {
+            datasets = try outputMap(plan, layers: layers, layerIndex: layerIndex, shownPath: shownPath)
+            notes.append("functional model: " + datasets.enumerated().map { "output \($0.offset) → '\($0.element)'" }.joined(separator: ", ")
+                         + " (datasets of seqcell run's output file)")
+        }
+        let kind = plan.outputs.isEmpty ? "keras.Sequential" : "keras functional chain"
+        var result = ImportResult(model: model, source: "\(kind)([" + summary.joined(separator: ", ") + "])", notes: notes)
+        result.outputDatasets = datasets
+        return result
+    }
+
+    /// Where each output of a functional model is in `seqcell run`'s file: the last layer's
+    /// output is `output`; a state output (return_state=True) is that layer's final state,
+    /// `final_states/layers/NN/<direction>/<state>` — Keras orders them [output, h, c] for an
+    /// LSTM, [output, h] for a GRU or SimpleRNN, and the forward layer's before the backward
+    /// layer's for a Bidirectional one.
+    static func outputMap(_ plan: KerasModelPlan, layers: [RecurrentLayer], layerIndex: [String: Int], shownPath: String) throws -> [String] {
+        try plan.outputs.map { output in
+            guard output.tensor > 0 else { return "output" }
+            guard let k = layerIndex[output.layer] else {
+                throw SeqCellError(.unsupported, "\(shownPath): output \(output.tensor) of layer '\(output.layer)' is not a recurrent state")
+            }
+            let layer = layers[k]
+            var states: [String] = []
+            for (d, dc) in layer.cells.enumerated() {
+                states += dc.cell.states.map { "final_states/layers/\(CheckpointFormat.layerName(k, count: layers.count))/\(layer.directionName(d))/\($0.name)" }
+            }
+            guard output.tensor - 1 < states.count else {
+                throw SeqCellError(.unsupported, "\(shownPath): layer '\(output.layer)' has \(states.count) state output(s); output \(output.tensor) does not exist")
+            }
+            return states[output.tensor - 1]
+        }
     }
 
     /// [R, C] → [C, R].

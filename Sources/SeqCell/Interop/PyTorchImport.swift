@@ -36,6 +36,9 @@ public struct ImportResult: Sendable {
     public var source: String
     /// Assumptions and conversions worth telling the user.
     public var notes: [String]
+    /// A Keras functional model's outputs, in order: the dataset of `seqcell run`'s output file
+    /// holding each ("output", "final_states/layers/01/forward/h", …); empty otherwise.
+    public var outputDatasets: [String] = []
 }
 
 /// Builds SeqCell models from PyTorch `state_dict` tensors.

@@ -340,6 +340,9 @@ def roundtrip_fixtures():
     rt_keras_nobias.keras      LSTM and GRU with use_bias=False.
     rt_keras_bidir_last*.keras Bidirectional(..., return_sequences=False) (+ Dense), every merge mode used.
     rt_keras_softmax_loss      LSTM + Dense(3, softmax) with Keras' own crossentropy values.
+    rt_keras_functional_*      functional chains: Dropout and a last-step Bidirectional; return_state
+                               outputs of an LSTM and of a Bidirectional LSTM (expected/output_K).
+    bad_functional_branch      a functional graph that is not a chain (refused).
     """
     import torch
     import torch.nn as nn
@@ -455,6 +458,48 @@ def roundtrip_fixtures():
         expected["categorical_crossentropy"] = np.float32(keras.ops.convert_to_numpy(cat))
 
     keras_model("rt_keras_softmax_loss", seq(K.LSTM(4), K.Dense(3, activation="softmax")), 25, crossentropy)
+
+    # Keras functional models: chains of supported layers, with return_state outputs.
+    def functional(name, build, seed):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(seed)
+        model = build()
+        randomize(model, seed)
+        xk = rng(600 + seed).uniform(-1, 1, size=(B, T, I)).astype("float32")
+        ys = model.predict(xk, verbose=0)
+        ys = ys if isinstance(ys, (list, tuple)) else [ys]
+        model.save(os.path.join(OUT, f"{name}.keras"))
+        expected = {f"output_{k}": keras.ops.convert_to_numpy(y) for k, y in enumerate(ys)}
+        write_io(name, {"input": xk}, expected)
+        info["keras"][name] = {"file": f"{name}.keras", "io": f"{name}.io.h5", "source": f"keras {keras.__version__} functional",
+                               "outputs": [list(np.shape(y)) for y in ys]}
+
+    def chain():
+        i = keras.Input((T, I))
+        x = K.LSTM(4, return_sequences=True)(i)
+        x = K.Dropout(0.2)(x)
+        x = K.Bidirectional(K.GRU(3))(x)
+        return keras.Model(i, K.Dense(2, activation="softmax")(x))
+
+    def states():
+        i = keras.Input((T, I))
+        x = K.GRU(4, return_sequences=True)(i)
+        sq, h, c = K.LSTM(3, return_sequences=True, return_state=True)(x)
+        return keras.Model(i, [K.Dense(2)(sq), h, c])
+
+    def bidir_states():
+        i = keras.Input((T, I))
+        out, fh, fc, bh, bc = K.Bidirectional(K.LSTM(3, return_state=True), merge_mode="sum")(i)
+        return keras.Model(i, [out, fh, fc, bh, bc])
+
+    functional("rt_keras_functional_chain", chain, 26)
+    functional("rt_keras_functional_states", states, 27)
+    functional("rt_keras_functional_bidir_states", bidir_states, 28)
+
+    keras.backend.clear_session()
+    i = keras.Input((T, I))
+    branch = keras.Model(i, K.Concatenate()([K.LSTM(3, return_sequences=True)(i), K.GRU(3, return_sequences=True)(i)]))
+    branch.save(os.path.join(OUT, "bad_functional_branch.keras"))
 
     with open(os.path.join(OUT, "roundtrip.json"), "w") as f:
         json.dump(info, f, indent=1)
