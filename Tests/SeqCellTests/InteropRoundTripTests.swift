@@ -398,6 +398,66 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
     }
 }
 
+extension InteropRoundTripTests {
+    /// A last-step model with a bidirectional last layer trains on Keras' [B, O] output: the
+    /// trainer's loss is the loss of that output (checked against Keras' own predictions) and
+    /// its gradients match central finite differences of the loss, for every merge mode used.
+    func testLastStepBidirectionalModelsTrainOnKerasOutput() throws {
+        let cases: [(String, String, Tensor)] = [
+            ("rt_keras_bidir_last_lstm_sum_dense", "cross_entropy", Tensor(shape: [2], data: [1, 0])),
+            ("rt_keras_bidir_last_gru_concat", "mse", Tensor(shape: [2, 6], data: (0..<12).map { Float($0 % 5) * 0.1 - 0.2 })),
+            ("rt_keras_bidir_last_backward_layer_ave", "mse", Tensor(shape: [2, 3], data: [0.1, -0.2, 0.3, 0, 0.2, -0.1])),
+        ]
+        for (name, lossName, targets) in cases {
+            let fx = try RoundTripFixture.keras(name)
+            let model = try fx.importKeras().model
+            let io = interopFixture(fx.io)
+            let x = try RunInputs.read(path: io, batchFirst: true, model: model).input
+            var config = TrainingConfig()
+            config.loss = lossName
+            let trainer = try Trainer(model: model, config: config)
+            // The loss of Keras' own prediction, computed here in Double.
+            let keras = try readTensor(io, "expected/output")
+            let O = keras.shape[1]
+            var expected = 0.0
+            for b in 0..<2 {
+                if lossName == "mse" {
+                    for j in 0..<O { let d = Double(keras.data[b * O + j]) - Double(targets.data[b * O + j]); expected += d * d / Double(2 * O) }
+                } else {
+                    expected -= log(Double(keras.data[b * O + Int(targets.data[b])])) / 2
+                }
+            }
+            for lengths in [nil, [5, 3] as [Int32]?] {
+                let batch = Batch(input: x, lengths: lengths, targets: targets)
+                let (loss, _, grads) = try trainer.lossAndGradients(batch, training: false)
+                if lengths == nil { XCTAssertEqual(loss.value, expected, accuracy: 1e-5 * max(1, expected), name) }
+                XCTAssertEqual(loss.value, try trainer.evaluate(batch), accuracy: 1e-9, name)
+                let named = model.namedGradients(grads)
+                let params = model.namedParameters
+                let last = String(format: "layers/%02d/backward/weight_hh", model.layers.count - 1)
+                for target in [last, params[0].path] + (model.head == nil ? [] : ["head/weight"]) {
+                    let k = try XCTUnwrap(params.firstIndex { $0.path == target }, target)
+                    let analytic = try XCTUnwrap(named.first { $0.path == target }).value
+                    XCTAssertTrue(analytic.data.contains { $0 != 0 }, "\(name) \(target): zero gradient")
+                    for i in stride(from: 0, to: params[k].value.count, by: 5) {
+                        let eps: Float = 1e-2
+                        func lossWith(_ delta: Float) throws -> Double {
+                            var values = params.map(\.value)
+                            values[k].data[i] += delta
+                            var m = model
+                            try m.setParameters(values)
+                            return try Trainer(model: m, config: config).evaluate(batch)
+                        }
+                        let numeric = (try lossWith(eps) - lossWith(-eps)) / Double(2 * eps)
+                        XCTAssertEqual(Double(analytic.data[i]), numeric, accuracy: 1e-3 + 1e-2 * abs(numeric),
+                                       "\(name) lengths=\(String(describing: lengths)) \(target)[\(i)]")
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Keras functional models that are chains of supported layers, return_state outputs included:
 /// each output Keras computed is in `seqcell run`'s file under the dataset the import names.
 final class InteropKerasFunctionalTests: TemporaryDirectoryTestCase {

@@ -202,6 +202,7 @@ enum KerasConfigReader {
             return []
         }
         var names: [String] = []
+        var position: [String: Int] = [:]
         var inputOf: [String: (String, Int, Int)] = [:]
         var inputLayers: [String] = []
         for (index, item) in list.enumerated() {
@@ -209,7 +210,8 @@ enum KerasConfigReader {
                 throw fail("layer \(index) of the config is not {class_name, config}")
             }
             let name = layer["name"] as? String ?? (layer["config"] as? [String: Any])?["name"] as? String ?? "layer \(index)"
-            guard !names.contains(name) else { throw fail("two layers are named '\(name)'") }
+            guard position[name] == nil else { throw fail("two layers are named '\(name)'") }
+            position[name] = names.count
             names.append(name)
             let nodes = layer["inbound_nodes"] as? [Any] ?? []
             if cls == "InputLayer" {
@@ -259,13 +261,13 @@ enum KerasConfigReader {
         let outputs = references(cfg["output_layers"])
         guard !outputs.isEmpty else { throw fail("the config lists no output_layers") }
         for (layer, _, tensor) in outputs {
-            guard names.contains(layer) else { throw fail("output layer '\(layer)' is not in the model") }
+            guard let at = position[layer] else { throw fail("output layer '\(layer)' is not in the model") }
             if tensor == 0 {
                 guard layer == last else {
                     throw fail("layer '\(layer)' is an output but so is the chain's last layer '\(last)'; SeqCell models output the last layer (and recurrent states)")
                 }
             } else {
-                let item = list[names.firstIndex(of: layer)!] as? [String: Any] ?? [:]
+                let item = list[at] as? [String: Any] ?? [:]
                 let cls = item["class_name"] as? String ?? "?"
                 let c = item["config"] as? [String: Any] ?? [:]
                 let inner = cls == "Bidirectional" ? (c["layer"] as? [String: Any])?["config"] as? [String: Any] ?? [:] : c
@@ -274,8 +276,7 @@ enum KerasConfigReader {
                 }
             }
         }
-        let ordered = names.map { n in list[names.firstIndex(of: n)!] }
-        return (ordered, outputs.map { ($0.0, $0.2) })
+        return (list, outputs.map { ($0.0, $0.2) })
     }
 
     /// A Dense head only at the end; return_sequences=False only on the last recurrent layer.

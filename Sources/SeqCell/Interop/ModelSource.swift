@@ -37,6 +37,14 @@ extension Model {
     /// direction's at step 0 — merged with the layer's merge mode, then through the head.
     /// For a forward-only model this is simply the output at step `lengths[b] − 1`.
     public func lastStepOutput(_ fwd: Output, lengths: [Int32]?) throws -> Tensor {
+        let (merged, _) = try lastStepMerged(fwd, lengths: lengths)
+        let y = try head.map { try $0.forward(merged) } ?? merged
+        return Tensor(shape: [y.shape[1], y.shape[2]], data: y.data)
+    }
+
+    /// The last layer's last-step output before the head, [1, B, F], and each direction's
+    /// part of it ([1, B, F_d], what the merge read).
+    func lastStepMerged(_ fwd: Output, lengths: [Int32]?) throws -> (merged: Tensor, directions: [Tensor]) {
         guard let last = layers.last, let lo = fwd.layerOutputs.last, lo.directionOutputs.count == last.cells.count,
               fwd.layerOutputs.count == layers.count else {
             throw SeqCellError(.invalidArgument, "this forward result comes from another model")
@@ -60,8 +68,40 @@ extension Model {
             }
             picked.append(Tensor(shape: [1, B, F], data: rows))
         }
-        var merged = picked.count == 2 ? try last.merge(picked[0], picked[1]) : picked[0]
-        if let head { merged = try head.forward(merged) }
-        return Tensor(shape: [B, merged.shape[2]], data: merged.data)
+        return (picked.count == 2 ? try last.merge(picked[0], picked[1]) : picked[0], picked)
+    }
+
+    /// Loss and gradients of a last-step model (`outputSteps == .last`) on its [B, O] output,
+    /// Keras' value: the loss sees `lastStepOutput`, and its gradient reaches each direction of
+    /// the last layer through that direction's final state h — for the built-in cells a
+    /// direction's output at a step is its h, so the forward direction's output at the last
+    /// step and the backward direction's at step 0 are their final h.
+    public func lastStepLossAndGradients(_ fwd: Output, lengths: [Int32]?,
+                                         loss: (_ output: Tensor, _ preActivation: Tensor?) throws -> LossValue) throws -> (LossValue, Gradients) {
+        let (merged, parts) = try lastStepMerged(fwd, lengths: lengths)
+        var y = merged, z: Tensor? = nil
+        if let head { (y, z) = try head.forward(merged, keepingPreActivation: head.activation == .softmax) }
+        let value = try loss(y, z)
+        var g = value.gradOutput
+        var headGrads: (weight: Tensor, bias: Tensor)? = nil
+        if let head {
+            let (dx, dW, db) = try head.backward(input: merged, output: y, gradOutput: g, gradIsPreActivation: value.gradientOfPreActivation)
+            g = dx
+            headGrads = (dW, db)
+        }
+        let last = layers[layers.count - 1]
+        let split = try last.splitGradient(g, outputs: parts)
+        var finalStates = [[[Tensor?]]](repeating: [], count: layers.count)
+        finalStates[layers.count - 1] = try split.enumerated().map { d, gd in
+            let cell = last.cells[d].cell
+            guard let h = cell.states.first, h.size == gd.shape[2], cell.outputSize == h.size else {
+                throw SeqCellError(.unsupported,
+                    "a last-step model needs cells whose output is their first state; '\(cell.type.id)' outputs \(cell.outputSize) values")
+            }
+            return [Tensor(shape: [gd.shape[1], gd.shape[2]], data: gd.data)] + Array(repeating: nil, count: cell.states.count - 1)
+        }
+        var grads = try backward(fwd, gradOutput: nil, gradFinalStates: finalStates)
+        grads.head = headGrads
+        return (value, grads)
     }
 }

@@ -195,6 +195,14 @@ public struct Trainer: Sendable {
                                  training: Bool = true) throws -> (LossValue, Model.Output, Model.Gradients) {
         let fwd = try model.forward(input: batch.input, lengths: batch.lengths, initialStates: initialStates, training: true,
                                     dropout: training ? Float(config.dropout) : 0, seed: dropoutSeed)
+        if model.outputSteps == .last, targetMode == .lastStep {
+            // Keras' return_sequences=False: the loss sees the model's [B, O] last-step output.
+            let (loss, grads) = try model.lastStepLossAndGradients(fwd, lengths: batch.lengths) { y, z in
+                try computeLoss(lossKind, mode: .lastStep, output: y, targets: batch.targets, lengths: nil,
+                                outputActivation: model.head?.activation ?? .linear, preActivation: z)
+            }
+            return (loss, fwd, grads)
+        }
         let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: batch.targets, lengths: batch.lengths,
                                    outputActivation: model.head?.activation ?? .linear, preActivation: fwd.headPreActivation)
         let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: true,
@@ -242,6 +250,13 @@ public struct Trainer: Sendable {
     /// The loss on a batch without training (no dropout, no update).
     public func evaluate(_ batch: Batch) throws -> Double {
         let out = try model.forward(input: batch.input, lengths: batch.lengths)
+        if model.outputSteps == .last, targetMode == .lastStep {
+            let merged = try model.lastStepMerged(out, lengths: batch.lengths).merged
+            var y = merged, z: Tensor? = nil
+            if let head = model.head { (y, z) = try head.forward(merged, keepingPreActivation: head.activation == .softmax) }
+            return try computeLoss(lossKind, mode: .lastStep, output: y, targets: batch.targets, lengths: nil,
+                                   outputActivation: model.head?.activation ?? .linear, preActivation: z).value
+        }
         return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths,
                                outputActivation: model.head?.activation ?? .linear, preActivation: out.headPreActivation).value
     }
