@@ -12,10 +12,14 @@ struct ImportCommand: ParsableCommand {
             state_dict tensors (weight_ih_l0, ..., at the root or under --group). Layers, directions, \
             sizes, proj_size and bias=False are read from the names and shapes; --activation relu \
             gives nn.RNN's nonlinearity. A model's submodule is found by its prefix (lstm.weight_ih_l0) \
-            or chosen with --prefix; an nn.Linear after it becomes the head with --head NAME.
+            or chosen with --prefix; an nn.Linear after it becomes the head with --head NAME. The \
+            prefix and head name are kept, so 'seqcell export' writes the module's own names back; \
+            bias=False gives cells without biases (option bias=false).
             Keras: a .keras archive, a model saved as .h5 (Keras 2 or 3), or a Keras 3 .weights.h5 \
-            with --keras-config model.json (model.to_json()). SimpleRNN, LSTM, GRU, Bidirectional and \
-            a final Dense are imported; anything else is an error naming the layer.
+            with --keras-config model.json (model.to_json()). Sequential models and functional chains \
+            of SimpleRNN, LSTM, GRU, Bidirectional, Dropout and a final Dense are imported (return_state \
+            outputs map to run's final-state datasets, listed in a note; return_sequences=False makes \
+            run write Keras' [B, O]); anything else is an error naming the layer.
             Pickles (.pt, .pth from torch.save) are refused: SeqCell never unpickles.
             Examples:
               seqcell import lstm.safetensors -o lstm.h5
