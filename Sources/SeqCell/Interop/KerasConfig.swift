@@ -262,6 +262,7 @@ enum KerasConfigReader {
         guard !outputs.isEmpty else { throw fail("the config lists no output_layers") }
         for (layer, _, tensor) in outputs {
             guard let at = position[layer] else { throw fail("output layer '\(layer)' is not in the model") }
+            guard tensor >= 0 else { throw fail("output \(tensor) of layer '\(layer)' does not exist") }
             if tensor == 0 {
                 guard layer == last else {
                     throw fail("layer '\(layer)' is an output but so is the chain's last layer '\(last)'; SeqCell models output the last layer (and recurrent states)")
