@@ -115,9 +115,18 @@ def build_corpus(seqcell, corpus):
         "gru": ["--layer", "gru:3,reset=before"],
         "bidir": ["--layer", "lstm:3:bi:concat,backward_cell=gru"],
         "stacked": ["--layer", "gru:4", "--layer", "rnn:3:reverse", "--layer", "lstm:2:bi:sum", "--head", "2:softmax"],
+        "nobias": ["--layer", "lstm:4,bias=false", "--layer", "gru:3:bi,bias=false"],
     }
     for name, layers in models.items():
         run_checked([seqcell, "new", "--input-size", "3", *layers, "--seed", "7", "-o", c(f"ckpt_{name}.h5")])
+    # Imported checkpoints carry /model/source (PyTorch names) and @output_steps (Keras last step).
+    imported = {
+        "torch_net": ["rt_torch_net.safetensors", "--head", "fc", "--head-activation", "tanh"],
+        "keras_last": ["rt_keras_bidir_last_lstm_sum_dense.keras"],
+    }
+    for name, (fixture, *flags) in imported.items():
+        run_checked([seqcell, "import", os.path.join(INTEROP, fixture), *flags, "-o", c(f"ckpt_{name}.h5")])
+        models[name] = []
     run_checked([sys.executable, os.path.join(FIXTURES, "h5py_checkpoint.py"), c("ckpt_h5py.h5"), c("h5py_expected.h5")])
 
     rng = np.random.default_rng(0)
@@ -150,7 +159,7 @@ def build_corpus(seqcell, corpus):
     keras_h5 = [os.path.join(INTEROP, n) for n in sorted(os.listdir(INTEROP)) if n.endswith(".legacy.h5")]
     keras_h5.append(os.path.join(INTEROP, "keras2_stack.h5"))
     weights_pairs = [(os.path.join(INTEROP, f"{n}.weights.h5"), os.path.join(INTEROP, f"{n}.json"))
-                     for n in ("keras_lstm_dense_softmax", "keras_stack")]
+                     for n in ("keras_lstm_dense_softmax", "keras_stack", "rt_keras_functional_states")]
     bare = os.path.join(INTEROP, "keras_gru_reset_after.bare.weights.h5")
 
     seeds = {r: [] for r in READERS}

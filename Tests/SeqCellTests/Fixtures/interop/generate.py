@@ -469,6 +469,10 @@ def roundtrip_fixtures():
         ys = model.predict(xk, verbose=0)
         ys = ys if isinstance(ys, (list, tuple)) else [ys]
         model.save(os.path.join(OUT, f"{name}.keras"))
+        if name == "rt_keras_functional_states":  # also as weights + JSON (a functional config for --keras-config)
+            model.save_weights(os.path.join(OUT, f"{name}.weights.h5"))
+            with open(os.path.join(OUT, f"{name}.json"), "w") as f:
+                f.write(model.to_json())
         expected = {f"output_{k}": keras.ops.convert_to_numpy(y) for k, y in enumerate(ys)}
         write_io(name, {"input": xk}, expected)
         info["keras"][name] = {"file": f"{name}.keras", "io": f"{name}.io.h5", "source": f"keras {keras.__version__} functional",
