@@ -241,7 +241,7 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
     /// step merged with the backward direction after step 0, as Keras computes it.
     func testKerasLastStepModelsMatchKeras() throws {
         let names = ["rt_keras_bidir_last_gru_concat", "rt_keras_bidir_last_lstm_sum_dense", "rt_keras_bidir_last_backward_layer_ave",
-                     "rt_keras_softmax_loss"]
+                     "rt_keras_softmax_loss", "keras2_bidir_last", "keras2_functional_bidir_states"]
         for name in names {
             let fx = try RoundTripFixture.keras(name)
             let model = try fx.importKeras().model
@@ -467,6 +467,8 @@ final class InteropKerasFunctionalTests: TemporaryDirectoryTestCase {
             "rt_keras_functional_states": ["output", "final_states/layers/01/forward/h", "final_states/layers/01/forward/c"],
             "rt_keras_functional_bidir_states": ["output", "final_states/layers/00/forward/h", "final_states/layers/00/forward/c",
                                                  "final_states/layers/00/backward/h", "final_states/layers/00/backward/c"],
+            // tf-keras (Keras 2) model.save("m.h5"): the legacy config and weights layout.
+            "keras2_functional_bidir_states": ["output", "final_states/layers/01/forward/h", "final_states/layers/01/backward/h"],
         ]
         for (name, map) in expectedMaps.sorted(by: { $0.key < $1.key }) {
             let fx = try RoundTripFixture.keras(name)

@@ -343,6 +343,8 @@ def roundtrip_fixtures():
     rt_keras_functional_*      functional chains: Dropout and a last-step Bidirectional; return_state
                                outputs of an LSTM and of a Bidirectional LSTM (expected/output_K).
     bad_functional_branch      a functional graph that is not a chain (refused).
+    keras2_*                   tf-keras: a functional chain with Bidirectional return_state outputs, and
+                               a Sequential last-step Bidirectional, saved as .h5 (needs KERAS2_PYTHON).
     """
     import torch
     import torch.nn as nn
@@ -505,9 +507,75 @@ def roundtrip_fixtures():
     branch = keras.Model(i, K.Concatenate()([K.LSTM(3, return_sequences=True)(i), K.GRU(3, return_sequences=True)(i)]))
     branch.save(os.path.join(OUT, "bad_functional_branch.keras"))
 
+    keras2_roundtrip(info)
+
     with open(os.path.join(OUT, "roundtrip.json"), "w") as f:
         json.dump(info, f, indent=1)
     print(f"roundtrip fixtures: {len(info['torch'])} PyTorch, {len(info['keras'])} Keras")
+
+
+KERAS2_RT_SCRIPT = r'''
+import os, sys
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+import numpy as np, tf_keras as keras
+out, T, B, I = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+K = keras.layers
+
+def randomize(m, seed):
+    g = np.random.default_rng(seed)
+    for layer in m.layers:
+        ws = layer.get_weights()
+        if ws:
+            layer.set_weights([g.uniform(-0.6, 0.6, size=w.shape).astype("float32") for w in ws])
+
+def save(name, m, seed):
+    randomize(m, 200 + seed)
+    x = np.random.default_rng(300 + seed).uniform(-1, 1, size=(B, T, I)).astype("float32")
+    ys = m(x)
+    ys = ys if isinstance(ys, (list, tuple)) else [ys]
+    m.save(os.path.join(out, name + ".h5"), save_format="h5")
+    np.save(os.path.join(out, name + ".x.npy"), x)
+    for k, y in enumerate(ys):
+        np.save(os.path.join(out, f"{name}.y{k}.npy"), y.numpy())
+    print(name, len(ys))
+
+keras.utils.set_random_seed(31)
+i = keras.Input((T, I))
+x = K.LSTM(4, return_sequences=True)(i)
+x = K.Dropout(0.3)(x)
+o, fh, bh = K.Bidirectional(K.GRU(3, return_state=True), merge_mode="concat")(x)
+save("keras2_functional_bidir_states", keras.Model(i, [K.Dense(2)(o), fh, bh]), 31)
+keras.utils.set_random_seed(32)
+save("keras2_bidir_last", keras.Sequential([keras.Input((T, I)), K.Bidirectional(K.LSTM(3), merge_mode="ave"),
+                                            K.Dense(2, activation="softmax")]), 32)
+print("version", keras.__version__)
+'''
+
+
+def keras2_roundtrip(info):
+    """tf-keras (Keras 2) functional and last-step Bidirectional models saved as .h5, written in
+    the TensorFlow interpreter (KERAS2_PYTHON); without one they are left as they are."""
+    python = os.environ.get("KERAS2_PYTHON", "/tmp/tfvenv/bin/python")
+    old = os.path.join(OUT, "roundtrip.json")
+    if not os.path.exists(python):
+        print(f"NOTE: no TensorFlow interpreter at {python}: tf-keras round-trip fixtures not regenerated", file=sys.stderr)
+        if os.path.exists(old):
+            info["keras"].update({k: v for k, v in json.load(open(old))["keras"].items() if k.startswith("keras2_")})
+        return
+    r = subprocess.run([python, "-c", KERAS2_RT_SCRIPT, OUT, str(T), str(B), str(I)], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("tf-keras failed:\n" + r.stderr[-3000:])
+    lines = r.stdout.strip().splitlines()
+    version = lines[-1].split()[-1]
+    for line in lines[:-1]:
+        name, count = line.split()
+        x = np.load(os.path.join(OUT, f"{name}.x.npy"))
+        ys = [np.load(os.path.join(OUT, f"{name}.y{k}.npy")) for k in range(int(count))]
+        for fn in [f"{name}.x.npy"] + [f"{name}.y{k}.npy" for k in range(int(count))]:
+            os.remove(os.path.join(OUT, fn))
+        write_io(name, {"input": x}, {f"output_{k}": y for k, y in enumerate(ys)} | {"output": ys[0]})
+        info["keras"][name] = {"file": f"{name}.h5", "io": f"{name}.io.h5", "source": f"tf-keras {version}",
+                               "outputs": [list(y.shape) for y in ys], "output_shape": list(ys[0].shape)}
 
 
 if __name__ == "__main__":
