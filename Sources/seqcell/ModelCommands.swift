@@ -100,6 +100,12 @@ struct InspectCommand: ParsableCommand {
                   + "  weight non-finite \(nonFinite["head/weight"].flatMap { $0 }?.description ?? "?")"
                   + ", bias non-finite \(nonFinite["head/bias"].flatMap { $0 }?.description ?? "?")")
         }
+        if s.outputSteps != "all" {
+            show("output: the \(v(s.outputSteps)) step (return_sequences=False): run writes [B, O]")
+        }
+        if !s.source.isEmpty {
+            show("imported from: " + s.source.map { "\($0.name) '\(v($0.value))'" }.joined(separator: ", "))
+        }
         let total = health.compactMap(\.count).reduce(NonFiniteCount(), +)
         let where_ = health.filter { ($0.count?.total ?? 0) > 0 }.map(\.path)
         show("non-finite parameter values: \(total)" + (where_.isEmpty ? "" : " in " + where_.joined(separator: ", ")))

@@ -161,6 +161,8 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(imp.status, 0, imp.stderr)
         let loaded = try Checkpoint.load(from: ckpt, registry: testRegistry).model
         XCTAssertEqual(loaded.source, ModelSource(framework: "pytorch", prefix: "encoder.", headName: "fc"))
+        let inspect = try runSeqCell(["inspect", ckpt])
+        XCTAssertTrue(inspect.stdout.contains("imported from: framework 'pytorch', prefix 'encoder.', head_name 'fc'"), inspect.stdout)
         let exp = try runSeqCell(["export", ckpt, "-o", out])
         XCTAssertEqual(exp.status, 0, exp.stderr)
         XCTAssertTrue(exp.stdout.contains("self.encoder = nn.LSTM(") && exp.stdout.contains("self.fc = nn.Linear(4, 3)"), exp.stdout)
@@ -265,6 +267,7 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
             let run = try runSeqCell(["run", ckpt, "-i", io, "--batch-first", "-o", out])
             XCTAssertEqual(run.status, 0, run.stderr)
             XCTAssertTrue(run.stdout.contains("the last step"), run.stdout)
+            XCTAssertTrue(try runSeqCell(["inspect", ckpt]).stdout.contains("output: the last step"), name)
             XCTAssertLessThanOrEqual(maxAbsDifference(try readTensor(out, "output"), expected) ?? .infinity, 1e-5, "\(name): run")
         }
     }

@@ -35,6 +35,10 @@ public struct CheckpointSummary: Sendable {
     public var head: (activation: String, weight: [Int], bias: [Int])?
     public var trainingStep: Int?
     public var trainingOptimizer: String?
+    /// `/model@output_steps` ("all" when absent).
+    public var outputSteps: String = "all"
+    /// `/model/source` attributes (framework, prefix, head_name), as stored.
+    public var source: [(name: String, value: String)] = []
 
     public var parameterCount: Int {
         layers.reduce(0) { $0 + $1.directions.reduce(0) { $0 + $1.datasets.reduce(0) { $0 + $1.count } } }
@@ -85,10 +89,17 @@ public struct CheckpointSummary: Sendable {
             step = try t.hasAttribute("step") ? try t.intAttribute("step") : nil
             optimizer = try Checkpoint.optionalString(t, "optimizer")
         }
-        return CheckpointSummary(
+        var summary = CheckpointSummary(
             path: path, formatVersion: version, creator: try Checkpoint.optionalString(root, "creator") ?? "",
             created: try Checkpoint.optionalString(root, "created") ?? "", inputSize: try m.intAttribute("input_size"),
             layers: layers, head: head, trainingStep: step, trainingOptimizer: optimizer)
+        summary.outputSteps = try Checkpoint.optionalString(m, "output_steps") ?? "all"
+        if let sg = try Checkpoint.optionalGroup(m, "source", path: path) {
+            for name in ["framework", "prefix", "head_name"] {
+                if let value = try Checkpoint.optionalString(sg, name) { summary.source.append((name, value)) }
+            }
+        }
+        return summary
     }
 }
 
