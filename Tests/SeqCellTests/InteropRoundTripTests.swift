@@ -379,6 +379,12 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
             let (loss, _, grads) = try trainer.lossAndGradients(batch, training: false)
             let named = model.namedGradients(grads)
             XCTAssertEqual(loss.value, try trainer.evaluate(batch), accuracy: 1e-9)
+            // A training step keeps it a softmax model: probabilities out, rows summing to 1.
+            var stepped = trainer
+            try stepped.trainStep(batch)
+            XCTAssertEqual(stepped.model.head?.activation, .softmax)
+            let p = try stepped.model.forward(input: x).output
+            for r in 0..<(p.count / 3) { XCTAssertEqual(p.data[(3 * r)..<(3 * r + 3)].reduce(0, +), 1, accuracy: 1e-5) }
             let params = model.namedParameters
             for target in ["head/weight", "head/bias", "layers/00/forward/weight_hh"] {
                 let k = try XCTUnwrap(params.firstIndex { $0.path == target }, target)
@@ -457,6 +463,32 @@ extension InteropRoundTripTests {
                     }
                 }
             }
+        }
+    }
+}
+
+extension InteropRoundTripTests {
+    /// /model/source and @output_steps are untrusted like the rest of a checkpoint: bad values
+    /// are errors naming the object, exit 1, and nothing is written.
+    func testBadSourceAndOutputStepsAttributesAreRefused() throws {
+        let model = try RoundTripFixture.torch("rt_torch_net").importTorch().model
+        let cases: [(String, String)] = [
+            ("g = f['model/source']; g.attrs['prefix'] = 'enc\\x1b[31m.'", "/model/source"),
+            ("g = f['model/source']; g.attrs['head_name'] = 'x' * 5000", "at most 1024 bytes"),
+            ("del f['model/source'].attrs['framework']", "'framework'"),
+            ("f['model'].attrs['output_steps'] = 'sideways'", "output_steps 'sideways' is not all or last"),
+        ]
+        for (k, (edit, words)) in cases.enumerated() {
+            let file = path("bad\(k).h5")
+            try Checkpoint(model: model).save(to: file)
+            _ = try runPython("import h5py, sys\nwith h5py.File(sys.argv[1], 'r+') as f:\n    \(edit)\n", [file])
+            XCTAssertThrowsError(try Checkpoint.load(from: file, registry: testRegistry), edit) { XCTAssertTrue("\($0)".contains(words), "\($0)") }
+            let out = path("out\(k).safetensors")
+            let r = try runSeqCell(["export", file, "-o", out])
+            XCTAssertEqual(r.status, 1, edit)
+            XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            XCTAssertFalse(r.stderr.contains("\u{1b}"), "control characters reach the terminal: \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), edit)
         }
     }
 }
