@@ -468,6 +468,46 @@ extension InteropRoundTripTests {
 }
 
 extension InteropRoundTripTests {
+    /// Against Keras itself: the loss and the gradient of every weight of LSTM →
+    /// Bidirectional(LSTM, return_sequences=False, sum) → Dense(softmax), which Keras (torch
+    /// backend) computed with torch.autograd in the generator. Keras' kernels are SeqCell's
+    /// weights transposed, and its one bias is SeqCell's bias_ih (bias_hh gets the same gradient).
+    func testLastStepGradientsMatchKeras() throws {
+        let fx = try RoundTripFixture.keras("rt_keras_bidir_last_lstm_sum_dense")
+        let model = try fx.importKeras().model
+        let io = interopFixture(fx.io)
+        let x = try RunInputs.read(path: io, batchFirst: true, model: model).input
+        var config = TrainingConfig()
+        config.loss = "cross_entropy"
+        let trainer = try Trainer(model: model, config: config)
+        let (loss, _, grads) = try trainer.lossAndGradients(Batch(input: x, targets: try readTensor(io, "targets")), training: false)
+        let keras = Double(try readTensor(io, "expected/sparse_categorical_crossentropy").data[0])
+        XCTAssertEqual(loss.value, keras, accuracy: 1e-6 * keras)
+        let ours = Dictionary(uniqueKeysWithValues: model.namedGradients(grads).map { ($0.path, $0.value) })
+        let mapping: [(String, Bool)] = [
+            ("layers/00/forward/weight_ih", true), ("layers/00/forward/weight_hh", true), ("layers/00/forward/bias_ih", false),
+            ("layers/01/forward/weight_ih", true), ("layers/01/forward/weight_hh", true), ("layers/01/forward/bias_ih", false),
+            ("layers/01/backward/weight_ih", true), ("layers/01/backward/weight_hh", true), ("layers/01/backward/bias_ih", false),
+            ("head/weight", true), ("head/bias", false),
+        ]
+        let names = try datasetPaths(io, under: "expected/keras_grads")
+        XCTAssertEqual(names.count, mapping.count)
+        var worst: Float = 0
+        defer { print(String(format: "interop figures last-step Bidirectional vs Keras: loss %.1e, gradients %.1e relative",
+                             abs(loss.value - keras), worst)) }
+        for (name, (path, transposed)) in zip(names, mapping) {
+            let expected = try readTensor(io, "expected/keras_grads/\(name)")
+            var got = try XCTUnwrap(ours[path], path)
+            if transposed { got = KerasImporter.transpose(got) }
+            let d = maxRelativeDifference(got, expected) ?? .infinity
+            worst = max(worst, d)
+            XCTAssertLessThanOrEqual(d, 1e-4, "\(path) vs Keras' \(name)")
+            if path.hasSuffix("bias_ih") {
+                XCTAssertEqual(ours[path.replacingOccurrences(of: "bias_ih", with: "bias_hh")]?.data, ours[path]?.data)
+            }
+        }
+    }
+
     /// /model/source and @output_steps are untrusted like the rest of a checkpoint: bad values
     /// are errors naming the object, exit 1, and nothing is written.
     func testBadSourceAndOutputStepsAttributesAreRefused() throws {

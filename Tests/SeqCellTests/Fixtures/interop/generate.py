@@ -444,9 +444,22 @@ def roundtrip_fixtures():
                                        K.GRU(3, use_bias=False, return_sequences=True),
                                        K.SimpleRNN(2, use_bias=False, return_sequences=True)), 21)
     keras_model("rt_keras_bidir_last_gru_concat", seq(K.Bidirectional(K.GRU(3))), 22)
+    def keras_gradients(model, xk, yk, inputs, expected, entry):
+        """Keras' loss (sparse categorical crossentropy of the softmax output) and its gradients
+        with respect to every trainable variable, by torch autograd through the Keras model."""
+        t = np.array([1, 0])
+        y = model(torch.from_numpy(xk), training=False)
+        loss = keras.losses.SparseCategoricalCrossentropy()(torch.from_numpy(t), y)
+        variables = model.trainable_variables
+        grads = torch.autograd.grad(loss, [v.value for v in variables])
+        inputs["targets"] = t.astype("float32")
+        expected["sparse_categorical_crossentropy"] = np.float32(loss.detach().numpy())
+        expected["keras_grads"] = {f"{k:02d}": g.detach().numpy() for k, g in enumerate(grads)}
+        entry["keras_variables"] = [v.path for v in variables]
+
     keras_model("rt_keras_bidir_last_lstm_sum_dense",
                 seq(K.LSTM(4, return_sequences=True), K.Bidirectional(K.LSTM(3), merge_mode="sum"),
-                    K.Dense(2, activation="softmax")), 23)
+                    K.Dense(2, activation="softmax")), 23, keras_gradients)
     keras_model("rt_keras_bidir_last_backward_layer_ave",
                 seq(K.Bidirectional(K.SimpleRNN(3), backward_layer=K.GRU(3, go_backwards=True), merge_mode="ave")), 24)
 
