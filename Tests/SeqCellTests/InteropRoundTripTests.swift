@@ -216,6 +216,18 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
         XCTAssertTrue(keras.stderr.contains("--prefix applies to --to pytorch only"), keras.stderr)
     }
 
+    /// PyTorch has one bias setting per module: a model mixing bias-free and biased cells is
+    /// refused naming the option; Keras takes it (use_bias per layer).
+    func testMixedBiasSettingsAreRefusedByPyTorchNamingTheOption() throws {
+        let model = try Model.build(inputSize: 2, layers: [LayerSpec(cell: "gru", hiddenSize: 3, options: ["bias": "false"]),
+                                                           LayerSpec(cell: "gru", hiddenSize: 3)], registry: testRegistry, seed: 1)
+        XCTAssertThrowsError(try PyTorchExport(model: model)) { e in
+            XCTAssertTrue("\(e)".contains("layer 1 forward has option bias=true (layer 0: false)"), "\(e)")
+        }
+        let json = try KerasExport(model: model).json
+        XCTAssertEqual(json.components(separatedBy: "\"use_bias\": false").count - 1, 1, json)
+    }
+
     // MARK: Keras use_bias=False
 
     func testKerasUseBiasFalseIsKeptBothWays() throws {
