@@ -140,16 +140,27 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Input and output are [B, T, F] (PyTorch's batch_first).")
     var batchFirst = false
 
+    @Flag(help: "Input and output are [T, B, F] (the default; says so, silencing the layout warning).")
+    var timeMajor = false
+
+    @OptionGroup var threadOptions: ThreadOptions
+
     @Option(name: [.short, .customLong("output")], help: "Where to write the results (HDF5).")
     var output: String
 
     @Option(help: ArgumentHelp("Gradients of the outputs (HDF5: grad_output, optional grad_h_n, grad_c_n); writes the input, state and parameter gradients too.", valueName: "file"))
     var gradOutput: String?
 
+    func validate() throws {
+        guard !(batchFirst && timeMajor) else { throw ValidationError("give --batch-first or --time-major, not both") }
+    }
+
     func run() throws {
+        threadOptions.apply()
         let registry = plugins.registry()
         let ckpt = try Checkpoint.load(from: model, registry: registry)
         let inputs = try RunInputs.read(path: input, dataset: dataset, batchFirst: batchFirst, model: ckpt.model)
+        if !batchFirst && !timeMajor, let w = runLayoutWarning(inputs) { warn(w) }
         if let gradOutput {
             try runWithGradients(ckpt.model, inputs, gradientsFile: gradOutput)
             return
@@ -158,6 +169,24 @@ struct RunCommand: ParsableCommand {
         try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst)
         let shape = batchFirst ? [result.output.shape[1], result.output.shape[0], result.output.shape[2]] : result.output.shape
         print("wrote \(output): output \(shape)")
+    }
+}
+
+extension RunCommand {
+    /// A warning when the input reads as well as [B, T, I] as [T, B, I] and nothing says
+    /// which: no lengths or initial states whose batch size decides it (or they fit both, T
+    /// = B), no `layout` attribute in an HDF5 file.
+    func runLayoutWarning(_ inputs: RunInputs) -> String? {
+        let (T, B) = (inputs.input.shape[0], inputs.input.shape[1])
+        let decided = T != B && (inputs.lengths != nil || !inputs.initialStates.isEmpty)
+        guard !decided else { return nil }
+        if !input.lowercased().hasSuffix(".npy"), let root = try? H5File(opening: input).root,
+           (try? root.hasAttribute("layout")) == true, let layout = try? root.stringAttribute("layout"),
+           layout == "time_major" {
+            return nil
+        }
+        return "'\(input)': input [\(T), \(B), \(inputs.input.shape[2])] reads as [T, B, I] and as [B, T, I]; "
+            + "reading it time-major (T = \(T)): pass --time-major to say so, or --batch-first for the other"
     }
 }
 

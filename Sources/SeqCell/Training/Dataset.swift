@@ -72,6 +72,23 @@ public struct SequenceDataset: Sendable {
                                    perStepTargets: perStepTargets, source: path)
     }
 
+    /// The samples at `indices`, as a data set.
+    public func subset(_ indices: [Int]) throws -> SequenceDataset {
+        let b = select(indices)
+        return try SequenceDataset(input: b.input, targets: b.targets, lengths: b.lengths, perStepTargets: perStepTargets)
+    }
+
+    /// Keras' `validation_split`: the first floor(N·(1 − fraction)) samples train, the rest
+    /// (the last ones, before any shuffling) validate. Both parts must hold a sample.
+    public func splitLast(fraction: Double) throws -> (train: SequenceDataset, validation: SequenceDataset) {
+        let N = count
+        let splitAt = Int((Double(N) * (1.0 - fraction)).rounded(.down))
+        guard splitAt >= 1, splitAt < N else {
+            throw SeqCellError(.invalidArgument, "--validation-split \(fraction) of \(N) samples leaves \(splitAt) to train and \(N - splitAt) to validate; both need at least 1")
+        }
+        return (try subset(Array(0..<splitAt)), try subset(Array(splitAt..<N)))
+    }
+
     /// A batch of `size` samples chosen by (seed, step).
     public func batch(size: Int, seed: UInt64, step: Int) -> Batch {
         var rng = SplitMix64(seed: seed &+ UInt64(step) &* 0xD1B5_4A32_D192_ED03)

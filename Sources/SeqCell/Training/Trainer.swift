@@ -42,6 +42,22 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     /// Where batches come from: "adding:T" (the built-in adding problem at length T) or
     /// "file:PATH" (an HDF5 dataset file); kept so `--resume` can continue alone.
     public var data: String = ""
+    /// The data files with their paths as given, absolute, and relative to the checkpoint
+    /// (docs/FORMAT.md); nil in checkpoints written before they were stored, and for tasks.
+    public var dataFiles: StoredDataFiles? = nil
+    /// Data arrays are [N, T, ...]; nil: not stated (time-major).
+    public var batchFirst: Bool? = nil
+    /// Validation data files, or the last fraction of the training samples.
+    public var validationFiles: StoredDataFiles? = nil
+    public var validationSplit: Double? = nil
+    /// Log every this many steps (nil: 100); save every this many too (nil or 0: at the end).
+    public var logEvery: Int? = nil
+    public var saveEvery: Int? = nil
+    /// Stop after this many log lines without improvement of `monitor` (default val_loss).
+    public var earlyStopping: Int? = nil
+    public var monitor: String? = nil
+    /// The best monitored value so far, so that a resumed run keeps counting.
+    public var monitorState: MonitorState? = nil
 
     public init() {}
 
@@ -86,6 +102,20 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     }
 }
 
+/// Early stopping's memory: the best monitored value, the step it was reached at, and the
+/// log lines since.
+public struct MonitorState: Codable, Equatable, Sendable {
+    public var best: Double?
+    public var bestStep: Int
+    public var wait: Int
+
+    public init(best: Double?, bestStep: Int, wait: Int) {
+        self.best = best
+        self.bestStep = bestStep
+        self.wait = wait
+    }
+}
+
 /// What one training step measured.
 public struct StepStats: Sendable {
     public var step: Int
@@ -97,6 +127,8 @@ public struct StepStats: Sendable {
     /// ‖∂L/∂x_t‖ at the first layer's input for t = 0..<T, when asked for: how much
     /// gradient reaches each time step (the vanishing/exploding picture).
     public var stepGradientNorms: [Double]?
+    /// The task's metric sums on this batch (training mode: with dropout).
+    public var metrics: MetricSums?
 }
 
 /// Backprop through time through the plugins, with clipping, an optimizer, and state that
@@ -128,16 +160,27 @@ public struct Trainer: Sendable {
         }
     }
 
-    /// Resumes from a checkpoint that carries training state.
-    public init(resuming checkpoint: Checkpoint) throws {
+    /// The training configuration a checkpoint stores.
+    public static func storedConfig(of checkpoint: Checkpoint) throws -> TrainingConfig {
         guard let state = checkpoint.training else {
             throw SeqCellError(.checkpoint, "the checkpoint has no training state to resume from")
         }
-        let config: TrainingConfig
         do {
-            config = try JSONDecoder().decode(TrainingConfig.self, from: Data(state.config.utf8))
+            return try JSONDecoder().decode(TrainingConfig.self, from: Data(state.config.utf8))
         } catch {
             throw SeqCellError(.checkpoint, "the checkpoint's training config is not valid JSON for this SeqCell: \(error)")
+        }
+    }
+
+    /// Resumes from a checkpoint that carries training state, with its stored configuration
+    /// or `config` (the stored one with some options changed: the optimizer kind must stay).
+    public init(resuming checkpoint: Checkpoint, config: TrainingConfig? = nil) throws {
+        guard let state = checkpoint.training else {
+            throw SeqCellError(.checkpoint, "the checkpoint has no training state to resume from")
+        }
+        let config = try config ?? Trainer.storedConfig(of: checkpoint)
+        guard config.optimizer == state.optimizer || state.slots.isEmpty else {
+            throw SeqCellError(.invalidArgument, "the checkpoint's optimizer state is for \(state.optimizer), not \(config.optimizer)")
         }
         try self.init(model: checkpoint.model, config: config)
         guard state.rng.count == 8 else {
@@ -187,6 +230,9 @@ public struct Trainer: Sendable {
     /// resuming; nothing else of the configuration changes.
     public mutating func setDataSource(_ spec: String) { config.data = spec }
 
+    /// Records early stopping's progress (saved with the checkpoint).
+    public mutating func setMonitorState(_ state: MonitorState) { config.monitorState = state }
+
     /// Forget carried states (start of a new stream).
     public mutating func resetState() { carried = [] }
 
@@ -233,8 +279,10 @@ public struct Trainer: Sendable {
                 return s.squareRoot()
             }
         }
+        let metrics = try? MetricSums.measure(lossKind, mode: targetMode, output: fwd.output, targets: batch.targets,
+                                              lengths: batch.lengths)
         return StepStats(step: stepNumber, loss: loss.value, gradientNorm: norm, clipped: clipped, learningRate: rate,
-                         stepGradientNorms: perStep)
+                         stepGradientNorms: perStep, metrics: metrics)
     }
 
     /// The loss on a batch without training (no dropout, no update).
