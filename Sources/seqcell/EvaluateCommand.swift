@@ -76,7 +76,7 @@ struct EvaluateCommand: ParsableCommand {
                 "model": model, "data": files.description, "samples": loaded.dataset.count, "items": lossKind == .mse ? sums.count / max(checkpoint.model.outputSize, 1) : sums.count,
                 "loss": lossKind.rawValue, "target": mode.rawValue, "metrics": metrics,
             ]
-            let bytes = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            let bytes = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
             print(String(decoding: bytes, as: UTF8.self))
         } else {
             print("evaluated \(model) on \(files.description): \(loaded.dataset.count) samples, loss \(lossKind.rawValue) on \(mode.rawValue) steps")

@@ -364,7 +364,7 @@ struct TrainCommand: ParsableCommand {
             validationSet = loaded.dataset
         }
         let trainer = resume != nil ? try Trainer(resuming: checkpoint, config: config) : try Trainer(model: net, config: config)
-        let validationNote = validationSet.map { ", validation \(validationFiles?.description ?? "split") (\($0.count) samples)" } ?? ""
+        let validationNote = validationFiles.map { ", validation \($0.description) (\(validationSet?.count ?? 0) samples)" } ?? ""
         return Prepared(trainer: trainer, source: source, validation: validationSet, changes: changes, dataNote: dataNote + validationNote)
     }
 
