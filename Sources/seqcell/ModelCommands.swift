@@ -160,15 +160,18 @@ struct RunCommand: ParsableCommand {
         let registry = plugins.registry()
         let ckpt = try Checkpoint.load(from: model, registry: registry)
         let inputs = try RunInputs.read(path: input, dataset: dataset, batchFirst: batchFirst, model: ckpt.model)
-        if !batchFirst && !timeMajor, let w = runLayoutWarning(inputs) { warn(w) }
+        // Said once the outputs are written, so that a failure stays one 'Error:' line.
+        let layoutWarning = !batchFirst && !timeMajor ? runLayoutWarning(inputs) : nil
         if let gradOutput {
             try runWithGradients(ckpt.model, inputs, gradientsFile: gradOutput)
+            if let layoutWarning { warn(layoutWarning) }
             return
         }
         let result = try ckpt.model.forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates)
         try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst)
         let shape = batchFirst ? [result.output.shape[1], result.output.shape[0], result.output.shape[2]] : result.output.shape
         print("wrote \(output): output \(shape)")
+        if let layoutWarning { warn(layoutWarning) }
     }
 }
 
