@@ -337,7 +337,7 @@ struct TrainCommand: ParsableCommand {
             if let f = config.validationSplit {
                 let parts = try trainSet.splitLast(fraction: f)
                 (trainSet, validationSet) = (parts.train, parts.validation)
-                note += "; the last \(parts.validation.count) validate"
+                note += ": the first \(parts.train.count) train, the last \(parts.validation.count) validate"
             }
             guard config.batchSize <= trainSet.count else {
                 throw CLIError((batchSize != nil ? "--batch-size" : "the batch size") + " \(config.batchSize) is larger than the \(trainSet.count) training samples"

@@ -243,7 +243,7 @@ final class TrainWorkflowTests: TemporaryDirectoryTestCase {
         let t = try seqcell(["train", "m.h5", "--data", "d_tm.h5", "--loss", "cross_entropy", "--steps", "6", "--log-every", "3",
                              "--batch-size", "6", "--validation-split", "0.2", "-o", "c.h5"])
         XCTAssertEqual(t.status, 0, t.err)
-        XCTAssert(t.out.contains("the last 6 validate"), t.out)
+        XCTAssert(t.out.contains("(30 samples: the first 24 train, the last 6 validate)"), t.out)
         let ev = try seqcell(["evaluate", "c.h5", "--data", "d_tm.h5", "--json"])
         XCTAssertEqual(ev.status, 0, ev.err)
         struct Report: Decodable { let samples: Int; let loss: String; let metrics: [String: Double] }
