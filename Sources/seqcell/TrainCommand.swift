@@ -28,7 +28,8 @@ struct TrainCommand: ParsableCommand {
             continues exactly where it stopped, from any working directory. Options given with \
             --resume apply and are printed as changed (lr, schedule, clipping, batch size, data, \
             validation, log and save cadence, ...), except --loss, --target and --optimizer, \
-            which are refused: the optimizer state belongs to them. A NaN or Inf in the loss or \
+            which are refused: the optimizer state belongs to them. A cosine schedule given \
+            again (--schedule cosine or --min-lr) ends at the last step of the resumed run. A NaN or Inf in the loss or \
             gradients stops training with a message naming the step and leaves the last saved \
             checkpoint untouched.
             """)
@@ -127,8 +128,14 @@ struct TrainCommand: ParsableCommand {
     @Option(parsing: .unconditional, help: "Save the checkpoint every N steps too (0: only at the end, the default).")
     var saveEvery: Int?
 
-    @Option(help: "Validation data (.h5 or .npz, same arrays and layout as --data).")
+    @Option(help: "Validation data (.h5, .npz, or a .npy input with --validation-targets; same layout as --data).")
     var validation: String?
+
+    @Option(help: "Targets (.npy) for a .npy --validation.")
+    var validationTargets: String?
+
+    @Option(help: "Lengths (.npy) for a .npy --validation.")
+    var validationLengths: String?
 
     @Option(parsing: .unconditional, help: "Validate on the last F of the --data samples instead (0 < F < 1).")
     var validationSplit: Double?
@@ -178,6 +185,9 @@ struct TrainCommand: ParsableCommand {
         guard !(batchFirst && timeMajor) else { throw ValidationError("give --batch-first or --time-major, not both") }
         guard validation == nil || validationSplit == nil else { throw ValidationError("give --validation or --validation-split, not both") }
         if targets != nil || lengths != nil, data == nil { throw ValidationError("--targets and --lengths go with a .npy --data file") }
+        if validationTargets != nil || validationLengths != nil, validation == nil {
+            throw ValidationError("--validation-targets and --validation-lengths go with a .npy --validation file")
+        }
         if let v = optimizer, OptimizerKind(rawValue: v) == nil { throw ValidationError("--optimizer must be sgd, adam or adamw, got '\(v)'") }
         if let v = schedule, !["constant", "step", "cosine"].contains(v) { throw ValidationError("--schedule must be constant, step or cosine, got '\(v)'") }
         if let v = loss, LossKind(rawValue: v) == nil { throw ValidationError("--loss must be mse or cross_entropy, got '\(v)'") }
@@ -308,7 +318,7 @@ struct TrainCommand: ParsableCommand {
                 config.dataFiles = StoredDataFiles(given: files!, resolved: files!, checkpoint: output)
             }
             if let validation {
-                validationFiles = DataFiles(input: validation)
+                validationFiles = DataFiles(input: validation, targets: validationTargets, lengths: validationLengths)
                 config.validationFiles = StoredDataFiles(given: validationFiles!, resolved: validationFiles!, checkpoint: output)
             }
         }
@@ -328,6 +338,8 @@ struct TrainCommand: ParsableCommand {
         var validationSet: SequenceDataset? = nil
         let source: BatchSource
         let dataNote: String
+        try files?.checkCombination()
+        try validationFiles?.checkCombination(option: "--validation", companion: "--validation-")
         if let files {
             let loaded = try TrainingData.load(files, layout: layout, loss: lossKind, target: mode,
                                                inputSize: net.inputSize, outputSize: net.outputSize)
@@ -398,7 +410,7 @@ struct TrainCommand: ParsableCommand {
         }
         var validationFiles: DataFiles? = nil
         if let validation {
-            validationFiles = DataFiles(input: validation)
+            validationFiles = DataFiles(input: validation, targets: validationTargets, lengths: validationLengths)
             c.validationFiles = StoredDataFiles(given: validationFiles!, resolved: validationFiles!, checkpoint: output)
             c.validationSplit = nil
         } else if validationSplit != nil {

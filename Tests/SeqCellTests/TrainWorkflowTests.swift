@@ -199,6 +199,12 @@ final class TrainWorkflowTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(stepLine(tm.out), stepLine(bf.out))
         XCTAssertEqual(stepLine(tm.out), stepLine(npz.out))
         XCTAssertEqual(stepLine(tm.out), stepLine(npy.out))
+        try assertFails(["train", "m.h5", "--data", "d_x.npy", "--batch-first", "-o", "x.h5"] + args,
+                        ["--data d_x.npy is a .npy file: give its targets with --targets FILE.npy"])
+        let validated = try seqcell(["train", "m.h5", "--data", "d.npz", "--batch-first", "--validation", "d_x.npy",
+                                     "--validation-targets", "d_y.npy", "-o", "v.h5"] + args)
+        XCTAssertEqual(validated.status, 0, validated.err)
+        XCTAssert(validated.out.contains("validation d_x.npy + d_y.npy (40 samples)") && validated.out.contains("val_accuracy"), validated.out)
         // Batch-first data without the flag: refused with the fix, not trained on the wrong axis.
         try assertFails(["train", "m.h5", "--data", "d_bf.h5", "-o", "x.h5"] + args, ["read as [N, T, I]: pass --batch-first"])
         // Square data (T == N): either layout fits, so a one-line warning says how it was read.

@@ -55,13 +55,15 @@ public struct DataFiles: Codable, Equatable, Sendable {
     public var isNPZ: Bool { input.lowercased().hasSuffix(".npz") }
 
     /// Checks the combination before anything is read.
-    public func checkCombination(option: String = "--data") throws {
+    /// `option` names the input's option (--data, --validation); `companion` prefixes the
+    /// targets and lengths options ("--" gives --targets, "--validation-" --validation-targets).
+    public func checkCombination(option: String = "--data", companion: String = "--") throws {
         if isNPYPair {
             guard targets != nil else {
-                throw SeqCellError(.invalidArgument, "\(option) \(input) is a .npy file: give its targets with --targets FILE.npy (and optionally --lengths FILE.npy)")
+                throw SeqCellError(.invalidArgument, "\(option) \(input) is a .npy file: give its targets with \(companion)targets FILE.npy (and optionally \(companion)lengths FILE.npy)")
             }
         } else if targets != nil || lengths != nil {
-            throw SeqCellError(.invalidArgument, "--targets and --lengths go with a .npy \(option) file; '\(input)' holds its own targets and lengths")
+            throw SeqCellError(.invalidArgument, "\(companion)targets and \(companion)lengths go with a .npy \(option) file; '\(input)' holds its own targets and lengths")
         }
     }
 
@@ -69,12 +71,12 @@ public struct DataFiles: Codable, Equatable, Sendable {
     /// file's `layout` attribute ("time_major" or "batch_first") when an HDF5 file has one.
     public func readArrays() throws -> (input: DataArray, targets: DataArray, lengths: DataArray?, layout: String?) {
         try checkCombination()
-        if isNPYPair {
+        if isNPYPair, let targets {
             let x = try NPY.readNumbers(from: input)
-            let y = try NPY.readNumbers(from: targets!)
+            let y = try NPY.readNumbers(from: targets)
             let l = try lengths.map { try NPY.readNumbers(from: $0) }
             return (DataArray(shape: x.shape, values: x.values, what: "'\(input)'"),
-                    DataArray(shape: y.shape, values: y.values, what: "'\(targets!)'"),
+                    DataArray(shape: y.shape, values: y.values, what: "'\(targets)'"),
                     l.map { DataArray(shape: $0.shape, values: $0.values, what: "'\(lengths!)'") }, nil)
         }
         if isNPZ {

@@ -1,6 +1,7 @@
 /// Training data held in memory, read from an HDF5 file:
 ///   input    float [T, N, I]   (N samples, time-major like everything else)
-///   targets  float [N, O] or [T, N, O] for mse; class ids [N] or [T, N] for cross-entropy
+///   targets  float [N, O] or [T, N, O] for mse; class ids [N] or [T, N] (integers of any
+///            width, or integral floats) for cross-entropy
 ///   lengths  int   [N]        optional
 /// Batches are drawn by (seed, step) alone, so a resumed run sees the same batches.
 public struct SequenceDataset: Sendable {
@@ -52,8 +53,13 @@ public struct SequenceDataset: Sendable {
                 throw SeqCellError(.io, "'\(path)' has no dataset '\(name)' (training data needs input, targets and optionally lengths)")
             }
             let ds = try root.dataset(name)
+            // Class ids may be integers of any width (converted exactly below 2^24).
+            if name == "targets", ds.elementKind.isInteger {
+                return try Tensor.checked(shape: ds.shape, data: try ds.readInt64s().map { Float($0) }, what: "'\(path)': \(name)")
+            }
             guard ds.elementKind.isFloatingPoint else {
-                throw SeqCellError(.io, "'\(path)': \(name) must hold floating-point values (class ids as floats), found \(ds.elementKind)")
+                throw SeqCellError(.io, "'\(path)': \(name) must hold floating-point values" + (name == "targets" ? " or integer class ids" : "")
+                                   + ", found \(ds.elementKind)")
             }
             return try Tensor.checked(shape: ds.shape, data: try ds.readFloats(), what: "'\(path)': \(name)")
         }
