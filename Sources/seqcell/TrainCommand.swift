@@ -419,6 +419,10 @@ struct TrainCommand: ParsableCommand {
             validationFiles = try stored.resolve(checkpoint: resume)
             c.validationFiles = StoredDataFiles(given: stored.given, resolved: validationFiles!, checkpoint: output)
         }
+        // The best value so far belongs to one metric on one validation set.
+        if (c.monitor ?? "val_loss") != (old.monitor ?? "val_loss") || validationText(c) != validationText(old) {
+            c.monitorState = nil
+        }
         var changes: [String] = []
         func note(_ name: String, _ a: String, _ b: String) { if a != b { changes.append("\(name) \(a) -> \(b)") } }
         func opt<T>(_ v: T?, _ none: String = "none") -> String { v.map { "\($0)" } ?? none }

@@ -326,6 +326,27 @@ final class TrainWorkflowTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(try Checkpoint.load(from: path("t.h5"), registry: testRegistry).training?.step, 6)
     }
 
+    /// The training metrics on a log line are over the batches since the previous line: with
+    /// every sample in every batch and a learning rate too small to change anything, they are
+    /// the metrics of the whole set, which `evaluate` (checked against numpy above) gives.
+    func testTrainingMetricsCoverTheLoggedInterval() throws {
+        try new(["--input-size", "3", "--layer", "rnn:4", "--head", "2"], "m.h5")
+        try writeClassData(N: 8, T: 3)
+        let t = try seqcell(["train", "m.h5", "--data", "d_tm.h5", "--loss", "cross_entropy", "--lr", "1e-12", "--batch-size", "8",
+                             "--steps", "4", "--log-every", "2", "-o", "t.h5"])
+        XCTAssertEqual(t.status, 0, t.err)
+        let e = try seqcell(["evaluate", "t.h5", "--data", "d_tm.h5"])
+        XCTAssertEqual(e.status, 0, e.err)
+        let lines = e.out.split(separator: "\n").map(String.init)
+        guard let ce = lines.first(where: { $0.hasPrefix("cross_entropy ") }), let acc = lines.first(where: { $0.hasPrefix("accuracy ") }) else {
+            return XCTFail("no metrics in: \(e.out)")
+        }
+        for step in ["step 2  ", "step 4  "] {
+            let line = t.out.split(separator: "\n").first { $0.hasPrefix(step) }.map(String.init) ?? ""
+            XCTAssert(line.contains("  \(ce)  ") && line.contains("  \(acc)  "), "\(line) vs \(ce), \(acc)")
+        }
+    }
+
     // MARK: threads and option errors
 
     func testThreadsOnRunTrainEvaluate() throws {
