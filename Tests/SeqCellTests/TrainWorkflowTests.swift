@@ -215,6 +215,15 @@ final class TrainWorkflowTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(sq.err.split(separator: "\n").count, 1, sq.err)
         let stated = try seqcell(["train", "m.h5", "--data", "sq_tm.h5", "--time-major", "-o", "s.h5"] + args.dropLast(4) + ["--batch-size", "5"])
         XCTAssertEqual(stated.err, "")
+        // A file that says its layout ('layout' attribute, as `seqcell run` writes) needs no flag,
+        // and a flag that contradicts it is refused.
+        _ = try runPython("import sys, h5py; h5py.File(sys.argv[1] + '/sq_bf.h5', 'a').attrs['layout'] = 'batch_first'", [directory.path])
+        let said = try seqcell(["train", "m.h5", "--data", "sq_bf.h5", "-o", "s2.h5"] + args.dropLast(4) + ["--batch-size", "5"])
+        XCTAssertEqual(said.status, 0, said.err)
+        XCTAssertEqual(said.err, "")
+        try assertFails(["train", "m.h5", "--data", "sq_bf.h5", "--time-major", "-o", "s3.h5"] + args,
+                        ["'sq_bf.h5' says its layout is batch_first; pass --batch-first"])
+        _ = try runPython("import sys, h5py; del h5py.File(sys.argv[1] + '/sq_bf.h5', 'a').attrs['layout']", [directory.path])
         for command in ["evaluate"] {
             let e = try seqcell([command, "s.h5", "--data", "sq_bf.h5"])
             XCTAssertEqual(e.status, 0, e.err)

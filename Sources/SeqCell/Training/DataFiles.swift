@@ -190,7 +190,7 @@ public enum TrainingData {
         var warning: String? = nil
         if fits(chosen) {
             if fits(!chosen), !layout.stated {
-                warning = "\(source): input \(input.shape) reads as [T, N, I] and as [N, T, I] (targets and lengths fit both); "
+                warning = "\(source): input \(input.shape) reads as [T, N, I] and as [N, T, I] (the targets\(lengths == nil ? "" : " and lengths") fit both); "
                     + "reading it \(chosen ? "batch-first" : "time-major"): pass \(chosen ? "--batch-first" : "--time-major") to say so, or \(chosen ? "--time-major" : "--batch-first") for the other"
             }
         } else if fits(!chosen) {
