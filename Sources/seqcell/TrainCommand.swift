@@ -232,7 +232,7 @@ struct TrainCommand: ParsableCommand {
             let logNow = (s + 1 - first) % logEvery == 0 || s == first + steps - 1
             let stats: StepStats
             do {
-                stats = try trainer.trainStep(batch, measureStepGradients: stepGradNorms && logNow)
+                stats = try trainer.trainStep(batch, measureStepGradients: stepGradNorms && logNow, measureMetrics: true)
             } catch let e as SeqCellError where e.kind == .numeric {
                 let saved = saveEvery > 0 && FileManager.default.fileExists(atPath: output)
                 throw CLIError(e.message + (saved ? "; \(output) holds the last good checkpoint" : "; nothing was written"))

@@ -56,10 +56,15 @@ public struct MetricSums: Sendable, Equatable {
     /// Measures `output` [T, B, O] against `targets` (the shapes `computeLoss` takes).
     public static func measure(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor,
                                lengths: [Int32]?) throws -> MetricSums {
-        guard output.rank == 3 else { throw SeqCellError(.shape, "metrics: output must be [T, B, O], got \(output.shape)") }
-        let (T, B, O) = (output.shape[0], output.shape[1], output.shape[2])
-        // computeLoss checks every shape and class id these sums index by.
+        // computeLoss checks every shape, length and class id these sums index by.
         _ = try computeLoss(kind, mode: mode, output: output, targets: targets, lengths: lengths)
+        return measureChecked(kind, mode: mode, output: output, targets: targets, lengths: lengths)
+    }
+
+    /// `measure` for arguments `computeLoss` has accepted (as in a training step).
+    static func measureChecked(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor,
+                               lengths: [Int32]?) -> MetricSums {
+        let (T, B, O) = (output.shape[0], output.shape[1], output.shape[2])
         var sums = MetricSums(kind: kind)
         for b in 0..<B {
             let len = lengths.map { Int($0[b]) } ?? T

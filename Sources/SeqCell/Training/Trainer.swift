@@ -127,7 +127,7 @@ public struct StepStats: Sendable {
     /// ‖∂L/∂x_t‖ at the first layer's input for t = 0..<T, when asked for: how much
     /// gradient reaches each time step (the vanishing/exploding picture).
     public var stepGradientNorms: [Double]?
-    /// The task's metric sums on this batch (training mode: with dropout).
+    /// The task's metric sums on this batch (training mode: with dropout), when asked for.
     public var metrics: MetricSums?
 }
 
@@ -249,7 +249,8 @@ public struct Trainer: Sendable {
     /// One step: forward, loss, backward through every layer and direction, clipping, update.
     /// A NaN or Inf in the loss or the gradients throws before anything is changed.
     @discardableResult
-    public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false) throws -> StepStats {
+    /// `measureMetrics` adds the task's metric sums on the batch (`StepStats.metrics`).
+    public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false, measureMetrics: Bool = false) throws -> StepStats {
         let stepNumber = optimizer.step + 1
         let (loss, fwd, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
                                                       dropoutSeed: rng.next())
@@ -279,8 +280,9 @@ public struct Trainer: Sendable {
                 return s.squareRoot()
             }
         }
-        let metrics = try? MetricSums.measure(lossKind, mode: targetMode, output: fwd.output, targets: batch.targets,
-                                              lengths: batch.lengths)
+        // The loss accepted these shapes, lengths and class ids.
+        let metrics = measureMetrics ? MetricSums.measureChecked(lossKind, mode: targetMode, output: fwd.output,
+                                                                  targets: batch.targets, lengths: batch.lengths) : nil
         return StepStats(step: stepNumber, loss: loss.value, gradientNorm: norm, clipped: clipped, learningRate: rate,
                          stepGradientNorms: perStep, metrics: metrics)
     }
