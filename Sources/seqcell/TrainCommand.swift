@@ -14,6 +14,9 @@ struct TrainCommand: ParsableCommand {
             configuration): 'seqcell train --resume OUT.h5 --steps M -o OUT2.h5' continues \
             exactly where it stopped. A NaN or Inf in the loss or gradients stops training \
             with a message naming the step and leaves the last saved checkpoint untouched.
+            Logs: every logged step is a row of OUT.log.csv beside the output checkpoint \
+            (appended as training runs; continued when resuming), OUT.loss.svg plots the loss \
+            curve, and --logdir DIR adds TensorBoard event files ('tensorboard --logdir DIR').
             """)
 
     @OptionGroup var plugins: PluginOptions
@@ -99,6 +102,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "At each log line, print ‖∂L/∂x_t‖ for t = T…1: the gradient reaching each time step.")
     var stepGradNorms = false
 
+    @Option(help: "Also write TensorBoard event files into this folder (created if missing).")
+    var logdir: String?
+
     func validate() throws {
         guard (model == nil) != (resume == nil) else { throw ValidationError("give a model to train, or --resume CHECKPOINT") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
@@ -127,7 +133,13 @@ struct TrainCommand: ParsableCommand {
               + (trainer.config.clipping == "none" ? "" : " \(trainer.config.clipValue)")
               + ", loss \(trainer.config.loss) on \(trainer.config.target) steps, batch \(trainer.config.batchSize), data \(trainer.config.data)")
         let first = trainer.step
-        var clipped = 0
+        let logger = try TrainingLogger(
+            csv: TrainingLogger.companionPath(of: output, "log.csv"), svg: TrainingLogger.companionPath(of: output, "loss.svg"),
+            eventDirectory: logdir, title: "seqcell train: \((output as NSString).lastPathComponent)",
+            continuing: resume.map { TrainingLogger.companionPath(of: $0, "log.csv") }, resumedStep: first)
+        print("logging to " + ([logger.csvPath, logger.svgPath, logger.eventFilePath].compactMap { $0 }.joined(separator: ", "))
+              + (logger.continuedFrom.map { " (continuing \(logger.continuedRows) rows of \($0))" } ?? ""))
+        var clipped = 0, clippedInInterval = 0
         var lossSum = 0.0, count = 0
         let start = Date()
         for s in first..<(first + steps) {
@@ -138,15 +150,23 @@ struct TrainCommand: ParsableCommand {
                 stats = try trainer.trainStep(batch, measureStepGradients: stepGradNorms && logNow)
             } catch let e as SeqCellError where e.kind == .numeric {
                 let saved = saveEvery > 0 && FileManager.default.fileExists(atPath: output)
+                try? logger.finish()
                 throw CLIError(e.message + (saved ? "; \(output) holds the last good checkpoint" : "; nothing was written"))
             }
-            if stats.clipped { clipped += 1 }
+            if stats.clipped { clipped += 1; clippedInInterval += 1 }
             lossSum += stats.loss
             count += 1
             if logNow {
+                let elapsed = Date().timeIntervalSince(start)
+                try logger.record(step: stats.step, elapsed: elapsed,
+                                  scalars: [("loss", lossSum / Double(count)), ("lr", stats.learningRate),
+                                            ("grad_norm", stats.gradientNorm),
+                                            ("clipped_fraction", Double(clippedInInterval) / Double(count))],
+                                  histogram: stats.stepGradientNorms.map { (name: "step_grad_norms", values: $0) })
+                clippedInInterval = 0
                 print("step \(stats.step)  loss \(fmt(lossSum / Double(count)))  grad norm \(fmt(stats.gradientNorm))  "
                       + "clipped \(clipped)/\(s + 1 - first)  lr \(fmt(stats.learningRate))  "
-                      + String(format: "%.1f s", Date().timeIntervalSince(start)))
+                      + TrainingProgress.describe(elapsed: elapsed, completed: s + 1 - first, total: steps))
                 if let g = stats.stepGradientNorms {
                     print("  ‖∂L/∂x_t‖ t=T…1: " + g.reversed().map { String(format: "%.2e", $0) }.joined(separator: " "))
                 }
@@ -156,6 +176,7 @@ struct TrainCommand: ParsableCommand {
             if saveEvery > 0, (s + 1 - first) % saveEvery == 0 { try trainer.checkpoint.save(to: output) }
         }
         try trainer.checkpoint.save(to: output)
+        try logger.finish()
         print("wrote \(output) at step \(trainer.step)")
     }
 
