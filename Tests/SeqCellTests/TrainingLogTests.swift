@@ -207,6 +207,39 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         XCTAssertGreaterThanOrEqual(Double(resumed.rows[4][1])!, elapsed.last!, "elapsed time continues")
     }
 
+    /// A run killed mid-training keeps every row it logged (a torn last line at worst); resuming
+    /// from its last saved checkpoint keeps the rows up to that step and continues from there.
+    func testAKilledRunKeepsItsRowsAndResumeContinuesFromTheCheckpoint() throws {
+        try newModel()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: cli)
+        p.arguments = ["train", "m.h5", "--task", "adding", "--seq-len", "6", "--steps", "1000000", "--log-every", "1",
+                       "--save-every", "5", "-o", "t.h5"]
+        p.currentDirectoryURL = directory
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        func loggedSteps() -> [Int] {
+            let text = (try? String(contentsOfFile: path("t.log.csv"), encoding: .utf8)) ?? ""
+            return text.split(separator: "\n", omittingEmptySubsequences: false).dropFirst().dropLast()
+                .map { Int($0.split(separator: ",").first ?? "") ?? -1 }
+        }
+        let deadline = Date().addingTimeInterval(120)
+        while loggedSteps().count < 12, p.isRunning, Date() < deadline { usleep(20_000) }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        XCTAssertEqual(p.terminationReason, .uncaughtSignal, "killed while training")
+        let logged = loggedSteps()
+        XCTAssertGreaterThanOrEqual(logged.count, 12)
+        XCTAssertEqual(logged, Array(1...logged.count), "every step up to the kill, in order")
+        let saved = try XCTUnwrap(Checkpoint.load(from: path("t.h5"), registry: testRegistry).training?.step)
+        XCTAssertEqual(saved % 5, 0)
+        let r = try seqcell(["train", "--resume", "t.h5", "--steps", "3", "--log-every", "1", "-o", "t.h5"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("continuing \(saved) rows of t.log.csv"), r.out)
+        XCTAssertEqual(try readCSV("t.log.csv").rows.map { Int($0[0])! }, Array(1...(saved + 3)))
+    }
+
     /// A log folder that cannot be created fails before step 1, naming it.
     func testUnusableLogdirFailsBeforeTheFirstStep() throws {
         try newModel()
