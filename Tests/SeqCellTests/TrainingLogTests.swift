@@ -150,6 +150,19 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         XCTAssertThrowsError(try logger.record(step: 40, elapsed: 6, scalars: [("step", 1)]))
     }
 
+    /// A long log is drawn from every k-th row and the last, at most 2000 points per series.
+    func testLongLogsAreThinnedInTheChart() throws {
+        let logger = try TrainingLogger(csv: nil, svg: path("long.svg"), eventDirectory: nil, title: "t")
+        for step in 1...5001 { try logger.record(step: step, elapsed: Double(step), scalars: [("loss", 1 / Double(step))]) }
+        let points = logger.chart().panels[0].series[0].points
+        XCTAssertEqual(points.count, 1668, "steps 1, 4, 7, … 4999 (every 3rd row) and 5001")
+        XCTAssertEqual(points.first?.x, 1)
+        XCTAssertEqual(points.last?.x, 5001)
+        XCTAssertEqual(points.last?.y, 1.0 / 5001)
+        try logger.finish()
+        XCTAssert(FileManager.default.fileExists(atPath: path("long.svg")))
+    }
+
     /// Resuming keeps the rows up to the resumed step (a torn last line, as a crash leaves it,
     /// is dropped) and continues the elapsed time; a damaged log is refused naming file and line.
     func testContinuingALogKeepsRowsUpToTheResumedStep() throws {
@@ -264,7 +277,7 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         let files = try FileManager.default.contentsOfDirectory(atPath: path("runs/a"))
         XCTAssertEqual(files.count, 1, "\(files)")
         XCTAssert(files.first?.hasPrefix("events.out.tfevents.") == true, "\(files)")
-        let read = try runPython(Self.readEvents, [path("runs/a")])
+        let read = try readEvents(path("runs/a"))
         struct Histogram: Decodable { var step: Int; var num: Double; var min: Double; var max: Double; var sum: Double; var buckets: Double }
         struct Events: Decodable { var version: Double; var scalars: [String: [[Double]]]; var histograms: [Histogram] }
         let events = try JSONDecoder().decode(Events.self, from: Data(read.utf8))
@@ -305,7 +318,7 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         let c = try seqcell(["train", "--resume", "a.h5", "--steps", "5", "-o", "c.h5"] + common)
         XCTAssertEqual(c.status, 0, c.err)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: path("runs")).count, 3)
-        let read = try runPython(Self.readEvents, [path("runs")])
+        let read = try readEvents(path("runs"))
         struct Events: Decodable { var scalars: [String: [[Double]]] }
         let loss = try JSONDecoder().decode(Events.self, from: Data(read.utf8)).scalars["loss"] ?? []
         XCTAssertEqual(loss.map { Int($0[0]) }, [5, 10, 15], "steps 15 and 20 of the run that was resumed again are dropped")
@@ -313,15 +326,30 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(try readCSV("b.log.csv").rows.map { $0[0] }, ["5", "10", "15", "20"])
     }
 
+    /// Runs `python3 -c script arguments…`: (exit status, stdout, stderr).
+    func python3(_ script: String, _ arguments: [String] = []) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", script] + arguments
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// What TensorBoard's EventAccumulator reads from `folder`, as the JSON `readEvents` prints.
+    func readEvents(_ folder: String, file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        let r = try python3(Self.readEvents, [folder])
+        XCTAssertEqual(r.status, 0, "TensorBoard's reader failed: \(r.err)", file: file, line: line)
+        return r.out
+    }
+
     func requireTensorBoard() throws {
-        let probe = Process()
-        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        probe.arguments = ["python3", "-c", "import tensorboard.backend.event_processing.event_accumulator"]
-        probe.standardOutput = FileHandle.nullDevice
-        probe.standardError = FileHandle.nullDevice
-        try probe.run()
-        probe.waitUntilExit()
-        guard probe.terminationStatus == 0 else {
+        let probe = try python3("import tensorboard.backend.event_processing.event_accumulator")
+        guard probe.status == 0 else {
             throw XCTSkip("\(name): skipped: python3 with tensorboard is needed to read the event files back "
                           + "(scripts/ensure-deps.sh --python installs it)")
         }

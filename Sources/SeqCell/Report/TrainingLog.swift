@@ -281,12 +281,17 @@ public final class TrainingLogger {
     /// metrics panel.
     static let nonMetrics: Set<String> = ["lr", "grad_norm", "clipped_fraction"]
 
+    /// Points per series in the chart: longer logs are drawn from every k-th row (and the last).
+    static let chartPointLimit = 2000
+
     /// The chart `finish()` writes: the losses (every scalar whose name contains "loss"), the
     /// other metrics if any, and the gradient norm before clipping, against the step.
     public func chart() -> SVGChart {
+        let stride = (rows.count + Self.chartPointLimit - 1) / Self.chartPointLimit
+        let drawn = rows.enumerated().filter { $0.offset % Swift.max(1, stride) == 0 || $0.offset == rows.count - 1 }.map(\.element)
         func series(_ names: [String]) -> [SVGChart.Series] {
             names.enumerated().map { i, name in
-                SVGChart.Series(name: name, points: rows.compactMap { r in r.values[name].map { (Double(r.step), $0) } },
+                SVGChart.Series(name: name, points: drawn.compactMap { r in r.values[name].map { (Double(r.step), $0) } },
                                 color: SVGChart.palette[i % SVGChart.palette.count])
             }
         }
