@@ -4,7 +4,7 @@ import SwiftProtobuf
 
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of TFRecord framing.
 /// Table-driven, one byte at a time: event files are small.
-public enum CRC32C {
+enum CRC32C {
     static let table: [UInt32] = (0..<256).map { (n: Int) -> UInt32 in
         var c = UInt32(n)
         for _ in 0..<8 { c = c & 1 != 0 ? (c >> 1) ^ 0x82F6_3B78 : c >> 1 }
@@ -12,7 +12,7 @@ public enum CRC32C {
     }
 
     /// The CRC-32C of `bytes` ("123456789" gives 0xE3069283).
-    public static func checksum(_ bytes: some Sequence<UInt8>) -> UInt32 {
+    static func checksum(_ bytes: some Sequence<UInt8>) -> UInt32 {
         var crc: UInt32 = 0xFFFF_FFFF
         for b in bytes { crc = table[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
         return crc ^ 0xFFFF_FFFF
@@ -20,7 +20,7 @@ public enum CRC32C {
 
     /// TensorFlow's masked CRC (tsl/lib/hash/crc32c.h `Mask`): rotated right by 15 bits plus a
     /// constant, so that a CRC stored inside checksummed data does not checksum to itself.
-    public static func masked(_ crc: UInt32) -> UInt32 {
+    static func masked(_ crc: UInt32) -> UInt32 {
         ((crc >> 15) | (crc << 17)) &+ 0xA282_EAD8
     }
 }
@@ -28,8 +28,8 @@ public enum CRC32C {
 /// TFRecord framing, the container of TensorBoard event files: for each record, its length as a
 /// little-endian uint64, the masked CRC-32C of those 8 bytes, the data, the masked CRC-32C of the
 /// data (both CRCs little-endian uint32).
-public enum TFRecord {
-    public static func frame(_ data: [UInt8]) -> [UInt8] {
+enum TFRecord {
+    static func frame(_ data: [UInt8]) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(data.count + 16)
         let length = withUnsafeBytes(of: UInt64(data.count).littleEndian) { Array($0) }
