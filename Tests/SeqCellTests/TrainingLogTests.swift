@@ -279,9 +279,16 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         XCTAssert(files.first?.hasPrefix("events.out.tfevents.") == true, "\(files)")
         let read = try readEvents(path("runs/a"))
         struct Histogram: Decodable { var step: Int; var num: Double; var min: Double; var max: Double; var sum: Double; var buckets: Double }
-        struct Events: Decodable { var version: Double; var scalars: [String: [[Double]]]; var histograms: [Histogram] }
+        struct Events: Decodable {
+            var version: Double
+            var plugins: [String: String]
+            var scalars: [String: [[Double]]]
+            var histograms: [Histogram]
+        }
         let events = try JSONDecoder().decode(Events.self, from: Data(read.utf8))
         XCTAssertEqual(events.version, 2)
+        XCTAssertEqual(events.plugins, ["loss": "scalars", "lr": "scalars", "grad_norm": "scalars", "clipped_fraction": "scalars",
+                                        "step_grad_norms": "histograms"], "the dashboards `tensorboard --logdir` shows them in")
         let csv = try readCSV("t.log.csv")
         XCTAssertEqual(Set(events.scalars.keys), Set(csv.header.dropFirst(2)))
         for (column, name) in csv.header.enumerated().dropFirst(2) {
@@ -355,14 +362,19 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         }
     }
 
-    /// Prints, as JSON, what TensorBoard's EventAccumulator reads from the folder in argv[1].
+    /// Prints, as JSON, what TensorBoard's EventAccumulator reads from the folder in argv[1], and
+    /// which dashboard (plugin) the server's reader, plugin_event_accumulator, files each tag under.
     static let readEvents = """
         import json, sys
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.backend.event_processing import plugin_event_accumulator
+        served = plugin_event_accumulator.EventAccumulator(sys.argv[1], size_guidance={"tensors": 0})
+        served.Reload()
         acc = EventAccumulator(sys.argv[1], size_guidance={"scalars": 0, "histograms": 0})
         acc.Reload()
         tags = acc.Tags()
         out = {"version": acc.file_version,
+               "plugins": {t: served.SummaryMetadata(t).plugin_data.plugin_name for t in served.Tags()["tensors"]},
                "scalars": {t: [[e.step, e.value] for e in acc.Scalars(t)] for t in tags["scalars"]},
                "histograms": [{"step": e.step, "num": e.histogram_value.num, "min": e.histogram_value.min,
                                "max": e.histogram_value.max, "sum": e.histogram_value.sum,
