@@ -147,7 +147,7 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         let svg = try String(contentsOfFile: path("a.loss.svg"), encoding: .utf8)
         XCTAssertEqual(svg.components(separatedBy: "<polyline").count - 1, 2, "loss and val_loss")
         XCTAssert(svg.contains(">val_loss</text>"), svg)
-        XCTAssertThrowsError(try logger.record(step: 40, elapsed: 6, scalars: [("step", 1)]))
+        XCTAssertThrowsError(try logger.record(step: 40, elapsed: 6, scalars: [("loss", 1)]), "finished")
     }
 
     /// A long log is drawn from every k-th row and the last, at most 2000 points per series.
@@ -161,6 +161,22 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(points.last?.y, 1.0 / 5001)
         try logger.finish()
         XCTAssert(FileManager.default.fileExists(atPath: path("long.svg")))
+    }
+
+    /// Column names are quoted as RFC 4180 says and read back; names that would break the file
+    /// are refused.
+    func testColumnNamesAreQuotedAndReadBack() throws {
+        let logger = try TrainingLogger(csv: path("q.log.csv"), svg: nil, eventDirectory: nil, title: "t")
+        try logger.record(step: 1, elapsed: 0, scalars: [("a,b", 1), ("say \"hi\"", 2)])
+        for bad in ["step", "elapsed_s", "", "two\nlines"] {
+            XCTAssertThrowsError(try logger.record(step: 2, elapsed: 0, scalars: [(bad, 1)]), bad)
+        }
+        try logger.finish()
+        XCTAssertEqual(try String(contentsOfFile: path("q.log.csv"), encoding: .utf8),
+                       "step,elapsed_s,\"a,b\",\"say \"\"hi\"\"\"\n1,0.000,1.0,2.0\n")
+        let back = try TrainingLogger(csv: nil, svg: nil, eventDirectory: nil, title: "t", continuing: path("q.log.csv"), resumedStep: 1)
+        XCTAssertEqual(back.columns, ["a,b", "say \"hi\""])
+        XCTAssertEqual(back.rows, [TrainingLogger.Row(step: 1, elapsed: 0, values: ["a,b": 1, "say \"hi\"": 2])])
     }
 
     /// Resuming keeps the rows up to the resumed step (a torn last line, as a crash leaves it,

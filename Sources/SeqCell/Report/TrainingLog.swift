@@ -107,10 +107,11 @@ public final class TrainingLogger {
     ///   - elapsed: seconds since this run started; the logs add the time of earlier runs.
     public func record(step: Int, elapsed: Double, scalars: [(String, Double)],
                        histogram: (name: String, values: [Double])? = nil) throws {
+        guard !finished else { throw SeqCellError(.invalidArgument, "the training log was already finished") }
         var values = [String: Double]()
         var newColumn = false
         for (name, value) in scalars {
-            guard name != "step", name != "elapsed_s", !name.isEmpty else {
+            guard name != "step", name != "elapsed_s", !name.isEmpty, !name.contains(where: \.isNewline) else {
                 throw SeqCellError(.invalidArgument, "a logged scalar cannot be named '\(name)'")
             }
             if !columns.contains(name) {
@@ -156,7 +157,7 @@ public final class TrainingLogger {
     // MARK: - CSV
 
     static func field(_ text: String) -> String {
-        guard text.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return text }
+        guard text.contains(where: { $0 == "," || $0 == "\"" }) else { return text }
         return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
