@@ -32,6 +32,9 @@ struct TrainCommand: ParsableCommand {
             again (--schedule cosine or --min-lr) ends at the last step of the resumed run. A NaN or Inf in the loss or \
             gradients stops training with a message naming the step and leaves the last saved \
             checkpoint untouched.
+            Logs: every logged step is a row of OUT.log.csv beside the output checkpoint \
+            (appended as training runs; continued when resuming), OUT.loss.svg plots the loss \
+            curve, and --logdir DIR adds TensorBoard event files ('tensorboard --logdir DIR').
             """)
 
     @OptionGroup var plugins: PluginOptions
@@ -149,6 +152,9 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "At each log line, print ‖∂L/∂x_t‖ for t = T…1: the gradient reaching each time step.")
     var stepGradNorms = false
 
+    @Option(help: "Also write TensorBoard event files into this folder (created if missing).")
+    var logdir: String?
+
     static let monitors = ["val_loss", "val_mse", "val_mae", "val_cross_entropy", "val_accuracy"]
 
     func validate() throws {
@@ -222,7 +228,13 @@ struct TrainCommand: ParsableCommand {
         let monitorName = config.monitor ?? "val_loss"
         let best = bestPath(output)
         let first = trainer.step
-        var clipped = 0
+        let logger = try TrainingLogger(
+            csv: TrainingLogger.companionPath(of: output, "log.csv"), svg: TrainingLogger.companionPath(of: output, "loss.svg"),
+            eventDirectory: logdir, title: "seqcell train: \((output as NSString).lastPathComponent)",
+            continuing: resume.map { TrainingLogger.companionPath(of: $0, "log.csv") }, resumedStep: first)
+        print("logging to " + ([logger.csvPath, logger.svgPath, logger.eventFilePath].compactMap { $0 }.joined(separator: ", "))
+              + (logger.continuedFrom.map { " (continuing \(logger.continuedRows) rows of \($0))" } ?? ""))
+        var clipped = 0, clippedInInterval = 0
         var lossSum = 0.0, count = 0
         var interval = MetricSums(kind: lossKind)
         let start = Date()
@@ -235,19 +247,31 @@ struct TrainCommand: ParsableCommand {
                 stats = try trainer.trainStep(batch, measureStepGradients: stepGradNorms && logNow, measureMetrics: true)
             } catch let e as SeqCellError where e.kind == .numeric {
                 let saved = saveEvery > 0 && FileManager.default.fileExists(atPath: output)
+                try? logger.finish()
                 throw CLIError(e.message + (saved ? "; \(output) holds the last good checkpoint" : "; nothing was written"))
             }
-            if stats.clipped { clipped += 1 }
+            if stats.clipped { clipped += 1; clippedInInterval += 1 }
             lossSum += stats.loss
             count += 1
             if let m = stats.metrics { interval.add(m) }
             if logNow {
+                let elapsed = Date().timeIntervalSince(start)
                 var parts = ["step \(stats.step)", "loss \(fmt(lossSum / Double(count)))", "grad norm \(fmt(stats.gradientNorm))",
                              "clipped \(clipped)/\(s + 1 - first)", "lr \(fmt(stats.learningRate))"]
+                var scalars: [(String, Double)] = [("loss", lossSum / Double(count)), ("lr", stats.learningRate),
+                                                   ("grad_norm", stats.gradientNorm),
+                                                   ("clipped_fraction", Double(clippedInInterval) / Double(count))]
                 parts += interval.values.map { "\($0.name) \(fmt($0.value))" }
+                scalars += interval.values.map { ($0.name, $0.value) }
                 let validationSums = try evaluateMetrics(trainer, p.validation)
-                if let v = validationSums { parts += v.values.map { "val_\($0.name) \(fmt($0.value))" } }
-                parts.append(String(format: "%.1f s", Date().timeIntervalSince(start)))
+                if let v = validationSums {
+                    parts += v.values.map { "val_\($0.name) \(fmt($0.value))" }
+                    scalars += v.values.map { ("val_\($0.name)", $0.value) }
+                }
+                parts.append(TrainingProgress.describe(elapsed: elapsed, completed: s + 1 - first, total: steps))
+                try logger.record(step: stats.step, elapsed: elapsed, scalars: scalars,
+                                  histogram: stats.stepGradientNorms.map { (name: "step_grad_norms", values: $0) })
+                clippedInInterval = 0
                 print(parts.joined(separator: "  "))
                 if let g = stats.stepGradientNorms {
                     print("  ‖∂L/∂x_t‖ t=T…1: " + g.reversed().map { String(format: "%.2e", $0) }.joined(separator: " "))
@@ -279,6 +303,7 @@ struct TrainCommand: ParsableCommand {
             if stoppedEarly != nil { break }
         }
         try trainer.checkpoint.save(to: output)
+        try logger.finish()
         if let stoppedEarly { print(stoppedEarly) }
         print("wrote \(output) at step \(trainer.step)")
     }
