@@ -7,7 +7,8 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a checkpoint's model (backprop through time via the plugins), or resume a training run.",
         discussion: """
-            Data: --data FILE, an HDF5 file with 'input' [T, N, I], 'targets' ([N, O] or \
+            Data: --data FILE, an HDF5 file with 'input' [T, N, I] (integer token ids [T, N] for \
+            a model with an embedding stage), 'targets' ([N, O] or \
             [T, N, O] for mse; class ids [N] or [T, N] for cross_entropy) and optional \
             'lengths' [N]; or --task adding (the built-in adding problem, --seq-len T).
             The output checkpoint carries the training state (optimizer moments, step, RNG, \
@@ -122,7 +123,7 @@ struct TrainCommand: ParsableCommand {
             apply(to: &config)
             trainer = try Trainer(model: try Checkpoint.load(from: model!, registry: registry).model, config: config)
         }
-        let source = try BatchSource(spec: trainer.config.data, config: trainer.config)
+        let source = try BatchSource(spec: trainer.config.data, config: trainer.config, model: trainer.model)
         print("training: \(trainer.config.optimizer) lr \(trainer.config.learningRate), clipping \(trainer.config.clipping)"
               + (trainer.config.clipping == "none" ? "" : " \(trainer.config.clipValue)")
               + ", loss \(trainer.config.loss) on \(trainer.config.target) steps, batch \(trainer.config.batchSize), data \(trainer.config.data)")
@@ -191,14 +192,18 @@ struct TrainCommand: ParsableCommand {
 struct BatchSource {
     let next: (Int) -> Batch
 
-    init(spec: String, config: TrainingConfig) throws {
+    init(spec: String, config: TrainingConfig, model: Model) throws {
         if spec.hasPrefix("adding:"), let T = Int(spec.dropFirst("adding:".count)), T >= 2 {
+            if let e = model.embedding {
+                throw CLIError("--task adding gives float features; this model starts with an embedding stage (vocabulary \(e.vocabularySize)) and takes token ids: train it with --data FILE")
+            }
             let task = AddingProblem(seqLen: T, batchSize: config.batchSize)
             let seed = config.seed
             next = { task.batch(seed: seed, step: $0) }
         } else if spec.hasPrefix("file:") {
-            let data = try SequenceDataset.read(path: String(spec.dropFirst("file:".count)),
-                                                perStepTargets: config.target == "all")
+            let path = String(spec.dropFirst("file:".count))
+            let data = try SequenceDataset.read(path: path, perStepTargets: config.target == "all")
+            try data.check(against: model, source: path)
             let (size, seed) = (config.batchSize, config.seed)
             next = { data.batch(size: size, seed: seed, step: $0) }
         } else {

@@ -9,6 +9,8 @@ public struct SequenceDataset: Sendable {
     public var lengths: [Int32]?
     /// Targets per step ([T, N, ...], for target mode `all`) rather than per sample ([N, ...]).
     public let perStepTargets: Bool
+    /// Token ids [T, N] when the file's input holds integers (then `input` is [T, N, 0]).
+    public var tokens: TokenIDs?
 
     public var count: Int { input.shape[1] }
 
@@ -47,6 +49,9 @@ public struct SequenceDataset: Sendable {
 
     public static func read(path: String, perStepTargets: Bool) throws -> SequenceDataset {
         let root = try H5File(opening: path).root
+        if root.isDataset("input"), try root.dataset("input").elementKind.isInteger {
+            return try readTokens(root, path: path, perStepTargets: perStepTargets)
+        }
         func floats(_ name: String) throws -> Tensor {
             guard root.isDataset(name) else {
                 throw SeqCellError(.io, "'\(path)' has no dataset '\(name)' (training data needs input, targets and optionally lengths)")
@@ -98,6 +103,8 @@ public struct SequenceDataset: Sendable {
             for (j, n) in indices.enumerated() { for k in 0..<O { d[j * O + k] = targets.data[n * O + k] } }
             y = Tensor(shape: [B] + targets.shape.dropFirst(), data: d)
         }
-        return Batch(input: Tensor(shape: [T, B, I], data: x), lengths: lengths.map { l in indices.map { l[$0] } }, targets: y)
+        var batch = Batch(input: Tensor(shape: [T, B, I], data: x), lengths: lengths.map { l in indices.map { l[$0] } }, targets: y)
+        batch.tokens = tokens?.selecting(indices)
+        return batch
     }
 }
