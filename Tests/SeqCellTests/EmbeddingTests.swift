@@ -299,3 +299,95 @@ final class EmbeddingTests: TemporaryDirectoryTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("never.h5")))
     }
 }
+
+/// Keras `Embedding` and PyTorch `nn.Embedding` models, imported and exported; the fixtures and
+/// the frameworks' outputs come from Fixtures/interop/generate_embedding.py.
+final class EmbeddingInteropTests: TemporaryDirectoryTestCase {
+    func assertMatches(_ out: String, _ expected: String, _ names: [(String, String)], tol: Float = 1e-5,
+                       file: StaticString = #filePath, line: UInt = #line) throws {
+        for (got, want) in names {
+            let a = try readTensor(out, got), b = try readTensor(expected, "expected/" + want)
+            XCTAssertEqual(a.shape, b.shape, got, file: file, line: line)
+            let d = try XCTUnwrap(maxAbsDifference(a, b), got, file: file, line: line)
+            XCTAssertLessThanOrEqual(d, tol, "\(got): max |diff| \(d)", file: file, line: line)
+        }
+    }
+
+    func testPyTorchEmbeddingLSTMLinearMatchesTorchOutputsAndGradients() throws {
+        let weights = interopFixture("torch_embedding_lstm.safetensors"), io = interopFixture("torch_embedding_lstm.io.h5")
+        var r = try runProgram(["import", weights, "--prefix", "lstm.", "--head", "fc", "--embedding", "embed", "--padding-idx", "0",
+                                "-o", path("m.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("nn.Embedding(7, 3, padding_idx=0) + LSTM(3, 4, num_layers=1) + nn.Linear(4, 2)"), r.out)
+        r = try runProgram(["run", path("m.h5"), "-i", io, "--grad-output", io, "-o", path("out.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        // Padded steps: PyTorch's fc on pad_packed_sequence's zeros is fc.bias; SeqCell's head(0) is too.
+        try assertMatches(path("out.h5"), io, [("output", "output"), ("h_n", "h_n"), ("c_n", "c_n"),
+                                               ("grad_params/embedding/weight", "grad_params/embedding/weight"),
+                                               ("grad_params/layers/00/forward/weight_ih", "grad_params/layers/00/forward/weight_ih"),
+                                               ("grad_params/head/bias", "grad_params/head/bias")])
+        XCTAssertEqual(Array(try readTensor(path("out.h5"), "grad_params/embedding/weight").data[0..<3]), [0, 0, 0],
+                       "the padding row gets no gradient")
+        XCTAssertFalse(try hasDataset(path("out.h5"), "grad_input"), "token ids have no gradient")
+
+        // Without --embedding the table is found by its shape (and padding_idx is said to be unknown).
+        r = try runProgram(["import", weights, "--head", "fc", "-o", path("found.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("'embed.weight' [7, 3] imported as the embedding stage (nn.Embedding), found by its shape"), r.out)
+        XCTAssert(r.out.contains("does not record nn.Embedding's padding_idx"), r.out)
+        r = try runProgram(["run", path("found.h5"), "-i", io, "-o", path("found-out.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        try assertMatches(path("found-out.h5"), io, [("output", "output")])
+
+        r = try runProgram(["import", weights, "--head", "fc", "--embedding", "encoder", "-o", path("x.h5")])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.err.contains("no tensor 'encoder' or 'encoder.weight' for the embedding (tensors ending in .weight: 'embed.weight', 'fc.weight')"), r.err)
+    }
+
+    func testPyTorchExportOfAnEmbeddingModelImportsBackWithoutFlags() throws {
+        let weights = interopFixture("torch_embedding_lstm.safetensors"), io = interopFixture("torch_embedding_lstm.io.h5")
+        XCTAssertEqual(try runProgram(["import", weights, "--prefix", "lstm.", "--head", "fc", "--padding-idx", "0", "-o", path("m.h5")]).status, 0)
+        var r = try runProgram(["export", path("m.h5"), "-o", path("m.safetensors")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("self.embed = nn.Embedding(7, 3, padding_idx=0)"), r.out)
+        XCTAssert(r.out.contains("x = self.embed(x)"), r.out)
+        let st = try TensorDictionary.safetensors(path: path("m.safetensors"))
+        XCTAssertEqual(st.names, ["embed.weight", "head.bias", "head.weight", "rnn.bias_hh_l0", "rnn.bias_ih_l0", "rnn.weight_hh_l0", "rnn.weight_ih_l0"])
+        XCTAssertEqual(st.tensors["embed.weight"], try TensorDictionary.safetensors(path: weights).tensors["embed.weight"])
+        r = try runProgram(["import", path("m.safetensors"), "-o", path("back.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let back = try Checkpoint.load(from: path("back.h5"), registry: testRegistry).model
+        XCTAssertEqual(back.embedding?.paddingIndex, 0)
+        r = try runProgram(["run", path("back.h5"), "-i", io, "-o", path("out.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        try assertMatches(path("out.h5"), io, [("output", "output"), ("h_n", "h_n")])
+    }
+
+    func testKerasEmbeddingGRUDenseMatchesKeras() throws {
+        let model = interopFixture("keras_embedding_gru.keras"), io = interopFixture("keras_embedding_gru.io.h5")
+        var r = try runProgram(["import", model, "-o", path("k.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("keras.Sequential([Embedding(7, 3), GRU(4), Dense(2, activation='linear')])"), r.out)
+        r = try runProgram(["run", path("k.h5"), "-i", io, "-o", path("out.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        try assertMatches(path("out.h5"), io, [("output", "output")])
+
+        // Export back to Keras 3 weights + JSON, and import those: the same model.
+        r = try runProgram(["export", path("k.h5"), "-o", path("k.weights.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("keras.Sequential([Embedding(7, 3), GRU(4)"), r.out)
+        XCTAssertEqual(try readTensor(path("k.weights.h5"), "layers/embedding/vars/0").shape, [7, 3])
+        r = try runProgram(["import", path("k.weights.h5"), "--keras-config", path("k.json"), "-o", path("back.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try runProgram(["run", path("back.h5"), "-i", io, "-o", path("back-out.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        try assertMatches(path("back-out.h5"), io, [("output", "output")])
+    }
+
+    func testKerasMaskZeroIsRefusedWithTheReason() throws {
+        let r = try runProgram(["import", interopFixture("bad_embedding_mask_zero.keras"), "-o", path("m.h5")])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssert(r.err.contains("Embedding layer 'embedding': mask_zero=True is not supported: Keras then skips every step whose id is 0"), r.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("m.h5")))
+    }
+}
