@@ -143,6 +143,47 @@ final class EmbeddingTests: TemporaryDirectoryTestCase {
         XCTAssertFalse(try plainRoot.hasAttribute("requires"))
     }
 
+    /// The token-model recipe of docs/FORMAT.md, written by h5py, loads and looks up rows.
+    func testTheHandWrittenTokenCheckpointOfFormatMdLoads() throws {
+        let file = path("tokens.h5")
+        _ = try runPython("""
+            import h5py, numpy as np, sys, os
+            os.chdir(os.path.dirname(sys.argv[1]))
+            rng = np.random.default_rng(0)
+            def param(*shape):
+                return rng.uniform(-0.5, 0.5, size=shape).astype("float32")
+            with h5py.File("tokens.h5", "w") as f:
+                f.attrs["format"] = "seqcell-checkpoint"
+                f.attrs["format_version"] = np.array([1, 1], dtype="int64")
+                f.attrs["requires"] = ["embedding"]
+                m = f.create_group("model")
+                m.attrs["num_layers"] = 1
+                e = m.create_group("embedding")
+                e.attrs["kind"] = "embedding"
+                e.attrs["padding_idx"] = 0
+                e["weight"] = param(65, 8)             # 65 token ids, 8-wide vectors
+                d = m.create_group("layers/00")
+                d.attrs["direction"] = "forward"
+                d = d.create_group("forward")
+                d.attrs["cell"] = "gru"
+                d.attrs["cell_version"] = "1.0.0"
+                d.attrs["input_size"] = 8
+                d.attrs["hidden_size"] = 4
+                d["weight_ih"] = param(12, 8)
+                d["weight_hh"] = param(12, 4)
+                d["bias_ih"] = param(12)
+                d["bias_hh"] = param(12)
+            """, [file])
+        let model = try Checkpoint.load(from: file, registry: testRegistry).model
+        let e = try XCTUnwrap(model.embedding)
+        XCTAssertEqual(e.weight.shape, [65, 8])
+        XCTAssertEqual(e.paddingIndex, 0)
+        let ids = TokenIDs(shape: [2, 1], ids: [64, 3])
+        let viaRows = try Model(inputSize: 8, layers: model.layers).forward(
+            input: Tensor(shape: [2, 1, 8], data: Array(e.weight.data[(64 * 8)..<(65 * 8)] + e.weight.data[24..<32])))
+        XCTAssertEqual(try model.forward(tokens: ids).output, viaRows.output)
+    }
+
     func testAFileRequiringAnUnknownFeatureIsRefusedByName() throws {
         let path = self.path("future.h5")
         try Checkpoint(model: try tokenModel()).save(to: path)
