@@ -274,7 +274,8 @@ struct ComposeCommand: ParsableCommand {
               FILE:K          layer K of FILE        FILE:K-M   layers K to M
               bi(FILE:K,FILE:M[,MERGE])   a new bidirectional layer: the first file's layer K \
             reads forward, the second's layer M reads backward (MERGE defaults to concat)
-            Sizes are checked at every join. The head is taken with --head-from FILE.
+            Sizes are checked at every join. The head is taken with --head-from FILE, an \
+            embedding stage (token inputs) with --embedding-from FILE.
             Example: seqcell compose -o new.h5 enc.h5:0-1 'bi(a.h5:0,b.h5:0,sum)' --head-from a.h5
             """)
 
@@ -285,6 +286,9 @@ struct ComposeCommand: ParsableCommand {
 
     @Option(help: "Take the linear head of this checkpoint.")
     var headFrom: String?
+
+    @Option(help: "Take the embedding stage of this checkpoint (the model then takes token ids).")
+    var embeddingFrom: String?
 
     @Option(name: [.short, .customLong("output")], help: "Checkpoint to write.")
     var output: String
@@ -337,7 +341,16 @@ struct ComposeCommand: ParsableCommand {
             guard let h = try load(file).head else { throw CLIError("\(file) has no head") }
             return h
         }
-        let model = try Model.chain(chain, head: head, headOrigin: headFrom.map { "the head of \($0)" } ?? "the head")
+        var model = try Model.chain(chain, head: head, headOrigin: headFrom.map { "the head of \($0)" } ?? "the head")
+        if let embeddingFrom {
+            guard let e = try load(embeddingFrom).embedding else { throw CLIError("\(embeddingFrom) has no embedding stage") }
+            guard e.dimension == model.inputSize else {
+                throw CLIError("the embedding of \(embeddingFrom) gives \(e.dimension)-wide vectors but the first layer (\(chain[0].origin)) takes \(model.inputSize) inputs")
+            }
+            model = try Model(embedding: e, layers: model.layers, head: model.head)
+        } else if let (file, _) = sources.first.map(splitSource), let first = cache[file], first.embedding != nil {
+            print("note: \(file) has an embedding stage, which is not carried over (add --embedding-from \(file)); the new model takes features")
+        }
         try Checkpoint(model: model).save(to: output)
         print("wrote \(output): \(model.layers.count) layer(s), \(model.parameterCount) parameters")
         for (k, src) in chain.enumerated() { print("  layer \(k): \(src.layer.summary)  ← \(src.origin)") }

@@ -297,6 +297,24 @@ final class EmbeddingTests: TemporaryDirectoryTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("x.h5")))
     }
 
+    func testSwapKeepsAndComposeTakesTheEmbeddingStage() throws {
+        let model = path("tok.h5")
+        XCTAssertEqual(try runProgram(["new", "--embedding", "6:4", "--layer", "gru:3", "--layer", "gru:3", "-o", model]).status, 0)
+        var r = try runProgram(["swap", model, "--layer", "1", "--cell", "lstm:3", "-o", path("swapped.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        let original = try Checkpoint.load(from: model, registry: testRegistry).model
+        XCTAssertEqual(try Checkpoint.load(from: path("swapped.h5"), registry: testRegistry).model.embedding?.weight, original.embedding?.weight)
+        r = try runProgram(["compose", "-o", path("plain.h5"), "\(model):0"])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("has an embedding stage, which is not carried over (add --embedding-from"), r.out)
+        XCTAssertNil(try Checkpoint.load(from: path("plain.h5"), registry: testRegistry).model.embedding)
+        r = try runProgram(["compose", "-o", path("c.h5"), "\(model):0", "--embedding-from", model])
+        XCTAssertEqual(r.status, 0, r.err)
+        let composed = try Checkpoint.load(from: path("c.h5"), registry: testRegistry).model
+        XCTAssertEqual(composed.embedding?.weight, original.embedding?.weight)
+        XCTAssertEqual(composed.layers.count, 1)
+    }
+
     func testTrainOnTokenIdsUpdatesTheEmbedding() throws {
         let model = path("tok.h5")
         XCTAssertEqual(try runProgram(["new", "--embedding", "5:4", "--layer", "gru:8", "--head", "5", "-o", model]).status, 0)
@@ -412,6 +430,12 @@ final class EmbeddingInteropTests: TemporaryDirectoryTestCase {
         r = try runProgram(["run", path("k.h5"), "-i", io, "-o", path("out.h5")])
         XCTAssertEqual(r.status, 0, r.err)
         try assertMatches(path("out.h5"), io, [("output", "output")])
+        // The same model saved as a legacy .h5 (model_weights/embedding/…/embeddings).
+        r = try runProgram(["import", interopFixture("keras_embedding_gru.legacy.h5"), "-o", path("legacy.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        r = try runProgram(["run", path("legacy.h5"), "-i", io, "-o", path("legacy-out.h5")])
+        XCTAssertEqual(r.status, 0, r.err)
+        try assertMatches(path("legacy-out.h5"), io, [("output", "output")])
 
         // Export back to Keras 3 weights + JSON, and import those: the same model.
         r = try runProgram(["export", path("k.h5"), "-o", path("k.weights.h5")])

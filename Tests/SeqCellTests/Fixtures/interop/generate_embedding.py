@@ -15,6 +15,7 @@ CI never runs this script: the tests (EmbeddingInteropTests) read the committed 
                                      expected/grad_params/embedding/weight from torch.autograd.grad
                                      of sum(output * grad_output)
   keras_embedding_gru.keras          Input(int32) -> Embedding(7, 3) -> GRU(4, seqs) -> Dense(2)
+  keras_embedding_gru.legacy.h5      the same model, model.save("m.h5") (legacy HDF5 layout)
   keras_embedding_gru.io.h5          input int32 [T, B] (time-major, as seqcell run reads it),
                                      expected/output [T, B, 2]
   bad_embedding_mask_zero.keras      Embedding(mask_zero=True): refused with the reason
@@ -103,6 +104,7 @@ def keras_fixtures():
     x = ids(5)  # [T, B]
     y = model.predict(x.T.astype("int32"), verbose=0)  # Keras is batch-first: [B, T, 2]
     model.save(os.path.join(HERE, "keras_embedding_gru.keras"))
+    model.save(os.path.join(HERE, "keras_embedding_gru.legacy.h5"))  # legacy HDF5: model_weights/<layer>/
     with h5py.File(os.path.join(HERE, "keras_embedding_gru.io.h5"), "w") as f:
         f["input"] = x.astype("int32")
         f.create_group("expected")["output"] = np.transpose(y, (1, 0, 2)).astype("float32")
