@@ -2,6 +2,10 @@
 // trained with truncated backprop through time over a bundled public-domain text (the opening of Chapter I of Lewis Carroll's "Alice's
 // Adventures in Wonderland", 1865), saved as a checkpoint, then reloaded to sample text.
 //   swift run -c release charlm-sample --steps 2000
+// With --write-data FILE it instead writes the text as token data for the command line:
+// 'input' int64 [chunk, N] (character ids, N windows) and 'targets' int64 [chunk, N] (the next
+// character), for  seqcell new --embedding V:32 --layer lstm:128 --head V  and
+// seqcell train --loss cross_entropy --target all.
 import ArgumentParser
 import Foundation
 import SeqCell
@@ -17,6 +21,7 @@ struct CharLMSample: ParsableCommand {
     @Option(help: "Sampling temperature.") var temperature = 0.7
     @Option(help: "The text to learn (default: the bundled Alice excerpt).") var text: String?
     @Option(help: "Where to save the model.") var output = "out/charlm.h5"
+    @Option(help: "Write the text as token data (HDF5: input, targets [chunk, N] of character ids) and stop.") var writeData: String?
 
     func run() throws {
         let source = text ?? ((#filePath as NSString).deletingLastPathComponent as NSString).appendingPathComponent("alice.txt")
@@ -25,6 +30,25 @@ struct CharLMSample: ParsableCommand {
         let index = Dictionary(uniqueKeysWithValues: vocab.enumerated().map { ($1, $0) })
         let V = vocab.count
         print("\(chars.count) characters, vocabulary of \(V), from \(source)")
+        if let writeData {
+            // Non-overlapping windows of `chunk` characters, each predicting the next character.
+            let N = (chars.count - 1) / chunk
+            var x = [Int64](repeating: 0, count: chunk * N), y = x
+            for n in 0..<N {
+                for t in 0..<chunk {
+                    x[t * N + n] = Int64(index[chars[n * chunk + t]]!)
+                    y[t * N + n] = Int64(index[chars[n * chunk + t + 1]]!)
+                }
+            }
+            try writeHDF5Atomically(to: writeData) { file in
+                let root = try file.root
+                try root.writeDataset("input", shape: [chunk, N], int64s: x)
+                try root.writeDataset("targets", shape: [chunk, N], int64s: y)
+                try root.setAttribute("vocabulary", String(vocab))
+            }
+            print("wrote \(writeData): input and targets [\(chunk), \(N)], vocabulary \(V)")
+            return
+        }
 
         let registry = PluginRegistry.standard()
         // Character ids go straight in: the embedding stage looks up each id's trainable vector.
