@@ -39,18 +39,6 @@ public enum NPY {
         return (array.shape, floats)
     }
 
-    /// Reads an integer array (`<i4`, `<i8`) exactly, with its dtype; nil for a float array.
-    public static func readIntegers(from path: String) throws -> (shape: [Int], values: [Int64], dtype: String)? {
-        let array = try NPYArray(path: path)
-        guard array.dtype == .i4 || array.dtype == .i8 else { return nil }
-        let values: [Int64] = array.elements { dtype, raw, offset in
-            dtype == .i4
-                ? Int64(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)))
-                : Int64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int64.self))
-        }
-        return (array.shape, values, array.dtype.rawValue)
-    }
-
     /// Reads an `<i4` or `<i8` array; `<i8` values must fit in `Int32`.
     public static func readInt32s(from path: String) throws -> (shape: [Int], values: [Int32]) {
         let array = try NPYArray(path: path)

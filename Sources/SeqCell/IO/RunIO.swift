@@ -94,9 +94,11 @@ extension RunInputs {
         let inputName: String
         if path.hasSuffix(".npy") {
             inputName = "'\(path)'"
-            if let ints = try NPY.readIntegers(from: path) {
-                rawTokens = (ints.values, ints.shape, ints.dtype)
-            } else {
+            do {
+                // Integer arrays are token ids (ids fit in Int32: a vocabulary has at most 2^31 − 1 rows).
+                let ints = try NPY.readInt32s(from: path)
+                rawTokens = (ints.values.map(Int64.init), ints.shape, "integer")
+            } catch let e as NPYError where e.field == "descr" {
                 let a = try NPY.readFloats(from: path)
                 input = try Tensor.checked(shape: a.shape, data: a.floats, what: inputName)
             }

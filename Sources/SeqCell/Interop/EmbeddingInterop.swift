@@ -35,7 +35,7 @@ extension PyTorchImporter {
         if options.embedding == nil, dict.metadata["seqcell.embedding"] == nil {
             notes.append("'\(name)' \(table.shape) imported as the embedding stage (nn.Embedding), found by its shape; name it with --embedding NAME")
         }
-        if padding == nil, options.paddingIndex == nil {
+        if padding == nil, dict.metadata["seqcell.embedding"] == nil {
             notes.append("a state_dict does not record nn.Embedding's padding_idx: none assumed (pass --padding-idx N to keep row N out of training)")
         }
         let m = result.model
