@@ -66,7 +66,7 @@ struct EvaluateCommand: ParsableCommand {
         let files = DataFiles(input: data, targets: targets, lengths: lengths)
         let loaded = try TrainingData.load(files, layout: DataLayout(batchFirst: batchFirst, stated: batchFirst || timeMajor),
                                            loss: lossKind, target: mode, inputSize: checkpoint.model.inputSize,
-                                           outputSize: checkpoint.model.outputSize)
+                                           outputSize: checkpoint.model.outputSize, embedding: checkpoint.model.embedding)
         if let w = loaded.layoutWarning { warn(w) }
         let sums = try MetricSums.evaluate(checkpoint.model, on: loaded.dataset, kind: lossKind, mode: mode, batchSize: batchSize)
         if json {

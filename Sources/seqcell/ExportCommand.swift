@@ -53,7 +53,8 @@ struct ExportCommand: ParsableCommand {
         case .pytorch:
             let e = try PyTorchExport(model: m)
             try e.write(to: output, jsonPath: jsonPath)
-            print("wrote \(output): \(e.tensors.count) tensors for \(e.constructor)" + (e.head.map { " + nn.Linear(\($0.inputSize), \($0.outputSize))" } ?? ""))
+            let embed = e.embedding.map { "nn.Embedding(\($0.vocabularySize), \($0.dimension)) + " } ?? ""
+            print("wrote \(output): \(e.tensors.count) tensors for \(embed)\(e.constructor)" + (e.head.map { " + nn.Linear(\($0.inputSize), \($0.outputSize))" } ?? ""))
             print("wrote \(jsonPath): constructor arguments")
             print("\n" + e.pythonSnippet(file: output))
         case .keras:

@@ -7,7 +7,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a checkpoint's model (backprop through time via the plugins), or resume a training run.",
         discussion: """
-            Data (--data FILE): an HDF5 file or a .npz archive with 'input' [T, N, I], 'targets' \
+            Data (--data FILE): an HDF5 file or a .npz archive with 'input' [T, N, I] (integer token ids [T, N] for a model with an embedding stage), 'targets' \
             and optional 'lengths' [N] (integers); or a .npy input with --targets FILE.npy (and \
             --lengths FILE.npy). Targets: values [N, O] (--target last) or [T, N, O] (--target all) \
             for --loss mse; class ids [N] or [T, N] for --loss cross_entropy, integers of any width \
@@ -367,7 +367,8 @@ struct TrainCommand: ParsableCommand {
         try validationFiles?.checkCombination(option: "--validation", companion: "--validation-")
         if let files {
             let loaded = try TrainingData.load(files, layout: layout, loss: lossKind, target: mode,
-                                               inputSize: net.inputSize, outputSize: net.outputSize)
+                                               inputSize: net.inputSize, outputSize: net.outputSize,
+                                               embedding: net.embedding)
             if let w = loaded.layoutWarning { warn(w) }
             var trainSet = loaded.dataset
             var note = "\(files.description) (\(trainSet.count) samples"
@@ -383,6 +384,9 @@ struct TrainCommand: ParsableCommand {
             source = BatchSource(dataset: trainSet, config: config)
             dataNote = note + ")"
         } else if config.data.hasPrefix("adding:") {
+            if let e = net.embedding {
+                throw CLIError("--task adding gives float features; this model starts with an embedding stage (vocabulary \(e.vocabularySize)) and takes token ids: train it with --data FILE")
+            }
             guard net.inputSize == 2, net.outputSize == 1, lossKind == .mse, mode == .lastStep else {
                 throw CLIError("--task adding feeds 2 features per step and trains 1 output with --loss mse --target last; "
                                + "this model takes \(net.inputSize) and outputs \(net.outputSize)"
@@ -396,7 +400,8 @@ struct TrainCommand: ParsableCommand {
         }
         if let validationFiles {
             let loaded = try TrainingData.load(validationFiles, layout: layout, loss: lossKind, target: mode,
-                                               inputSize: net.inputSize, outputSize: net.outputSize)
+                                               inputSize: net.inputSize, outputSize: net.outputSize,
+                                               embedding: net.embedding)
             if let w = loaded.layoutWarning { warn(w) }
             validationSet = loaded.dataset
         }

@@ -169,7 +169,11 @@ public enum KerasImporter {
             if let last = layers.last { width = last.outputSize }
         }
         guard let first = layers.first else { throw SeqCellError(.invalidArgument, "\(shownPath): no recurrent layer") }
-        let model = try Model(inputSize: first.inputSize, layers: layers, head: head)
+        var model = try Model(inputSize: first.inputSize, layers: layers, head: head)
+        if let e = plan.embedding {
+            model = try e.attach(to: model, layout: layout, path: shownPath)
+            summary.insert("Embedding(\(e.inputDim), \(e.outputDim))", at: 0)
+        }
         return ImportResult(model: model, source: "keras.Sequential([" + summary.joined(separator: ", ") + "])", notes: notes)
     }
 

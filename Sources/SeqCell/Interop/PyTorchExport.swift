@@ -14,6 +14,8 @@ public struct PyTorchExport: Sendable {
     public var prefix: String
     public var head: LinearHead?
     public var metadata: [String: String]
+    /// The embedding stage, exported as `embed.weight` (an `nn.Embedding`).
+    public var embedding: Embedding? = nil
 
     /// `nn.LSTM(input_size=3, hidden_size=4, ...)`.
     public var constructor: String {
@@ -23,8 +25,8 @@ public struct PyTorchExport: Sendable {
     /// Python that rebuilds the module and loads the file.
     public func pythonSnippet(file: String) -> String {
         var lines = ["import torch, torch.nn as nn", "from safetensors.torch import load_file", ""]
-        if let head {
-            let act: String = switch head.activation {
+        if head != nil || embedding != nil {
+            let act: String = switch head?.activation ?? .linear {
             case .linear: "y"
             case .tanh: "torch.tanh(y)"
             case .sigmoid: "torch.sigmoid(y)"
@@ -35,12 +37,15 @@ public struct PyTorchExport: Sendable {
                 "class Model(nn.Module):",
                 "    def __init__(self):",
                 "        super().__init__()",
-                "        self.rnn = \(constructor)",
-                "        self.head = nn.Linear(\(head.inputSize), \(head.outputSize))",
+            ] + (embedding.map { e in
+                ["        self.embed = nn.Embedding(\(e.vocabularySize), \(e.dimension)\(e.paddingIndex.map { ", padding_idx=\($0)" } ?? ""))"]
+            } ?? []) + ["        self.rnn = \(constructor)"] + (head.map { h in
+                ["        self.head = nn.Linear(\(h.inputSize), \(h.outputSize))"]
+            } ?? []) + [
                 "    def forward(self, x, state=None):",
+            ] + (embedding == nil ? [] : ["        x = self.embed(x)  # token ids [T, B] -> [T, B, \(embedding!.dimension)]"]) + [
                 "        out, state = self.rnn(x, state)",
-                "        y = self.head(out)",
-                "        return \(act), state",
+            ] + (head == nil ? ["        return out, state"] : ["        y = self.head(out)", "        return \(act), state"]) + [
                 "",
                 "model = Model()",
             ]
@@ -69,6 +74,10 @@ public struct PyTorchExport: Sendable {
                           + "\"out_features\": \(head.outputSize), \"activation\": \(jsonString(head.activation.rawValue))}")
         } else {
             fields.append("\"head\": null")
+        }
+        if let e = embedding {
+            fields.append("\"embedding\": {\"module\": \"torch.nn.Embedding\", \"prefix\": \"embed.\", \"num_embeddings\": \(e.vocabularySize), "
+                          + "\"embedding_dim\": \(e.dimension), \"padding_idx\": \(e.paddingIndex.map(String.init) ?? "null")}")
         }
         fields.append("\"state_dict\": [\(tensors.map { "{\"name\": \(jsonString($0.name)), \"shape\": [\($0.tensor.shape.map(String.init).joined(separator: ", "))]}" }.joined(separator: ", "))]")
         return "{\n  " + fields.joined(separator: ",\n  ") + "\n}\n"
@@ -133,8 +142,14 @@ extension PyTorchExport {
         if first.type.id == "lstm", case .int(let p)? = first.options["proj_size"], p > 0 {
             args.append(("proj_size", String(p)))
         }
-        let prefix = model.head == nil ? "" : "rnn."
+        let prefix = model.head == nil && model.embedding == nil ? "" : "rnn."
         var tensors: [(String, Tensor)] = []
+        if let e = model.embedding {
+            tensors.append(("embed.weight", e.weight))
+            metadata["seqcell.prefix"] = prefix
+            metadata["seqcell.embedding"] = "embed"
+            if let p = e.paddingIndex { metadata["seqcell.padding_idx"] = String(p) }
+        }
         for (k, layer) in model.layers.enumerated() {
             for (d, dc) in layer.cells.enumerated() {
                 for (info, t) in zip(dc.cell.params, dc.params) {
@@ -155,6 +170,7 @@ extension PyTorchExport {
         self.prefix = prefix
         self.head = model.head
         self.metadata = metadata
+        self.embedding = model.embedding
     }
 
     /// Writes the safetensors file and, beside it, the JSON description (`jsonPath`).

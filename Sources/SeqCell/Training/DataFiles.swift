@@ -146,8 +146,10 @@ public enum TrainingData {
     /// targets' shape (with a hint naming the option to change when they fit another loss,
     /// target mode or head); lengths; every class id (in 0..<outputSize, named by value and
     /// position). `layout` picks [T, N, ·] or [N, T, ·].
+    /// With an `embedding` (the model's input stage), `input` must hold integer token ids
+    /// [T, N] ([N, T] batch-first), each checked against its vocabulary.
     public static func load(_ files: DataFiles, layout: DataLayout, loss: LossKind, target: TargetMode,
-                            inputSize: Int, outputSize: Int) throws -> LoadedData {
+                            inputSize: Int, outputSize: Int, embedding: Embedding? = nil) throws -> LoadedData {
         let raw = try files.readArrays()
         var layout = layout
         if !layout.stated, let stated = raw.layout {
@@ -161,22 +163,37 @@ public enum TrainingData {
                                + (layout.batchFirst ? "drop --batch-first" : "pass --batch-first"))
         }
         return try check(input: raw.input, targets: raw.targets, lengths: raw.lengths, layout: layout, loss: loss,
-                         target: target, inputSize: inputSize, outputSize: outputSize, source: files.description)
+                         target: target, inputSize: inputSize, outputSize: outputSize, source: files.description,
+                         embedding: embedding)
     }
 
     /// The checks of `load` on arrays already read.
     public static func check(input: DataArray, targets: DataArray, lengths: DataArray?, layout: DataLayout, loss: LossKind,
-                             target: TargetMode, inputSize: Int, outputSize: Int, source: String) throws -> LoadedData {
-        guard case .floats(let x) = input.values else {
+                             target: TargetMode, inputSize: Int, outputSize: Int, source: String,
+                             embedding: Embedding? = nil) throws -> LoadedData {
+        switch (embedding, input.isInteger) {
+        case (let e?, false):
+            throw SeqCellError(.invalidArgument,
+                "\(input.what) holds float features \(input.shape); the model starts with an embedding stage (vocabulary \(e.vocabularySize)) and takes integer token ids [T, N] (any integer dtype)")
+        case (nil, true) where input.shape.count == 2:
+            throw SeqCellError(.invalidArgument,
+                "\(input.what) holds integer token ids \(input.shape); the model has no embedding stage and takes float features [T, N, \(inputSize)] (token ids need a model made with 'seqcell new --embedding VOCAB:DIM')")
+        case (nil, true):
             throw SeqCellError(.io, "\(input.what) must hold floating-point values, found integers")
+        case (.some, true):
+            guard input.shape.count == 2, input.shape.allSatisfy({ $0 >= 1 }) else {
+                throw SeqCellError(.shape, "\(input.what): token ids must be 2-D, [T, N] (or [N, T] with --batch-first), with no empty axis; got \(input.shape)")
+            }
+        case (nil, false):
+            guard input.shape.count == 3, input.shape.allSatisfy({ $0 >= 1 }) else {
+                throw SeqCellError(.shape, "\(input.what) must be 3-D, [T, N, I] (or [N, T, I] with --batch-first), with no empty axis; got \(input.shape)")
+            }
+            let I = input.shape[2]
+            guard I == inputSize else {
+                throw SeqCellError(.shape, "\(input.what) has \(I) features per step (shape \(input.shape)); the model takes \(inputSize)")
+            }
         }
-        guard input.shape.count == 3, input.shape.allSatisfy({ $0 >= 1 }) else {
-            throw SeqCellError(.shape, "\(input.what) must be 3-D, [T, N, I] (or [N, T, I] with --batch-first), with no empty axis; got \(input.shape)")
-        }
-        let (A, B, I) = (input.shape[0], input.shape[1], input.shape[2])
-        guard I == inputSize else {
-            throw SeqCellError(.shape, "\(input.what) has \(I) features per step (shape \(input.shape)); the model takes \(inputSize)")
-        }
+        let (A, B) = (input.shape[0], input.shape[1])
         if loss == .crossEntropy, outputSize < 2 {
             throw SeqCellError(.shape, "--loss cross_entropy needs one output per class (at least 2); the model outputs \(outputSize): "
                                + "give it a head with one output per class (seqcell new ... --head C), or use --loss mse")
@@ -204,8 +221,18 @@ public enum TrainingData {
             throw SeqCellError(.shape, targetMismatch(targets, loss: loss, target: target, T: T, N: N, O: outputSize, batchFirst: chosen))
         }
         let (T, N) = chosen ? (B, A) : (A, B)
-        var xt = Tensor(shape: input.shape, data: x)
-        if chosen { xt = swapFirstTwoAxes(xt) }
+        var xt: Tensor
+        var tokens: TokenIDs? = nil
+        switch input.values {
+        case .floats(let x):
+            xt = Tensor(shape: input.shape, data: x)
+            if chosen { xt = swapFirstTwoAxes(xt) }
+        case .integers(let ids):
+            // `embedding` is set here (checked above); ids become time-major [T, N].
+            tokens = try TokenIDs.checked(shape: input.shape, values: ids, vocabularySize: embedding?.vocabularySize ?? 0,
+                                          batchFirst: chosen, what: input.what)
+            xt = Tensor(shape: [T, N, 0], data: [])
+        }
         var y = targets.floats
         if loss == .crossEntropy {
             try checkClassIDs(targets, classes: outputSize, batchFirst: chosen, perStep: target == .allSteps)
@@ -226,8 +253,9 @@ public enum TrainingData {
             }
             wide = v
         }
-        let ds = try SequenceDataset(input: xt, targets: Tensor(shape: yShape, data: y), wideLengths: wide,
+        var ds = try SequenceDataset(input: xt, targets: Tensor(shape: yShape, data: y), wideLengths: wide,
                                      perStepTargets: target == .allSteps, source: source)
+        ds.tokens = tokens
         return LoadedData(dataset: ds, layoutWarning: warning)
     }
 

@@ -10,6 +10,8 @@ public struct SequenceDataset: Sendable {
     public var lengths: [Int32]?
     /// Targets per step ([T, N, ...], for target mode `all`) rather than per sample ([N, ...]).
     public let perStepTargets: Bool
+    /// Token ids [T, N] when the file's input holds integers (then `input` is [T, N, 0]).
+    public var tokens: TokenIDs?
 
     public var count: Int { input.shape[1] }
 
@@ -48,6 +50,9 @@ public struct SequenceDataset: Sendable {
 
     public static func read(path: String, perStepTargets: Bool) throws -> SequenceDataset {
         let root = try H5File(opening: path).root
+        if root.isDataset("input"), try root.dataset("input").elementKind.isInteger {
+            return try readTokens(root, path: path, perStepTargets: perStepTargets)
+        }
         func floats(_ name: String) throws -> Tensor {
             guard root.isDataset(name) else {
                 throw SeqCellError(.io, "'\(path)' has no dataset '\(name)' (training data needs input, targets and optionally lengths)")
@@ -81,7 +86,9 @@ public struct SequenceDataset: Sendable {
     /// The samples at `indices`, as a data set.
     public func subset(_ indices: [Int]) throws -> SequenceDataset {
         let b = select(indices)
-        return try SequenceDataset(input: b.input, targets: b.targets, lengths: b.lengths, perStepTargets: perStepTargets)
+        var d = try SequenceDataset(input: b.input, targets: b.targets, lengths: b.lengths, perStepTargets: perStepTargets)
+        d.tokens = b.tokens
+        return d
     }
 
     /// Keras' `validation_split`: the first floor(N·(1 − fraction)) samples train, the rest
@@ -121,6 +128,8 @@ public struct SequenceDataset: Sendable {
             for (j, n) in indices.enumerated() { for k in 0..<O { d[j * O + k] = targets.data[n * O + k] } }
             y = Tensor(shape: [B] + targets.shape.dropFirst(), data: d)
         }
-        return Batch(input: Tensor(shape: [T, B, I], data: x), lengths: lengths.map { l in indices.map { l[$0] } }, targets: y)
+        var batch = Batch(input: Tensor(shape: [T, B, I], data: x), lengths: lengths.map { l in indices.map { l[$0] } }, targets: y)
+        batch.tokens = tokens?.selecting(indices)
+        return batch
     }
 }

@@ -107,7 +107,7 @@ public struct MetricSums: Sendable, Equatable {
         var start = 0
         while start < data.count {
             let batch = data.select(Array(start..<min(start + max(batchSize, 1), data.count)))
-            let out = try model.forward(input: batch.input, lengths: batch.lengths)
+            let out = try model.forward(batch)
             sums.add(try measure(kind, mode: mode, output: out.output, targets: batch.targets, lengths: batch.lengths))
             start += max(batchSize, 1)
         }

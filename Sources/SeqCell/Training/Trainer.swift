@@ -2,16 +2,38 @@ import Foundation
 
 /// One batch of training data.
 public struct Batch: Sendable {
-    /// [T, B, I]
+    /// [T, B, I]; [T, B, 0] when the batch holds `tokens`.
     public var input: Tensor
     public var lengths: [Int32]?
     /// See `computeLoss` for the shapes each loss and target mode take.
     public var targets: Tensor
+    /// Token ids [T, B], for a model with an embedding stage.
+    public var tokens: TokenIDs?
 
     public init(input: Tensor, lengths: [Int32]? = nil, targets: Tensor) {
         self.input = input
         self.lengths = lengths
         self.targets = targets
+    }
+
+    public init(tokens: TokenIDs, lengths: [Int32]? = nil, targets: Tensor) {
+        self.input = Tensor(shape: tokens.shape + [0], data: [])
+        self.lengths = lengths
+        self.targets = targets
+        self.tokens = tokens
+    }
+}
+
+extension Model {
+    /// Forward on a batch: its token ids for a model with an embedding stage, else its features.
+    func forward(_ batch: Batch, initialStates: [[[Tensor?]]] = [], training: Bool = false,
+                 dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
+        if let tokens = batch.tokens {
+            return try forward(tokens: tokens, lengths: batch.lengths, initialStates: initialStates, training: training,
+                               dropout: dropout, seed: seed)
+        }
+        return try forward(input: batch.input, lengths: batch.lengths, initialStates: initialStates, training: training,
+                           dropout: dropout, seed: seed)
     }
 }
 
@@ -239,7 +261,7 @@ public struct Trainer: Sendable {
     /// Loss and gradients for a batch, without updating anything.
     public func lossAndGradients(_ batch: Batch, initialStates: [[[Tensor?]]] = [], dropoutSeed: UInt64 = 0,
                                  training: Bool = true) throws -> (LossValue, Model.Output, Model.Gradients) {
-        let fwd = try model.forward(input: batch.input, lengths: batch.lengths, initialStates: initialStates, training: true,
+        let fwd = try model.forward(batch, initialStates: initialStates, training: true,
                                     dropout: training ? Float(config.dropout) : 0, seed: dropoutSeed)
         let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: batch.targets, lengths: batch.lengths)
         let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: true)
@@ -257,8 +279,7 @@ public struct Trainer: Sendable {
         guard loss.value.isFinite else {
             throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(loss.value); stopping before the update (lower the learning rate or clip harder)")
         }
-        var flat: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
-        if let h = grads.head { flat += [h.weight, h.bias] }
+        var flat = grads.flat
         let (norm, clipped) = clip(&flat, clipping)
         guard norm.isFinite else {
             throw SeqCellError(.numeric, "step \(stepNumber): the gradient norm is \(norm) (NaN or Inf in the gradients); stopping before the update")
@@ -289,7 +310,7 @@ public struct Trainer: Sendable {
 
     /// The loss on a batch without training (no dropout, no update).
     public func evaluate(_ batch: Batch) throws -> Double {
-        let out = try model.forward(input: batch.input, lengths: batch.lengths)
+        let out = try model.forward(batch)
         return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths).value
     }
 }
