@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
+        // TensorBoard event files (the generated messages in Sources/SeqCell/Report/Proto).
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // The plugin ABI: one C header, shared by the host and every cell.
@@ -41,7 +43,10 @@ let package = Package(
                 "CSeqCell", "CSeqCellHost", "CHDF5", "CSeqCellHDF5Check", "CBLAS",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
-            ]),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            // The .proto subsets the committed .pb.swift files are generated from (scripts/gen-proto.sh).
+            exclude: ["Report/Proto/event.proto", "Report/Proto/summary.proto", "Report/Proto/histogram.proto"]),
         .executableTarget(
             name: "seqcell",
             dependencies: [

@@ -24,8 +24,7 @@ struct BenchCommand: ParsableCommand {
     @Argument(help: "Configurations to run (A–F); all when none.")
     var configs: [String] = []
 
-    @Option(help: "Threads (0: the defaults). The host's worker pool gets N; OpenBLAS is set to 1 thread per call (openblas_set_num_threads) because the host splits large GEMMs itself (SEQCELL_BLAS_THREADS=N keeps OpenBLAS threads).")
-    var threads: Int = 0
+    @OptionGroup var threadOptions: ThreadOptions
 
     @Option(help: "Untimed calls before timing.")
     var warmup: Int = 3
@@ -47,7 +46,7 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         let registry = plugins.registry()
-        Benchmark.setThreads(threads)
+        threadOptions.apply()
         if serve { return try serveLoop(registry: registry) }
         if let checkpoint { return try checkpointIO(checkpoint, registry: registry) }
         let names = configs.isEmpty ? BenchConfig.standard.map(\.name) : configs

@@ -75,7 +75,8 @@ struct DemoCommand: ParsableCommand {
             var stepGrads: [Double]
         }
         var results: [Result] = []
-        for id in ids {
+        let jobStart = Date()
+        for (index, id) in ids.enumerated() {
             var config = TrainingConfig()
             config.optimizer = "adam"
             config.learningRate = learningRate
@@ -105,7 +106,9 @@ struct DemoCommand: ParsableCommand {
                     let test = try trainer.evaluate(testSet)
                     print("  \(id.padding(toLength: 5, withPad: " ", startingAt: 0)) step \(String(s + 1).leftPad(5))  "
                           + "train MSE \(fmt(curve.last!.y))  test MSE \(fmt(test))  grad norm \(fmt(stats.gradientNorm))  "
-                          + "clipped \(clipped)/\(s + 1)")
+                          + "clipped \(clipped)/\(s + 1)  "
+                          + TrainingProgress.describe(elapsed: Date().timeIntervalSince(jobStart),
+                                                      completed: index * steps + s + 1, total: ids.count * steps))
                 }
             }
             let seconds = Date().timeIntervalSince(start)

@@ -66,7 +66,8 @@ struct ExportCommand: ParsableCommand {
         case .pytorch:
             let e = try PyTorchExport(model: m, prefix: prefix, headName: headName)
             try e.write(to: output, jsonPath: jsonPath)
-            print("wrote \(output): \(e.tensors.count) tensors for \(e.constructor)" + (e.prefix.isEmpty ? "" : " as '\(e.prefix)'")
+            let embed = e.embedding.map { "nn.Embedding(\($0.vocabularySize), \($0.dimension)) as '\(e.embeddingName).' + " } ?? ""
+            print("wrote \(output): \(e.tensors.count) tensors for \(embed)\(e.constructor)" + (e.prefix.isEmpty ? "" : " as '\(e.prefix)'")
                   + (e.head.map { " + nn.Linear(\($0.inputSize), \($0.outputSize)) as '\(e.headName).'" } ?? ""))
             print("wrote \(jsonPath): constructor arguments")
             print("\n" + e.pythonSnippet(file: output))

@@ -15,11 +15,13 @@ struct ImportCommand: ParsableCommand {
             or chosen with --prefix; an nn.Linear after it becomes the head with --head NAME. The \
             prefix and head name are kept, so 'seqcell export' writes the module's own names back; \
             bias=False gives cells without biases (option bias=false).
+            An nn.Embedding before it (NAME.weight [V, D]) becomes the embedding stage: named with \
+            --embedding NAME or found by its shape; --padding-idx N gives its padding_idx.
             Keras: a .keras archive, a model saved as .h5 (Keras 2 or 3), or a Keras 3 .weights.h5 \
             with --keras-config model.json (model.to_json()). Sequential models and functional chains \
-            of SimpleRNN, LSTM, GRU, Bidirectional, Dropout and a final Dense are imported (return_state \
-            outputs map to run's final-state datasets, listed in a note; return_sequences=False makes \
-            run write Keras' [B, O]); anything else is an error naming the layer.
+            of a first Embedding, SimpleRNN, LSTM, GRU, Bidirectional, Dropout and a final Dense are \
+            imported (return_state outputs map to run's final-state datasets, listed in a note; \
+            return_sequences=False makes run write Keras' [B, O]); anything else is an error naming the layer.
             Pickles (.pt, .pth from torch.save) are refused: SeqCell never unpickles.
             Examples:
               seqcell import lstm.safetensors -o lstm.h5
@@ -53,6 +55,12 @@ struct ImportCommand: ParsableCommand {
     @Option(help: ArgumentHelp("PyTorch HDF5: the group holding the tensors.", valueName: "group"))
     var group: String?
 
+    @Option(help: ArgumentHelp("PyTorch: the nn.Embedding before the recurrent module (NAME or NAME.weight); found by shape when not given.", valueName: "name"))
+    var embedding: String?
+
+    @Option(help: ArgumentHelp("PyTorch: the embedding's padding_idx (a state_dict does not record it).", valueName: "n"))
+    var paddingIdx: Int?
+
     @Option(help: ArgumentHelp("Keras: the model's JSON (model.to_json()).", valueName: "file"))
     var kerasConfig: String?
 
@@ -83,11 +91,14 @@ struct ImportCommand: ParsableCommand {
             for (flag, value) in [("--keras-config", kerasConfig), ("--merge-mode", mergeMode)] where value != nil {
                 throw CLIError("\(flag) applies to Keras files; '\(file)' is imported as PyTorch weights")
             }
-            result = try PyTorchImporter.importFile(file, options: PyTorchImportOptions(
-                cell: cell, activation: activation, prefix: prefix, head: head, headActivation: headAct ?? .linear, group: group),
-                registry: registry)
+            var options = PyTorchImportOptions(
+                cell: cell, activation: activation, prefix: prefix, head: head, headActivation: headAct ?? .linear, group: group)
+            options.embedding = embedding
+            options.paddingIndex = paddingIdx
+            result = try PyTorchImporter.importFile(file, options: options, registry: registry)
         case .keras:
-            for (flag, value) in [("--cell", cell), ("--prefix", prefix), ("--head", head), ("--group", group)] where value != nil {
+            for (flag, value) in [("--cell", cell), ("--prefix", prefix), ("--head", head), ("--group", group), ("--embedding", embedding),
+                                  ("--padding-idx", paddingIdx.map(String.init))] where value != nil {
                 throw CLIError("\(flag) applies to PyTorch weights; '\(file)' is imported as a Keras model")
             }
             let merge = try mergeMode.map { m -> MergeMode in
@@ -102,6 +113,9 @@ struct ImportCommand: ParsableCommand {
         for note in result.notes { print("note: \(note)") }
         print("wrote \(output): \(result.model.layers.count) layer(s), \(result.model.parameterCount) parameters")
         for (k, l) in result.model.layers.enumerated() { print("  layer \(k): \(l.summary)") }
+        if let e = result.model.embedding {
+            print("  embedding: vocabulary \(e.vocabularySize) → \(e.dimension)" + (e.paddingIndex.map { ", padding_idx \($0)" } ?? "") + " (token-id input)")
+        }
         if let h = result.model.head { print("  head: linear \(h.inputSize) → \(h.outputSize), \(h.activation.rawValue)") }
     }
 }

@@ -13,12 +13,17 @@ struct NewCommand: ParsableCommand {
               --layer lstm:32:bi:concat,backward_cell=gru   (a GRU reads backward)
             DIRECTION: forward | reverse | bidirectional (f, r, bi). MERGE: concat | sum | mul | ave.
             --head SIZE[:ACTIVATION] adds a linear layer applied at every step.
+            --embedding VOCAB:DIM[,padding_idx=N] puts an embedding stage (PyTorch's nn.Embedding) \
+            before layer 0: the model then takes integer token ids [T, B] and --input-size is not given.
             """)
 
     @OptionGroup var plugins: PluginOptions
 
-    @Option(name: .long, help: "Features per input step.")
-    var inputSize: Int
+    @Option(name: .long, help: "Features per input step (not with --embedding).")
+    var inputSize: Int?
+
+    @Option(help: ArgumentHelp("An embedding stage for token inputs, VOCAB:DIM[,padding_idx=N].", valueName: "spec"))
+    var embedding: String?
 
     @Option(name: .customLong("layer"), help: ArgumentHelp("A layer spec (repeat for a stack, first layer first).", valueName: "spec"))
     var layers: [String]
@@ -41,10 +46,24 @@ struct NewCommand: ParsableCommand {
         }
         let registry = plugins.registry()
         let specs = try layers.map { try LayerSpec(parsing: $0) }
-        let model = try Model.build(inputSize: inputSize, layers: specs, head: try head.map { try HeadSpec(parsing: $0) },
+        let headSpec = try head.map { try HeadSpec(parsing: $0) }
+        let model: Model
+        switch (inputSize, embedding) {
+        case (nil, let e?):
+            model = try Model.build(embedding: try EmbeddingSpec(parsing: e), layers: specs, head: headSpec,
                                     registry: registry, seed: seed, initialization: initMode)
+        case (let i?, nil):
+            model = try Model.build(inputSize: i, layers: specs, head: headSpec, registry: registry, seed: seed, initialization: initMode)
+        case (_?, _?):
+            throw CLIError("give --input-size (feature inputs) or --embedding VOCAB:DIM (token inputs), not both: the embedding's DIM is the first layer's input size")
+        case (nil, nil):
+            throw CLIError("give --input-size N (features per step) or --embedding VOCAB:DIM (token ids)")
+        }
         try Checkpoint(model: model).save(to: output)
         print("wrote \(output): \(model.layers.count) layer(s), \(model.parameterCount) parameters")
+        if let e = model.embedding {
+            print("  embedding: vocabulary \(e.vocabularySize) → \(e.dimension)" + (e.paddingIndex.map { ", padding_idx \($0)" } ?? ""))
+        }
         for (k, l) in model.layers.enumerated() { print("  layer \(k): \(l.summary)") }
     }
 }
@@ -74,7 +93,13 @@ struct InspectCommand: ParsableCommand {
         func show(_ line: String) { print(MessageText.escaped(line)) }
         show("\(file): SeqCell checkpoint, format \(s.formatVersion.map(String.init).joined(separator: "."))"
               + (s.creator.isEmpty ? "" : ", written by \(v(s.creator))") + (s.created.isEmpty ? "" : " at \(v(s.created))"))
-        show("input size \(s.inputSize), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
+        if let e = s.embedding {
+            show("input: integer token ids, vocabulary \(e.weight.first ?? 0), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
+            show("embedding: weight \(e.weight) float32 (\(e.weight.reduce(1, *)))"
+                 + (e.paddingIndex.map { ", padding_idx \($0)" } ?? "") + finiteNote("embedding/weight"))
+        } else {
+            show("input size \(s.inputSize), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
+        }
         for l in s.layers {
             let merge = l.direction == "bidirectional" ? " (merge \(v(l.mergeMode)))" : ""
             show("layer \(v(l.name)): \(v(l.direction))\(merge)")
@@ -123,8 +148,14 @@ struct RunCommand: ParsableCommand {
             Input: an HDF5 file with dataset 'input' [T, B, I] (or --dataset NAME), optional \
             'lengths' [B] (int), and optional initial states stacked as PyTorch does ('h0', 'c0': \
             [layers×directions, B, size]); or a .npy file holding the input alone.
+            A model with an embedding stage takes integer token ids instead: 'input' [T, B] (any \
+            integer dtype; [B, T] with --batch-first), each id checked against the vocabulary.
             Output (HDF5): 'output' [T, B, O]; 'h_n', 'c_n' [layers×directions, B, size] when every \
             layer has them with one size; every final state under final_states/layers/NN/<direction>/.
+            With 'lengths', steps past a sample's length are padding: the recurrent output there is \
+            zero (as pad_packed_sequence gives) and a head's output is the head applied to zero \
+            (its bias, through its activation), as nn.Linear on padded outputs gives. --last-step \
+            writes instead each sample's output at its last valid step, 'output' [B, O].
             With --grad-output FILE (datasets 'grad_output' shaped like 'output', optional 'grad_h_n', \
             'grad_c_n' shaped like 'h_n', 'c_n'), also the gradients of sum(output*grad_output) + \
             sum(h_n*grad_h_n) + ... : 'grad_input', 'grad_h0', 'grad_c0', every initial state's under \
@@ -146,28 +177,69 @@ struct RunCommand: ParsableCommand {
     @Flag(help: "Input and output are [B, T, F] (PyTorch's batch_first).")
     var batchFirst = false
 
+    @Flag(help: "Input and output are [T, B, F] (the default; says so, silencing the layout warning).")
+    var timeMajor = false
+
+    @OptionGroup var threadOptions: ThreadOptions
+
     @Option(name: [.short, .customLong("output")], help: "Where to write the results (HDF5).")
     var output: String
+
+    @Flag(help: "Write each sample's output at its last valid step (by 'lengths'), 'output' [B, O].")
+    var lastStep = false
 
     @Option(help: ArgumentHelp("Gradients of the outputs (HDF5: grad_output, optional grad_h_n, grad_c_n); writes the input, state and parameter gradients too.", valueName: "file"))
     var gradOutput: String?
 
+    func validate() throws {
+        guard !(batchFirst && timeMajor) else { throw ValidationError("give --batch-first or --time-major, not both") }
+    }
+
     func run() throws {
+        threadOptions.apply()
         let registry = plugins.registry()
         let ckpt = try Checkpoint.load(from: model, registry: registry)
         let inputs = try RunInputs.read(path: input, dataset: dataset, batchFirst: batchFirst, model: ckpt.model)
+        // Said once the outputs are written, so that a failure stays one 'Error:' line.
+        let layoutWarning = !batchFirst && !timeMajor ? runLayoutWarning(inputs) : nil
         if let gradOutput {
+            guard !lastStep else { throw CLIError("--last-step and --grad-output do not go together: gradients are given for every step's output") }
             try runWithGradients(ckpt.model, inputs, gradientsFile: gradOutput)
+            if let layoutWarning { warn(layoutWarning) }
             return
         }
-        let result = try ckpt.model.forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates)
-        try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst, lengths: inputs.lengths)
-        if ckpt.model.outputSteps == .last {
-            print("wrote \(output): output [\(result.output.shape[1]), \(ckpt.model.outputSize)] (the last step: the model's last layer has return_sequences=False)")
+        let result = try ckpt.model.forward(inputs)
+        if lastStep || ckpt.model.outputSteps == .last {
+            try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst, lastStep: .some(inputs.lengths))
+            if ckpt.model.outputSteps == .last {
+                print("wrote \(output): output \([inputs.batch, ckpt.model.outputSize]) (the last step: the model's last layer has return_sequences=False)")
+            } else {
+                print("wrote \(output): output \([inputs.batch, ckpt.model.outputSize]) at each sample's last valid step")
+            }
             return
         }
+        try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst)
         let shape = batchFirst ? [result.output.shape[1], result.output.shape[0], result.output.shape[2]] : result.output.shape
         print("wrote \(output): output \(shape)")
+        if let layoutWarning { warn(layoutWarning) }
+    }
+}
+
+extension RunCommand {
+    /// A warning when the input reads as well as [B, T, I] as [T, B, I] and nothing says
+    /// which: no lengths or initial states whose batch size decides it (or they fit both, T
+    /// = B), no `layout` attribute in an HDF5 file.
+    func runLayoutWarning(_ inputs: RunInputs) -> String? {
+        let (T, B) = (inputs.input.shape[0], inputs.input.shape[1])
+        let decided = T != B && (inputs.lengths != nil || !inputs.initialStates.isEmpty)
+        guard !decided else { return nil }
+        if !input.lowercased().hasSuffix(".npy"), let root = try? H5File(opening: input).root,
+           (try? root.hasAttribute("layout")) == true, let layout = try? root.stringAttribute("layout"),
+           layout == "time_major" {
+            return nil
+        }
+        return "'\(input)': input [\(T), \(B), \(inputs.input.shape[2])] reads as [T, B, I] and as [B, T, I]; "
+            + "reading it time-major (T = \(T)): pass --time-major to say so, or --batch-first for the other"
     }
 }
 
@@ -244,7 +316,8 @@ struct ComposeCommand: ParsableCommand {
               FILE:K          layer K of FILE        FILE:K-M   layers K to M
               bi(FILE:K,FILE:M[,MERGE])   a new bidirectional layer: the first file's layer K \
             reads forward, the second's layer M reads backward (MERGE defaults to concat)
-            Sizes are checked at every join. The head is taken with --head-from FILE.
+            Sizes are checked at every join. The head is taken with --head-from FILE, an \
+            embedding stage (token inputs) with --embedding-from FILE.
             Example: seqcell compose -o new.h5 enc.h5:0-1 'bi(a.h5:0,b.h5:0,sum)' --head-from a.h5
             """)
 
@@ -255,6 +328,9 @@ struct ComposeCommand: ParsableCommand {
 
     @Option(help: "Take the linear head of this checkpoint.")
     var headFrom: String?
+
+    @Option(help: "Take the embedding stage of this checkpoint (the model then takes token ids).")
+    var embeddingFrom: String?
 
     @Option(name: [.short, .customLong("output")], help: "Checkpoint to write.")
     var output: String
@@ -307,7 +383,16 @@ struct ComposeCommand: ParsableCommand {
             guard let h = try load(file).head else { throw CLIError("\(file) has no head") }
             return h
         }
-        let model = try Model.chain(chain, head: head, headOrigin: headFrom.map { "the head of \($0)" } ?? "the head")
+        var model = try Model.chain(chain, head: head, headOrigin: headFrom.map { "the head of \($0)" } ?? "the head")
+        if let embeddingFrom {
+            guard let e = try load(embeddingFrom).embedding else { throw CLIError("\(embeddingFrom) has no embedding stage") }
+            guard e.dimension == model.inputSize else {
+                throw CLIError("the embedding of \(embeddingFrom) gives \(e.dimension)-wide vectors but the first layer (\(chain[0].origin)) takes \(model.inputSize) inputs")
+            }
+            model = try Model(embedding: e, layers: model.layers, head: model.head)
+        } else if let (file, _) = sources.first.map(splitSource), let first = cache[file], first.embedding != nil {
+            print("note: \(file) has an embedding stage, which is not carried over (add --embedding-from \(file)); the new model takes features")
+        }
         try Checkpoint(model: model).save(to: output)
         print("wrote \(output): \(model.layers.count) layer(s), \(model.parameterCount) parameters")
         for (k, src) in chain.enumerated() { print("  layer \(k): \(src.layer.summary)  ← \(src.origin)") }

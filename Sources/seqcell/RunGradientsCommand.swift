@@ -11,13 +11,13 @@ extension RunCommand {
             model.outputSteps = .all
             print("note: the model's output is its last step; with --grad-output, output and grad_output are every step's [T, B, O]")
         }
-        let shape = [inputs.input.shape[0], inputs.input.shape[1], model.outputSize]
+        let shape = [inputs.steps, inputs.batch, model.outputSize]
         let grads = try RunGradientInputs.read(path: gradientsFile, batchFirst: batchFirst, model: model, outputShape: shape)
         let result = try model.runWithGradients(inputs, grads)
         try writeRunOutputs(path: output, model: model, result: result.forward, batchFirst: batchFirst) { file in
             try writeRunGradients(result.gradients, model: model, batchFirst: batchFirst, into: try file.root)
         }
         let out = batchFirst ? [shape[1], shape[0], shape[2]] : shape
-        print("wrote \(output): output \(out), grad_input, initial-state gradients and \(model.namedParameters.count) parameter gradients")
+        print("wrote \(output): output \(out), \(inputs.tokens == nil ? "grad_input, " : "")initial-state gradients and \(model.namedParameters.count) parameter gradients")
     }
 }

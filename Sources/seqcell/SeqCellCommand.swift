@@ -15,7 +15,7 @@ struct SeqCellCommand: ParsableCommand {
             """,
         version: SeqCellInfo.version,
         subcommands: [
-            DemoCommand.self, TrainCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self,
+            DemoCommand.self, TrainCommand.self, EvaluateCommand.self, NewCommand.self, InspectCommand.self, RunCommand.self,
             SwapCommand.self, ComposeCommand.self, ImportCommand.self, ExportCommand.self, PluginsCommand.self,
             ValidatePluginCommand.self, BenchCommand.self,
         ])
@@ -119,6 +119,21 @@ struct PluginOptions: ParsableArguments {
         }
         return r
     }
+}
+
+/// `--threads N` for every command that computes (run, train, evaluate, bench): one
+/// implementation, `Benchmark.setThreads`.
+struct ThreadOptions: ParsableArguments {
+    @Option(parsing: .unconditional, help: ArgumentHelp(
+        "Threads (0: the default, SEQCELL_THREADS or all online CPUs). The host's worker pool gets N; OpenBLAS is set to 1 thread per call (openblas_set_num_threads) because the host splits large GEMMs itself (SEQCELL_BLAS_THREADS=N keeps OpenBLAS threads).",
+        valueName: "n"))
+    var threads: Int = 0
+
+    func validate() throws {
+        guard threads >= 0 else { throw ValidationError("--threads must be at least 0 (0: the default), got \(threads)") }
+    }
+
+    func apply() { Benchmark.setThreads(threads) }
 }
 
 /// swift-log to stderr; warnings by default, everything with --verbose. Safe to call twice.

@@ -1,7 +1,11 @@
-// A character-level language model: an LSTM trained with truncated backprop through time
-// over a bundled public-domain text (the opening of Chapter I of Lewis Carroll's "Alice's
+// A character-level language model: an embedding stage (character ids → vectors), an LSTM
+// trained with truncated backprop through time over a bundled public-domain text (the opening of Chapter I of Lewis Carroll's "Alice's
 // Adventures in Wonderland", 1865), saved as a checkpoint, then reloaded to sample text.
 //   swift run -c release charlm-sample --steps 2000
+// With --write-data FILE it instead writes the text as token data for the command line:
+// 'input' int64 [chunk, N] (character ids, N windows) and 'targets' int64 [chunk, N] (the next
+// character), for  seqcell new --embedding V:32 --layer lstm:128 --head V  and
+// seqcell train --loss cross_entropy --target all.
 import ArgumentParser
 import Foundation
 import SeqCell
@@ -12,10 +16,12 @@ struct CharLMSample: ParsableCommand {
     @Option(help: "Characters per chunk (the truncation length of BPTT).") var chunk = 32
     @Option(help: "Parallel streams through the text (the batch).") var streams = 16
     @Option(help: "Hidden units.") var hidden = 128
+    @Option(help: "Width of each character's embedding vector.") var embeddingDim = 32
     @Option(help: "Characters to sample after training.") var sampleLength = 300
     @Option(help: "Sampling temperature.") var temperature = 0.7
     @Option(help: "The text to learn (default: the bundled Alice excerpt).") var text: String?
     @Option(help: "Where to save the model.") var output = "out/charlm.h5"
+    @Option(help: "Write the text as token data (HDF5: input, targets [chunk, N] of character ids) and stop.") var writeData: String?
 
     func run() throws {
         let source = text ?? ((#filePath as NSString).deletingLastPathComponent as NSString).appendingPathComponent("alice.txt")
@@ -24,9 +30,30 @@ struct CharLMSample: ParsableCommand {
         let index = Dictionary(uniqueKeysWithValues: vocab.enumerated().map { ($1, $0) })
         let V = vocab.count
         print("\(chars.count) characters, vocabulary of \(V), from \(source)")
+        if let writeData {
+            // Non-overlapping windows of `chunk` characters, each predicting the next character.
+            let N = (chars.count - 1) / chunk
+            var x = [Int64](repeating: 0, count: chunk * N), y = x
+            for n in 0..<N {
+                for t in 0..<chunk {
+                    x[t * N + n] = Int64(index[chars[n * chunk + t]]!)
+                    y[t * N + n] = Int64(index[chars[n * chunk + t + 1]]!)
+                }
+            }
+            try writeHDF5Atomically(to: writeData) { file in
+                let root = try file.root
+                try root.writeDataset("input", shape: [chunk, N], int64s: x)
+                try root.writeDataset("targets", shape: [chunk, N], int64s: y)
+                try root.setAttribute("vocabulary", String(vocab))
+            }
+            print("wrote \(writeData): input and targets [\(chunk), \(N)], vocabulary \(V)")
+            return
+        }
 
         let registry = PluginRegistry.standard()
-        let model = try Model.build(inputSize: V, layers: [LayerSpec(cell: "lstm", hiddenSize: hidden)],
+        // Character ids go straight in: the embedding stage looks up each id's trainable vector.
+        let model = try Model.build(embedding: EmbeddingSpec(vocabularySize: V, dimension: embeddingDim),
+                                    layers: [LayerSpec(cell: "lstm", hiddenSize: hidden)],
                                     head: HeadSpec(outputSize: V), registry: registry, seed: 1)
         var config = TrainingConfig()
         config.loss = "cross_entropy"
@@ -38,20 +65,19 @@ struct CharLMSample: ParsableCommand {
         // Each stream reads its own stretch of the text; states carry from chunk to chunk.
         let span = (chars.count - 1) / streams
         let chunksPerSpan = max(span / chunk, 1)
-        func oneHot(_ c: Character, into x: inout [Float], at row: Int) { x[row * V + index[c]!] = 1 }
         for step in 0..<steps {
             let k = step % chunksPerSpan
             if k == 0 { trainer.resetState() }
-            var x = [Float](repeating: 0, count: chunk * streams * V)
+            var x = [Int32](repeating: 0, count: chunk * streams)
             var y = [Float](repeating: 0, count: chunk * streams)
             for t in 0..<chunk {
                 for s in 0..<streams {
                     let pos = s * span + k * chunk + t
-                    oneHot(chars[pos], into: &x, at: t * streams + s)
+                    x[t * streams + s] = Int32(index[chars[pos]]!)
                     y[t * streams + s] = Float(index[chars[pos + 1]]!)
                 }
             }
-            let stats = try trainer.trainStep(Batch(input: Tensor(shape: [chunk, streams, V], data: x),
+            let stats = try trainer.trainStep(Batch(tokens: TokenIDs(shape: [chunk, streams], ids: x),
                                                     targets: Tensor(shape: [chunk, streams], data: y)))
             if (step + 1) % max(steps / 10, 1) == 0 {
                 print("step \(step + 1): cross-entropy \(String(format: "%.3f", stats.loss)) nats/char")
@@ -69,9 +95,8 @@ struct CharLMSample: ParsableCommand {
         var current: Character = "A"
         var out = String(current)
         for _ in 0..<sampleLength {
-            var x = [Float](repeating: 0, count: V)
-            x[index[current]!] = 1
-            let r = try loaded.forward(input: Tensor(shape: [1, 1, V], data: x), initialStates: state)
+            let id = TokenIDs(shape: [1, 1], ids: [Int32(index[current]!)])
+            let r = try loaded.forward(tokens: id, initialStates: state)
             state = r.finalStates.map { $0.map { $0.map { Optional($0) } } }
             let logits = r.output.data.map { Double($0) / temperature }
             let m = logits.max()!

@@ -42,7 +42,27 @@ public struct Checkpoint: Sendable {
 public enum CheckpointFormat {
     public static let name = "seqcell-checkpoint"
     public static let major = 1
-    public static let minor = 0
+    /// The newest minor this SeqCell reads and writes. 1.1 added the embedding stage
+    /// (`/model/embedding`, `/@requires`); 1.2 `/model@output_steps` (a model whose output is
+    /// its last step) and the optional `/model/source`; a file that uses nothing newer is
+    /// written as 1.0.
+    public static let minor = 2
+
+    /// Features a reader must understand to read a file, listed in its root attribute
+    /// `requires`; a reader refuses a file that lists one it does not know.
+    public static let knownRequirements: Set<String> = ["embedding", "output_steps"]
+
+    /// The version and requirements a file holding `model` is written with: the oldest that
+    /// can describe it, so readers of older minors keep reading what they can. A last-step
+    /// model requires `output_steps` (an older reader would compute another output); the
+    /// source names are informational and need nothing.
+    static func version(for model: Model) -> (version: [Int], requires: [String]) {
+        var minor = 0
+        var requires: [String] = []
+        if model.embedding != nil { minor = 1; requires.append("embedding") }
+        if model.outputSteps != .all { minor = 2; requires.append("output_steps") }
+        return ([major, minor], requires)
+    }
 
     /// Layer group name: zero-padded so HDF5's alphabetical listing is numeric order.
     static func layerName(_ k: Int, count: Int) -> String {
@@ -63,7 +83,8 @@ public enum CheckpointFormat {
 
 extension Model {
     /// Every parameter with its checkpoint path, in a fixed order: layers, directions,
-    /// the cell's parameter order, then the head (`head/weight`, `head/bias`).
+    /// the cell's parameter order, then the head (`head/weight`, `head/bias`), then the
+    /// embedding table (`embedding/weight`).
     public var namedParameters: [(path: String, value: Tensor)] {
         var out: [(String, Tensor)] = []
         for (k, layer) in layers.enumerated() {
@@ -78,6 +99,7 @@ extension Model {
             out.append(("head/weight", head.weight))
             out.append(("head/bias", head.bias))
         }
+        if let embedding { out.append(("embedding/weight", embedding.weight)) }
         return out
     }
 
@@ -102,7 +124,9 @@ extension Model {
         if head != nil {
             head!.weight = values[i]
             head!.bias = values[i + 1]
+            i += 2
         }
+        if embedding != nil { embedding!.weight = values[i] }
     }
 }
 
@@ -116,7 +140,9 @@ extension Checkpoint {
         try writeHDF5Atomically(to: path) { file in
             let root = try file.root
             try root.setAttribute("format", CheckpointFormat.name)
-            try root.setAttribute("format_version", [CheckpointFormat.major, CheckpointFormat.minor])
+            let (version, requires) = CheckpointFormat.version(for: model)
+            try root.setAttribute("format_version", version)
+            if !requires.isEmpty { try root.setAttribute("requires", requires) }
             try root.setAttribute("creator", SeqCellInfo.creator)
             try root.setAttribute("created", ISO8601DateFormatter().string(from: Date()))
             try Checkpoint.writeModel(model, into: try root.createGroup("model"))
@@ -125,7 +151,19 @@ extension Checkpoint {
     }
 
     static func writeModel(_ model: Model, into g: H5Group) throws {
-        try g.setAttribute("input_size", model.inputSize)
+        // A model with an embedding stage takes token ids, not features: no input_size (which is
+        // also what makes a format 1.0 reader refuse the file instead of running it without
+        // the embedding).
+        if let e = model.embedding {
+            let eg = try g.createGroup("embedding")
+            try eg.setAttribute("kind", "embedding")
+            try eg.setAttribute("vocab_size", e.vocabularySize)
+            try eg.setAttribute("embedding_dim", e.dimension)
+            if let p = e.paddingIndex { try eg.setAttribute("padding_idx", p) }
+            try eg.writeDataset("weight", shape: e.weight.shape, floats: e.weight.data)
+        } else {
+            try g.setAttribute("input_size", model.inputSize)
+        }
         try g.setAttribute("num_layers", model.layers.count)
         try g.setAttribute("output_size", model.outputSize)
         if model.outputSteps != .all { try g.setAttribute("output_steps", model.outputSteps.rawValue) }
@@ -134,6 +172,7 @@ extension Checkpoint {
             try sg.setAttribute("framework", s.framework)
             if let p = s.prefix { try sg.setAttribute("prefix", p) }
             if let h = s.headName { try sg.setAttribute("head_name", h) }
+            if let e = s.embeddingName { try sg.setAttribute("embedding_name", e) }
         }
         let layersGroup = try g.createGroup("layers")
         for (k, layer) in model.layers.enumerated() {
@@ -201,6 +240,7 @@ extension Checkpoint {
         let file = try H5File(opening: path)
         let root = try file.root
         let version = try readHeader(root, path: path)
+        try checkRequirements(root, path: path)
         let model = try readModel(try root.group("model"), registry: registry, path: path)
         let training = try optionalGroup(root, "training", path: path).map { try readTraining($0, model: model, path: path) }
         var c = Checkpoint(model: model, training: training)
@@ -249,12 +289,58 @@ extension Checkpoint {
         return version
     }
 
+    /// Refuses a file whose root `requires` lists a feature this reader does not know.
+    static func checkRequirements(_ root: H5Group, path: String) throws {
+        guard try root.hasAttribute("requires") else { return }
+        let listed = try root.stringArrayAttribute("requires")
+        let unknown = listed.filter { !CheckpointFormat.knownRequirements.contains($0) }
+        guard unknown.isEmpty else {
+            throw SeqCellError(.checkpoint,
+                "'\(path)' needs \(unknown.map { "'\($0)'" }.joined(separator: ", ")), which this SeqCell (format "
+                + "\(CheckpointFormat.major).\(CheckpointFormat.minor)) cannot read: the file was written by a newer SeqCell; upgrade to read it")
+        }
+    }
+
+    /// The embedding stage under `/model/embedding`, or nil when the group is absent.
+    static func readEmbedding(_ g: H5Group, path: String) throws -> Embedding? {
+        guard let eg = try optionalGroup(g, "embedding", path: path) else { return nil }
+        let at = "/model/embedding"
+        let weight = try readFloat32(eg, "weight", at: at, path: path)
+        guard weight.rank == 2, weight.shape[0] >= 1, weight.shape[1] >= 1 else {
+            throw checkpointError(path, "\(at)/weight", "shape \(weight.shape) is not [vocab_size, embedding_dim] with both >= 1")
+        }
+        for (name, value) in [("vocab_size", weight.shape[0]), ("embedding_dim", weight.shape[1])] where try eg.hasAttribute(name) {
+            let stated = try eg.intAttribute(name)
+            guard stated == value else {
+                throw checkpointError(path, at, "\(name) is \(stated) but weight is \(weight.shape)")
+            }
+        }
+        var padding: Int? = nil
+        if try eg.hasAttribute("padding_idx") {
+            let p = try eg.intAttribute("padding_idx")
+            guard (0..<weight.shape[0]).contains(p) else {
+                throw checkpointError(path, at, "padding_idx \(p) is outside the vocabulary 0...\(weight.shape[0] - 1)")
+            }
+            padding = p
+        }
+        return try Embedding(weight: weight, paddingIndex: padding)
+    }
+
     static func checkpointError(_ path: String, _ where_: String, _ message: String) -> SeqCellError {
         SeqCellError(.checkpoint, "'\(path)' \(where_): \(message)")
     }
 
     static func readModel(_ g: H5Group, registry: PluginRegistry, path: String) throws -> Model {
-        let inputSize = try g.intAttribute("input_size")
+        let embedding = try readEmbedding(g, path: path)
+        let inputSize: Int
+        if let embedding {
+            inputSize = try g.hasAttribute("input_size") ? try g.intAttribute("input_size") : embedding.dimension
+            guard inputSize == embedding.dimension else {
+                throw checkpointError(path, "/model", "input_size is \(inputSize) but the embedding gives \(embedding.dimension)-wide vectors")
+            }
+        } else {
+            inputSize = try g.intAttribute("input_size")
+        }
         let numLayers = try g.intAttribute("num_layers")
         guard inputSize >= 1 else { throw checkpointError(path, "/model", "input_size must be >= 1, got \(inputSize)") }
         let lg = try g.group("layers")
@@ -282,7 +368,11 @@ extension Checkpoint {
         }
         var model: Model
         do {
-            model = try Model(inputSize: inputSize, layers: layers, head: head)
+            if let embedding {
+                model = try Model(embedding: embedding, layers: layers, head: head)
+            } else {
+                model = try Model(inputSize: inputSize, layers: layers, head: head)
+            }
         } catch let e as SeqCellError {
             throw checkpointError(path, "/model", e.message)
         }
@@ -297,8 +387,9 @@ extension Checkpoint {
                 throw checkpointError(path, "/model/source", "needs a string attribute 'framework'")
             }
             let source = ModelSource(framework: framework, prefix: try optionalString(sg, "prefix"),
-                                     headName: try optionalString(sg, "head_name"))
-            for (name, value) in [("framework", source.framework), ("prefix", source.prefix), ("head_name", source.headName)] {
+                                     headName: try optionalString(sg, "head_name"), embeddingName: try optionalString(sg, "embedding_name"))
+            for (name, value) in [("framework", source.framework), ("prefix", source.prefix), ("head_name", source.headName),
+                                  ("embedding_name", source.embeddingName)] {
                 guard let value else { continue }
                 guard value.utf8.count <= ModelSource.maximumNameLength, !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
                     throw checkpointError(path, "/model/source", "'\(name)' must be at most \(ModelSource.maximumNameLength) bytes without control characters")

@@ -33,6 +33,8 @@ public struct CheckpointSummary: Sendable {
     public var inputSize: Int
     public var layers: [Layer]
     public var head: (activation: String, weight: [Int], bias: [Int])?
+    /// The embedding stage: its weight's shape [vocabulary, dimension] and padding index.
+    public var embedding: (weight: [Int], paddingIndex: Int?)?
     public var trainingStep: Int?
     public var trainingOptimizer: String?
     /// `/model@output_steps` ("all" when absent).
@@ -43,6 +45,7 @@ public struct CheckpointSummary: Sendable {
     public var parameterCount: Int {
         layers.reduce(0) { $0 + $1.directions.reduce(0) { $0 + $1.datasets.reduce(0) { $0 + $1.count } } }
             + (head.map { $0.weight.reduce(1, *) + $0.bias.reduce(1, *) } ?? 0)
+            + (embedding.map { $0.weight.reduce(1, *) } ?? 0)
     }
 
     /// Reads the structure; errors name the file and object as `Checkpoint.load` does.
@@ -50,7 +53,12 @@ public struct CheckpointSummary: Sendable {
         let file = try H5File(opening: path)
         let root = try file.root
         let version = try Checkpoint.readHeader(root, path: path)
+        try Checkpoint.checkRequirements(root, path: path)
         let m = try root.group("model")
+        var embedding: ([Int], Int?)? = nil
+        if let e = try Checkpoint.optionalGroup(m, "embedding", path: path) {
+            embedding = (try e.dataset("weight").shape, try e.hasAttribute("padding_idx") ? try e.intAttribute("padding_idx") : nil)
+        }
         let lg = try m.group("layers")
         var layers: [Layer] = []
         // Damage and non-hard links throw (from `member`, `optionalGroup`); only absence and
@@ -91,11 +99,12 @@ public struct CheckpointSummary: Sendable {
         }
         var summary = CheckpointSummary(
             path: path, formatVersion: version, creator: try Checkpoint.optionalString(root, "creator") ?? "",
-            created: try Checkpoint.optionalString(root, "created") ?? "", inputSize: try m.intAttribute("input_size"),
-            layers: layers, head: head, trainingStep: step, trainingOptimizer: optimizer)
+            created: try Checkpoint.optionalString(root, "created") ?? "",
+            inputSize: try embedding.flatMap { e in try m.hasAttribute("input_size") ? nil : e.0.last } ?? m.intAttribute("input_size"),
+            layers: layers, head: head, embedding: embedding, trainingStep: step, trainingOptimizer: optimizer)
         summary.outputSteps = try Checkpoint.optionalString(m, "output_steps") ?? "all"
         if let sg = try Checkpoint.optionalGroup(m, "source", path: path) {
-            for name in ["framework", "prefix", "head_name"] {
+            for name in ["framework", "prefix", "head_name", "embedding_name"] {
                 if let value = try Checkpoint.optionalString(sg, name) { summary.source.append((name, value)) }
             }
         }

@@ -34,9 +34,58 @@ public enum NPY {
             case .f8: Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))))
             case .i4: Float(Int32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int32.self)))
             case .i8: Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: Int64.self)))
+            default: Float.nan  // not allowed by `NPYArray(path:)`'s default dtypes
             }
         }
         return (array.shape, floats)
+    }
+
+    /// Reads a float (`<f4`, `<f8`) or integer array of any width (`|i1`, `|u1`, `<i2`, `<u2`,
+    /// `<i4`, `<u4`, `<i8`, `<u8`): floats as `Float`, integers exactly as `Int64` (a `<u8`
+    /// value above `Int64.max` is refused, naming it).
+    public static func readNumbers(from path: String) throws -> (shape: [Int], values: DataArray.Values) {
+        try numbers(try NPYArray(path: path, allowed: NPYDType.allCases), path: path)
+    }
+
+    /// The same, from a file's bytes (a `.npz` member); `path` names it in messages.
+    public static func readNumbers(bytes: [UInt8], path: String) throws -> (shape: [Int], values: DataArray.Values) {
+        try numbers(try NPYArray(bytes: bytes, path: path, allowed: NPYDType.allCases), path: path)
+    }
+
+    private static func numbers(_ array: NPYArray, path: String) throws -> (shape: [Int], values: DataArray.Values) {
+        func load<T: FixedWidthInteger>(_: T.Type, _ raw: UnsafeRawBufferPointer, _ offset: Int) -> T {
+            T(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: T.self))
+        }
+        switch array.dtype {
+        case .f4, .f8:
+            return (array.shape, .floats(try readFloatsChecked(array)))
+        case .u8:
+            let wide: [UInt64] = array.elements { _, raw, offset in load(UInt64.self, raw, offset) }
+            if let i = wide.firstIndex(where: { $0 > UInt64(Int64.max) }) {
+                throw NPYError(path: path, operation: "read", field: nil, message: "element \(i) (\(wide[i])) does not fit in Int64")
+            }
+            return (array.shape, .integers(wide.map { Int64($0) }))
+        default:
+            let values: [Int64] = array.elements { dtype, raw, offset in
+                switch dtype {
+                case .i1: Int64(Int8(bitPattern: raw[offset]))
+                case .u1: Int64(raw[offset])
+                case .i2: Int64(load(Int16.self, raw, offset))
+                case .u2: Int64(load(UInt16.self, raw, offset))
+                case .i4: Int64(load(Int32.self, raw, offset))
+                case .u4: Int64(load(UInt32.self, raw, offset))
+                default: load(Int64.self, raw, offset)
+                }
+            }
+            return (array.shape, .integers(values))
+        }
+    }
+
+    private static func readFloatsChecked(_ array: NPYArray) throws -> [Float] {
+        array.elements { dtype, raw, offset in
+            dtype == .f4 ? Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+                : Float(Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: offset, as: UInt64.self))))
+        }
     }
 
     /// Reads an `<i4` or `<i8` array; `<i8` values must fit in `Int32`.
@@ -89,11 +138,21 @@ public enum NPY {
     }
 }
 
-/// The element types this reader supports.
-private enum NPYDType: String {
+/// The element types this reader supports (`readFloats` and `readInt32s` the first four).
+private enum NPYDType: String, CaseIterable {
     case f4 = "<f4", f8 = "<f8", i4 = "<i4", i8 = "<i8"
+    case i1 = "|i1", u1 = "|u1", i2 = "<i2", u2 = "<u2", u4 = "<u4", u8 = "<u8"
 
-    var size: Int { self == .f4 || self == .i4 ? 4 : 8 }
+    static let common: [NPYDType] = [.f4, .f8, .i4, .i8]
+
+    var size: Int {
+        switch self {
+        case .i1, .u1: 1
+        case .i2, .u2: 2
+        case .f4, .i4, .u4: 4
+        case .f8, .i8, .u8: 8
+        }
+    }
 }
 
 /// A validated `.npy` file: header parsed, data size checked against the shape.
@@ -104,8 +163,11 @@ private struct NPYArray {
     let bytes: [UInt8]
     let dataOffset: Int
 
-    init(path: String) throws {
-        let bytes = try readFile(path)
+    init(path: String, allowed: [NPYDType] = NPYDType.common) throws {
+        try self.init(bytes: try readFile(path), path: path, allowed: allowed)
+    }
+
+    init(bytes: [UInt8], path: String, allowed: [NPYDType] = NPYDType.common) throws {
         func fail(_ field: String?, _ message: String) -> NPYError {
             NPYError(path: path, operation: "read", field: field, message: message)
         }
@@ -134,10 +196,13 @@ private struct NPYArray {
             throw fail("header", "expected keys descr, fortran_order, shape; found \(fields.keys.sorted().map { displayName($0, limit: 40) }.joined(separator: ", "))")
         }
         guard case .string(let descr)? = fields["descr"] else { throw fail("descr", "expected a dtype string") }
-        guard let dtype = NPYDType(rawValue: descr) else {
+        // NumPy writes one-byte types as '|i1'; '<i1' means the same.
+        let normalized = descr == "<i1" ? "|i1" : descr == "<u1" ? "|u1" : descr
+        guard let dtype = NPYDType(rawValue: normalized), allowed.contains(dtype) else {
             throw fail("descr", descr.hasPrefix(">")
                 ? "big-endian \(displayName(descr, limit: 40)) is not supported"
-                : "dtype \(displayName(descr, limit: 40)) is not supported (need '<f4', '<f8', '<i4' or '<i8')")
+                : "dtype \(displayName(descr, limit: 40)) is not supported (need "
+                    + allowed.map { "'\($0.rawValue)'" }.dropLast().joined(separator: ", ") + " or '\(allowed.last!.rawValue)')")
         }
         guard case .bool(let fortranOrder)? = fields["fortran_order"] else {
             throw fail("fortran_order", "expected True or False")

@@ -60,22 +60,20 @@ extension Model {
     /// `sum(output ⊙ gradOutput) + Σ sum(final state ⊙ its gradient)` with respect to the input,
     /// the initial states and every parameter — what `torch.autograd.grad` gives.
     public func runWithGradients(_ inputs: RunInputs, _ grads: RunGradientInputs) throws -> RunWithGradients {
-        let fwd = try forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates, training: true)
+        let fwd = try inputs.tokens.map { try forward(tokens: $0, lengths: inputs.lengths, initialStates: inputs.initialStates, training: true) }
+            ?? forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates, training: true)
         guard grads.gradOutput.shape == fwd.output.shape else {
             throw SeqCellError(.shape, "grad_output must be \(fwd.output.shape), got \(grads.gradOutput.shape)")
         }
-        let g = try backward(fwd, gradOutput: grads.gradOutput, gradFinalStates: grads.gradFinalStates, wantInputGradient: true)
+        // Token ids have no gradient: a model with an embedding stage writes the table's instead.
+        let g = try backward(fwd, gradOutput: grads.gradOutput, gradFinalStates: grads.gradFinalStates,
+                             wantInputGradient: inputs.tokens == nil)
         return RunWithGradients(forward: fwd, gradients: g)
     }
 
     /// Parameter gradients paired with the checkpoint paths of `namedParameters`.
     public func namedGradients(_ g: Gradients) -> [(path: String, value: Tensor)] {
-        var values: [Tensor] = g.params.flatMap { $0.flatMap { $0 } }
-        if let h = g.head {
-            values.append(h.weight)
-            values.append(h.bias)
-        }
-        return zip(namedParameters, values).map { ($0.path, $1) }
+        zip(namedParameters, g.flat).map { ($0.path, $1) }
     }
 }
 

@@ -2,16 +2,38 @@ import Foundation
 
 /// Inputs for running a model, read from an HDF5 or .npy file with PyTorch's conventions.
 public struct RunInputs: Sendable {
-    /// [T, B, I], time-major.
+    /// [T, B, I], time-major; [T, B, 0] when the inputs are `tokens`.
     public var input: Tensor
     public var lengths: [Int32]?
     /// initialStates[layer][direction][state], or empty for zeros.
     public var initialStates: [[[Tensor?]]]
+    /// Token ids [T, B] for a model with an embedding stage, else nil.
+    public var tokens: TokenIDs?
 
     public init(input: Tensor, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = []) {
         self.input = input
         self.lengths = lengths
         self.initialStates = initialStates
+    }
+
+    public init(tokens: TokenIDs, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = []) {
+        self.input = Tensor(shape: tokens.shape + [0], data: [])
+        self.lengths = lengths
+        self.initialStates = initialStates
+        self.tokens = tokens
+    }
+
+    public var steps: Int { tokens?.steps ?? input.shape[0] }
+    public var batch: Int { tokens?.batch ?? input.shape[1] }
+}
+
+extension Model {
+    /// Runs the model on what `RunInputs.read` gave: token ids or features.
+    public func forward(_ inputs: RunInputs) throws -> Output {
+        if let tokens = inputs.tokens {
+            return try forward(tokens: tokens, lengths: inputs.lengths, initialStates: inputs.initialStates)
+        }
+        return try forward(input: inputs.input, lengths: inputs.lengths, initialStates: inputs.initialStates)
     }
 }
 
@@ -65,14 +87,21 @@ extension RunInputs {
     /// type, `lengths`' type, shape and every value (1...T, reported exactly: an int64 2^40 is
     /// "1099511627776"), and the initial states' shapes. Messages name the file and dataset.
     public static func read(path: String, dataset: String = "input", batchFirst: Bool = false, model: Model) throws -> RunInputs {
-        var input: Tensor
+        var input = Tensor(shape: [0], data: [])
+        var rawTokens: (values: [Int64], shape: [Int], dtype: String)? = nil
         var rawLengths: (values: [Int64], shape: [Int], saturated: Bool)? = nil
         var stacked: [String: Tensor] = [:]
         let inputName: String
         if path.hasSuffix(".npy") {
             inputName = "'\(path)'"
-            let a = try NPY.readFloats(from: path)
-            input = try Tensor.checked(shape: a.shape, data: a.floats, what: inputName)
+            do {
+                // Integer arrays are token ids (ids fit in Int32: a vocabulary has at most 2^31 − 1 rows).
+                let ints = try NPY.readInt32s(from: path)
+                rawTokens = (ints.values.map(Int64.init), ints.shape, "integer")
+            } catch let e as NPYError where e.field == "descr" {
+                let a = try NPY.readFloats(from: path)
+                input = try Tensor.checked(shape: a.shape, data: a.floats, what: inputName)
+            }
         } else {
             inputName = "'\(path)': dataset '\(dataset)'"
             let file = try H5File(opening: path)
@@ -81,10 +110,19 @@ extension RunInputs {
                 throw SeqCellError(.io, "'\(path)' has no dataset '\(dataset)' (members: \((try? root.memberNames())?.joined(separator: ", ") ?? "?"))")
             }
             let ds = try root.dataset(dataset)
-            guard ds.elementKind.isFloatingPoint else {
-                throw SeqCellError(.io, "\(inputName) must hold floating-point values, found \(ds.elementKind)")
+            if ds.elementKind.isInteger, model.embedding != nil {
+                rawTokens = (try ds.readInt64s(), ds.shape, "\(ds.elementKind)")
+                if ds.elementKind == .unsignedInteger(bytes: 8), let b = rawTokens!.values.firstIndex(of: .max) {
+                    throw SeqCellError(.invalidArgument, "\(inputName): element \(b) is \(Int64.max) or more, outside the vocabulary")
+                }
+            } else if ds.elementKind.isInteger {
+                rawTokens = ([], ds.shape, "\(ds.elementKind)")  // refused below, unread
+            } else {
+                guard ds.elementKind.isFloatingPoint else {
+                    throw SeqCellError(.io, "\(inputName) must hold floating-point values (features) or integers (token ids), found \(ds.elementKind)")
+                }
+                input = try Tensor.checked(shape: ds.shape, data: try ds.readFloats(), what: inputName)
             }
-            input = try Tensor.checked(shape: ds.shape, data: try ds.readFloats(), what: inputName)
             if root.isDataset("lengths") {
                 let l = try root.dataset("lengths")
                 guard l.elementKind.isInteger else {
@@ -104,17 +142,34 @@ extension RunInputs {
                 stacked[name] = try Tensor.checked(shape: s.shape, data: try s.readFloats(), what: "'\(path)': \(name)0")
             }
         }
-        guard input.rank == 3 else {
-            throw SeqCellError(.shape, "\(inputName): input must be 3-D ([T, B, I]\(batchFirst ? " as [B, T, I]" : "")), got \(input.shape)")
-        }
-        if batchFirst { input = swapFirstTwoAxes(input) }
-        let (T, B, I) = (input.shape[0], input.shape[1], input.shape[2])
-        let layout = batchFirst ? "[B, T, I] = \([B, T, I])" : "[T, B, I] = \([T, B, I])"
-        guard T >= 1, B >= 1 else {
-            throw SeqCellError(.shape, "\(inputName): input \(layout) is empty; T and B must be >= 1")
-        }
-        guard I == model.inputSize else {
-            throw SeqCellError(.shape, "\(inputName): input \(layout) has \(I) features per step; this model takes \(model.inputSize)")
+        var tokens: TokenIDs? = nil
+        let T: Int, B: Int
+        switch (model.embedding, rawTokens) {
+        case (let e?, let raw?):
+            tokens = try TokenIDs.checked(shape: raw.shape, values: raw.values, vocabularySize: e.vocabularySize,
+                                          batchFirst: batchFirst, what: inputName)
+            (T, B) = (tokens!.steps, tokens!.batch)
+        case (let e?, nil):
+            throw SeqCellError(.io, "\(inputName) holds float values \(input.shape); this model starts with an embedding stage "
+                               + "(vocabulary \(e.vocabularySize)) and takes integer token ids \(batchFirst ? "[B, T]" : "[T, B]") (any integer dtype)")
+        case (nil, let raw?):
+            throw SeqCellError(.io, "\(inputName) holds integer values (\(raw.dtype), shape \(raw.shape)); this model has no embedding stage "
+                               + "and takes float features \(batchFirst ? "[B, T, \(model.inputSize)]" : "[T, B, \(model.inputSize)]") "
+                               + "(token ids need a model made with 'seqcell new --embedding VOCAB:DIM')")
+        case (nil, nil):
+            guard input.rank == 3 else {
+                throw SeqCellError(.shape, "\(inputName): input must be 3-D ([T, B, I]\(batchFirst ? " as [B, T, I]" : "")), got \(input.shape)")
+            }
+            if batchFirst { input = swapFirstTwoAxes(input) }
+            let I = input.shape[2]
+            (T, B) = (input.shape[0], input.shape[1])
+            let layout = batchFirst ? "[B, T, I] = \([B, T, I])" : "[T, B, I] = \([T, B, I])"
+            guard T >= 1, B >= 1 else {
+                throw SeqCellError(.shape, "\(inputName): input \(layout) is empty; T and B must be >= 1")
+            }
+            guard I == model.inputSize else {
+                throw SeqCellError(.shape, "\(inputName): input \(layout) has \(I) features per step; this model takes \(model.inputSize)")
+            }
         }
         var lengths: [Int32]? = nil
         if let raw = rawLengths {
@@ -131,6 +186,7 @@ extension RunInputs {
         if !stacked.isEmpty {
             initial = try unstackStates(stacked, model: model, batch: B, path: path)
         }
+        if let tokens { return RunInputs(tokens: tokens, lengths: lengths, initialStates: initial) }
         return RunInputs(input: input, lengths: lengths, initialStates: initial)
     }
 
@@ -162,13 +218,33 @@ extension RunInputs {
     }
 }
 
+/// Each sample's row at its last valid step: x [T, B, F] → [B, F], row b taken at
+/// t = lengths[b] − 1 (t = T − 1 without lengths). `lengths` must be checked (1...T).
+public func lastValidSteps(_ x: Tensor, lengths: [Int32]?) -> Tensor {
+    precondition(x.rank == 3 && Boundary.elementCount(x.shape) == x.count, "lastValidSteps needs a consistent [T, B, F] tensor")
+    let (T, B, F) = (x.shape[0], x.shape[1], x.shape[2])
+    var out = [Float](repeating: 0, count: B * F)
+    for b in 0..<B {
+        let t = lengths.map { Int($0[b]) - 1 } ?? (T - 1)
+        precondition((0..<T).contains(t), "length \(t + 1) outside 1...\(T)")
+        for f in 0..<F { out[b * F + f] = x.data[(t * B + b) * F + f] }
+    }
+    return Tensor(shape: [B, F], data: out)
+}
+
 /// Writes what `seqcell run` produces: `output` [T, B, O] (or [B, T, O] batch-first),
 /// PyTorch-stacked final states (`h_n`, `c_n`, …) where the model allows, and every final
-/// state under `final_states/layers/NN/<direction>/<state>`. A model whose output is the last
-/// step (`outputSteps == .last`, Keras return_sequences=False) gets `output` [B, O], Keras'
-/// value (`Model.lastStepOutput`, which needs the run's `lengths`), and `@output_steps = "last"`.
-public func writeRunOutputs(path: String, model: Model, result: Model.Output, batchFirst: Bool, lengths: [Int32]? = nil,
-                            extra: (H5File) throws -> Void = { _ in }) throws {
+/// state under `final_states/layers/NN/<direction>/<state>`.
+///
+/// With `lastStep` (the run's checked lengths, or nil for full-length samples inside
+/// `.some`), `output` (and `recurrent_output`) are instead [B, O]: each sample's row at its
+/// last valid step, as `lastValidSteps` takes it. A model whose output is the last step
+/// (`outputSteps == .last`, Keras return_sequences=False) always writes [B, O], Keras' value
+/// (`Model.lastStepOutput`: for a bidirectional last layer the backward direction's step 0),
+/// and `@output_steps = "last"`; pass the run's lengths as `lastStep`.
+public func writeRunOutputs(path: String, model: Model, result: Model.Output, batchFirst: Bool,
+                            lastStep givenLastStep: [Int32]?? = nil, extra: (H5File) throws -> Void = { _ in }) throws {
+    let lastStep: [Int32]?? = givenLastStep ?? (model.outputSteps == .last ? .some(nil) : nil)
     guard result.finalStates.count == model.layers.count,
           zip(result.finalStates, model.layers).allSatisfy({ $0.count == $1.cells.count }) else {
         throw SeqCellError(.invalidArgument, "'\(path)': the run result does not come from this model")
@@ -176,18 +252,31 @@ public func writeRunOutputs(path: String, model: Model, result: Model.Output, ba
     try writeHDF5Atomically(to: path) { file in
         let root = try file.root
         try root.setAttribute("creator", SeqCellInfo.creator)
-        try root.setAttribute("layout", batchFirst ? "batch_first" : "time_major")
-        if model.outputSteps == .last {
-            let out = try model.lastStepOutput(result, lengths: lengths)
+        if let lengths = lastStep, model.outputSteps == .last {
+            try root.setAttribute("layout", "last_step")
             try root.setAttribute("output_steps", OutputSteps.last.rawValue)
+            let out = try model.lastStepOutput(result, lengths: lengths)
             try root.writeDataset("output", shape: out.shape, floats: out.data)
+            if model.head != nil {
+                let m = try model.lastStepMerged(result, lengths: lengths).merged
+                try root.writeDataset("recurrent_output", shape: [m.shape[1], m.shape[2]], floats: m.data)
+            }
+        } else if let lengths = lastStep {
+            try root.setAttribute("layout", "last_step")
+            let out = lastValidSteps(result.output, lengths: lengths)
+            try root.writeDataset("output", shape: out.shape, floats: out.data)
+            if model.head != nil {
+                let r = lastValidSteps(result.recurrentOutput, lengths: lengths)
+                try root.writeDataset("recurrent_output", shape: r.shape, floats: r.data)
+            }
         } else {
+            try root.setAttribute("layout", batchFirst ? "batch_first" : "time_major")
             let out = batchFirst ? swapFirstTwoAxes(result.output) : result.output
             try root.writeDataset("output", shape: out.shape, floats: out.data)
-        }
-        if model.head != nil {
-            let r = batchFirst ? swapFirstTwoAxes(result.recurrentOutput) : result.recurrentOutput
-            try root.writeDataset("recurrent_output", shape: r.shape, floats: r.data)
+            if model.head != nil {
+                let r = batchFirst ? swapFirstTwoAxes(result.recurrentOutput) : result.recurrentOutput
+                try root.writeDataset("recurrent_output", shape: r.shape, floats: r.data)
+            }
         }
         for name in commonStateNames(model) {
             if let s = stackedStates(result.finalStates, model: model, state: name) {

@@ -64,6 +64,8 @@ struct KerasModelPlan: Sendable {
     var notes: [String]
     /// Names of layers skipped, with why (Dropout is the identity at inference).
     var skipped: [String]
+    /// An Embedding first layer (token inputs); the recurrent layers follow it.
+    var embedding: KerasEmbeddingConfig? = nil
 }
 
 /// Reads Keras model configs: `model.to_json()`, the `config.json` of a `.keras` archive, and
@@ -128,6 +130,11 @@ enum KerasConfigReader {
             switch cls {
             case "InputLayer":
                 continue
+            case "Embedding":
+                guard plan.layers.isEmpty, plan.embedding == nil else {
+                    throw fail("Embedding layer '\(name)' is not the first layer: SeqCell's embedding stage comes before the first recurrent layer")
+                }
+                plan.embedding = try KerasEmbeddingConfig.parse(cfg, origin: origin)
             case "Dropout", "SpatialDropout1D", "GaussianDropout", "AlphaDropout", "GaussianNoise":
                 plan.skipped.append("\(cls) layer '\(name)' (the identity at inference)")
             case "SimpleRNN", "LSTM", "GRU":
@@ -170,6 +177,7 @@ enum KerasConfigReader {
                 throw fail("\(cls) layer '\(name)' is not supported: SeqCell imports SimpleRNN, LSTM, GRU, Bidirectional and a final Dense")
             }
         }
+        if let e = plan.embedding { plan.inputSize = e.outputDim }  // the input shape counts ids, not features
         try validateOrder(plan, origin: origin)
         return plan
     }

@@ -20,6 +20,7 @@ public struct KerasExport: Sendable {
 
     let inputSize: Int
     let layers: [Layer]
+    let embedding: Embedding?
 
     static let classNames = ["rnn": "SimpleRNN", "lstm": "LSTM", "gru": "GRU"]
 
@@ -109,6 +110,7 @@ public struct KerasExport: Sendable {
         }
         self.inputSize = model.inputSize
         self.layers = layers
+        self.embedding = model.embedding
     }
 
     /// `keras.Sequential([LSTM(4), Dense(2)])`-style summary.
@@ -123,7 +125,8 @@ public struct KerasExport: Sendable {
             case .dense(_, let u, let a, _, _): "Dense(\(u), activation='\(a.rawValue)')"
             }
         }
-        return "keras.Sequential([" + parts.joined(separator: ", ") + "])"
+        let first = embedding.map { ["Embedding(\($0.vocabularySize), \($0.dimension))"] } ?? []
+        return "keras.Sequential([" + (first + parts).joined(separator: ", ") + "])"
     }
 
     /// The model's JSON, as `keras.models.model_from_json` reads it (Keras fills in defaults).
@@ -132,7 +135,8 @@ public struct KerasExport: Sendable {
             let cfg = ([("name", jsonString(name))] + d.config).map { "\(jsonString($0.0)): \($0.1)" }.joined(separator: ", ")
             return "{\"module\": \"keras.layers\", \"class_name\": \(jsonString(d.className)), \"config\": {\(cfg)}}"
         }
-        var items = ["{\"module\": \"keras.layers\", \"class_name\": \"InputLayer\", \"config\": {\"name\": \"input_layer\", \"batch_shape\": [null, null, \(inputSize)]}}"]
+        var items = embedding.map(Self.embeddingJSON)
+            ?? ["{\"module\": \"keras.layers\", \"class_name\": \"InputLayer\", \"config\": {\"name\": \"input_layer\", \"batch_shape\": [null, null, \(inputSize)]}}"]
         for l in layers {
             switch l {
             case .recurrent(let name, let d): items.append(direction(name, d))
@@ -163,6 +167,7 @@ public struct KerasExport: Sendable {
             let root = try file.root
             try root.createGroup("vars").setAttribute("name", "sequential")
             let lg = try root.createGroup("layers")
+            if let embedding { try Self.writeEmbedding(embedding, into: lg) }
             func writeVars(_ g: H5Group, name: String, _ tensors: [Tensor]) throws {
                 let v = try g.createGroup("vars")
                 try v.setAttribute("name", name)

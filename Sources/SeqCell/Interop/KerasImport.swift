@@ -176,6 +176,10 @@ public enum KerasImporter {
         }
         guard let first = layers.first else { throw SeqCellError(.invalidArgument, "\(shownPath): no recurrent layer") }
         var model = try Model(inputSize: first.inputSize, layers: layers, head: head)
+        if let e = plan.embedding {
+            model = try e.attach(to: model, layout: layout, path: shownPath)
+            summary.insert("Embedding(\(e.inputDim), \(e.outputDim))", at: 0)
+        }
         model.source = ModelSource(framework: "keras")
         if plan.layers.contains(where: { !$0.returnsSequences }) { model.outputSteps = .last }
         var datasets: [String] = []

@@ -55,7 +55,7 @@ struct KerasWeightsReader {
                 throw SeqCellError(.invalidArgument,
                     "'\(path)': no weights for \(layer.className) layer '\(layer.name)' (expected group /layers/\(group); the file has \(present.sorted().joined(separator: ", "))): the config does not describe this file")
             }
-            let expected = Set(keras3Names)
+            let expected = Set(keras3Names + (plan.embedding == nil ? [] : ["embedding"]))
             if let extra = present.subtracting(expected).sorted().first(where: { (try? hasVariables(layers.group($0))) == true }) {
                 throw SeqCellError(.invalidArgument,
                     "'\(path)': the file has weights for a layer '/layers/\(extra)' that the model config does not list")

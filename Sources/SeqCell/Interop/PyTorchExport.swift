@@ -16,6 +16,10 @@ public struct PyTorchExport: Sendable {
     public var head: LinearHead?
     /// The head's module name: the imported module's own (e.g. "fc"), else "head".
     public var headName: String
+    /// The embedding stage, exported as `<embeddingName>.weight` (an `nn.Embedding`).
+    public var embedding: Embedding? = nil
+    /// The embedding's module name: the imported module's own, else "embed".
+    public var embeddingName: String = "embed"
     public var metadata: [String: String]
 
     /// `nn.LSTM(input_size=3, hidden_size=4, ...)`.
@@ -27,26 +31,16 @@ public struct PyTorchExport: Sendable {
     public func pythonSnippet(file: String) -> String {
         var lines = ["import torch, torch.nn as nn", "from safetensors.torch import load_file", ""]
         let attribute = prefix.hasSuffix(".") ? String(prefix.dropLast()) : prefix
-        let simpleNames = Self.isIdentifier(attribute) && Self.isIdentifier(headName) && attribute != headName
-        if head != nil || !prefix.isEmpty, !simpleNames {
+        let names = [attribute] + (head == nil ? [] : [headName]) + (embedding == nil ? [] : [embeddingName])
+        if head == nil, embedding == nil, prefix.isEmpty {
+            lines.append("model = \(constructor)")
+        } else if !names.allSatisfy(Self.isIdentifier) || Set(names).count != names.count {
             // Nested module paths (model.encoder.): only the user's own class has them.
-            lines += ["# the state_dict keeps your module's names (\(prefix)…\(head == nil ? "" : ", \(headName).…")):",
+            lines += ["# the state_dict keeps your module's names (" + names.map { "\($0).…" }.joined(separator: ", ") + "):",
                       "# load it into your own module: model.load_state_dict(load_file(\(jsonString(file))), strict=True)"]
             return lines.joined(separator: "\n")
-        }
-        if head == nil, !prefix.isEmpty {
-            lines += [
-                "class Model(nn.Module):",
-                "    def __init__(self):",
-                "        super().__init__()",
-                "        self.\(attribute) = \(constructor)",
-                "    def forward(self, x, state=None):",
-                "        return self.\(attribute)(x, state)",
-                "",
-                "model = Model()",
-            ]
-        } else if let head {
-            let act: String = switch head.activation {
+        } else {
+            let act: String = switch head?.activation ?? .linear {
             case .linear: "y"
             case .tanh: "torch.tanh(y)"
             case .sigmoid: "torch.sigmoid(y)"
@@ -57,17 +51,18 @@ public struct PyTorchExport: Sendable {
                 "class Model(nn.Module):",
                 "    def __init__(self):",
                 "        super().__init__()",
-                "        self.\(attribute) = \(constructor)",
-                "        self.\(headName) = nn.Linear(\(head.inputSize), \(head.outputSize))",
+            ] + (embedding.map { e in
+                ["        self.\(embeddingName) = nn.Embedding(\(e.vocabularySize), \(e.dimension)\(e.paddingIndex.map { ", padding_idx=\($0)" } ?? ""))"]
+            } ?? []) + ["        self.\(attribute) = \(constructor)"] + (head.map { h in
+                ["        self.\(headName) = nn.Linear(\(h.inputSize), \(h.outputSize))"]
+            } ?? []) + [
                 "    def forward(self, x, state=None):",
+            ] + (embedding == nil ? [] : ["        x = self.\(embeddingName)(x)  # token ids [T, B] -> [T, B, \(embedding!.dimension)]"]) + [
                 "        out, state = self.\(attribute)(x, state)",
-                "        y = self.\(headName)(out)",
-                "        return \(act), state",
+            ] + (head == nil ? ["        return out, state"] : ["        y = self.\(headName)(out)", "        return \(act), state"]) + [
                 "",
                 "model = Model()",
             ]
-        } else {
-            lines.append("model = \(constructor)")
         }
         lines.append("model.load_state_dict(load_file(\(jsonString(file))), strict=True)")
         return lines.joined(separator: "\n")
@@ -98,6 +93,10 @@ public struct PyTorchExport: Sendable {
         } else {
             fields.append("\"head\": null")
         }
+        if let e = embedding {
+            fields.append("\"embedding\": {\"module\": \"torch.nn.Embedding\", \"prefix\": \(jsonString(embeddingName + ".")), \"num_embeddings\": \(e.vocabularySize), "
+                          + "\"embedding_dim\": \(e.dimension), \"padding_idx\": \(e.paddingIndex.map(String.init) ?? "null")}")
+        }
         fields.append("\"state_dict\": [\(tensors.map { "{\"name\": \(jsonString($0.name)), \"shape\": [\($0.tensor.shape.map(String.init).joined(separator: ", "))]}" }.joined(separator: ", "))]")
         return "{\n  " + fields.joined(separator: ",\n  ") + "\n}\n"
     }
@@ -113,6 +112,7 @@ extension PyTorchExport {
     ///   - prefix: the recurrent module's prefix ("" or ending in "."); default: the one the
     ///     model was imported with, else "" without a head and "rnn." with one.
     ///   - headName: the head's module name; default: the imported one, else "head".
+    ///   The embedding stage, if any, is written under the imported module's name, else "embed".
     public init(model: Model, prefix givenPrefix: String? = nil, headName givenHead: String? = nil) throws {
         func refuse(_ why: String) -> SeqCellError {
             SeqCellError(.unsupported, "cannot export to PyTorch: \(why)")
@@ -172,21 +172,30 @@ extension PyTorchExport {
             args.append(("proj_size", String(p)))
         }
         let source = model.source?.framework == "pytorch" ? model.source : nil
-        let prefix = givenPrefix ?? source?.prefix ?? (model.head == nil ? "" : "rnn.")
+        let prefix = givenPrefix ?? source?.prefix ?? (model.head == nil && model.embedding == nil ? "" : "rnn.")
         let headName = givenHead ?? source?.headName ?? "head"
+        let embeddingName = source?.embeddingName ?? "embed"
         guard prefix.isEmpty || (prefix.hasSuffix(".") && prefix.count > 1), !prefix.hasPrefix("."), !prefix.contains("..") else {
             throw SeqCellError(.invalidArgument, "the PyTorch prefix must be empty or a module path ending in '.', e.g. 'encoder.'; got '\(escapingControls(prefix))'")
         }
         guard !headName.isEmpty, !headName.hasPrefix("."), !headName.hasSuffix("."), !headName.contains("..") else {
             throw SeqCellError(.invalidArgument, "the PyTorch head name must be a module path like 'fc' or 'decoder.out'; got '\(escapingControls(headName))'")
         }
-        for name in [prefix, headName] where name.utf8.count > ModelSource.maximumNameLength || name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
+        for name in [prefix, headName, embeddingName] where name.utf8.count > ModelSource.maximumNameLength || name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) {
             throw SeqCellError(.invalidArgument, "PyTorch module names must be at most \(ModelSource.maximumNameLength) bytes without control characters")
         }
-        if model.head != nil, prefix.isEmpty {
-            throw SeqCellError(.invalidArgument, "a model with a head needs a prefix for its recurrent module (e.g. --prefix rnn.), or its names would mix with the head's")
+        if model.head != nil || model.embedding != nil, prefix.isEmpty {
+            throw SeqCellError(.invalidArgument, "a model with a head or an embedding needs a prefix for its recurrent module (e.g. --prefix rnn.), or its names would mix with theirs")
         }
         var tensors: [(String, Tensor)] = []
+        if let e = model.embedding {
+            if prefix == embeddingName + "." || prefix.hasPrefix(embeddingName + ".") || (model.head != nil && embeddingName == headName) {
+                throw SeqCellError(.invalidArgument, "the embedding's name '\(escapingControls(embeddingName))' clashes with the recurrent module's or the head's")
+            }
+            tensors.append(("\(embeddingName).weight", e.weight))
+            metadata["seqcell.embedding"] = embeddingName
+            if let p = e.paddingIndex { metadata["seqcell.padding_idx"] = String(p) }
+        }
         for (k, layer) in model.layers.enumerated() {
             for (d, dc) in layer.cells.enumerated() {
                 for (info, t) in zip(dc.cell.params, dc.params) {
@@ -210,6 +219,8 @@ extension PyTorchExport {
         self.prefix = prefix
         self.head = model.head
         self.headName = headName
+        self.embedding = model.embedding
+        self.embeddingName = embeddingName
         self.metadata = metadata
     }
 

@@ -17,6 +17,11 @@ public struct PyTorchImportOptions: Sendable {
     public var headActivation: HeadActivation
     /// HDF5 only: the group holding the tensors (default: the root).
     public var group: String?
+    /// An `nn.Embedding` before the recurrent module: its name (`embed` or `embed.weight`);
+    /// when nil, the one fitting `NAME.weight` is found by shape (see `build`).
+    public var embedding: String? = nil
+    /// The embedding's `padding_idx`, which a state_dict does not record.
+    public var paddingIndex: Int? = nil
 
     public init(cell: String? = nil, activation: String? = nil, prefix: String? = nil, head: String? = nil,
                 headActivation: HeadActivation = .linear, group: String? = nil) {
@@ -95,8 +100,8 @@ public enum PyTorchImporter {
         var text: String { "\(param)_l\(layer)\(reverse ? "_reverse" : "")" }
     }
 
-    /// Builds the model from a state_dict.
-    public static func build(_ dict: TensorDictionary, options given: PyTorchImportOptions = .init(), registry: PluginRegistry) throws -> ImportResult {
+    /// Builds the recurrent module (and head) from a state_dict; `build` takes an embedding off first.
+    static func buildRecurrent(_ dict: TensorDictionary, options given: PyTorchImportOptions = .init(), registry: PluginRegistry) throws -> ImportResult {
         let origin = dict.origin
         func fail(_ message: String) -> SeqCellError { SeqCellError(.invalidArgument, escapingControls("'\(origin)': \(message)")) }
         var options = given

@@ -72,7 +72,9 @@ extension Model {
         }
         var copy = self
         copy.layers[k] = layer
-        return try Model(inputSize: inputSize, layers: copy.layers, head: head)
+        var out = try Model(inputSize: inputSize, layers: copy.layers, head: head)
+        out.embedding = embedding
+        return out
     }
 
     /// A fresh layer from a spec, sized to take `inputSize` features.

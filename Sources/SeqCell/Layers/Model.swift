@@ -145,16 +145,21 @@ public struct LinearHead: Sendable {
     }
 }
 
-/// A stack of recurrent layers, each with its own cell kind and direction, and an
-/// optional linear head applied at every step.
+/// A stack of recurrent layers, each with its own cell kind and direction, an optional
+/// linear head applied at every step, and an optional embedding stage before the first layer
+/// (the model then takes token ids instead of feature vectors).
 public struct Model: Sendable {
+    /// Width of each step's features entering the first layer (the embedding's dimension when
+    /// the model has an embedding stage).
     public let inputSize: Int
     public var layers: [RecurrentLayer]
     public var head: LinearHead?
+    /// Token ids → vectors before layer 0; nil for a model that takes features.
+    public var embedding: Embedding?
     /// Where an imported model came from (PyTorch module names), or nil.
     public var source: ModelSource?
     /// `.last`: the model's output is each sample's last step, [B, O] (Keras
-    /// return_sequences=False); `run` writes that. Training and `forward` are unchanged.
+    /// return_sequences=False); `run` writes that, and training on the last step uses it.
     public var outputSteps: OutputSteps = .all
 
     /// Checks every join: layer k's input size must equal layer k−1's output size.
@@ -176,6 +181,17 @@ public struct Model: Sendable {
         self.head = head
     }
 
+    /// A model that takes token ids: `embedding` maps them to vectors of its dimension, which
+    /// layer 0 must take.
+    public init(embedding: Embedding, layers: [RecurrentLayer], head: LinearHead? = nil) throws {
+        try embedding.checkSelf()
+        if let first = layers.first, first.inputSize != embedding.dimension {
+            throw SeqCellError(.shape, "layer 0 (\(first.cells[0].cell.type.id)) takes \(first.inputSize) inputs but the embedding gives \(embedding.dimension)-wide vectors")
+        }
+        try self.init(inputSize: embedding.dimension, layers: layers, head: head)
+        self.embedding = embedding
+    }
+
     /// Width of the last recurrent layer's output.
     public var recurrentOutputSize: Int { layers.last?.outputSize ?? 0 }
     /// Width of what `forward` returns as `output`: the head's, or the last layer's.
@@ -183,7 +199,13 @@ public struct Model: Sendable {
 
     public var parameterCount: Int {
         layers.reduce(0) { $0 + $1.cells.reduce(0) { $0 + $1.cell.parameterCount } }
-            + (head.map { $0.weight.count + $0.bias.count } ?? 0)
+            + (head.map { $0.weight.count + $0.bias.count } ?? 0) + (embedding?.parameterCount ?? 0)
+    }
+
+    /// What this model takes, for messages: "token ids (vocabulary 65)" or "features [T, B, 3]".
+    public var inputDescription: String {
+        if let e = embedding { return "integer token ids [T, B] (vocabulary 0...\(e.vocabularySize - 1))" }
+        return "float features [T, B, \(inputSize)]"
     }
 
     public struct Output {
@@ -199,6 +221,8 @@ public struct Model: Sendable {
         var layerInputs: [Tensor]
         /// Dropout masks applied to layer outputs 0..<L−1 (already scaled by 1/(1−p)).
         var dropoutMasks: [[Float]]
+        /// The token ids the embedding stage looked up, for its gradient.
+        var tokens: TokenIDs? = nil
     }
 
     /// Runs the model.
@@ -213,6 +237,7 @@ public struct Model: Sendable {
     /// `SeqCellError` naming the tensor, e.g. "lengths[1] = 9 is outside 1...5".
     public func forward(input: Tensor, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = [],
                         training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
+        try refuseFeaturesIfEmbedded()
         let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input", taker: "this model")
         let checked = try lengths.map { try SequenceLengths.checked($0, T: T, B: B) }
         return try forwardChecked(input: input, T: T, B: B, lengths: checked, initialStates: initialStates,
@@ -223,16 +248,47 @@ public struct Model: Sendable {
     /// checked against 1...T and reported with its exact value.
     public func forward(input: Tensor, lengths: [Int], initialStates: [[[Tensor?]]] = [],
                         training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
+        try refuseFeaturesIfEmbedded()
         let (T, B) = try Boundary.checkSequence(input, width: inputSize, "input", taker: "this model")
         let checked = try SequenceLengths.checked(lengths, T: T, B: B)
         return try forwardChecked(input: input, T: T, B: B, lengths: checked, initialStates: initialStates,
                                   training: training, dropout: dropout, seed: seed)
     }
 
+    func refuseFeaturesIfEmbedded() throws {
+        if let e = embedding {
+            throw SeqCellError(.invalidArgument,
+                "this model starts with an embedding stage (vocabulary \(e.vocabularySize)) and takes integer token ids [T, B], not float features")
+        }
+    }
+
+    /// Runs a model with an embedding stage on token ids [T, B]: every id is checked against the
+    /// vocabulary (the message names its position and value), then looked up and run as `forward`.
+    public func forward(tokens: TokenIDs, lengths: [Int32]? = nil, initialStates: [[[Tensor?]]] = [],
+                        training: Bool = false, dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
+        guard let embedding else {
+            throw SeqCellError(.invalidArgument,
+                "this model has no embedding stage and takes float features [T, B, \(inputSize)], not token ids")
+        }
+        try checkStructure()
+        let x = try embedding.forward(tokens)
+        let checked = try lengths.map { try SequenceLengths.checked($0, T: tokens.steps, B: tokens.batch) }
+        var out = try forwardChecked(input: x, T: tokens.steps, B: tokens.batch, lengths: checked, initialStates: initialStates,
+                                     training: training, dropout: dropout, seed: seed)
+        out.tokens = tokens
+        return out
+    }
+
     /// Checks the model's structure (layers and head are settable after init, so the joins
     /// checked by `init` may no longer hold).
     func checkStructure() throws {
         guard !layers.isEmpty else { throw SeqCellError(.invalidArgument, "a model needs at least one layer") }
+        if let embedding {
+            try embedding.checkSelf()
+            guard embedding.dimension == inputSize else {
+                throw SeqCellError(.shape, "the embedding gives \(embedding.dimension)-wide vectors but the model's input is \(inputSize) wide")
+            }
+        }
         var width = inputSize
         for (k, l) in layers.enumerated() {
             guard l.inputSize == width else {
@@ -294,6 +350,16 @@ public struct Model: Sendable {
         public var params: [[[Tensor]]]
         /// (weight, bias) of the head.
         public var head: (weight: Tensor, bias: Tensor)?
+        /// The embedding table's gradient, [vocabulary, dimension].
+        public var embedding: Tensor? = nil
+
+        /// Every parameter gradient in `Model.namedParameters` order.
+        public var flat: [Tensor] {
+            var out: [Tensor] = params.flatMap { $0.flatMap { $0 } }
+            if let h = head { out += [h.weight, h.bias] }
+            if let e = embedding { out.append(e) }
+            return out
+        }
     }
 
     /// Backward through the head and every layer after a training-mode `forward`.
@@ -318,6 +384,9 @@ public struct Model: Sendable {
         guard gradFinalStates.isEmpty || gradFinalStates.count == layers.count else {
             throw SeqCellError(.shape, "final-state gradients for \(gradFinalStates.count) layers; the model has \(layers.count)")
         }
+        guard (embedding == nil) == (fwd.tokens == nil) else {
+            throw SeqCellError(.invalidArgument, "this forward result comes from another model (with\(embedding == nil ? "" : "out") an embedding stage)")
+        }
         var g = gradOutput
         var headGrads: (Tensor, Tensor)? = nil
         if let head, let go = gradOutput {
@@ -333,7 +402,7 @@ public struct Model: Sendable {
             do {
                 lg = try layers[k].backward(fwd.layerOutputs[k], gradOutput: g,
                                             gradFinalStates: gradFinalStates.isEmpty ? [] : gradFinalStates[k],
-                                            wantInputGradient: k > 0 || wantInputGradient)
+                                            wantInputGradient: k > 0 || wantInputGradient || embedding != nil)
             } catch let e as SeqCellError {
                 throw SeqCellError(e.kind, "layer \(k): \(e.message)")
             }
@@ -348,6 +417,12 @@ public struct Model: Sendable {
                 g = Tensor(shape: gi.shape, data: zip(gi.data, mask).map { $0 * $1 })
             }
         }
-        return Gradients(input: wantInputGradient ? g : nil, initialStates: states, params: params, head: headGrads)
+        var embeddingGrad: Tensor? = nil
+        if let embedding, let tokens = fwd.tokens {
+            let D = embedding.dimension
+            embeddingGrad = try embedding.weightGradient(tokens, gradOutput: g ?? Tensor.zeros(tokens.shape + [D]))
+        }
+        return Gradients(input: wantInputGradient ? g : nil, initialStates: states, params: params, head: headGrads,
+                         embedding: embeddingGrad)
     }
 }

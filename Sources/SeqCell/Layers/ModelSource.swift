@@ -9,14 +9,17 @@ public struct ModelSource: Sendable, Equatable {
     public var prefix: String?
     /// PyTorch: the name of the `nn.Linear` after it, e.g. "fc" (its tensors are fc.weight, fc.bias).
     public var headName: String?
+    /// PyTorch: the name of the `nn.Embedding` before it, e.g. "emb" (its table is emb.weight).
+    public var embeddingName: String?
 
     /// Longest name kept (a module path is a few dozen bytes).
     public static let maximumNameLength = 1024
 
-    public init(framework: String, prefix: String? = nil, headName: String? = nil) {
+    public init(framework: String, prefix: String? = nil, headName: String? = nil, embeddingName: String? = nil) {
         self.framework = framework
         self.prefix = prefix
         self.headName = headName
+        self.embeddingName = embeddingName
     }
 }
 
@@ -103,5 +106,21 @@ extension Model {
         var grads = try backward(fwd, gradOutput: nil, gradFinalStates: finalStates)
         grads.head = headGrads
         return (value, grads)
+    }
+}
+
+extension Model {
+    /// What a loss (or a metric) on `mode` steps reads of a forward result: for a last-step
+    /// model with `.lastStep` targets, its last-step output as [1, B, O] (lengths then nil,
+    /// they are taken into account) and, for a softmax head, that output's pre-activation;
+    /// otherwise the output, the lengths and the head's pre-activation as they are.
+    public func lossInput(_ out: Output, mode: TargetMode, lengths: [Int32]?) throws
+        -> (output: Tensor, lengths: [Int32]?, preActivation: Tensor?)
+    {
+        guard outputSteps == .last, mode == .lastStep else { return (out.output, lengths, out.headPreActivation) }
+        let merged = try lastStepMerged(out, lengths: lengths).merged
+        var y = merged, z: Tensor? = nil
+        if let head { (y, z) = try head.forward(merged, keepingPreActivation: head.activation == .softmax) }
+        return (y, nil, z)
     }
 }

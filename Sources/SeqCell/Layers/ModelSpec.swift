@@ -168,6 +168,21 @@ extension Model {
         return try Model(inputSize: inputSize, layers: layers, head: linear)
     }
 
+    /// A freshly initialised model that takes token ids: an embedding stage (N(0, 1) entries, the
+    /// padding row zero, as PyTorch's `nn.Embedding`) before layers built as `build` does with
+    /// the embedding's dimension as input size.
+    public static func build(
+        embedding spec: EmbeddingSpec, layers specs: [LayerSpec], head: HeadSpec? = nil, registry: PluginRegistry,
+        seed: UInt64 = 0, initialization: Initialization = .uniform
+    ) throws -> Model {
+        let base = try build(inputSize: spec.dimension, layers: specs, head: head, registry: registry, seed: seed,
+                             initialization: initialization)
+        var rng = SplitMix64(seed: seed ^ 0x656D_6265_6464_696E)  // its own stream: the layers draw as without it
+        let table = try Embedding.initialized(vocabularySize: spec.vocabularySize, dimension: spec.dimension,
+                                              paddingIndex: spec.paddingIndex, rng: &rng)
+        return try Model(embedding: table, layers: base.layers, head: base.head)
+    }
+
     /// Fresh parameters for one cell: U(−1/√H, 1/√H) for all, as PyTorch; optionally
     /// orthogonal square blocks for recurrent weights.
     public static func initialParameters(_ cell: Cell, rng: inout SplitMix64, _ initialization: Initialization = .uniform) -> [Tensor] {

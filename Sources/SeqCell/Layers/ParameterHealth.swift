@@ -38,7 +38,7 @@ extension Model {
 /// needed, as `seqcell inspect` works without one).
 public enum ParameterHealth {
     /// One entry per parameter dataset under /model (layers/NN/<direction>/<name>, then
-    /// head/weight and head/bias), in file order; `count` is nil for a dataset that does not
+    /// head/weight and head/bias, then embedding/weight), in file order; `count` is nil for a dataset that does not
     /// hold floating-point values (the checkpoint reader refuses those anyway).
     public static func nonFiniteCounts(checkpoint path: String) throws -> [(path: String, count: NonFiniteCount?)] {
         let file = try H5File(opening: path)
@@ -64,6 +64,10 @@ public enum ParameterHealth {
         if model.isGroup("head") {
             let head = try model.group("head")
             for name in ["weight", "bias"] where head.isDataset(name) { try add(head, name, "head/") }
+        }
+        if model.isGroup("embedding") {
+            let embedding = try model.group("embedding")
+            if embedding.isDataset("weight") { try add(embedding, "weight", "embedding/") }
         }
         return out
     }

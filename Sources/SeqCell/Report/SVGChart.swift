@@ -58,25 +58,34 @@ public struct SVGChart: Sendable {
         guard !all.isEmpty else { return "" }
         let tf: (Double) -> Double = p.logY ? { log10($0) } : { $0 }
         let xs = all.map(\.x), ys = all.map { tf($0.y) } + refs.map(tf)
-        let (xmin, xmax) = (xs.min()!, max(xs.max()!, xs.min()! + 1e-9))
+        var (xmin, xmax) = (xs.min()!, xs.max()!)
+        if xmax - xmin < 1e-9 { xmin -= 1; xmax += 1 }
         var (ymin, ymax) = (ys.min()!, ys.max()!)
-        if ymax - ymin < 1e-9 { ymin -= 1; ymax += 1 }
-        if p.logY { ymin = ymin.rounded(.down); ymax = ymax.rounded(.up) }
+        // Round ticks (1, 2, 5 × 10^k apart); a linear y axis spans whole ticks, a log one whole decades.
+        let yTicks: [(value: Double, label: String)]
+        if p.logY {
+            ymin = ymin.rounded(.down)
+            ymax = max(ymax.rounded(.up), ymin + 1)
+            yTicks = AxisTicks.decades(Int(ymin), Int(ymax), maxIntervals: 6).map { (Double($0), decadeLabel($0)) }
+        } else {
+            let t = AxisTicks.linear(ymin, ymax, maxIntervals: 5)
+            (ymin, ymax) = (t.values.first!, t.values.last!)
+            yTicks = t.values.map { ($0, t.label($0)) }
+        }
+        let xt = AxisTicks.linear(xmin, xmax, maxIntervals: 8)
+        let xTicks = xt.values.filter { $0 >= xmin - xt.step * 1e-9 && $0 <= xmax + xt.step * 1e-9 }
         func px(_ x: Double) -> Double { Double(x0) + (x - xmin) / (xmax - xmin) * Double(w) }
         func py(_ y: Double) -> Double { Double(y0 + h) - (tf(y) - ymin) / (ymax - ymin) * Double(h) }
         var s = "<g>\n<text x=\"\(x0 + w / 2)\" y=\"\(y0 - 6)\" text-anchor=\"middle\" font-size=\"13\">\(escape(p.title))</text>\n"
         s += "<rect x=\"\(x0)\" y=\"\(y0)\" width=\"\(w)\" height=\"\(h)\" fill=\"none\" stroke=\"#888\"/>\n"
-        let ticks = p.logY ? Array(stride(from: ymin, through: ymax, by: 1)) : (0...4).map { ymin + (ymax - ymin) * Double($0) / 4 }
-        for t in ticks {
+        for (t, label) in yTicks {
             let y = Double(y0 + h) - (t - ymin) / (ymax - ymin) * Double(h)
-            let label = p.logY ? "1e\(Int(t))" : short(t)
             s += "<line x1=\"\(x0)\" x2=\"\(x0 + w)\" y1=\"\(f(y))\" y2=\"\(f(y))\" stroke=\"#eee\"/>"
             s += "<text x=\"\(x0 - 4)\" y=\"\(f(y + 4))\" text-anchor=\"end\">\(label)</text>\n"
         }
-        for i in 0...4 {
-            var x = xmin + (xmax - xmin) * Double(i) / 4
-            if xmax - xmin >= 10 { x = x.rounded() }
-            s += "<text x=\"\(f(px(x)))\" y=\"\(y0 + h + 14)\" text-anchor=\"middle\">\(short(x))</text>\n"
+        for x in xTicks {
+            s += "<line x1=\"\(f(px(x)))\" x2=\"\(f(px(x)))\" y1=\"\(y0)\" y2=\"\(y0 + h)\" stroke=\"#eee\"/>"
+            s += "<text x=\"\(f(px(x)))\" y=\"\(y0 + h + 14)\" text-anchor=\"middle\">\(xt.label(x))</text>\n"
         }
         s += "<text x=\"\(x0 + w / 2)\" y=\"\(y0 + h + 30)\" text-anchor=\"middle\">\(escape(p.xLabel))</text>\n"
         s += "<text x=\"\(x0 - 50)\" y=\"\(y0 + h / 2)\" text-anchor=\"middle\" transform=\"rotate(-90 \(x0 - 50) \(y0 + h / 2))\">\(escape(p.yLabel))</text>\n"
@@ -94,13 +103,13 @@ public struct SVGChart: Sendable {
         return s + "</g>\n"
     }
 
-    func f(_ v: Double) -> String { String(Double(Int((v * 10).rounded())) / 10) }
-
-    func short(_ v: Double) -> String {
-        if v == v.rounded(), abs(v) < 1e6 { return String(Int(v)) }
-        let r = (v * 1000).rounded() / 1000
-        return String(r)
+    /// 10^k as a tick label: `0.001` … `1000`, `1e-4` and `1e4` beyond.
+    func decadeLabel(_ k: Int) -> String {
+        guard abs(k) <= 3 else { return "1e\(k)" }
+        return k >= 0 ? "1" + String(repeating: "0", count: k) : "0." + String(repeating: "0", count: -k - 1) + "1"
     }
+
+    func f(_ v: Double) -> String { String(Double(Int((v * 10).rounded())) / 10) }
 
     func escape(_ t: String) -> String {
         t.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")

@@ -1,6 +1,7 @@
 /// Training data held in memory, read from an HDF5 file:
 ///   input    float [T, N, I]   (N samples, time-major like everything else)
-///   targets  float [N, O] or [T, N, O] for mse; class ids [N] or [T, N] for cross-entropy
+///   targets  float [N, O] or [T, N, O] for mse; class ids [N] or [T, N] (integers of any
+///            width, or integral floats) for cross-entropy
 ///   lengths  int   [N]        optional
 /// Batches are drawn by (seed, step) alone, so a resumed run sees the same batches.
 public struct SequenceDataset: Sendable {
@@ -9,6 +10,8 @@ public struct SequenceDataset: Sendable {
     public var lengths: [Int32]?
     /// Targets per step ([T, N, ...], for target mode `all`) rather than per sample ([N, ...]).
     public let perStepTargets: Bool
+    /// Token ids [T, N] when the file's input holds integers (then `input` is [T, N, 0]).
+    public var tokens: TokenIDs?
 
     public var count: Int { input.shape[1] }
 
@@ -47,13 +50,21 @@ public struct SequenceDataset: Sendable {
 
     public static func read(path: String, perStepTargets: Bool) throws -> SequenceDataset {
         let root = try H5File(opening: path).root
+        if root.isDataset("input"), try root.dataset("input").elementKind.isInteger {
+            return try readTokens(root, path: path, perStepTargets: perStepTargets)
+        }
         func floats(_ name: String) throws -> Tensor {
             guard root.isDataset(name) else {
                 throw SeqCellError(.io, "'\(path)' has no dataset '\(name)' (training data needs input, targets and optionally lengths)")
             }
             let ds = try root.dataset(name)
+            // Class ids may be integers of any width (converted exactly below 2^24).
+            if name == "targets", ds.elementKind.isInteger {
+                return try Tensor.checked(shape: ds.shape, data: try ds.readInt64s().map { Float($0) }, what: "'\(path)': \(name)")
+            }
             guard ds.elementKind.isFloatingPoint else {
-                throw SeqCellError(.io, "'\(path)': \(name) must hold floating-point values (class ids as floats), found \(ds.elementKind)")
+                throw SeqCellError(.io, "'\(path)': \(name) must hold floating-point values" + (name == "targets" ? " or integer class ids" : "")
+                                   + ", found \(ds.elementKind)")
             }
             return try Tensor.checked(shape: ds.shape, data: try ds.readFloats(), what: "'\(path)': \(name)")
         }
@@ -70,6 +81,25 @@ public struct SequenceDataset: Sendable {
         }
         return try SequenceDataset(input: try floats("input"), targets: try floats("targets"), wideLengths: lengths,
                                    perStepTargets: perStepTargets, source: path)
+    }
+
+    /// The samples at `indices`, as a data set.
+    public func subset(_ indices: [Int]) throws -> SequenceDataset {
+        let b = select(indices)
+        var d = try SequenceDataset(input: b.input, targets: b.targets, lengths: b.lengths, perStepTargets: perStepTargets)
+        d.tokens = b.tokens
+        return d
+    }
+
+    /// Keras' `validation_split`: the first floor(N·(1 − fraction)) samples train, the rest
+    /// (the last ones, before any shuffling) validate. Both parts must hold a sample.
+    public func splitLast(fraction: Double) throws -> (train: SequenceDataset, validation: SequenceDataset) {
+        let N = count
+        let splitAt = Int((Double(N) * (1.0 - fraction)).rounded(.down))
+        guard splitAt >= 1, splitAt < N else {
+            throw SeqCellError(.invalidArgument, "--validation-split \(fraction) of \(N) samples leaves \(splitAt) to train and \(N - splitAt) to validate; both need at least 1")
+        }
+        return (try subset(Array(0..<splitAt)), try subset(Array(splitAt..<N)))
     }
 
     /// A batch of `size` samples chosen by (seed, step).
@@ -98,6 +128,8 @@ public struct SequenceDataset: Sendable {
             for (j, n) in indices.enumerated() { for k in 0..<O { d[j * O + k] = targets.data[n * O + k] } }
             y = Tensor(shape: [B] + targets.shape.dropFirst(), data: d)
         }
-        return Batch(input: Tensor(shape: [T, B, I], data: x), lengths: lengths.map { l in indices.map { l[$0] } }, targets: y)
+        var batch = Batch(input: Tensor(shape: [T, B, I], data: x), lengths: lengths.map { l in indices.map { l[$0] } }, targets: y)
+        batch.tokens = tokens?.selecting(indices)
+        return batch
     }
 }

@@ -2,16 +2,38 @@ import Foundation
 
 /// One batch of training data.
 public struct Batch: Sendable {
-    /// [T, B, I]
+    /// [T, B, I]; [T, B, 0] when the batch holds `tokens`.
     public var input: Tensor
     public var lengths: [Int32]?
     /// See `computeLoss` for the shapes each loss and target mode take.
     public var targets: Tensor
+    /// Token ids [T, B], for a model with an embedding stage.
+    public var tokens: TokenIDs?
 
     public init(input: Tensor, lengths: [Int32]? = nil, targets: Tensor) {
         self.input = input
         self.lengths = lengths
         self.targets = targets
+    }
+
+    public init(tokens: TokenIDs, lengths: [Int32]? = nil, targets: Tensor) {
+        self.input = Tensor(shape: tokens.shape + [0], data: [])
+        self.lengths = lengths
+        self.targets = targets
+        self.tokens = tokens
+    }
+}
+
+extension Model {
+    /// Forward on a batch: its token ids for a model with an embedding stage, else its features.
+    func forward(_ batch: Batch, initialStates: [[[Tensor?]]] = [], training: Bool = false,
+                 dropout: Float = 0, seed: UInt64 = 0) throws -> Output {
+        if let tokens = batch.tokens {
+            return try forward(tokens: tokens, lengths: batch.lengths, initialStates: initialStates, training: training,
+                               dropout: dropout, seed: seed)
+        }
+        return try forward(input: batch.input, lengths: batch.lengths, initialStates: initialStates, training: training,
+                           dropout: dropout, seed: seed)
     }
 }
 
@@ -42,6 +64,22 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     /// Where batches come from: "adding:T" (the built-in adding problem at length T) or
     /// "file:PATH" (an HDF5 dataset file); kept so `--resume` can continue alone.
     public var data: String = ""
+    /// The data files with their paths as given, absolute, and relative to the checkpoint
+    /// (docs/FORMAT.md); nil in checkpoints written before they were stored, and for tasks.
+    public var dataFiles: StoredDataFiles? = nil
+    /// Data arrays are [N, T, ...]; nil: not stated (time-major).
+    public var batchFirst: Bool? = nil
+    /// Validation data files, or the last fraction of the training samples.
+    public var validationFiles: StoredDataFiles? = nil
+    public var validationSplit: Double? = nil
+    /// Log every this many steps (nil: 100); save every this many too (nil or 0: at the end).
+    public var logEvery: Int? = nil
+    public var saveEvery: Int? = nil
+    /// Stop after this many log lines without improvement of `monitor` (default val_loss).
+    public var earlyStopping: Int? = nil
+    public var monitor: String? = nil
+    /// The best monitored value so far, so that a resumed run keeps counting.
+    public var monitorState: MonitorState? = nil
 
     public init() {}
 
@@ -86,6 +124,20 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     }
 }
 
+/// Early stopping's memory: the best monitored value, the step it was reached at, and the
+/// log lines since.
+public struct MonitorState: Codable, Equatable, Sendable {
+    public var best: Double?
+    public var bestStep: Int
+    public var wait: Int
+
+    public init(best: Double?, bestStep: Int, wait: Int) {
+        self.best = best
+        self.bestStep = bestStep
+        self.wait = wait
+    }
+}
+
 /// What one training step measured.
 public struct StepStats: Sendable {
     public var step: Int
@@ -97,6 +149,8 @@ public struct StepStats: Sendable {
     /// ‖∂L/∂x_t‖ at the first layer's input for t = 0..<T, when asked for: how much
     /// gradient reaches each time step (the vanishing/exploding picture).
     public var stepGradientNorms: [Double]?
+    /// The task's metric sums on this batch (training mode: with dropout), when asked for.
+    public var metrics: MetricSums?
 }
 
 /// Backprop through time through the plugins, with clipping, an optimizer, and state that
@@ -128,16 +182,27 @@ public struct Trainer: Sendable {
         }
     }
 
-    /// Resumes from a checkpoint that carries training state.
-    public init(resuming checkpoint: Checkpoint) throws {
+    /// The training configuration a checkpoint stores.
+    public static func storedConfig(of checkpoint: Checkpoint) throws -> TrainingConfig {
         guard let state = checkpoint.training else {
             throw SeqCellError(.checkpoint, "the checkpoint has no training state to resume from")
         }
-        let config: TrainingConfig
         do {
-            config = try JSONDecoder().decode(TrainingConfig.self, from: Data(state.config.utf8))
+            return try JSONDecoder().decode(TrainingConfig.self, from: Data(state.config.utf8))
         } catch {
             throw SeqCellError(.checkpoint, "the checkpoint's training config is not valid JSON for this SeqCell: \(error)")
+        }
+    }
+
+    /// Resumes from a checkpoint that carries training state, with its stored configuration
+    /// or `config` (the stored one with some options changed: the optimizer kind must stay).
+    public init(resuming checkpoint: Checkpoint, config: TrainingConfig? = nil) throws {
+        guard let state = checkpoint.training else {
+            throw SeqCellError(.checkpoint, "the checkpoint has no training state to resume from")
+        }
+        let config = try config ?? Trainer.storedConfig(of: checkpoint)
+        guard config.optimizer == state.optimizer || state.slots.isEmpty else {
+            throw SeqCellError(.invalidArgument, "the checkpoint's optimizer state is for \(state.optimizer), not \(config.optimizer)")
         }
         try self.init(model: checkpoint.model, config: config)
         guard state.rng.count == 8 else {
@@ -187,13 +252,16 @@ public struct Trainer: Sendable {
     /// resuming; nothing else of the configuration changes.
     public mutating func setDataSource(_ spec: String) { config.data = spec }
 
+    /// Records early stopping's progress (saved with the checkpoint).
+    public mutating func setMonitorState(_ state: MonitorState) { config.monitorState = state }
+
     /// Forget carried states (start of a new stream).
     public mutating func resetState() { carried = [] }
 
     /// Loss and gradients for a batch, without updating anything.
     public func lossAndGradients(_ batch: Batch, initialStates: [[[Tensor?]]] = [], dropoutSeed: UInt64 = 0,
                                  training: Bool = true) throws -> (LossValue, Model.Output, Model.Gradients) {
-        let fwd = try model.forward(input: batch.input, lengths: batch.lengths, initialStates: initialStates, training: true,
+        let fwd = try model.forward(batch, initialStates: initialStates, training: true,
                                     dropout: training ? Float(config.dropout) : 0, seed: dropoutSeed)
         if model.outputSteps == .last, targetMode == .lastStep {
             // Keras' return_sequences=False: the loss sees the model's [B, O] last-step output.
@@ -213,15 +281,17 @@ public struct Trainer: Sendable {
     /// One step: forward, loss, backward through every layer and direction, clipping, update.
     /// A NaN or Inf in the loss or the gradients throws before anything is changed.
     @discardableResult
-    public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false) throws -> StepStats {
+    /// `measureMetrics` adds the task's metric sums on the batch (`StepStats.metrics`).
+    public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false, measureMetrics: Bool = false) throws -> StepStats {
         let stepNumber = optimizer.step + 1
         let (loss, fwd, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
                                                       dropoutSeed: rng.next())
         guard loss.value.isFinite else {
             throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(loss.value); stopping before the update (lower the learning rate or clip harder)")
         }
-        var flat: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
-        if let h = grads.head { flat += [h.weight, h.bias] }
+        // What the loss read, taken before the update changes the head.
+        let seen = measureMetrics ? try model.lossInput(fwd, mode: targetMode, lengths: batch.lengths) : nil
+        var flat = grads.flat
         let (norm, clipped) = clip(&flat, clipping)
         guard norm.isFinite else {
             throw SeqCellError(.numeric, "step \(stepNumber): the gradient norm is \(norm) (NaN or Inf in the gradients); stopping before the update")
@@ -243,21 +313,21 @@ public struct Trainer: Sendable {
                 return s.squareRoot()
             }
         }
+        // The loss accepted these shapes, lengths and class ids.
+        var metrics: MetricSums? = nil
+        if let seen {
+            metrics = MetricSums.measureChecked(lossKind, mode: targetMode, output: seen.output, targets: batch.targets,
+                                                lengths: seen.lengths, outputActivation: model.head?.activation ?? .linear)
+        }
         return StepStats(step: stepNumber, loss: loss.value, gradientNorm: norm, clipped: clipped, learningRate: rate,
-                         stepGradientNorms: perStep)
+                         stepGradientNorms: perStep, metrics: metrics)
     }
 
     /// The loss on a batch without training (no dropout, no update).
     public func evaluate(_ batch: Batch) throws -> Double {
-        let out = try model.forward(input: batch.input, lengths: batch.lengths)
-        if model.outputSteps == .last, targetMode == .lastStep {
-            let merged = try model.lastStepMerged(out, lengths: batch.lengths).merged
-            var y = merged, z: Tensor? = nil
-            if let head = model.head { (y, z) = try head.forward(merged, keepingPreActivation: head.activation == .softmax) }
-            return try computeLoss(lossKind, mode: .lastStep, output: y, targets: batch.targets, lengths: nil,
-                                   outputActivation: model.head?.activation ?? .linear, preActivation: z).value
-        }
-        return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths,
-                               outputActivation: model.head?.activation ?? .linear, preActivation: out.headPreActivation).value
+        let out = try model.forward(batch)
+        let seen = try model.lossInput(out, mode: targetMode, lengths: batch.lengths)
+        return try computeLoss(lossKind, mode: targetMode, output: seen.output, targets: batch.targets, lengths: seen.lengths,
+                               outputActivation: model.head?.activation ?? .linear, preActivation: seen.preActivation).value
     }
 }
