@@ -188,6 +188,20 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(again.model.source?.prefix, "encoder.")
     }
 
+    /// An nn.Embedding keeps its own name too (`tok.weight` here, found by its shape).
+    func testEmbeddingNameComesBack() throws {
+        let original = try TensorDictionary.safetensors(path: interopFixture("torch_embedding_lstm.safetensors"))
+        let renamed = original.names.map { (name: $0 == "embed.weight" ? "tok.weight" : $0, tensor: original.tensors[$0]!) }
+        let file = path("tok.safetensors")
+        try SafeTensorsFile.write(renamed, to: file)
+        let model = try PyTorchImporter.importFile(file, options: PyTorchImportOptions(prefix: "lstm.", head: "fc"), registry: testRegistry).model
+        XCTAssertEqual(model.source?.embeddingName, "tok")
+        try Checkpoint(model: model).save(to: path("tok.h5"))
+        let e = try PyTorchExport(model: try Checkpoint.load(from: path("tok.h5"), registry: testRegistry).model)
+        XCTAssertEqual(Set(e.tensors.map(\.name)), Set(renamed.map(\.name)))
+        XCTAssertTrue(e.pythonSnippet(file: "m.safetensors").contains("self.tok = nn.Embedding(7, 3)"), e.pythonSnippet(file: "m.safetensors"))
+    }
+
     func testPrefixAndHeadNameOverride() throws {
         let model = try RoundTripFixture.torch("rt_torch_net").importTorch().model
         let e = try PyTorchExport(model: model, prefix: "rnn.", headName: "head")
