@@ -375,11 +375,24 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
         // The old reading (a second softmax over the probabilities) is a different number.
         let twice = try computeLoss(.crossEntropy, mode: .lastStep, output: fwd.output, targets: targets, lengths: nil)
         XCTAssertGreaterThan(abs(twice.value - keras), 0.05)
-        // The trainer uses the same loss.
+        // The trainer uses the same loss, and the training metrics agree with it (accuracy from
+        // the probabilities' argmax, checked against Keras' predictions).
         var config = TrainingConfig()
         config.loss = "cross_entropy"
-        let trainer = try Trainer(model: model, config: config)
-        XCTAssertEqual(try trainer.evaluate(Batch(input: x, targets: targets)), keras, accuracy: 1e-6 * keras)
+        var trainer = try Trainer(model: model, config: config)
+        let batch = Batch(input: x, targets: targets)
+        XCTAssertEqual(try trainer.evaluate(batch), keras, accuracy: 1e-6 * keras)
+        let seen = try model.lossInput(fwd, mode: .lastStep, lengths: nil)
+        let sums = try MetricSums.measure(.crossEntropy, mode: .lastStep, output: seen.output, targets: targets, lengths: seen.lengths,
+                                          outputActivation: .softmax)
+        XCTAssertEqual(sums.loss, keras, accuracy: 1e-5 * keras)
+        let accuracy = (0..<B).filter { b in
+            let row = p.data[(b * 3)..<(b * 3 + 3)]
+            return row.firstIndex(of: row.max()!)! - b * 3 == Int(targets.data[b])
+        }.count
+        XCTAssertEqual(sums.value("accuracy") ?? -1, Double(accuracy) / Double(B), accuracy: 1e-12, "\(sums.values)")
+        let stats = try trainer.trainStep(batch, measureMetrics: true)
+        XCTAssertEqual(stats.metrics?.loss ?? .nan, stats.loss, accuracy: 1e-5 * stats.loss, "the step's metric is its loss")
     }
 
     /// Gradients of that loss against central finite differences of the loss (Double sums of
