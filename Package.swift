@@ -46,7 +46,8 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             // The .proto subsets the committed .pb.swift files are generated from (scripts/gen-proto.sh).
-            exclude: ["Report/Proto/event.proto", "Report/Proto/summary.proto", "Report/Proto/histogram.proto"]),
+            exclude: ["Report/Proto/event.proto", "Report/Proto/summary.proto", "Report/Proto/histogram.proto",
+                      "Interop/ONNX/Proto/onnx.proto"]),
         .executableTarget(
             name: "seqcell",
             dependencies: [

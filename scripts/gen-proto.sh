@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the Swift code for the TensorBoard event-file messages
-# (Sources/SeqCell/Report/Proto/*.pb.swift) from the .proto subsets beside them.
+# (Sources/SeqCell/Report/Proto/*.pb.swift) from the .proto subsets beside them, and for ONNX
+# models (Sources/SeqCell/Interop/ONNX/Proto/onnx.pb.swift) from onnx.proto as the onnx 1.23.2
+# package ships it (onnx/onnx.proto in its wheel or repository, unmodified, Apache-2.0).
 # The generated files are committed: building SeqCell never runs protoc. Run this only after
 # editing a .proto file, then commit the .pb.swift files it writes.
 #
@@ -30,4 +32,7 @@ fi
 protoc --plugin=protoc-gen-swift="$plugin" --proto_path="$proto_dir" \
     --swift_opt=Visibility=Internal --swift_out="$proto_dir" \
     "$proto_dir"/event.proto "$proto_dir"/summary.proto "$proto_dir"/histogram.proto
-echo "gen-proto: wrote $(ls "$proto_dir"/*.pb.swift | tr '\n' ' ')"
+onnx_dir=Sources/SeqCell/Interop/ONNX/Proto
+protoc --plugin=protoc-gen-swift="$plugin" --proto_path="$onnx_dir" \
+    --swift_opt=Visibility=Internal --swift_out="$onnx_dir" "$onnx_dir"/onnx.proto
+echo "gen-proto: wrote $(ls "$proto_dir"/*.pb.swift "$onnx_dir"/*.pb.swift | tr '\n' ' ')"

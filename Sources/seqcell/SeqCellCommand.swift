@@ -61,7 +61,7 @@ func exitReporting(_ error: any Error) -> Never {
     } else {
         text = "Error: " + MessageText.oneLine(errorText(error), keepingWhole: userArguments)
     }
-    if !text.isEmpty { Array((text + "\n").utf8).withUnsafeBytes { writeAll($0, to: STDERR_FILENO) } }
+    if !text.isEmpty { _ = Array((text + "\n").utf8).withUnsafeBytes { writeAll($0, to: STDERR_FILENO) } }
     exit(code.rawValue)
 }
 
