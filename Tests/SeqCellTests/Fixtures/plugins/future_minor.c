@@ -71,6 +71,10 @@ static void fut_param(fut_param_desc *d, int32_t role, const char *name, int32_t
     d->base.shape[1] = cols;
     d->base.gate_order = gates;
     d->base.description = "future parameter";
+    d->base.init = SEQCELL_INIT_ROLE; /* today's (ABI 1.2) fields are set; only the appended ones are garbage */
+    d->base.flags = 0;
+    d->base.init_a = 0;
+    d->base.init_b = 0;
 }
 
 static seqcell_status fut_create(const seqcell_config *config, void **instance, char *error, size_t capacity) {
