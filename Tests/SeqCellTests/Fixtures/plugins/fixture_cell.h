@@ -217,10 +217,18 @@ static seqcell_status fx_backward(const void *instance, const seqcell_backward_a
 #endif
 
 /* A complete cell descriptor; `size_` and `backward_` let fixtures break exactly that. */
+/* The fields ABI 1.2 appended to seqcell_cell_desc, absent (NULL, 0) in every fixture cell;
+   empty when a fixture is built against a frozen older header. */
+#if SEQCELL_ABI_MINOR >= 2u
+#define FX_DESC_1_2_TAIL , NULL, NULL, NULL, 0u
+#else
+#define FX_DESC_1_2_TAIL
+#endif
+
 #define FX_CELL(size_, id_, backward_)                                                          \
     {                                                                                           \
         (size_), 1u, 0u, 0u, (id_), "fixture: h' = h + W x + b", 0, 0, NULL, fx_create,          \
-            fx_destroy, fx_layout, FX_WORKSPACE_FN, FX_FORWARD_FN, (backward_)                  \
+            fx_destroy, fx_layout, FX_WORKSPACE_FN, FX_FORWARD_FN, (backward_) FX_DESC_1_2_TAIL \
     }
 
 #define FX_DEFINE_ENTRY(plugin_)                                                                \

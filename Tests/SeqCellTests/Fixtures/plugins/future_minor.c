@@ -166,7 +166,8 @@ static const fut_option_desc fut_options[2] = {
 
 static const fut_cell_desc fut_cell_descriptor = {
     {sizeof(fut_cell_desc), 2u, 3u, 4u, "future", "fixture: descriptors from a later minor", 2, 0,
-     &fut_options[0].base, fut_create, fut_destroy, fut_layout_fn, fut_workspace_size, fut_forward, fut_backward},
+     &fut_options[0].base, fut_create, fut_destroy, fut_layout_fn, fut_workspace_size, fut_forward, fut_backward,
+     NULL, NULL, NULL, 0u},
     NULL};
 static const seqcell_cell_desc *const fut_cells[] = {&fut_cell_descriptor.base};
 static const fut_plugin fut_plugin_descriptor = {
