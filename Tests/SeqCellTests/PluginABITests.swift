@@ -1,3 +1,4 @@
+import CHDF5
 import CSeqCell
 import Foundation
 import XCTest
@@ -299,5 +300,41 @@ final class PluginABI12Tests: XCTestCase {
         XCTAssertNil(plugin)
         let message = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         XCTAssertEqual(message, "indrnn needs a host of SeqCell ABI 1.2 or newer; the host speaks 1.1")
+    }
+}
+
+/// A checkpoint may omit a parameter its cell declares optional (ABI 1.2): it reads as the
+/// declared constant; a required one is still missing.
+final class OptionalParameterCheckpointTests: XCTestCase {
+    func testOmittedOptionalParameterReadsAsItsConstantAndARequiredOneIsAnError() throws {
+        let folder = try temporaryFolder()
+        let registry = PluginRegistry()
+        XCTAssertEqual(registry.load(path: try compileC(source: IndRNNConformanceTests.indrnnSource,
+                                                       output: folder + "/libseqcell_indrnn.so")), [])
+        var model = try Model.build(inputSize: 3, layers: [LayerSpec(cell: "indrnn", hiddenSize: 4)], registry: registry,
+                                    seed: 3)
+        // A non-zero bias_hh, so that reading it back as 0 is visible.
+        model.layers[0].cells[0].params[3] = Tensor(shape: [4], data: [0.5, -0.25, 1, 2])
+        let path = folder + "/m.h5"
+        try Checkpoint(model: model).save(to: path)
+        let paths = model.namedParameters.map(\.path)
+        XCTAssertEqual(paths, ["layers/00/forward/weight_ih", "layers/00/forward/weight_hh", "layers/00/forward/bias_ih",
+                               "layers/00/forward/bias_hh"])
+        func delete(_ name: String) {
+            let file = H5Fopen(path, sc_h5f_acc_rdwr(), sc_h5p_default())
+            XCTAssertGreaterThanOrEqual(file, 0)
+            XCTAssertGreaterThanOrEqual(H5Ldelete(file, "/model/" + name, sc_h5p_default()), 0, name)
+            XCTAssertGreaterThanOrEqual(H5Fclose(file), 0)
+        }
+        delete("layers/00/forward/bias_hh")
+        let loaded = try Checkpoint.load(from: path, registry: registry).model
+        XCTAssertEqual(loaded.layers[0].cells[0].params[3].data, [0, 0, 0, 0], "omitted bias_hh reads as its constant 0")
+        for p in 0..<3 {
+            XCTAssertEqual(loaded.layers[0].cells[0].params[p], model.layers[0].cells[0].params[p])
+        }
+        delete("layers/00/forward/bias_ih")
+        XCTAssertThrowsError(try Checkpoint.load(from: path, registry: registry)) { error in
+            XCTAssert("\(error)".contains("dataset 'bias_ih' is missing"), "\(error)")
+        }
     }
 }
