@@ -88,7 +88,7 @@ public struct GradientCheckSettings: Sendable {
     public var entriesPerTensor = 8
     /// A probe straddles a kink when its kink signal exceeds this fraction of its tolerance.
     public var kinkFraction = 1.0 / 3
-    /// Fewest accepted points for which the check may pass when kinks are everywhere.
+    /// The settings `seqcell validate-plugin` uses.
     public static let standard = GradientCheckSettings()
 
     public init() {}
