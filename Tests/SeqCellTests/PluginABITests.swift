@@ -338,3 +338,39 @@ final class OptionalParameterCheckpointTests: XCTestCase {
         }
     }
 }
+
+/// ABI 1.2 parameter declarations are checked when a library loads (Fixtures/plugins/bad_init.c).
+final class ParameterDeclarationTests: XCTestCase {
+    func load(_ defines: [String]) throws -> (PluginRegistry, [PluginProblem]) {
+        let folder = try temporaryFolder()
+        let path = try buildFixture("bad_init.c", defines: defines, in: folder, as: "libseqcell_badinit.so")
+        let registry = PluginRegistry()
+        return (registry, registry.load(path: path))
+    }
+
+    func testValidOptionalConstantIsRead() throws {
+        let (registry, problems) = try load([])
+        XCTAssertEqual(problems, [])
+        let cell = try registry.cellType("badinit").instantiate(inputSize: 2, hiddenSize: 3)
+        XCTAssertEqual(cell.params[1].initializer, .constant(0.25))
+        XCTAssertTrue(cell.params[1].optional)
+        XCTAssertEqual(cell.params[1].omittedValue, 0.25)
+        XCTAssertFalse(cell.acceptsFrozenGradients, "no cell flag declared")
+    }
+
+    func testBadDeclarationsAreRefusedNamingTheParameter() throws {
+        let cases = [
+            ("FX_BAD=1", "parameter 'bias' asks for a uniform initialisation in [1.0, 0.0]; the bounds must be finite with init_a <= init_b"),
+            ("FX_BAD=2", "parameter 'bias' asks for the constant inf; it must be finite"),
+            ("FX_BAD=3", "parameter 'bias' has init 7; known: 0 (by role), 1 (uniform), 2 (constant)"),
+            ("FX_BAD=4", "parameter 'bias' has unknown flags 0x4"),
+        ]
+        for (define, expected) in cases {
+            let (registry, problems) = try load([define])
+            XCTAssertThrowsError(try registry.cellType("badinit"), define)
+            XCTAssertEqual(problems.count, 1, define)
+            let reason = problems.first?.reason ?? ""
+            XCTAssert(reason.contains("cell 'badinit': invalid layout: " + expected), "\(define): \(reason)")
+        }
+    }
+}

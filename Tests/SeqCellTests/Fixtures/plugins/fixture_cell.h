@@ -7,7 +7,8 @@
  * Before including, a fixture may define FX_BIAS_NAME (default "bias"), FX_BIAS_ROWS(h)
  * (default h), FX_STATE_NAME (default "h"), FX_WEIGHT_ROWS(h) and FX_WEIGHT_COLS(i)
  * (default h and i) to break the layout, FX_NO_BACKWARD to leave fx_backward out, and
- * FX_WORKSPACE_FN and FX_FORWARD_FN to put its own functions in FX_CELL. It then defines
+ * FX_WORKSPACE_FN and FX_FORWARD_FN to put its own functions in FX_CELL, and
+ * FX_BIAS_EXTRA(p) to set the bias descriptor's ABI 1.2 fields. It then defines
  * its descriptors and calls FX_DEFINE_ENTRY(plugin) to export seqcell_plugin_entry.
  * A fixture built against the frozen ABI 1.0 header includes that header first.
  */
@@ -85,6 +86,9 @@ static seqcell_status fx_create(const seqcell_config *config, void **instance, c
     c->params[1].shape[0] = FX_BIAS_ROWS(c->hidden_size);
     c->params[1].gate_order = "";
     c->params[1].description = "b [H]";
+#if defined(FX_BIAS_EXTRA)
+    FX_BIAS_EXTRA(c->params[1]); /* ABI 1.2 declarations of the bias (bad_init.c) */
+#endif
     c->state.struct_size = sizeof c->state;
     c->state.name = FX_STATE_NAME;
     c->state.size = c->hidden_size;
