@@ -374,3 +374,16 @@ final class ParameterDeclarationTests: XCTestCase {
         }
     }
 }
+
+/// `seqcell plugins` shows what a cell declared beyond its roles (ABI 1.2).
+final class PluginListingABI12Tests: TemporaryDirectoryTestCase {
+    func testPluginsShowsDeclaredInitialisationAndOptionalParameters() throws {
+        let file = try compileC(source: IndRNNConformanceTests.indrnnSource,
+                                output: directory.appendingPathComponent("libseqcell_indrnn.so").path)
+        let r = try runProgram(["plugins", "--path", file])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("  param weight_ih [16, 8]\n"), r.out)
+        XCTAssert(r.out.contains("  param weight_hh [16]  initialised uniform in [0.0, 1.0]\n"), r.out)
+        XCTAssert(r.out.contains("  param bias_hh [16]  initialised constant 0.0  optional\n"), r.out)
+    }
+}
