@@ -23,12 +23,19 @@ public struct LossValue: Sendable {
     public var value: Double
     /// [T, B, O], zero wherever the loss does not look.
     public var gradOutput: Tensor
+    /// What the sum was divided by: the compared values (mse) or items (cross-entropy) of this
+    /// batch, or the `normalizer` given.
+    public var itemCount: Double = 0
 }
 
 /// Computes a loss on `output` [T, B, O].
 /// - Parameter targets: for `.lastStep` [B, O] (mse) or [B] (class ids); for `.allSteps`
 ///   [T, B, O] (mse) or [T, B] (class ids).
-public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor, lengths: [Int32]?) throws -> LossValue {
+/// - Parameter normalizer: divide the sum by this instead of this batch's own count: a rank's
+///   share of a data-parallel batch divides by the global count, so that the ranks' summed
+///   gradients equal one process's mean-loss gradient over the whole batch.
+public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor, lengths: [Int32]?,
+                        normalizer: Double? = nil) throws -> LossValue {
     guard output.rank == 3 else { throw SeqCellError(.shape, "loss: output must be [T, B, O], got \(output.shape)") }
     try Boundary.checkConsistent(output, "loss: output")
     try Boundary.checkConsistent(targets, "loss: targets")
@@ -57,9 +64,11 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
     }
     var grad = [Float](repeating: 0, count: output.count)
     var total = 0.0
+    var count = 0.0
     switch kind {
     case .mse:
-        let n = Double(positions.count * O)
+        let n = normalizer ?? Double(positions.count * O)
+        count = n
         for (t, b) in positions {
             for j in 0..<O {
                 let d = Double(output.data[(t * B + b) * O + j]) - Double(targets.data[targetIndex(t, b) * O + j])
@@ -69,7 +78,8 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
         }
         total /= n
     case .crossEntropy:
-        let n = Double(positions.count)
+        let n = normalizer ?? Double(positions.count)
+        count = n
         for (t, b) in positions {
             // Int(exactly:) is nil for NaN, ±inf and fractions: no trap on a bad target.
             guard let cls = Int(exactly: targets.data[targetIndex(t, b)]), cls >= 0, cls < O else {
@@ -89,5 +99,5 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
         }
         total /= n
     }
-    return LossValue(value: total, gradOutput: Tensor(shape: output.shape, data: grad))
+    return LossValue(value: total, gradOutput: Tensor(shape: output.shape, data: grad), itemCount: count)
 }

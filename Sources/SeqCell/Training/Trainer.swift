@@ -97,6 +97,8 @@ public struct StepStats: Sendable {
     /// ‖∂L/∂x_t‖ at the first layer's input for t = 0..<T, when asked for: how much
     /// gradient reaches each time step (the vanishing/exploding picture).
     public var stepGradientNorms: [Double]?
+    /// Seconds this step spent in the communicator's collectives (0 in one process).
+    public var communicationSeconds: Double = 0
 }
 
 /// Backprop through time through the plugins, with clipping, an optimizer, and state that
@@ -111,10 +113,15 @@ public struct Trainer: Sendable {
     var rng: SplitMix64
     /// States carried between batches when `config.carryState` is on.
     var carried: [[[Tensor?]]] = []
+    /// The processes training this model together (data parallel), or one process alone.
+    /// With more than one rank, `trainStep` takes this rank's share of each global batch and
+    /// every rank applies the same update: docs/DISTRIBUTED.md.
+    public let communicator: any Communicator
 
-    public init(model: Model, config: TrainingConfig) throws {
+    public init(model: Model, config: TrainingConfig, communicator: any Communicator = SingleProcessCommunicator()) throws {
         self.model = model
         self.config = config
+        self.communicator = communicator
         optimizer = try config.makeOptimizer()
         clipping = try config.makeClipping()
         lossKind = try config.lossKind()
@@ -129,7 +136,7 @@ public struct Trainer: Sendable {
     }
 
     /// Resumes from a checkpoint that carries training state.
-    public init(resuming checkpoint: Checkpoint) throws {
+    public init(resuming checkpoint: Checkpoint, communicator: any Communicator = SingleProcessCommunicator()) throws {
         guard let state = checkpoint.training else {
             throw SeqCellError(.checkpoint, "the checkpoint has no training state to resume from")
         }
@@ -139,7 +146,7 @@ public struct Trainer: Sendable {
         } catch {
             throw SeqCellError(.checkpoint, "the checkpoint's training config is not valid JSON for this SeqCell: \(error)")
         }
-        try self.init(model: checkpoint.model, config: config)
+        try self.init(model: checkpoint.model, config: config, communicator: communicator)
         guard state.rng.count == 8 else {
             throw SeqCellError(.checkpoint, "the checkpoint's rng state is \(state.rng.count) bytes, expected 8")
         }
@@ -203,15 +210,33 @@ public struct Trainer: Sendable {
     /// One step: forward, loss, backward through every layer and direction, clipping, update.
     /// A NaN or Inf in the loss or the gradients throws before anything is changed.
     @discardableResult
+    ///
+    /// With a communicator of more than one rank, `batch` is this rank's share of the global
+    /// batch (`DataParallel.shard`): the loss is normalised by the global count of compared
+    /// items, the gradients are summed over the ranks in one all-reduce of one flat buffer, and
+    /// clipping, the NaN/Inf checks and the update then see the global gradient, identical on
+    /// every rank. `StepStats.loss` is the global mean.
     public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false) throws -> StepStats {
         let stepNumber = optimizer.step + 1
-        let (loss, fwd, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
-                                                      dropoutSeed: rng.next())
-        guard loss.value.isFinite else {
-            throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(loss.value); stopping before the update (lower the learning rate or clip harder)")
+        let lossValue: Double
+        let fwd: Model.Output
+        var flat: [Tensor]
+        var perStep: [Double]? = nil
+        var communication = 0.0
+        if communicator.size > 1 {
+            (lossValue, fwd, flat, perStep, communication) = try dataParallelGradients(batch, step: stepNumber,
+                                                                                       measureStepGradients: measureStepGradients)
+        } else {
+            let (loss, out, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
+                                                          dropoutSeed: rng.next())
+            guard loss.value.isFinite else { throw Self.nonFiniteLoss(loss.value, step: stepNumber) }
+            (lossValue, fwd) = (loss.value, out)
+            flat = grads.params.flatMap { $0.flatMap { $0 } }
+            if let h = grads.head { flat += [h.weight, h.bias] }
+            if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
+                perStep = Self.squaredNormsPerStep(gx).map { $0.squareRoot() }
+            }
         }
-        var flat: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
-        if let h = grads.head { flat += [h.weight, h.bias] }
         let (norm, clipped) = clip(&flat, clipping)
         guard norm.isFinite else {
             throw SeqCellError(.numeric, "step \(stepNumber): the gradient norm is \(norm) (NaN or Inf in the gradients); stopping before the update")
@@ -224,17 +249,81 @@ public struct Trainer: Sendable {
         if config.carryState {
             carried = fwd.finalStates.map { $0.map { $0.map { Optional($0) } } }
         }
+        return StepStats(step: stepNumber, loss: lossValue, gradientNorm: norm, clipped: clipped, learningRate: rate,
+                         stepGradientNorms: perStep, communicationSeconds: communication)
+    }
+
+    static func nonFiniteLoss(_ value: Double, step: Int) -> SeqCellError {
+        SeqCellError(.numeric, "step \(step): the loss is \(value); stopping before the update (lower the learning rate or clip harder)")
+    }
+
+    /// Σ_b,i (∂L/∂x)² at each time step of an input gradient [T, B, I].
+    static func squaredNormsPerStep(_ gx: Tensor) -> [Double] {
+        let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
+        return (0..<T).map { t in
+            var s = 0.0
+            for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
+            return s
+        }
+    }
+
+    /// This rank's share of a data-parallel step: forward on the shard; one small all-reduce of
+    /// (loss sum, item count) so the loss gradient divides by the global count, exactly as one
+    /// process over the whole batch does; backward; one all-reduce of all gradients as one
+    /// flat buffer. A non-finite global loss throws on every rank at the same step.
+    mutating func dataParallelGradients(_ shard: Batch, step: Int, measureStepGradients: Bool) throws
+        -> (loss: Double, output: Model.Output, grads: [Tensor], perStep: [Double]?, seconds: Double) {
+        let seed = DataParallel.dropoutSeed(rng.next(), rank: communicator.rank)
+        let fwd = try model.forward(input: shard.input, lengths: shard.lengths, initialStates: config.carryState ? carried : [],
+                                    training: true, dropout: Float(config.dropout), seed: seed)
+        let local = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: shard.targets, lengths: shard.lengths)
+        var sums = [local.value * local.itemCount, local.itemCount]
+        var seconds = 0.0
+        try timed(&seconds) { try communicator.allReduceSum(&sums) }
+        let lossValue = sums[0] / sums[1]
+        guard lossValue.isFinite else { throw Self.nonFiniteLoss(lossValue, step: step) }
+        let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: shard.targets,
+                                   lengths: shard.lengths, normalizer: sums[1])
+        let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: measureStepGradients)
+        var tensors: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
+        if let h = grads.head { tensors += [h.weight, h.bias] }
+        var buffer = [Float]()
+        buffer.reserveCapacity(tensors.reduce(0) { $0 + $1.count })
+        for t in tensors { buffer.append(contentsOf: t.data) }
+        try timed(&seconds) { try communicator.allReduceSum(&buffer) }
+        var offset = 0
+        for i in tensors.indices {
+            let n = tensors[i].count
+            tensors[i].data = Array(buffer[offset..<(offset + n)])
+            offset += n
+        }
         var perStep: [Double]? = nil
         if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
-            let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
-            perStep = (0..<T).map { t in
-                var s = 0.0
-                for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
-                return s.squareRoot()
-            }
+            var squares = Self.squaredNormsPerStep(gx)
+            try timed(&seconds) { try communicator.allReduceSum(&squares) }
+            perStep = squares.map { $0.squareRoot() }
         }
-        return StepStats(step: stepNumber, loss: loss.value, gradientNorm: norm, clipped: clipped, learningRate: rate,
-                         stepGradientNorms: perStep)
+        return (lossValue, fwd, tensors, perStep, seconds)
+    }
+
+    private func timed(_ seconds: inout Double, _ body: () throws -> Void) rethrows {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        seconds += Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
+    }
+
+    /// Compares a digest of the parameters and the step over every rank: throws on every rank
+    /// when any rank's parameters differ from rank 0's (replicas that drifted apart). Nothing
+    /// to compare in one process.
+    public func checkReplicasAgree() throws {
+        guard communicator.size > 1 else { return }
+        var f = Fingerprint()
+        f.add(UInt64(step))
+        for p in model.namedParameters { f.add(p.value) }
+        let all = try communicator.allGather(withUnsafeBytes(of: f.digest.littleEndian) { Array($0) })
+        if let r = all.firstIndex(where: { $0 != all[0] }) {
+            throw SeqCellError(.numeric, "step \(step): the parameters on rank \(r) differ from those on rank 0 (the replicas drifted apart); stopping")
+        }
     }
 
     /// The loss on a batch without training (no dropout, no update).
