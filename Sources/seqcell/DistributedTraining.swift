@@ -104,7 +104,9 @@ final class DistributedTraining {
         var m = Fingerprint()
         var config = trainer.config
         config.data = ""  // the same data may sit at another path on another node
-        m.add((try? JSONEncoder().encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "")
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys  // the same text on every rank
+        m.add((try? encoder.encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "")
         m.add(UInt64(trainer.step))
         for param in trainer.model.namedParameters {
             m.add(param.path)
