@@ -120,6 +120,7 @@ final class DistributedTraining {
     /// up or differs from rank 0. Call once, on every rank, before the first step.
     func agree(_ mine: Fingerprints) throws {
         try compareStart(mine, failure: nil)
+        startTime = Date()
     }
 
     private static let messageBytes = 480
@@ -159,6 +160,27 @@ final class DistributedTraining {
     func save(_ trainer: Trainer, to path: String) throws {
         try trainer.checkReplicasAgree()
         if rank == 0 { try trainer.checkpoint.save(to: path) }
+    }
+
+    private var steps = 0
+    private var communicationSeconds = 0.0
+    /// When the ranks agreed to start (the first step starts then).
+    private var startTime = Date()
+
+    /// Counts a step's time in collectives.
+    func record(_ stats: StepStats) {
+        steps += 1
+        communicationSeconds += stats.communicationSeconds
+    }
+
+    /// With more than one rank: rank 0's time in collectives per step (waiting for the slowest
+    /// rank included) and its share of the steps' wall time (stdout: rank 0 alone prints it).
+    func printSummary() {
+        guard size > 1, steps > 0 else { return }
+        let wall = Date().timeIntervalSince(startTime)
+        print(String(format: "data parallel: %d ranks, all-reduce %.3f ms per step (%.1f%% of %.3f ms per step on rank 0)",
+                     size, communicationSeconds / Double(steps) * 1e3, 100 * communicationSeconds / max(wall, 1e-9),
+                     wall / Double(steps) * 1e3))
     }
 
     /// This rank's share of each global batch: (rank, ranks) for `BatchSource`.

@@ -148,6 +148,7 @@ struct TrainCommand: ParsableCommand {
                 let saved = saveEvery > 0 && FileManager.default.fileExists(atPath: output)
                 throw CLIError(e.message + (saved ? "; \(output) holds the last good checkpoint" : "; nothing was written"))
             }
+            distributed.record(stats)
             if stats.clipped { clipped += 1 }
             lossSum += stats.loss
             count += 1
@@ -165,6 +166,7 @@ struct TrainCommand: ParsableCommand {
         }
         try distributed.save(trainer, to: output)
         print("wrote \(output) at step \(trainer.step)")
+        distributed.printSummary()
     }
 
     func dataSpec() throws -> String {
