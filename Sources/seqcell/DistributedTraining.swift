@@ -118,8 +118,8 @@ final class DistributedTraining {
 
     /// Compares every rank's start record; throws on every rank alike when a rank failed to set
     /// up or differs from rank 0. Call once, on every rank, before the first step.
-    func agree(_ mine: Fingerprints) throws {
-        try compareStart(mine, failure: nil)
+    func agree(_ mine: @autoclosure () -> Fingerprints) throws {
+        try compareStart(size > 1 ? mine() : nil, failure: nil)
         startTime = Date()
     }
 
