@@ -77,6 +77,64 @@ final class DistributedTests: TemporaryDirectoryTestCase {
         }
     }
 
+    /// The Swift API: three `Trainer`s on three threads, each given its shard and a
+    /// communicator of one group, end where one `Trainer` on the whole batches ends.
+    func testTrainersSharingACommunicatorMatchOneTrainer() throws {
+        try newModel("m.h5", ["--layer", "lstm:4", "--head", "1"])
+        let model = try Checkpoint.load(from: path("m.h5"), registry: testRegistry).model
+        var config = TrainingConfig()
+        config.optimizer = "adam"
+        config.learningRate = 0.02
+        config.batchSize = 6
+        let task = AddingProblem(seqLen: 8, batchSize: 6)
+        var alone = try Trainer(model: model, config: config)
+        var losses: [Double] = []
+        for s in 0..<4 { losses.append(try alone.trainStep(task.batch(seed: 0, step: s)).loss) }
+        let shared = config
+        let results = try ThreadGroup.run(ranks: 3) { comm in
+            var t = try Trainer(model: model, config: shared, communicator: comm)
+            let mine = try DataParallel.shard(globalBatch: 6, rank: comm.rank, size: comm.size)
+            var seen: [Double] = []
+            for s in 0..<4 { seen.append(try t.trainStep(task.batch(seed: 0, step: s).samples(mine, perStepTargets: false)).loss) }
+            try t.checkReplicasAgree()
+            return (t.model.namedParameters.map(\.value), seen)
+        }
+        for (rank, r) in results.enumerated() {
+            let (params, seen) = try r.get()
+            for (i, l) in seen.enumerated() { XCTAssertEqual(l, losses[i], accuracy: 1e-6 * abs(losses[i]), "rank \(rank) step \(i + 1)") }
+            for (p, q) in zip(params, alone.model.namedParameters) {
+                for i in 0..<p.count {
+                    XCTAssert(abs(p.data[i] - q.value.data[i]) <= 1e-5 * max(abs(p.data[i]), abs(q.value.data[i])) + 1e-7,
+                              "rank \(rank) \(q.path)[\(i)]: \(p.data[i]) vs \(q.value.data[i])")
+                }
+            }
+            XCTAssertNotEqual(params.map(\.data), model.namedParameters.map(\.value.data), "training moved the parameters")
+        }
+    }
+
+    /// A NaN in one rank's shard stops every rank at the same step, before any update.
+    func testNaNOnOneThreadRankStopsAllRanks() throws {
+        try newModel("m.h5", ["--layer", "gru:3", "--head", "1"])
+        let model = try Checkpoint.load(from: path("m.h5"), registry: testRegistry).model
+        var config = TrainingConfig()
+        config.batchSize = 4
+        let shared = config
+        let results = try ThreadGroup.run(ranks: 2) { comm in
+            var t = try Trainer(model: model, config: shared, communicator: comm)
+            var batch = AddingProblem(seqLen: 5, batchSize: 4).batch(seed: 1, step: 0)
+                .samples(try DataParallel.shard(globalBatch: 4, rank: comm.rank, size: 2), perStepTargets: false)
+            if comm.rank == 1 { batch.input.data[3] = .nan }
+            _ = try t.trainStep(batch)
+            return (t.model.namedParameters.map(\.value), [Double]())
+        }
+        for (rank, r) in results.enumerated() {
+            XCTAssertThrowsError(try r.get(), "rank \(rank)") { e in
+                XCTAssertEqual((e as? SeqCellError)?.kind, .numeric, "rank \(rank): \(e)")
+                XCTAssert("\(e)".contains("step 1: the loss is nan"), "rank \(rank): \(e)")
+            }
+        }
+    }
+
     // MARK: - seqcell train under mpirun
 
     func testSGDOnTwoRanksMatchesOneProcess() throws {
@@ -361,4 +419,95 @@ final class ScriptedPeers: Communicator {
     }
     func broadcast(_ bytes: inout [UInt8], root: Int) throws {}
     func barrier() throws {}
+}
+
+/// Ranks as threads of one process: a `Communicator` for testing the trainer's data-parallel
+/// path without MPI. Each collective is a rendezvous: the last rank to arrive combines every
+/// rank's contribution (in rank order) and all ranks return the result.
+final class ThreadGroup: @unchecked Sendable {
+    let size: Int
+    private let condition = NSCondition()
+    private var generation = 0
+    private var arrived = 0
+    private var contributions: [Any?]
+    private var result: Any?
+
+    init(size: Int) {
+        self.size = size
+        contributions = Array(repeating: nil, count: size)
+    }
+
+    func exchange<T>(_ rank: Int, _ value: T, _ combine: ([T]) -> T) -> T {
+        condition.lock()
+        defer { condition.unlock() }
+        let mine = generation
+        contributions[rank] = value
+        arrived += 1
+        if arrived == size {
+            result = combine(contributions.map { $0 as! T })
+            arrived = 0
+            generation += 1
+            condition.broadcast()
+        } else {
+            while generation == mine { condition.wait() }
+        }
+        return result as! T
+    }
+
+    /// Runs `body` on `ranks` threads, one communicator each; returns each rank's outcome.
+    static func run(ranks: Int, _ body: @escaping @Sendable (ThreadRank) throws -> ([Tensor], [Double]))
+        throws -> [Result<([Tensor], [Double]), any Error>] {
+        let group = ThreadGroup(size: ranks)
+        let lock = NSLock()
+        nonisolated(unsafe) var results = [Result<([Tensor], [Double]), any Error>?](repeating: nil, count: ranks)
+        let done = DispatchSemaphore(value: 0)
+        for r in 0..<ranks {
+            let thread = Thread {
+                let outcome = Result { try body(ThreadRank(group: group, rank: r)) }
+                lock.lock()
+                results[r] = outcome
+                lock.unlock()
+                done.signal()
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        for _ in 0..<ranks {
+            guard done.wait(timeout: .now() + 120) == .success else { throw SeqCellError(.io, "a thread rank did not finish") }
+        }
+        return lock.withLock { results.map { $0! } }
+    }
+}
+
+final class ThreadRank: Communicator, @unchecked Sendable {
+    let group: ThreadGroup
+    let rank: Int
+    var size: Int { group.size }
+
+    init(group: ThreadGroup, rank: Int) {
+        self.group = group
+        self.rank = rank
+    }
+
+    func allReduceSum(_ values: inout [Float]) throws {
+        values = group.exchange(rank, values) { parts in
+            (0..<parts[0].count).map { i in parts.reduce(Float(0)) { $0 + $1[i] } }
+        }
+    }
+
+    func allReduceSum(_ values: inout [Double]) throws {
+        values = group.exchange(rank, values) { parts in
+            (0..<parts[0].count).map { i in parts.reduce(0.0) { $0 + $1[i] } }
+        }
+    }
+
+    func allGather(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        group.exchange(rank, [bytes]) { $0.flatMap { $0 } }
+    }
+
+    func broadcast(_ bytes: inout [UInt8], root: Int) throws {
+        bytes = group.exchange(rank, bytes) { $0[root] }
+    }
+
+    func barrier() throws { _ = group.exchange(rank, 0) { _ in 0 } }
 }

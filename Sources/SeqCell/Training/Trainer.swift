@@ -254,7 +254,8 @@ public struct Trainer: Sendable {
     }
 
     static func nonFiniteLoss(_ value: Double, step: Int) -> SeqCellError {
-        SeqCellError(.numeric, "step \(step): the loss is \(value); stopping before the update (lower the learning rate or clip harder)")
+        // NaN's sign depends on where it arose (and on the order of a sum over ranks): "nan" alone.
+        SeqCellError(.numeric, "step \(step): the loss is \(value.isNaN ? "nan" : "\(value)"); stopping before the update (lower the learning rate or clip harder)")
     }
 
     /// Σ_b,i (∂L/∂x)² at each time step of an input gradient [T, B, I].
