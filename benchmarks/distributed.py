@@ -15,7 +15,8 @@ Each is timed in three layouts on this machine:
   1 rank x 1 thread       one process, SEQCELL_THREADS=1 (torch.set_num_threads(1))
   2 ranks x 1 thread      mpirun -np 2 (SeqCell); DDP with the Gloo backend, 2 processes
   1 process x 2 threads   SEQCELL_THREADS=2 (torch.set_num_threads(2))
-Steps per second come from the steps after the warm-up ones. "all-reduce ms/step" is what
+Steps per second come from the steps after the warm-up ones (the adding job runs 40 times
+as many steps as A: its steps take about a millisecond). "all-reduce ms/step" is what
 rank 0 spent in collectives per step, waiting for the slower rank included (SeqCell: its own
 report; PyTorch: a separate loop that all-reduces a buffer of the model's gradient size with
 Gloo, as DDP does once per step when everything fits one bucket). PyTorch's MPI backend is
@@ -36,8 +37,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 JOBS = {
-    "A": dict(I=256, H=256, T=100, B=32, head=None, lr=1e-3),
-    "adding": dict(I=2, H=32, T=50, B=32, head=1, lr=1e-2),
+    "A": dict(I=256, H=256, T=100, B=32, head=None, lr=1e-3, steps=1),
+    "adding": dict(I=2, H=32, T=50, B=32, head=1, lr=1e-2, steps=40),
 }
 
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
@@ -72,18 +73,23 @@ def make_job(seqcell, name, cfg, folder):
 
 
 def seqcell_steps_per_second(seqcell, model, data_args, cfg, ranks, threads, steps, warmup, folder):
-    """Steps/s after the warm-up steps, from the train log's elapsed times; and rank 0's
-    all-reduce ms per step when ranks > 1."""
-    args = ["train", model, *data_args, "--batch-size", str(cfg["B"]), "--optimizer", "adam", "--lr", str(cfg["lr"]),
-            "--steps", str(warmup + steps), "--log-every", str(warmup), "-o", os.path.join(folder, "out.h5")]
+    """Steps/s of the steps after the warm-up ones: the wall time of a run of warmup + steps
+    steps minus that of a run of warmup steps (start-up, loading and warm-up cancel); and
+    rank 0's all-reduce ms per step (ranks > 1), from the longer run's report."""
     env = {"SEQCELL_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads), **MPI_ENV}
-    cmd = [seqcell, *args] if ranks == 1 else ["mpirun", "-np", str(ranks), "--bind-to", "core", seqcell, *args]
-    out = run(cmd, env=env)
-    times = {int(m.group(1)): float(m.group(2)) for m in re.finditer(r"^step (\d+) .* ([\d.]+) s$", out, re.M)}
-    first, last = times[warmup], times[warmup + steps]
+
+    def timed(n):
+        args = ["train", model, *data_args, "--batch-size", str(cfg["B"]), "--optimizer", "adam", "--lr", str(cfg["lr"]),
+                "--steps", str(n), "--log-every", str(n), "-o", os.path.join(folder, "out.h5")]
+        cmd = [seqcell, *args] if ranks == 1 else ["mpirun", "-np", str(ranks), "--bind-to", "core", seqcell, *args]
+        t = time.perf_counter()
+        out = run(cmd, env=env)
+        return time.perf_counter() - t, out
+
+    short, _ = timed(warmup)
+    full, out = timed(warmup + steps)
     ar = re.search(r"all-reduce ([\d.]+) ms per step", out)
-    # The log's times have 0.1 s resolution: the runs are long enough for that to be small.
-    return steps / max(last - first, 1e-9), (float(ar.group(1)) if ar else 0.0)
+    return steps / max(full - short, 1e-9), (float(ar.group(1)) if ar else 0.0)
 
 
 TORCH_WORKER = r'''
@@ -227,16 +233,18 @@ def main():
     with tempfile.TemporaryDirectory() as folder:
         for name in a.jobs:
             cfg = JOBS[name]
+            steps, warmup = a.steps * cfg["steps"], a.warmup * cfg["steps"]
             model, data_args = make_job(a.seqcell, name, cfg, folder)
             for label, ranks, threads in (("1 rank x 1 thread", 1, 1), ("2 ranks x 1 thread", 2, 1),
                                           ("1 process x 2 threads", 1, 2)):
-                s, ar = seqcell_steps_per_second(a.seqcell, model, data_args, cfg, ranks, threads, a.steps, a.warmup, folder)
-                t = torch_steps_per_second(a.python, cfg, ranks, threads, a.steps, a.warmup) if has_torch else None
-                tm = torch_steps_per_second(a.python, cfg, ranks, threads, a.steps, a.warmup, "mpi") \
+                s, ar = seqcell_steps_per_second(a.seqcell, model, data_args, cfg, ranks, threads, steps, warmup, folder)
+                t = torch_steps_per_second(a.python, cfg, ranks, threads, steps, warmup) if has_torch else None
+                tm = torch_steps_per_second(a.python, cfg, ranks, threads, steps, warmup, "mpi") \
                     if has_torch_mpi and ranks > 1 else None
                 rows.append((name, label, s, ar, t, tm))
                 print(f"  {name:7s} {label:22s} seqcell {s:7.2f} steps/s" + (f" (all-reduce {ar:.3f} ms/step)" if ranks > 1 else "")
-                      + (f"   DDP gloo {t[0]:7.2f} steps/s" if t else "") + (f" (all-reduce {t[1]:.3f} ms)" if t and ranks > 1 else ""),
+                      + (f"   DDP gloo {t[0]:7.2f} steps/s" if t else "") + (f" (all-reduce {t[1]:.3f} ms)" if t and ranks > 1 else "")
+                      + (f"   DDP mpi {tm[0]:7.2f} steps/s" if tm else ""),
                       flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()
