@@ -56,7 +56,7 @@ public final class MPICommunicator: Communicator {
     /// was not started by Open MPI's.
     public static var foreignLaunchSize: Int? {
         let env = ProcessInfo.processInfo.environment
-        guard launch == nil, let s = env["PMI_SIZE"].flatMap(Int.init) ?? env["MPI_LOCALNRANKS"].flatMap(Int.init) else { return nil }
+        guard launch == nil, let s = env["PMI_SIZE"].flatMap(Int.init) else { return nil }
         return s
     }
 
