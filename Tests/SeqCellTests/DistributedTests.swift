@@ -251,6 +251,10 @@ final class DistributedTests: TemporaryDirectoryTestCase {
         // One process never loads MPI.
         let one = try runProgram(args, environment: ["SEQCELL_MPI_LIBRARY": missing])
         XCTAssertEqual(one.status, 0, one.err)
+        // MPICH's launcher (another ABI) is refused by name, not half-run.
+        let foreign = try runProgram(args, environment: ["PMI_SIZE": "2", "PMI_RANK": "0"])
+        XCTAssertEqual(foreign.status, 1)
+        XCTAssert(foreign.err.hasPrefix("Error: started by an MPI launcher other than Open MPI's mpirun (2 ranks)"), foreign.err)
         let r = try mpirun(2, args, mpirunOptions: ["-x", "SEQCELL_MPI_LIBRARY=\(missing)"])
         XCTAssertNotEqual(r.status, 0)
         let message = "started by mpirun with 2 ranks, but MPI: cannot load Open MPI's library \(missing)"
