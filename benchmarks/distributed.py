@@ -13,7 +13,9 @@ all-reduce, Adam update) on one global batch:
 
 Each is timed in three layouts on this machine:
   1 rank x 1 thread       one process, SEQCELL_THREADS=1 (torch.set_num_threads(1))
-  2 ranks x 1 thread      mpirun -np 2 (SeqCell); DDP with the Gloo backend, 2 processes
+  2 ranks x 1 thread      mpirun -np 2 --bind-to none (SeqCell); DDP with the Gloo backend,
+                          2 processes (unbound too: on a machine shared with other work a
+                          rank pinned to a busy core cannot move)
   1 process x 2 threads   SEQCELL_THREADS=2 (torch.set_num_threads(2))
 Steps per second come from the steps after the warm-up ones (the adding job runs 40 times
 as many steps as A: its steps take about a millisecond). "all-reduce ms/step" is what
@@ -81,7 +83,7 @@ def seqcell_steps_per_second(seqcell, model, data_args, cfg, ranks, threads, ste
     def timed(n):
         args = ["train", model, *data_args, "--batch-size", str(cfg["B"]), "--optimizer", "adam", "--lr", str(cfg["lr"]),
                 "--steps", str(n), "--log-every", str(n), "-o", os.path.join(folder, "out.h5")]
-        cmd = [seqcell, *args] if ranks == 1 else ["mpirun", "-np", str(ranks), "--bind-to", "core", seqcell, *args]
+        cmd = [seqcell, *args] if ranks == 1 else ["mpirun", "-np", str(ranks), "--bind-to", "none", seqcell, *args]
         t = time.perf_counter()
         out = run(cmd, env=env)
         return time.perf_counter() - t, out
