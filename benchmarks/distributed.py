@@ -160,7 +160,11 @@ def torch_steps_per_second(python, cfg, procs, threads, steps, warmup, backend="
         f.write(TORCH_WORKER)
         script = f.name
     try:
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MASTER_ADDR="127.0.0.1", MASTER_PORT="29517",
+        import socket
+        with socket.socket() as probe:  # a free port on loopback for this run's rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                    WORLD_SIZE=str(procs))
         if backend == "mpi":
             env.update(MPI_ENV)
@@ -171,6 +175,7 @@ def torch_steps_per_second(python, cfg, procs, threads, steps, warmup, backend="
                   for r in range(procs)]
         outs = [p.communicate()[0] for p in ps]
         if any(p.returncode for p in ps):
+            print(f"  (PyTorch {backend}, {procs} processes: failed with status {[p.returncode for p in ps]})", flush=True)
             return None
         m = re.search(r"RESULT ([\d.e+-]+) ([\d.e+-]+)", "".join(outs))
         return float(m.group(1)), float(m.group(2))
