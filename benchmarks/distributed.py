@@ -18,10 +18,11 @@ Each is timed in three layouts on this machine:
                           rank pinned to a busy core cannot move)
   1 process x 2 threads   SEQCELL_THREADS=2 (torch.set_num_threads(2))
 Steps per second come from the steps after the warm-up ones (the adding job runs 40 times
-as many steps as A: its steps take about a millisecond). "all-reduce ms/step" is what
-rank 0 spent in collectives per step, waiting for the slower rank included (SeqCell: its own
-report; PyTorch: a separate loop that all-reduces a buffer of the model's gradient size with
-Gloo, as DDP does once per step when everything fits one bucket). PyTorch's MPI backend is
+as many steps as A: its steps take about a millisecond). For 2 ranks: SeqCell's time in
+collectives per step as rank 0 measured it in training (waiting for the slower rank
+included), and for both SeqCell (MPI) and PyTorch (Gloo), one all-reduce of a buffer of the
+model's gradient size timed alone after training (DDP does one per step when the gradients
+fit one bucket). PyTorch's MPI backend is
 timed too when the installed torch has it (PyPI's wheels do not).
 
 The machine is shared: other builds may run at the same time, so figures are indicative;
@@ -90,8 +91,8 @@ def seqcell_steps_per_second(seqcell, model, data_args, cfg, ranks, threads, ste
 
     short, _ = timed(warmup)
     full, out = timed(warmup + steps)
-    ar = re.search(r"all-reduce ([\d.]+) ms per step", out)
-    return steps / max(full - short, 1e-9), (float(ar.group(1)) if ar else 0.0)
+    m = re.search(r"([\d.]+) ms of it in collectives .* all-reduce alone takes ([\d.]+) ms", out)
+    return steps / max(full - short, 1e-9), ((float(m.group(1)), float(m.group(2))) if m else (0.0, 0.0))
 
 
 TORCH_WORKER = r'''
@@ -253,18 +254,20 @@ def main():
                 tm = torch_steps_per_second(a.python, cfg, ranks, threads, steps, warmup, "mpi") \
                     if has_torch_mpi and ranks > 1 else None
                 rows.append((name, label, s, ar, t, tm))
-                print(f"  {name:7s} {label:22s} seqcell {s:7.2f} steps/s" + (f" (all-reduce {ar:.3f} ms/step)" if ranks > 1 else "")
+                print(f"  {name:7s} {label:22s} seqcell {s:7.2f} steps/s"
+                      + (f" (collectives {ar[0]:.3f} ms/step, all-reduce alone {ar[1]:.3f} ms)" if ranks > 1 else "")
                       + (f"   DDP gloo {t[0]:7.2f} steps/s" if t else "") + (f" (all-reduce {t[1]:.3f} ms)" if t and ranks > 1 else "")
                       + (f"   DDP mpi {tm[0]:7.2f} steps/s" if tm else ""),
                       flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print()
-    print("| job | layout | SeqCell steps/s | SeqCell all-reduce ms/step | DDP (Gloo) steps/s | Gloo all-reduce ms/step | SeqCell / DDP |")
-    print("|---|---|---|---|---|---|---|")
+    print("| job | layout | SeqCell steps/s | SeqCell in collectives, ms/step (waits included) | SeqCell all-reduce alone, ms "
+          "| DDP (Gloo) steps/s | Gloo all-reduce alone, ms | SeqCell / DDP |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, label, s, ar, t, tm in rows:
         multi = label.startswith("2 ranks")
-        print(f"| {name} | {label} | {s:.2f} | {f'{ar:.3f}' if multi else '–'} | {f'{t[0]:.2f}' if t else 'n/a'} | "
-              f"{f'{t[1]:.3f}' if t and multi else '–'} | {f'{s / t[0]:.2f}x' if t else 'n/a'} |")
+        print(f"| {name} | {label} | {s:.2f} | {f'{ar[0]:.3f}' if multi else '–'} | {f'{ar[1]:.3f}' if multi else '–'} | "
+              f"{f'{t[0]:.2f}' if t else 'n/a'} | {f'{t[1]:.3f}' if t and multi else '–'} | {f'{s / t[0]:.2f}x' if t else 'n/a'} |")
 
 
 if __name__ == "__main__":

@@ -174,13 +174,21 @@ final class DistributedTraining {
     }
 
     /// With more than one rank: rank 0's time in collectives per step (waiting for the slowest
-    /// rank included) and its share of the steps' wall time (stdout: rank 0 alone prints it).
-    func printSummary() {
+    /// rank included) and its share of the steps' wall time, then the time of one all-reduce
+    /// of a gradient-sized buffer alone (every rank takes part; rank 0 alone prints).
+    func printSummary(_ trainer: Trainer) throws {
         guard size > 1, steps > 0 else { return }
         let wall = Date().timeIntervalSince(startTime)
-        print(String(format: "data parallel: %d ranks, all-reduce %.3f ms per step (%.1f%% of %.3f ms per step on rank 0)",
-                     size, communicationSeconds / Double(steps) * 1e3, 100 * communicationSeconds / max(wall, 1e-9),
-                     wall / Double(steps) * 1e3))
+        var buffer = [Float](repeating: 0, count: trainer.model.namedParameters.reduce(0) { $0 + $1.value.count })
+        try communicator.barrier()
+        let repeats = 10
+        let start = Date()
+        for _ in 0..<repeats { try communicator.allReduceSum(&buffer) }
+        let alone = Date().timeIntervalSince(start) / Double(repeats)
+        print(String(format: "data parallel: %d ranks, %.3f ms per step, %.3f ms of it in collectives (%.1f%%); "
+                     + "the gradient all-reduce (%d floats) alone takes %.3f ms",
+                     size, wall / Double(steps) * 1e3, communicationSeconds / Double(steps) * 1e3,
+                     100 * communicationSeconds / max(wall, 1e-9), buffer.count, alone * 1e3))
     }
 
     /// This rank's share of each global batch: (rank, ranks) for `BatchSource`.

@@ -166,7 +166,7 @@ struct TrainCommand: ParsableCommand {
         }
         try distributed.save(trainer, to: output)
         print("wrote \(output) at step \(trainer.step)")
-        distributed.printSummary()
+        try distributed.printSummary(trainer)
     }
 
     func dataSpec() throws -> String {
