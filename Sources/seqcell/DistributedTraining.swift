@@ -191,6 +191,28 @@ final class DistributedTraining {
                      100 * communicationSeconds / max(wall, 1e-9), buffer.count, alone * 1e3))
     }
 
-    /// This rank's share of each global batch: (rank, ranks) for `BatchSource`.
-    var shard: (rank: Int, ranks: Int) { (rank, size) }
+    /// A digest of the training data (set by `batchSource`; compared across ranks).
+    private(set) var dataFingerprint: UInt64 = 0
+
+    /// The batches of `spec` for this process: in one process the whole batch of each step
+    /// (`BatchSource(spec:config:)`); on rank r of N its share of the same global batch.
+    func batchSource(spec: String, config: TrainingConfig) throws -> BatchSource {
+        guard size > 1 else { return try BatchSource(spec: spec, config: config) }
+        let (size, seed) = (config.batchSize, config.seed)
+        if spec.hasPrefix("adding:"), let T = Int(spec.dropFirst("adding:".count)), T >= 2 {
+            let task = AddingProblem(seqLen: T, batchSize: size)
+            let mine = try DataParallel.shard(globalBatch: max(size, 1), rank: rank, size: self.size)
+            return BatchSource { task.batch(seed: seed, step: $0).samples(mine, perStepTargets: false) }
+        }
+        guard spec.hasPrefix("file:") else { return try BatchSource(spec: spec, config: config) }  // its error
+        let path = String(spec.dropFirst("file:".count))
+        let data = try SequenceDataset.read(path: path, perStepTargets: config.target == "all")
+        guard data.count >= self.size else {
+            throw CLIError("'\(path)' holds \(data.count) sample\(data.count == 1 ? "" : "s"), fewer than the \(self.size) ranks: every rank needs at least one sample per batch")
+        }
+        // A batch larger than the file is the whole file, as in one process.
+        let mine = try DataParallel.shard(globalBatch: min(max(size, 1), data.count), rank: rank, size: self.size)
+        dataFingerprint = data.fingerprint
+        return BatchSource { data.select(Array(data.batchIndices(size: size, seed: seed, step: $0)[mine])) }
+    }
 }

@@ -129,8 +129,8 @@ struct TrainCommand: ParsableCommand {
             trainer = try Trainer(model: try Checkpoint.load(from: model!, registry: registry).model, config: config,
                                   communicator: distributed.communicator)
         }
-        let source = try BatchSource(spec: trainer.config.data, config: trainer.config, shard: distributed.shard)
-        try distributed.agree(DistributedTraining.fingerprints(registry: registry, trainer: trainer, data: source.fingerprint))
+        let source = try distributed.batchSource(spec: trainer.config.data, config: trainer.config)
+        try distributed.agree(DistributedTraining.fingerprints(registry: registry, trainer: trainer, data: distributed.dataFingerprint))
         print("training: \(trainer.config.optimizer) lr \(trainer.config.learningRate), clipping \(trainer.config.clipping)"
               + (trainer.config.clipping == "none" ? "" : " \(trainer.config.clipValue)")
               + ", loss \(trainer.config.loss) on \(trainer.config.target) steps, batch \(trainer.config.batchSize), data \(trainer.config.data)")
@@ -200,38 +200,24 @@ struct TrainCommand: ParsableCommand {
 /// Where batches come from, decided by the data spec stored in the training config.
 struct BatchSource {
     let next: (Int) -> Batch
-    /// A digest of the data the batches come from (compared across ranks; 0 in one process).
-    var fingerprint: UInt64 = 0
 
-    /// With `shard.ranks` > 1, each batch is rank `shard.rank`'s share of the global batch.
-    init(spec: String, config: TrainingConfig, shard: (rank: Int, ranks: Int) = (0, 1)) throws {
+    init(spec: String, config: TrainingConfig) throws {
         if spec.hasPrefix("adding:"), let T = Int(spec.dropFirst("adding:".count)), T >= 2 {
             let task = AddingProblem(seqLen: T, batchSize: config.batchSize)
             let seed = config.seed
-            if shard.ranks > 1 {
-                let mine = try DataParallel.shard(globalBatch: max(config.batchSize, 1), rank: shard.rank, size: shard.ranks)
-                next = { task.batch(seed: seed, step: $0).samples(mine, perStepTargets: false) }
-            } else {
-                next = { task.batch(seed: seed, step: $0) }
-            }
+            next = { task.batch(seed: seed, step: $0) }
         } else if spec.hasPrefix("file:") {
-            let path = String(spec.dropFirst("file:".count))
-            let data = try SequenceDataset.read(path: path, perStepTargets: config.target == "all")
+            let data = try SequenceDataset.read(path: String(spec.dropFirst("file:".count)),
+                                                perStepTargets: config.target == "all")
             let (size, seed) = (config.batchSize, config.seed)
-            if shard.ranks > 1 {
-                guard data.count >= shard.ranks else {
-                    throw CLIError("'\(path)' holds \(data.count) sample\(data.count == 1 ? "" : "s"), fewer than the \(shard.ranks) ranks: every rank needs at least one sample per batch")
-                }
-                let mine = try DataParallel.shard(globalBatch: min(max(size, 1), data.count), rank: shard.rank, size: shard.ranks)
-                next = { data.select(Array(data.batchIndices(size: size, seed: seed, step: $0)[mine])) }
-                fingerprint = data.fingerprint
-            } else {
-                next = { data.batch(size: size, seed: seed, step: $0) }
-            }
+            next = { data.batch(size: size, seed: seed, step: $0) }
         } else {
             throw CLIError("unknown data source '\(spec)' (expected file:PATH or adding:T)")
         }
     }
+
+    /// Batches from any function of the step (a rank's shares: DistributedTraining).
+    init(next: @escaping (Int) -> Batch) { self.next = next }
 
     func batch(step: Int) -> Batch { next(step) }
 }
