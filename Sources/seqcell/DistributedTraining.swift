@@ -36,8 +36,8 @@ final class DistributedTraining {
             do {
                 mpi = try MPICommunicator.initialize()
             } catch {
-                // Every rank fails alike: rank 0 says so.
-                guard launch.rank == 0 else { throw ExitCode.failure }
+                // Every rank fails alike: rank 0 says so, the others exit after it.
+                guard launch.rank == 0 else { usleep(grace); throw ExitCode.failure }
                 throw CLIError("started by mpirun with \(launch.size) ranks, but \(errorText(error))")
             }
             if mpi.rank != 0 {
@@ -66,12 +66,12 @@ final class DistributedTraining {
             if !started {
                 // This rank failed before the start comparison: it still takes part in it, so
                 // every rank learns of the failure and rank 0 reports it.
-                do { try compareStart(nil, failure: error) } catch { return try stop(mpi, agreedError: error) }
+                do { try compareStart(nil, failure: error) } catch { try stop(mpi, agreedError: error) }
                 agreed = false
             } else {
                 agreed = error is CLIError || (error as? SeqCellError)?.kind == .numeric
             }
-            if agreed { return try stop(mpi, agreedError: error) }
+            if agreed { try stop(mpi, agreedError: error) }
             let text = "Error: rank \(rank): " + MessageText.oneLine(errorText(error), keepingWhole: userArguments) + "\n"
             fflush(nil)
             _ = Array(text.utf8).withUnsafeBytes { writeAll($0, to: STDERR_FILENO) }
@@ -80,11 +80,29 @@ final class DistributedTraining {
         try mpi.finalize()
     }
 
-    /// Every rank stops for the same reason: rank 0 reports it, every rank exits 1.
-    private func stop(_ mpi: MPICommunicator, agreedError error: any Error) throws {
+    /// Every rank stops for the same reason: rank 0 reports it, every rank exits 1. Rank 0
+    /// writes its message before any rank exits (mpirun ends the job at the first non-zero
+    /// exit), and the others leave a moment after it.
+    private func stop(_ mpi: MPICommunicator, agreedError error: any Error) throws -> Never {
+        if rank == 0 { Self.report(error) }
+        // Should a rank have failed alone after all, the others are not at this barrier:
+        // this rank then leaves after 10 s, and mpirun ends the job.
+        DispatchQueue.global().asyncAfter(deadline: .now() + 10) { _exit(ExitCode.failure.rawValue) }
+        try? mpi.barrier()
         try? mpi.finalize()
-        if rank == 0 { throw error }
-        throw ExitCode.failure
+        if rank != 0 { usleep(Self.grace) }
+        exit(ExitCode.failure.rawValue)
+    }
+
+    /// How long ranks other than 0 wait before exiting on a failure every rank saw, so that
+    /// rank 0's message is out first (µs).
+    static let grace: UInt32 = 500_000
+
+    /// The CLI's one-line error, as `exitReporting` writes it.
+    private static func report(_ error: any Error) {
+        let text = "Error: " + MessageText.oneLine(errorText(error), keepingWhole: userArguments) + "\n"
+        fflush(nil)
+        _ = Array(text.utf8).withUnsafeBytes { writeAll($0, to: STDERR_FILENO) }
     }
 
     /// What ranks compare before training: all must run the same SeqCell with the same cells,

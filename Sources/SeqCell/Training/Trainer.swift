@@ -209,33 +209,100 @@ public struct Trainer: Sendable {
 
     /// One step: forward, loss, backward through every layer and direction, clipping, update.
     /// A NaN or Inf in the loss or the gradients throws before anything is changed.
-    @discardableResult
-    ///
     /// With a communicator of more than one rank, `batch` is this rank's share of the global
-    /// batch (`DataParallel.shard`): the loss is normalised by the global count of compared
-    /// items, the gradients are summed over the ranks in one all-reduce of one flat buffer, and
-    /// clipping, the NaN/Inf checks and the update then see the global gradient, identical on
-    /// every rank. `StepStats.loss` is the global mean.
+    /// batch: `dataParallelStep`.
+    @discardableResult
     public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false) throws -> StepStats {
+        if communicator.size > 1 { return try dataParallelStep(batch, measureStepGradients: measureStepGradients) }
         let stepNumber = optimizer.step + 1
-        let lossValue: Double
-        let fwd: Model.Output
-        var flat: [Tensor]
+        let (loss, fwd, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
+                                                      dropoutSeed: rng.next())
+        guard loss.value.isFinite else {
+            throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(loss.value); stopping before the update (lower the learning rate or clip harder)")
+        }
+        var flat: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
+        if let h = grads.head { flat += [h.weight, h.bias] }
+        let (norm, clipped) = clip(&flat, clipping)
+        guard norm.isFinite else {
+            throw SeqCellError(.numeric, "step \(stepNumber): the gradient norm is \(norm) (NaN or Inf in the gradients); stopping before the update")
+        }
+        let rate = optimizer.currentRate
+        var params = model.namedParameters.map(\.value)
+        try optimizer.check(params: params, grads: flat)
+        optimizer.update(&params, flat)
+        try model.setParameters(params)
+        if config.carryState {
+            carried = fwd.finalStates.map { $0.map { $0.map { Optional($0) } } }
+        }
         var perStep: [Double]? = nil
-        var communication = 0.0
-        if communicator.size > 1 {
-            (lossValue, fwd, flat, perStep, communication) = try dataParallelGradients(batch, step: stepNumber,
-                                                                                       measureStepGradients: measureStepGradients)
-        } else {
-            let (loss, out, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
-                                                          dropoutSeed: rng.next())
-            guard loss.value.isFinite else { throw Self.nonFiniteLoss(loss.value, step: stepNumber) }
-            (lossValue, fwd) = (loss.value, out)
-            flat = grads.params.flatMap { $0.flatMap { $0 } }
-            if let h = grads.head { flat += [h.weight, h.bias] }
-            if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
-                perStep = Self.squaredNormsPerStep(gx).map { $0.squareRoot() }
+        if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
+            let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
+            perStep = (0..<T).map { t in
+                var s = 0.0
+                for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
+                return s.squareRoot()
             }
+        }
+        return StepStats(step: stepNumber, loss: loss.value, gradientNorm: norm, clipped: clipped, learningRate: rate,
+                         stepGradientNorms: perStep)
+    }
+
+    /// The loss on a batch without training (no dropout, no update).
+    public func evaluate(_ batch: Batch) throws -> Double {
+        let out = try model.forward(input: batch.input, lengths: batch.lengths)
+        return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths).value
+    }
+}
+
+// MARK: - Data parallel
+
+extension Trainer {
+    /// A step as one rank of `communicator`: `shard` is this rank's share of the global batch
+    /// (`DataParallel.shard`). Forward on the shard; one small all-reduce of (loss sum, item
+    /// count), so the loss gradient divides by the global count of compared items exactly as
+    /// one process over the whole batch does; backward; one all-reduce of every gradient as
+    /// one flat buffer. Clipping, the NaN/Inf checks and the update then see the global
+    /// gradient, the same on every rank, so every rank stops at the same step or none does.
+    /// `StepStats.loss` is the global mean.
+    mutating func dataParallelStep(_ shard: Batch, measureStepGradients: Bool) throws -> StepStats {
+        let stepNumber = optimizer.step + 1
+        var seconds = 0.0
+        let seed = DataParallel.dropoutSeed(rng.next(), rank: communicator.rank)
+        let fwd = try model.forward(input: shard.input, lengths: shard.lengths, initialStates: config.carryState ? carried : [],
+                                    training: true, dropout: Float(config.dropout), seed: seed)
+        let local = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: shard.targets, lengths: shard.lengths)
+        var sums = [local.value * local.itemCount, local.itemCount]
+        try timed(&seconds) { try communicator.allReduceSum(&sums) }
+        let lossValue = sums[0] / sums[1]
+        guard lossValue.isFinite else {
+            // A NaN's sign depends on the order of the sum over ranks: "nan" alone.
+            throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(lossValue.isNaN ? "nan" : "\(lossValue)"); stopping before the update (lower the learning rate or clip harder)")
+        }
+        let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: shard.targets,
+                                   lengths: shard.lengths, normalizer: sums[1])
+        let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: measureStepGradients)
+        var flat: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
+        if let h = grads.head { flat += [h.weight, h.bias] }
+        var buffer = [Float]()
+        buffer.reserveCapacity(flat.reduce(0) { $0 + $1.count })
+        for t in flat { buffer.append(contentsOf: t.data) }
+        try timed(&seconds) { try communicator.allReduceSum(&buffer) }
+        var offset = 0
+        for i in flat.indices {
+            let n = flat[i].count
+            flat[i].data = Array(buffer[offset..<(offset + n)])
+            offset += n
+        }
+        var perStep: [Double]? = nil
+        if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
+            let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
+            var squares = (0..<T).map { t in
+                var s = 0.0
+                for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
+                return s
+            }
+            try timed(&seconds) { try communicator.allReduceSum(&squares) }
+            perStep = squares.map { $0.squareRoot() }
         }
         let (norm, clipped) = clip(&flat, clipping)
         guard norm.isFinite else {
@@ -250,61 +317,7 @@ public struct Trainer: Sendable {
             carried = fwd.finalStates.map { $0.map { $0.map { Optional($0) } } }
         }
         return StepStats(step: stepNumber, loss: lossValue, gradientNorm: norm, clipped: clipped, learningRate: rate,
-                         stepGradientNorms: perStep, communicationSeconds: communication)
-    }
-
-    static func nonFiniteLoss(_ value: Double, step: Int) -> SeqCellError {
-        // NaN's sign depends on where it arose (and on the order of a sum over ranks): "nan" alone.
-        SeqCellError(.numeric, "step \(step): the loss is \(value.isNaN ? "nan" : "\(value)"); stopping before the update (lower the learning rate or clip harder)")
-    }
-
-    /// Σ_b,i (∂L/∂x)² at each time step of an input gradient [T, B, I].
-    static func squaredNormsPerStep(_ gx: Tensor) -> [Double] {
-        let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
-        return (0..<T).map { t in
-            var s = 0.0
-            for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
-            return s
-        }
-    }
-
-    /// This rank's share of a data-parallel step: forward on the shard; one small all-reduce of
-    /// (loss sum, item count) so the loss gradient divides by the global count, exactly as one
-    /// process over the whole batch does; backward; one all-reduce of all gradients as one
-    /// flat buffer. A non-finite global loss throws on every rank at the same step.
-    mutating func dataParallelGradients(_ shard: Batch, step: Int, measureStepGradients: Bool) throws
-        -> (loss: Double, output: Model.Output, grads: [Tensor], perStep: [Double]?, seconds: Double) {
-        let seed = DataParallel.dropoutSeed(rng.next(), rank: communicator.rank)
-        let fwd = try model.forward(input: shard.input, lengths: shard.lengths, initialStates: config.carryState ? carried : [],
-                                    training: true, dropout: Float(config.dropout), seed: seed)
-        let local = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: shard.targets, lengths: shard.lengths)
-        var sums = [local.value * local.itemCount, local.itemCount]
-        var seconds = 0.0
-        try timed(&seconds) { try communicator.allReduceSum(&sums) }
-        let lossValue = sums[0] / sums[1]
-        guard lossValue.isFinite else { throw Self.nonFiniteLoss(lossValue, step: step) }
-        let loss = try computeLoss(lossKind, mode: targetMode, output: fwd.output, targets: shard.targets,
-                                   lengths: shard.lengths, normalizer: sums[1])
-        let grads = try model.backward(fwd, gradOutput: loss.gradOutput, wantInputGradient: measureStepGradients)
-        var tensors: [Tensor] = grads.params.flatMap { $0.flatMap { $0 } }
-        if let h = grads.head { tensors += [h.weight, h.bias] }
-        var buffer = [Float]()
-        buffer.reserveCapacity(tensors.reduce(0) { $0 + $1.count })
-        for t in tensors { buffer.append(contentsOf: t.data) }
-        try timed(&seconds) { try communicator.allReduceSum(&buffer) }
-        var offset = 0
-        for i in tensors.indices {
-            let n = tensors[i].count
-            tensors[i].data = Array(buffer[offset..<(offset + n)])
-            offset += n
-        }
-        var perStep: [Double]? = nil
-        if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
-            var squares = Self.squaredNormsPerStep(gx)
-            try timed(&seconds) { try communicator.allReduceSum(&squares) }
-            perStep = squares.map { $0.squareRoot() }
-        }
-        return (lossValue, fwd, tensors, perStep, seconds)
+                         stepGradientNorms: perStep, communicationSeconds: seconds)
     }
 
     private func timed(_ seconds: inout Double, _ body: () throws -> Void) rethrows {
@@ -325,11 +338,5 @@ public struct Trainer: Sendable {
         if let r = all.firstIndex(where: { $0 != all[0] }) {
             throw SeqCellError(.numeric, "step \(step): the parameters on rank \(r) differ from those on rank 0 (the replicas drifted apart); stopping")
         }
-    }
-
-    /// The loss on a batch without training (no dropout, no update).
-    public func evaluate(_ batch: Batch) throws -> Double {
-        let out = try model.forward(input: batch.input, lengths: batch.lengths)
-        return try computeLoss(lossKind, mode: targetMode, output: out.output, targets: batch.targets, lengths: batch.lengths).value
     }
 }
