@@ -270,7 +270,7 @@ final class DistributedTests: TemporaryDirectoryTestCase {
                        "--steps", "1000000", "--save-every", "5", "--log-every", "1000", "-o", "out.h5"]
         p.currentDirectoryURL = directory
         p.environment = ProcessInfo.processInfo.environment.merging(Self.environment) { $1 }
-        FileManager.default.createFile(atPath: path("mpirun.err"), contents: nil)
+        _ = FileManager.default.createFile(atPath: path("mpirun.err"), contents: nil)
         p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: path("mpirun.err")))
         try p.run()
@@ -316,8 +316,8 @@ final class DistributedTests: TemporaryDirectoryTestCase {
         p.currentDirectoryURL = directory
         p.environment = ProcessInfo.processInfo.environment.merging(Self.environment) { $1 }
         let (outPath, errPath) = (path("mpirun-\(UUID().uuidString).out"), path("mpirun-\(UUID().uuidString).err"))
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         try p.run()
