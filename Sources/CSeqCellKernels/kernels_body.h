@@ -247,9 +247,12 @@ static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const f
 /* Packed GEMM for the recurrent product. W is packed in blocks of 16 outputs; inside a
    block, for each k, the 16 weights W[blk*16 + 0..15, k] (64 contiguous bytes, a K x 16
    panel: 16 KB at K = 256, so it stays in L1 while every row tile uses it). Blocks
-   outermost; rows six at a time (12 accumulators, 2 weight loads + 6 broadcasts per 12
-   FMAs: FMA-bound), the 1-5 rows left with the same kernel; one or two rows alone split k
-   so 8 accumulators hide the FMA latency. Blocks [blk_begin, blk_end) only. */
+   outermost; with 8-float vectors rows six at a time (12 accumulators, 2 weight loads + 6
+   broadcasts per 12 FMAs: FMA-bound), with 16-float vectors twelve at a time (12 zmm
+   accumulators, 1 weight load + 12 broadcasts per 12 FMAs), the rows left with the same
+   kernel; one or two rows alone split k so 4·NV accumulators hide the FMA latency. Every
+   output element sums its k terms in the same order at both widths. Blocks
+   [blk_begin, blk_end) only. */
 #define NB 16
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(put16)(float *d, const vf *a, int64_t cnt,
                                                                          int32_t accumulate) {
