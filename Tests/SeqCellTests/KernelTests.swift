@@ -350,9 +350,6 @@ final class KernelISACLITests: TemporaryDirectoryTestCase {
 
     func testEveryCellGivesTheSameResultsOnEveryISAPath() throws {
         let paths = runnablePaths()
-        for missing in ["avx2", "avx512"] where !paths.contains(missing) {
-            print("KernelISACLITests: ISA path \(missing) skipped: this CPU cannot run it")
-        }
         // H = 37: vector tails at 8 and 16 floats; B = 13: one row past the 12-row tile.
         let (T, B, I) = (5, 13, 6)
         for spec in ["rnn:37", "lstm:37", "gru:37", "lstm:37,proj_size=9", "gru:37,reset=before"] {
@@ -393,6 +390,10 @@ final class KernelISACLITests: TemporaryDirectoryTestCase {
                 XCTAssert(fma["output"] != base["output"] || fma["grad_input"] != base["grad_input"],
                           "\(spec): SEQCELL_ISA=baseline made no difference to the results")
             }
+        }
+        let missing = ["avx2", "avx512"].filter { !paths.contains($0) }
+        if !missing.isEmpty {
+            throw XCTSkip("ISA path(s) not run on this CPU: \(missing.joined(separator: ", ")) (the others passed)")
         }
     }
 
