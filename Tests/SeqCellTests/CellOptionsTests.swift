@@ -119,14 +119,13 @@ final class CellOptionsTests: TemporaryDirectoryTestCase {
                     feeds["P"] = blocks(p["weight_peephole"], [0, 2, 1])[None]
                     names.append("P")
             outputs = ["Y", "Y_h"] + (["Y_c"] if cell == "lstm" else [])
-            node = helper.make_node(cell.upper(), names, outputs, **attrs)
             given = [n for n in names if not isinstance(feeds[n], str)]
+            node = helper.make_node(cell.upper(), [n if n in given else "" for n in names], outputs, **attrs)
             inputs = [helper.make_tensor_value_info(n, TensorProto.INT32 if n == "sequence_lens" else TensorProto.FLOAT, None)
                       for n in given]
             graph = helper.make_graph([node], "cell", inputs,
                                       [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs])
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-            onnx.checker.check_model(model)
             session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
             res = session.run(None, {n: feeds[n] for n in given})
             out.append([r.reshape(-1).astype(float).tolist() for r in res])
