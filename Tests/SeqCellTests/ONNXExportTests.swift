@@ -102,6 +102,23 @@ final class ONNXExportTests: TemporaryDirectoryTestCase {
         Variant(name: "concat, different cell and size per direction", layers: ["lstm:4:bi:concat,backward_cell=rnn,backward_hidden=3"], head: "2"),
         Variant(name: "lstm proj_size bidirectional", layers: ["lstm:5:bi,proj_size=3", "lstm:5,proj_size=3"], head: "2", ops: ["Scan", "ReverseSequence"]),
         Variant(name: "lstm proj_size reverse, no bias", layers: ["lstm:5:reverse,proj_size=2,bias=false"], ops: ["Scan"]),
+        // The ONNX options of the built-in cells: attributes of the operators, or primitive operators in the Scan.
+        Variant(name: "rnn leaky_relu clip, affine/softplus per direction",
+                layers: ["rnn:4,activation=leaky_relu,activation_alpha=0.2,clip=0.8",
+                         "rnn:4:bi,activation=affine,activation_alpha=0.5,activation_beta=0.1,backward.activation=softplus"], ops: ["RNN"]),
+        Variant(name: "gru hard_sigmoid softsign clip, thresholded_relu",
+                layers: ["gru:4,gate_activation=hard_sigmoid,gate_activation_alpha=0.2,gate_activation_beta=0.5,candidate_activation=softsign,clip=1.5,reset=before",
+                         "gru:4:bi,candidate_activation=thresholded_relu,candidate_activation_alpha=0.1"], ops: ["GRU"]),
+        Variant(name: "lstm peepholes input_forget clip elu scaled_tanh",
+                layers: ["lstm:4:bi,peepholes=true,input_forget=true,clip=1.0,cell_activation=elu,cell_activation_alpha=1.0,"
+                         + "output_activation=scaled_tanh,output_activation_alpha=1.5,output_activation_beta=0.7",
+                         "lstm:4:bi,peepholes=true,gate_activation=hard_sigmoid,gate_activation_alpha=0.2,gate_activation_beta=0.5"],
+                head: "2", ops: ["LSTM"]),
+        Variant(name: "lstm proj_size with peepholes, input_forget, clip, activations (Scan)",
+                layers: ["lstm:5:bi,proj_size=3,peepholes=true,clip=0.9,cell_activation=softsign,output_activation=relu",
+                         "lstm:5:reverse,proj_size=2,input_forget=true,gate_activation=hard_sigmoid,gate_activation_alpha=0.2,"
+                         + "gate_activation_beta=0.5,cell_activation=affine,cell_activation_alpha=0.7,cell_activation_beta=-0.1"],
+                ops: ["Scan", "Clip"]),
         Variant(name: "batch first", layers: ["lstm:4:bi", "gru:4"], head: "2:softmax", batchFirst: true),
         Variant(name: "embedding", layers: ["gru:4:bi"], head: "3", embedding: "11:3", ops: ["Gather"]),
         Variant(name: "embedding batch first", layers: ["lstm:4,proj_size=2"], embedding: "9:3", batchFirst: true),

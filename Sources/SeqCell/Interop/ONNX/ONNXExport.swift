@@ -80,12 +80,82 @@ extension ONNXExport {
     static let lstmOrder = [0, 3, 1, 2]
     static let gruOrder = [1, 0, 2]
 
-    /// The options each built-in cell's ONNX form handles, with the values it can write.
-    static let handledOptions: [String: Set<String>] = [
-        "rnn": ["activation", "bias"],
-        "lstm": ["proj_size", "bias"],
-        "gru": ["reset", "bias"],
+    /// The options each built-in cell's ONNX form handles (every option the built-in cells have).
+    static let handledOptions: [String: Set<String>] = {
+        func activation(_ name: String) -> [String] { [name, name + "_alpha", name + "_beta"] }
+        return [
+            "rnn": Set(["bias", "clip"] + activation("activation")),
+            "lstm": Set(["proj_size", "bias", "clip", "peepholes", "input_forget"]
+                        + activation("gate_activation") + activation("cell_activation") + activation("output_activation")),
+            "gru": Set(["reset", "bias", "clip"] + activation("gate_activation") + activation("candidate_activation")),
+        ]
+    }()
+
+    /// The activation options of each cell, in ONNX's order (f, g, h), with their defaults.
+    static let activationOptions: [String: [(option: String, defaultName: String)]] = [
+        "rnn": [("activation", "tanh")],
+        "gru": [("gate_activation", "sigmoid"), ("candidate_activation", "tanh")],
+        "lstm": [("gate_activation", "sigmoid"), ("cell_activation", "tanh"), ("output_activation", "tanh")],
     ]
+
+    /// SeqCell's activation choices → ONNX's activation names (the RNN/GRU/LSTM `activations`).
+    static let onnxActivationNames: [String: String] = [
+        "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu", "affine": "Affine", "leaky_relu": "LeakyRelu",
+        "thresholded_relu": "ThresholdedRelu", "scaled_tanh": "ScaledTanh", "hard_sigmoid": "HardSigmoid",
+        "elu": "Elu", "softsign": "Softsign", "softplus": "Softplus",
+    ]
+    static let usesAlpha: Set<String> = ["affine", "leaky_relu", "thresholded_relu", "scaled_tanh", "hard_sigmoid", "elu"]
+    static let usesBeta: Set<String> = ["affine", "scaled_tanh", "hard_sigmoid"]
+
+    /// An activation as the cell has it configured.
+    struct Activation {
+        var name: String
+        var alpha: Float
+        var beta: Float
+    }
+
+    static func activations(of c: Cell) throws -> [Activation] {
+        try (activationOptions[c.type.id] ?? []).map { option, defaultName in
+            var name = defaultName
+            if case .choice(let v)? = c.options[option] { name = v }
+            guard onnxActivationNames[name] != nil else {
+                throw SeqCellError(.unsupported, "cannot export to ONNX: cell '\(c.type.id)' option \(option)=\(name) has no ONNX activation")
+            }
+            func number(_ key: String) -> Float {
+                switch c.options[key] {
+                case .float(let v)?: Float(v)
+                case .int(let v)?: Float(v)
+                default: 0
+                }
+            }
+            return Activation(name: name, alpha: number(option + "_alpha"), beta: number(option + "_beta"))
+        }
+    }
+
+    static func clip(of c: Cell) -> Float {
+        switch c.options["clip"] {
+        case .float(let v)?: Float(v)
+        case .int(let v)?: Float(v)
+        default: 0
+        }
+    }
+
+    /// `f(x)` in primitive operators, with ONNX's formulas.
+    static func apply(_ a: Activation, _ x: String, in b: ONNXGraphBuilder) -> String {
+        switch a.name {
+        case "sigmoid": b.op("Sigmoid", [x])
+        case "relu": b.op("Relu", [x])
+        case "affine": b.op("Add", [b.op("Mul", [x, b.scalar("alpha", a.alpha)]), b.scalar("beta", a.beta)])
+        case "leaky_relu": b.op("LeakyRelu", [x], [("alpha", .float(a.alpha))])
+        case "thresholded_relu": b.op("ThresholdedRelu", [x], [("alpha", .float(a.alpha))])
+        case "scaled_tanh": b.op("Mul", [b.op("Tanh", [b.op("Mul", [x, b.scalar("beta", a.beta)])]), b.scalar("alpha", a.alpha)])
+        case "hard_sigmoid": b.op("HardSigmoid", [x], [("alpha", .float(a.alpha)), ("beta", .float(a.beta))])
+        case "elu": b.op("Elu", [x], [("alpha", .float(a.alpha))])
+        case "softsign": b.op("Softsign", [x])
+        case "softplus": b.op("Softplus", [x])
+        default: b.op("Tanh", [x])
+        }
+    }
 
     struct Writer {
         let model: Model
@@ -140,6 +210,7 @@ extension ONNXExport {
             var names = ["weight_ih", "weight_hh"]
             if c.options["bias"] != .choice("false") { names += ["bias_ih", "bias_hh"] }
             if c.type.id == "lstm", case .int(let p)? = c.options["proj_size"], p > 0 { names.append("weight_hr") }
+            if c.type.id == "lstm", c.options["peepholes"] == .choice("true") { names.append("weight_peephole") }
             return names
         }
 
@@ -339,17 +410,27 @@ extension ONNXExport {
             }
             var inputs = [x, W, R, bias, lengths32, initialState("h", index: index) ?? ""]
             if op == "LSTM" { inputs.append(initialState("c", index: index) ?? "") }
+            if op == "LSTM", let p = Self.param(dc, "weight_peephole") {
+                // SeqCell's i,f,o → ONNX's i,o,f.
+                inputs.append(g.floats("\(tag)_P", Self.reorder(p, blocks: 3, order: [0, 2, 1]), shape: [1, 3 * H]))
+            }
             while inputs.last == "" { inputs.removeLast() }
             var attributes: [(String, ONNXGraphBuilder.Attribute)] = [
                 ("hidden_size", .int(H)), ("direction", .string(reversed ? "reverse" : "forward")),
             ]
-            switch c.type.id {
-            case "gru":
+            if c.type.id == "gru" {
                 attributes.append(("linear_before_reset", .int(c.options["reset"] == .choice("before") ? 0 : 1)))
-            case "rnn":
-                attributes.append(("activations", .strings([c.options["activation"] == .choice("relu") ? "Relu" : "Tanh"])))
-            default: break
             }
+            // ONNX Runtime gives each activation that uses alpha (beta) the next value of the list.
+            let acts = try ONNXExport.activations(of: c)
+            attributes.append(("activations", .strings(acts.map { ONNXExport.onnxActivationNames[$0.name]! })))
+            let alphas = acts.filter { ONNXExport.usesAlpha.contains($0.name) }.map(\.alpha)
+            let betas = acts.filter { ONNXExport.usesBeta.contains($0.name) }.map(\.beta)
+            if !alphas.isEmpty { attributes.append(("activation_alpha", .floats(alphas))) }
+            if !betas.isEmpty { attributes.append(("activation_beta", .floats(betas))) }
+            let clip = ONNXExport.clip(of: c)
+            if clip > 0 { attributes.append(("clip", .float(clip))) }
+            if c.options["input_forget"] == .choice("true") { attributes.append(("input_forget", .int(1))) }
             let outs = g.node(op, inputs, outputs: op == "LSTM" ? 3 : 2, attributes)
             let y = g.op("Squeeze", [outs[0], g.int64s("axes", [1])])
             var states = ["h": outs[1]]
@@ -388,10 +469,31 @@ extension ONNXExport {
             var gates = body.op("Add", [body.op("MatMul", ["\(tag)_x", WT]), body.op("MatMul", ["\(tag)_h", RT])])
             if let bias { gates = body.op("Add", [gates, bias]) }
             let parts = body.node("Split", [gates], outputs: 4, [("axis", .int(1))])
-            let i = body.op("Sigmoid", [parts[0]]), f = body.op("Sigmoid", [parts[1]])
-            let gg = body.op("Tanh", [parts[2]]), o = body.op("Sigmoid", [parts[3]])
+            let acts = try ONNXExport.activations(of: c)
+            let (fAct, gAct, hAct) = (acts[0], acts[1], acts[2])
+            let clipValue = ONNXExport.clip(of: c)
+            let bounds = clipValue > 0 ? (body.scalar("clip_min", -clipValue), body.scalar("clip_max", clipValue)) : nil
+            func clipped(_ v: String) -> String {
+                guard let bounds else { return v }
+                return body.op("Clip", [v, bounds.0, bounds.1])
+            }
+            var peep: [String]? = nil
+            if let p = Self.param(dc, "weight_peephole") {
+                peep = (0..<3).map { k in body.floats("peephole", Array(p.data[(k * H)..<((k + 1) * H)]), shape: [H]) }
+            }
+            var iPre = parts[0], fPre = parts[1], oPre = parts[3]
+            if let peep {
+                iPre = body.op("Add", [iPre, body.op("Mul", [peep[0], "\(tag)_c"])])
+                fPre = body.op("Add", [fPre, body.op("Mul", [peep[1], "\(tag)_c"])])
+            }
+            let i = ONNXExport.apply(fAct, clipped(iPre), in: body)
+            let f = c.options["input_forget"] == .choice("true")
+                ? body.op("Sub", [body.scalar("one", 1), i]) : ONNXExport.apply(fAct, clipped(fPre), in: body)
+            let gg = ONNXExport.apply(gAct, clipped(parts[2]), in: body)
             let cNew = body.op("Add", [body.op("Mul", [f, "\(tag)_c"]), body.op("Mul", [i, gg])])
-            let hNew = body.op("MatMul", [body.op("Mul", [o, body.op("Tanh", [cNew])]), PT])
+            if let peep { oPre = body.op("Add", [oPre, body.op("Mul", [peep[2], cNew])]) }
+            let o = ONNXExport.apply(fAct, clipped(oPre), in: body)
+            let hNew = body.op("MatMul", [body.op("Mul", [o, ONNXExport.apply(hAct, cNew, in: body)]), PT])
             let zero = body.scalar("zero", 0)
             body.node("Where", ["\(tag)_valid", hNew, "\(tag)_h"], named: ["\(tag)_h_out"])
             body.node("Where", ["\(tag)_valid", cNew, "\(tag)_c"], named: ["\(tag)_c_out"])
