@@ -25,7 +25,8 @@ final class ONNXExportTests: TemporaryDirectoryTestCase {
         """
 
     /// Checks the model with the ONNX checker, runs it in ONNX Runtime on in.h5 and prints, as
-    /// JSON, the graph's input and output names and max |ORT − seqcell run| per output.
+    /// JSON, the graph's input and output names, max |ORT − seqcell run| per output, and the
+    /// operators used (Scan bodies included).
     static let compare = """
         import sys, json, h5py, numpy as np, onnx, onnxruntime as ort
         model_path, in_path, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -38,6 +39,14 @@ final class ONNXExportTests: TemporaryDirectoryTestCase {
             for n in names:
                 feeds[n] = f[n][()]
         results = sess.run(None, feeds)
+        def ops(graph):
+            found = set()
+            for n in graph.node:
+                found.add(n.op_type)
+                for a in n.attribute:
+                    if a.type == onnx.AttributeProto.GRAPH:
+                        found |= ops(a.g)
+            return found
         diffs = {}
         with h5py.File(out_path, "r") as f:
             for o, value in zip(sess.get_outputs(), results):
@@ -48,7 +57,7 @@ final class ONNXExportTests: TemporaryDirectoryTestCase {
                     diffs[o.name] = float(np.max(np.abs(expected.astype(np.float64) - value)))
         print(json.dumps({"opset": model.opset_import[0].version, "inputs": names,
                           "outputs": [o.name for o in sess.get_outputs()], "diffs": diffs,
-                          "ops": sorted({n.op_type for n in model.graph.node})}))
+                          "ops": sorted(ops(model.graph))}))
         """
 
     struct Comparison: Decodable {
