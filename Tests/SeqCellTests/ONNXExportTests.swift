@@ -241,6 +241,20 @@ final class ONNXExportTests: TemporaryDirectoryTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("m.onnx")))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("m.safetensors")))
 
+        // Initial states that have no PyTorch layout (sizes differ between layers): refused, no file.
+        let mixed = try Model.build(inputSize: 3, layers: [try LayerSpec(parsing: "lstm:4"), try LayerSpec(parsing: "gru:3")],
+                                    registry: testRegistry, seed: 1)
+        try Checkpoint(model: mixed).save(to: path("mixed.h5"))
+        let noStates = try runProgram(["export", path("mixed.h5"), "-o", path("mixed.onnx"), "--initial-states"])
+        XCTAssertEqual(noStates.status, 1)
+        XCTAssertTrue(noStates.err.contains("cannot export initial states"), noStates.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("mixed.onnx")))
+        // Without them it exports, and says how each direction is written.
+        let ok = try runProgram(["export", path("mixed.h5"), "--to", "onnx", "-o", path("mixed.onnx"), "--lengths"])
+        XCTAssertEqual(ok.status, 0, ok.err)
+        XCTAssertTrue(ok.out.contains("layer 0 forward: LSTM") && ok.out.contains("layer 1 forward: GRU"), ok.out)
+        XCTAssertTrue(ok.out.contains("[output] = session.run(None, {\"input\": input, \"lengths\": lengths})"), ok.out)
+
         // A model with a third-party cell (the sample MGU plugin, loaded through the registry).
         let mgu = try buildMGU(in: try temporaryFolder())
         let made = try runProgram(["new", "--plugin-path", mgu, "--input-size", "3", "--layer", "lstm:4", "--layer", "mgu:3:bi",

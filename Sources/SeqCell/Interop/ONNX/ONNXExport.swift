@@ -65,14 +65,19 @@ public struct ONNXExport: @unchecked Sendable {
 
     /// The Python that runs the exported model with ONNX Runtime.
     public func pythonSnippet(file: String) -> String {
-        """
+        let feeds = inputNames.map { "\"\($0)\": \($0)" }.joined(separator: ", ")
+        return """
         import numpy as np, onnxruntime as ort
         session = ort.InferenceSession(\(jsonString(file)), providers=["CPUExecutionProvider"])
-        # inputs: \(inputs.joined(separator: ", "))
-        # outputs: \(outputs.joined(separator: ", "))
-        results = session.run(None, {"input": x})
+        # inputs: \(inputs.joined(separator: "; "))
+        # outputs: \(outputs.joined(separator: "; "))
+        [\(outputNames.joined(separator: ", "))] = session.run(None, {\(feeds)})
         """
     }
+
+    /// The graph's input and output names, in order.
+    public var inputNames: [String] { proto.graph.input.map(\.name) }
+    public var outputNames: [String] { proto.graph.output.map(\.name) }
 }
 
 extension ONNXExport {
