@@ -109,7 +109,8 @@ final class ONNXExportTests: TemporaryDirectoryTestCase {
         Variant(name: "merge mul", layers: ["gru:4:bi:mul"], head: "3:relu"),
         Variant(name: "merge ave", layers: ["lstm:4:bi:ave"], head: "3:softmax"),
         Variant(name: "concat, different cell and size per direction", layers: ["lstm:4:bi:concat,backward_cell=rnn,backward_hidden=3"], head: "2"),
-        Variant(name: "lstm proj_size bidirectional", layers: ["lstm:5:bi,proj_size=3", "lstm:5,proj_size=3"], head: "2", ops: ["Scan", "ReverseSequence"]),
+        Variant(name: "lstm proj_size bidirectional", layers: ["lstm:5:bi,proj_size=3", "lstm:5:bi:ave,proj_size=3"], head: "2", ops: ["Scan", "ReverseSequence"]),
+        Variant(name: "mixed cells of one size: h0 without c0", layers: ["lstm:4:bi", "gru:4:bi:sum", "rnn:4:bi:mul"], head: "2"),
         Variant(name: "lstm proj_size reverse, no bias", layers: ["lstm:5:reverse,proj_size=2,bias=false"], ops: ["Scan"]),
         // The ONNX options of the built-in cells: attributes of the operators, or primitive operators in the Scan.
         Variant(name: "rnn leaky_relu clip, affine/softplus per direction",
