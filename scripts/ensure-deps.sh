@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what SeqCell needs on Debian when it is missing: libhdf5 and OpenBLAS (built
 # against through pkg-config), the HDF5 command-line tools, and — with --python — h5py and
-# numpy for the interop tests and tensorboard for reading back training logs. Safe to run again; does nothing when all is present.
+# numpy for the interop tests, onnx and onnxruntime for the ONNX tests, and tensorboard for reading
+# back training logs. Safe to run again; does nothing when all is present.
 set -euo pipefail
 
 need=()
@@ -23,6 +24,12 @@ if [ "${1:-}" = "--python" ]; then
         echo "ensure-deps: installing h5py and numpy from PyPI" >&2
         python3 -m pip install -q h5py numpy 2>&1 | grep -v "Running pip as the 'root' user" || true
         python3 -c "import h5py, numpy"
+    fi
+    # ONNX Runtime runs single ONNX nodes to check the cells' ONNX options (and ONNX models).
+    if ! python3 -c "import onnx, onnxruntime" 2>/dev/null; then
+        echo "ensure-deps: installing onnx and onnxruntime from PyPI" >&2
+        python3 -m pip install -q onnx onnxruntime 2>&1 | grep -v "Running pip as the 'root' user" || true
+        python3 -c "import onnx, onnxruntime"
     fi
     # TensorBoard's own reader reads back the event files `seqcell train --logdir` writes.
     if ! python3 -c "import tensorboard.backend.event_processing.event_accumulator" 2>/dev/null; then

@@ -356,4 +356,44 @@ final class CellOptionsTests: TemporaryDirectoryTestCase {
         XCTAssert(bad.err.contains("gate_activation"), bad.err)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("bad.h5")))
     }
+
+    /// Export to PyTorch or Keras refuses a cell with an ONNX-only option, naming it, and
+    /// still accepts the same cells with the options at their defaults.
+    func testPyTorchAndKerasExportRefuseONNXOptions() throws {
+        var rng = TestRNG(seed: 4)
+        let refused: [(String, [String: OptionValue], String)] = [
+            ("lstm", ["peepholes": .choice("true")], "peepholes=true"),
+            ("lstm", ["input_forget": .choice("true")], "input_forget=true"),
+            ("lstm", ["clip": .float(2)], "clip=2.0"),
+            ("lstm", ["output_activation": .choice("relu")], "output_activation=relu"),
+            ("gru", ["gate_activation": .choice("hard_sigmoid")], "gate_activation=hard_sigmoid"),
+            ("gru", ["candidate_activation": .choice("softsign")], "candidate_activation=softsign"),
+            ("rnn", ["activation": .choice("elu")], "activation=elu"),
+            ("rnn", ["clip": .float(1)], "clip=1.0"),
+        ]
+        func model(_ id: String, _ options: [String: OptionValue]) throws -> Model {
+            let cell = try cellType(id).instantiate(inputSize: 3, hiddenSize: 4, options: options)
+            let layer = try RecurrentLayer(direction: .forward,
+                                           cells: [try DirectionalCell(cell: cell, params: cell.params.map { rng.tensor($0.shape) })])
+            return try Model(inputSize: 3, layers: [layer])
+        }
+        for (id, options, named) in refused {
+            let m = try model(id, options)
+            for (framework, export) in [("PyTorch", { _ = try PyTorchExport(model: m) }), ("Keras", { _ = try KerasExport(model: m) })]
+                as [(String, () throws -> Void)] {
+                do {
+                    try export()
+                    XCTFail("\(framework) export of \(Self.describe(id, options)) was not refused")
+                } catch {
+                    XCTAssert("\(error)".contains(named), "\(framework): the refusal does not name \(named): \(error)")
+                }
+            }
+        }
+        for (id, options) in [("rnn", ["activation": OptionValue.choice("relu")]), ("lstm", ["clip": .float(0)]),
+                              ("gru", ["gate_activation": .choice("sigmoid")])] {
+            let m = try model(id, options)
+            XCTAssertNoThrow(try PyTorchExport(model: m), Self.describe(id, options))
+            XCTAssertNoThrow(try KerasExport(model: m), Self.describe(id, options))
+        }
+    }
 }
