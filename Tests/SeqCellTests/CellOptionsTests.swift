@@ -308,6 +308,33 @@ final class CellOptionsTests: TemporaryDirectoryTestCase {
         }
     }
 
+    /// The conformance kit's per-configuration checks on configurations with float options
+    /// (clip, alpha, beta), which validate-plugin's sweep of choice values leaves at their
+    /// defaults. (Its finite-difference check is testBackwardMatchesFiniteDifferences here.)
+    func testConformanceChecksOnFloatOptions() throws {
+        let configs: [(String, [String: OptionValue])] = [
+            ("rnn", Self.activation("activation", "scaled_tanh").merging(["clip": .float(0.5)]) { $1 }),
+            ("lstm", Self.activation("gate_activation", "hard_sigmoid").merging(
+                ["peepholes": .choice("true"), "input_forget": .choice("true"), "clip": .float(0.5)]) { $1 }),
+            ("lstm", Self.activation("output_activation", "elu").merging(["peepholes": .choice("true"), "proj_size": .int(2)]) { $1 }),
+            ("gru", Self.activation("candidate_activation", "affine").merging(["clip": .float(0.5), "reset": .choice("before")]) { $1 }),
+            ("gru", Self.activation("gate_activation", "leaky_relu").merging(["clip": .float(0.7)]) { $1 }),
+        ]
+        let checks: [(String, (Cell, inout PluginConformance.Findings) throws -> String)] = [
+            ("null arguments", PluginConformance.checkNullArguments), ("determinism", PluginConformance.checkDeterminism),
+            ("lengths", PluginConformance.checkLengths), ("batch independence", PluginConformance.checkBatchIndependence),
+            ("training mode", PluginConformance.checkTrainingMode), ("backward accumulates", PluginConformance.checkAccumulation),
+        ]
+        for (id, options) in configs {
+            let cell = try cellType(id).instantiate(inputSize: PluginConformance.I, hiddenSize: PluginConformance.H, options: options)
+            for (name, check) in checks {
+                var findings = PluginConformance.Findings()
+                _ = try check(cell, &findings)
+                XCTAssert(findings.problems.isEmpty, "\(Self.describe(id, options)) \(name): \(findings.problems)")
+            }
+        }
+    }
+
     /// A checkpoint written before the options existed (no such attributes, cell_version 1.1.0)
     /// loads with the defaults and computes exactly what the same model computes today.
     func testOldCheckpointsLoadWithIdenticalOutputs() throws {
