@@ -41,7 +41,8 @@ if [ $python -eq 1 ]; then
         python3 -m pip install -q h5py numpy 2>&1 | grep -v "Running pip as the 'root' user" || true
         python3 -c "import h5py, numpy"
     fi
-    # The ONNX checker and ONNX Runtime run the models `seqcell export --to onnx` writes.
+    # ONNX Runtime runs the models `seqcell export --to onnx` writes, and single ONNX nodes
+    # that check the cells' ONNX options.
     if ! python3 -c "import onnx, onnxruntime" 2>/dev/null; then
         echo "ensure-deps: installing onnx and onnxruntime from PyPI" >&2
         python3 -m pip install -q onnx onnxruntime 2>&1 | grep -v "Running pip as the 'root' user" || true
