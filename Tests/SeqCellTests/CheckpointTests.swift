@@ -7,7 +7,7 @@ import XCTest
 final class CheckpointTests: TemporaryDirectoryTestCase {
     var dir: String { directory.path }
 
-    var builtInCells: [String] { ["rnn", "lstm", "gru"].filter { (try? testRegistry.cellType($0)) != nil } }
+    var builtInCells: [String] { requiredBuiltInCells() }
 
     func assertRoundTrip(_ model: Model, _ what: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let p = path("rt.h5")

@@ -5,7 +5,7 @@ import XCTest
 /// the cells run by hand one sample at a time, and backward against finite differences.
 final class LayerTests: XCTestCase {
     /// Built-in cells present in the build folder (rnn always; lstm and gru when built).
-    var cellIDs: [String] { ["rnn", "lstm", "gru"].filter { (try? testRegistry.cellType($0)) != nil } }
+    var cellIDs: [String] { requiredBuiltInCells() }
 
     func makeCell(_ id: String, input: Int, hidden: Int, rng: inout SplitMix64) throws -> DirectionalCell {
         let cell = try testRegistry.cellType(id).instantiate(inputSize: input, hiddenSize: hidden)
@@ -247,7 +247,7 @@ final class ModelGradientTests: XCTestCase {
     }
 
     func testStacksOfEveryLayerKind() throws {
-        let ids = ["rnn", "lstm", "gru"].filter { (try? testRegistry.cellType($0)) != nil }
+        let ids = requiredBuiltInCells()
         var seed: UInt64 = 100
         for (i, id) in ids.enumerated() {
             let other = ids[(i + 1) % ids.count]

@@ -9,6 +9,17 @@ let testRegistry: PluginRegistry = {
     return r
 }()
 
+/// The built-in cells every cell-looping test covers. A plugin that is not found fails the
+/// asking test by name: a loop over the cells never passes by checking nothing.
+func requiredBuiltInCells(file: StaticString = #filePath, line: UInt = #line) -> [String] {
+    let ids = ["rnn", "lstm", "gru"]
+    for id in ids where (try? testRegistry.cellType(id)) == nil {
+        XCTFail("the built-in cell plugin '\(id)' was not found: build the package (swift build) before running the tests",
+                file: file, line: line)
+    }
+    return ids
+}
+
 /// The folder holding the built products (plugins, the CLI, the test bundle).
 let buildProductsDir: String = {
     let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

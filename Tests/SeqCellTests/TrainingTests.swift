@@ -5,7 +5,7 @@ import XCTest
 /// Training: losses and heads against finite differences, clipping, optimizer rules against
 /// hand computation, NaN handling, and exact resume.
 final class TrainingTests: XCTestCase {
-    var cellIDs: [String] { ["rnn", "lstm", "gru"].filter { (try? testRegistry.cellType($0)) != nil } }
+    var cellIDs: [String] { requiredBuiltInCells() }
 
     /// d(loss)/d(params) from the trainer against central differences of the loss itself.
     func checkLossGradients(_ model: Model, _ batch: Batch, config: TrainingConfig, dropoutSeed: UInt64 = 3,
