@@ -45,6 +45,7 @@ public final class InferenceSession {
     private let inputWidths: [Int]
     private let outputWidths: [Int]
     private let cellWidths: [[Int]]
+    private let outputSize: Int
     /// Bytes the session holds besides the runners' workspaces.
     public let bufferBytes: Int
     /// Bytes of the cells' workspaces (one chunk each).
@@ -75,6 +76,7 @@ public final class InferenceSession {
         inputWidths = model.layers.map(\.inputSize)
         outputWidths = model.layers.map(\.outputSize)
         cellWidths = model.layers.map { $0.cells.map(\.cell.outputSize) }
+        outputSize = model.outputSize
         runners = try model.layers.map { layer in
             try layer.cells.map { try CellInferenceRunner(cell: $0.cell, maxSteps: steps, batch: batch, chunk: chunkSteps) }
         }
@@ -153,7 +155,7 @@ public final class InferenceSession {
                 throw SeqCellError(.invalidArgument, "lengths[\(b)] = \(lengths[b]) is outside 1...\(T) (the input has T = \(T) steps)")
             }
         }
-        let O = model.outputSize
+        let O = outputSize
         if output.rank != 3 || output.shape[0] != T || output.shape[1] != B || output.shape[2] != O
             || output.data.count != T * B * O {
             output = Tensor.zeros([T, B, O])
