@@ -104,10 +104,13 @@ def main():
     if not os.path.exists(a.seqcell):
         sys.exit("%s not found: build it first (swift build -c release)" % a.seqcell)
     ours = seqcell_job(cells, a)
+    for c in cells:
+        print("SeqCell %s: %.1f s, test MSE %.4f" % (c, *ours[c]), flush=True)
     theirs = {}
     for c in cells:
-        print("PyTorch %s ..." % c, flush=True)
+        print("PyTorch %s ..." % c, end=" ", flush=True)
         theirs[c] = torch_job(c, a)
+        print("%.1f s, test MSE %.4f" % theirs[c], flush=True)
     import torch
     print()
     print("adding problem T=%d, hidden %d, batch %d, %d steps, Adam lr %g, clip 1.0, %d threads; torch %s"

@@ -64,7 +64,9 @@ extension Benchmark {
     static func residentKiB(_ field: String) throws -> Int {
         let text = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
         for line in text.split(separator: "\n") where line.hasPrefix(field + ":") {
-            if let n = Int(line.dropFirst(field.count + 1).split(separator: " ").first ?? "") { return n }
+            if let n = Int(line.dropFirst(field.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "") {
+                return n
+            }
         }
         throw SeqCellError(.io, "/proc/self/status has no \(field) line")
     }
