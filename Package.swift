@@ -76,9 +76,12 @@ let package = Package(
         .executableTarget(
             name: "finetune-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "samples/finetune"),
+        // Tests only: counts the test process's heap allocations (malloc and relatives
+        // forwarded to glibc's own), for ForwardMemoryTests.
+        .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(
             name: "SeqCellTests",
-            dependencies: ["SeqCell", "CSeqCellKernels", "CBLAS"],
+            dependencies: ["SeqCell", "CSeqCellKernels", "CBLAS", "CAllocationCounter"],
             path: "Tests/SeqCellTests",
             // C sources of broken plugins; the tests compile them with `cc` at run time.
             exclude: ["Fixtures"]),

@@ -41,6 +41,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Serve timing requests on stdin (see above).")
     var serve = false
 
+    @Flag(help: "Measure the peak memory of one inference forward call instead of timing (one configuration per process gives exact figures).")
+    var memory = false
+
     @Option(help: "Time loading this checkpoint and saving a copy of it beside it, instead of A–F.")
     var checkpoint: String?
 
@@ -55,6 +58,10 @@ struct BenchCommand: ParsableCommand {
             return c
         }
         if model != nil, chosen.count != 1 { throw CLIError("--model needs exactly one configuration") }
+        if memory {
+            guard model == nil else { throw CLIError("--memory measures fresh models of the configurations; it does not take --model") }
+            return try memoryReport(chosen, registry: registry)
+        }
         let loaded = try model.map { try Checkpoint.load(from: $0, registry: registry).model }
         var results: [BenchResult] = []
         if !json {
@@ -72,6 +79,33 @@ struct BenchCommand: ParsableCommand {
             }
         }
         if json { print(try jsonLine(results)) }
+    }
+
+    /// Peak memory of one inference forward per configuration, in MB, next to its parts.
+    func memoryReport(_ chosen: [BenchConfig], registry: PluginRegistry) throws {
+        var rows: [ForwardMemory] = []
+        if !json {
+            print("peak of one cold inference forward (VmHWM growth), MB; chunk = steps per plugin call (SEQCELL_CHUNK_ROWS)")
+            print(pad("", 2) + pad("params", 9) + pad("input", 9) + pad("output", 9) + pad("chunk", 7) + pad("ws chunk", 10)
+                  + pad("ws whole", 10) + pad("between", 9) + pad("bound", 9) + pad("peak", 9))
+        }
+        func mb(_ b: Int) -> String { fmt(Double(b) / 1e6, 2) }
+        for c in chosen {
+            let m = try Benchmark.forwardMemory(c, registry: registry)
+            rows.append(m)
+            if !json {
+                // The bound: parameters, input and output, and one chunk's workspaces (plus what a
+                // stacked or bidirectional model holds between layers).
+                let bound = m.parameterBytes + m.inputBytes + m.outputBytes + m.chunkWorkspaceBytes + m.intermediateBytes
+                print(pad(c.name, 2) + pad(mb(m.parameterBytes), 9) + pad(mb(m.inputBytes), 9) + pad(mb(m.outputBytes), 9)
+                      + pad(String(m.chunkSteps), 7) + pad(mb(m.chunkWorkspaceBytes), 10) + pad(mb(m.wholeWorkspaceBytes), 10)
+                      + pad(mb(m.intermediateBytes), 9) + pad(mb(bound), 9) + pad(mb(m.peakBytes), 9))
+            }
+        }
+        if json {
+            let data = try JSONEncoder().encode(rows)
+            print(String(decoding: data, as: UTF8.self))
+        }
     }
 
     func serveLoop(registry: PluginRegistry) throws {

@@ -208,7 +208,17 @@ struct RunCommand: ParsableCommand {
             if let layoutWarning { warn(layoutWarning) }
             return
         }
-        let result = try ckpt.model.forward(inputs)
+        let result: Model.Output
+        if inputs.tokens == nil, inputs.initialStates.isEmpty, ckpt.model.outputSteps != .last {
+            // Features from zero states: an inference session, its buffers allocated once and
+            // each cell run in chunks of steps (bounded workspace).
+            let session = try InferenceSession(model: ckpt.model, steps: inputs.steps, batch: inputs.batch)
+            var y = session.makeOutput()
+            try session.forward(input: inputs.input, lengths: inputs.lengths, into: &y)
+            result = session.modelOutput(y)
+        } else {
+            result = try ckpt.model.forward(inputs)
+        }
         if lastStep || ckpt.model.outputSteps == .last {
             try writeRunOutputs(path: output, model: ckpt.model, result: result, batchFirst: batchFirst, lastStep: .some(inputs.lengths))
             if ckpt.model.outputSteps == .last {

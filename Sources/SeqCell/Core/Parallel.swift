@@ -51,8 +51,10 @@ public enum HostParallelism {
             for i in 0..<count { body(i) }
             return
         }
+        // `b` itself goes to the pool: wrapping it in a new closure would allocate that
+        // closure's context on every call (every step of a plugin's parallel_for).
         withoutActuallyEscaping(body) { b in
-            if !WorkerPool.shared.run(count: count, workers: n - 1, { b($0) }) {
+            if !WorkerPool.shared.run(count: count, workers: n - 1, b) {
                 for i in 0..<count { b(i) }  // the pool is busy with another caller's job
             }
         }

@@ -78,6 +78,11 @@ public struct LinearHead: Sendable {
     }
 
     func activate(_ y: inout [Float], rows: Int, width: Int) {
+        y.withUnsafeMutableBufferPointer { activate($0, rows: rows, width: width) }
+    }
+
+    /// The activation over rows·width values in place.
+    func activate(_ y: UnsafeMutableBufferPointer<Float>, rows: Int, width: Int) {
         switch activation {
         case .linear: break
         case .tanh: for i in y.indices { y[i] = tanhf(y[i]) }

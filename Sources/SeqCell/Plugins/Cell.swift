@@ -65,7 +65,7 @@ public final class Cell: @unchecked Sendable {
     public let outputSize: Int
     /// The plugin's instance, for raw ABI calls (the conformance kit's bad-argument checks).
     let instance: UnsafeMutableRawPointer
-    private let desc: seqcell_cell_desc
+    let desc: seqcell_cell_desc
     /// Workspaces of finished calls, reused by later ones so a warmed-up cell allocates no
     /// workspace per call. Each call takes one out (threads never share one) and gives it
     /// back after an inference call, or when its training tape is released.
@@ -408,6 +408,11 @@ public final class Cell: @unchecked Sendable {
     public func forward(input: Tensor, lengths: [Int32]? = nil, params: [Tensor], initialStates: [Tensor?] = [],
                         training: Bool = false) throws -> ForwardResult {
         let (T, B) = try checkCall(input: input, lengths: lengths, params: params, initialStates: initialStates)
+        // Inference over more steps than one chunk: the plugin is called chunk by chunk, so
+        // the workspace holds one chunk's input projection (CellInference.swift).
+        if !training, Cell.inferenceChunk(T: T, B: B) < T {
+            return try forwardChunked(input: input, T: T, B: B, lengths: lengths, params: params, initialStates: initialStates)
+        }
         let count = try PluginLimits.floatCount([T, B, outputSize], what: "cell '\(type.id)': output [T, B, O]")
         for s in states {
             _ = try PluginLimits.floatCount([B, s.size], what: "cell '\(type.id)': final state '\(s.name)' [B, size]")
@@ -687,9 +692,9 @@ final class OutputBuffers {
     }
 }
 
-func withOptionalArray<T, R>(_ array: [T]?, _ body: (UnsafePointer<T>?) -> R) -> R {
-    guard let array else { return body(nil) }
-    return array.withUnsafeBufferPointer { body($0.baseAddress) }
+func withOptionalArray<T, R>(_ array: [T]?, _ body: (UnsafePointer<T>?) throws -> R) rethrows -> R {
+    guard let array else { return try body(nil) }
+    return try array.withUnsafeBufferPointer { try body($0.baseAddress) }
 }
 
 func isIdentifier(_ s: String) -> Bool {
