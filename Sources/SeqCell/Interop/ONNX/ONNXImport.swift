@@ -580,8 +580,8 @@ public enum ONNXImporter {
                 do {
                     parsed = try type.parseOptions(opts)
                 } catch {
-                    let which = opts.keys.sorted().first { type.options.first(where: { o in o.name == $0 }) == nil } ?? ""
-                    throw refuse(k, which.isEmpty ? "the '\(kind)' cell cannot take these options (\(opts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))): \(error)"
+                    let which = opts.keys.sorted().first { key in !type.options.contains { $0.name == key } } ?? ""
+                    throw refuse(k, which.isEmpty ? "the '\(kind)' cell cannot take these options from its attributes (\(opts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))): \((error as? SeqCellError)?.message ?? "\(error)")"
                                  : "its \(onnxAttribute(for: which)) needs the '\(kind)' cell option '\(which)', which the installed '\(kind)' plugin (\(type.version)) does not have")
                 }
                 let cell = try type.instantiate(inputSize: I, hiddenSize: H, options: parsed)
