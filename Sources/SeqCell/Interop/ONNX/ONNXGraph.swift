@@ -44,8 +44,8 @@ struct ONNXGraph {
 
     /// `node` for messages: "node 'name' (LSTM)" or "node #3 (LSTM)" when it has no name.
     static func label(_ node: Onnx_NodeProto, index: Int) -> String {
-        node.name.isEmpty ? "node #\(index) (\(displayName(node.opType, limit: 40)))"
-                          : "node \(displayName(node.name, limit: 80)) (\(displayName(node.opType, limit: 40)))"
+        let op = escapingControls(String(node.opType.prefix(40)))
+        return node.name.isEmpty ? "node #\(index) (\(op))" : "node \(displayName(node.name, limit: 80)) (\(op))"
     }
 
     init(path: String) throws {

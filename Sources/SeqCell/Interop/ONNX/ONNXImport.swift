@@ -62,7 +62,7 @@ public enum ONNXImporter {
         var inputSize = 0
         var lengthsInput: String? = nil
         var lengthsUsed: [Bool] = []
-        var stateInputs: [String: (layer: Int, index: Int)] = [:]
+        var stateInputs: [String: (layer: Int, index: Int, batchFirst: Bool)] = [:]
         /// Which layer's output the stack's sequence was last read from (a chain has one reader).
         var sequenceReaders: [Int: String] = [:]
         var folder: String { URL(fileURLWithPath: graph.path).deletingLastPathComponent().path }
@@ -171,8 +171,10 @@ public enum ONNXImporter {
             notes.insert("input \(displayName(sequenceInput)) → run's input" + (inputBatchFirst == true ? " ([B, T, I]: run with --batch-first)" : " ([T, B, I])"), at: 0)
             if let lengthsInput { notes.append("input \(displayName(lengthsInput)) (sequence_lens) → run's lengths") }
             for (name, s) in stateInputs.sorted(by: { $0.key < $1.key }) {
+                let D = layers[s.layer].directions
                 notes.append("input \(displayName(name)) (\(s.index == 0 ? "initial_h" : "initial_c") of recurrent layer \(s.layer)) → run's \(s.index == 0 ? "h0" : "c0")"
-                             + (layers.count == 1 ? "" : " rows \(s.layer * 2)…"))
+                             + (layers.count == 1 ? "" : " rows \(s.layer * D)..<\((s.layer + 1) * D) of [L·D, B, H]")
+                             + (s.batchFirst ? " (layout 1 gives it as [B, D, H]; h0/c0 are [D, B, H]: transpose)" : ""))
             }
             notes += outputNotes
             let ops = layers.map { r in "\(r.op)(hidden_size=\(r.hidden)\(r.directions == 2 ? ", bidirectional" : r.layer.direction == .reverse ? ", reverse" : ""))" }
@@ -545,8 +547,7 @@ public enum ONNXImporter {
                 case .constant?:
                     throw refuse(k, "its \(role) \(displayName(s)) is a non-zero constant: a SeqCell model holds no initial state (give it as run's \(index == 0 ? "h0" : "c0"))")
                 case nil where graph.inputs.contains(s):
-                    if batchFirst { throw refuse(k, "its \(role) \(displayName(s)) is a graph input in layout 1 ([B, D, H]); run's \(index == 0 ? "h0" : "c0") is [L·D, B, H] (layout 0)") }
-                    stateInputs[s] = (layerIndex, index)
+                    stateInputs[s] = (layerIndex, index, batchFirst)
                     values[s] = .graphInput(s)
                 default:
                     throw refuse(k, "its \(role) \(displayName(s)) must be zeros (ConstantOfShape 0) or a graph input")
@@ -580,7 +581,12 @@ public enum ONNXImporter {
                 do {
                     parsed = try type.parseOptions(opts)
                 } catch {
-                    let which = opts.keys.sorted().first { key in !type.options.contains { $0.name == key } } ?? ""
+                    // The first option the plugin refuses, alone, names the attribute.
+                    let which = opts.keys.sorted().first { key in !type.options.contains { $0.name == key } }
+                        ?? opts.keys.sorted().first { key in (try? type.parseOptions([key: opts[key]!])) == nil } ?? ""
+                    if !which.isEmpty, type.options.contains(where: { $0.name == which }) {
+                        throw refuse(k, "its \(onnxAttribute(for: which)) needs \(which)=\(opts[which]!), which the installed '\(kind)' plugin (\(type.version)) refuses: \((error as? SeqCellError)?.message ?? "\(error)")")
+                    }
                     throw refuse(k, which.isEmpty ? "the '\(kind)' cell cannot take these options from its attributes (\(opts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))): \((error as? SeqCellError)?.message ?? "\(error)")"
                                  : "its \(onnxAttribute(for: which)) needs the '\(kind)' cell option '\(which)', which the installed '\(kind)' plugin (\(type.version)) does not have")
                 }

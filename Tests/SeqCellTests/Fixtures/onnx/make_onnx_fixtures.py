@@ -225,7 +225,8 @@ def node_cases():
             if be is not None:
                 attrs["activation_beta"] = [be] + [0.0] * (len(names) - 1)
             default = {"RNN": "tanh", "GRU": "sigmoid", "LSTM": "sigmoid"}[op]
-            needs = [] if lo == default or (op == "RNN" and lo == "relu") else [opt]
+            # rnn's `activation` exists (tanh, relu); the other names come with activation_alpha.
+            needs = [] if lo == default or (op == "RNN" and lo == "relu") else [opt if op != "RNN" else "activation_alpha"]
             node_case(f"node_{op.lower()}_act_{lo}", op, "forward", attrs=attrs, with_lens=True, needs=needs)
     # The second (g) and third (h) LSTM activations and GRU's candidate activation.
     node_case("node_lstm_acts_g_h", "LSTM", "bidirectional",
@@ -275,10 +276,12 @@ def backend_cases():
         del bound.graph.input[:]
         bound.graph.input.extend([i for i in model.graph.input if i.name in keep])
         outs = {}
+        by_output = {model.graph.output[i].name: outputs[i] for i in range(len(outputs))}
         for i, o in enumerate(node.output):
-            if i >= len(outputs) or not o:
+            if o not in by_output:
                 continue
-            outs[["output", "h_n", "c_n"][i]] = y_to_output(outputs[i], layout) if i == 0 else state_to_run(outputs[i], layout)
+            v = by_output[o]
+            outs[["output", "h_n", "c_n"][i]] = y_to_output(v, layout) if i == 0 else state_to_run(v, layout)
         # onnxruntime agrees with the package's expected outputs (it runs layout 0 only).
         if layout == 0:
           got = ort_run(model, {model.graph.input[i].name: inputs[i] for i in range(len(inputs))})
