@@ -6,6 +6,10 @@
 //   h' = (1 - z) ⊙ n + z ⊙ h
 // With bias=false there are no bias parameters (PyTorch's bias=False): b_ih = b_hh = 0.
 // Parameters are named and laid out exactly as PyTorch's, so its weights import by copying.
+// ONNX's GRU options (docs/CELLS.md): gate_activation replaces σ, candidate_activation the
+// tanh of n, and clip bounds each activation's input to [-clip, clip]. Any of them selects the
+// general path (reset = after is ONNX's linear_before_reset = 1, before is 0); the defaults
+// keep the fused one.
 
 import CSeqCell
 import SeqCellPluginKit
@@ -20,6 +24,11 @@ private let optionSpecs = [
                    + "false: no bias parameters at all (PyTorch bias=False, Keras use_bias=False)",
                kind: .choice(["true", "false"]), defaultValue: 0),
 ]
+    + activationOptionSpecs("gate_activation", choices: ActivationKind.onnxOrder, defaultIndex: 0,
+                            what: "activation of the gates r, z (ONNX f)")
+    + activationOptionSpecs("candidate_activation", choices: ActivationKind.onnxOrder, defaultIndex: 1,
+                            what: "activation of the candidate n (ONNX g)")
+    + [clipOptionSpec()]
 
 final class GRUKernel: CellKernel {
     let inputSize: Int
@@ -30,6 +39,11 @@ final class GRUKernel: CellKernel {
     let hasBias: Bool
     /// bias=false: H zeros standing in for b_hn (read-only, shared by every call).
     let zeroBias: UnsafeMutablePointer<Float>?
+    /// ONNX options; `general` when any differs from its default.
+    let gateActivation: Activation
+    let candidateActivation: Activation
+    let clip: Clip
+    let general: Bool
     let layout: LayoutStorage
 
     init(_ config: CellConfig) {
@@ -37,6 +51,11 @@ final class GRUKernel: CellKernel {
         hidden = config.hiddenSize
         resetBefore = config.options[0] == 1
         hasBias = config.options[1] == 0
+        let o = config.options
+        gateActivation = Activation(choice: o[2], of: ActivationKind.onnxOrder, alpha: o[3], beta: o[4])
+        candidateActivation = Activation(choice: o[5], of: ActivationKind.onnxOrder, alpha: o[6], beta: o[7])
+        clip = Clip(o[8])
+        general = gateActivation.kind != .sigmoid || candidateActivation.kind != .tanh || clip.isActive
         let (I, H) = (inputSize, hidden)
         if hasBias {
             zeroBias = nil
@@ -135,6 +154,10 @@ final class GRUKernel: CellKernel {
         let whn = whh + 2 * H * H
         // reset = before has no full-width recurrent product (r, z and n are separate GEMMs).
         let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore)
+        if general {
+            forwardGeneral(f, w, recurrent, bhn: bhn)
+            return
+        }
         let store: Int32 = f.training ? 1 : 0
         let chunks = resetBefore ? 1 : stepChunks(rows: B, macs: B * G * H)
         let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * H, threads: chunks)
@@ -228,6 +251,74 @@ final class GRUKernel: CellKernel {
         }
     }
 
+    /// The ONNX options: gx keeps each step's pre-activations of r, z, n (before clip) for
+    /// backward instead of the activations; one thread, a plain loop per element.
+    func forwardGeneral(_ f: ForwardCall, _ w: Buffers, _ recurrent: RecurrentProduct, bhn: UnsafePointer<Float>) {
+        let (T, B, H) = (f.T, f.B, hidden)
+        let G = 3 * H
+        let fa = gateActivation, ga = candidateActivation, clip = clip
+        let whh = f.param(1), whn = whh + 2 * H * H
+        for t in 0..<T {
+            let hPrev = f.training ? w.states + t * B * H : w.states + (t & 1) * B * H
+            let hNext = f.training ? w.states + (t + 1) * B * H : w.states + ((t + 1) & 1) * B * H
+            let gxT = w.gx + t * B * G
+            let out = f.output + t * B * H
+            if resetBefore {
+                let rhT = f.training ? w.rh + t * B * H : w.rh
+                sgemm(transA: false, transB: true, m: B, n: 2 * H, k: H, a: hPrev, lda: H, b: whh, ldb: H,
+                      beta: 1, c: gxT, ldc: G)
+                for b in 0..<B {
+                    let rh = rhT + b * H
+                    guard t < f.length(b) else { rh.update(repeating: 0, count: H); continue }
+                    let gr = gxT + b * G, hp = hPrev + b * H
+                    for j in 0..<H { rh[j] = fa(clip(gr[j])) * hp[j] }
+                }
+                sgemm(transA: false, transB: true, m: B, n: H, k: H, a: rhT, lda: H, b: whn, ldb: H,
+                      beta: 1, c: gxT + 2 * H, ldc: G)
+                for b in 0..<B {
+                    let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                    guard t < f.length(b) else {
+                        o.update(repeating: 0, count: H)
+                        if hn != hp { hn.update(from: hp, count: H) }
+                        continue
+                    }
+                    let gz = gxT + b * G + H, gn = gz + H
+                    for j in 0..<H {
+                        let z = fa(clip(gz[j])), n = ga(clip(gn[j]))
+                        let v = (1 - z) * n + z * hp[j]
+                        o[j] = v
+                        hn[j] = v
+                    }
+                }
+            } else {
+                let ghT = f.training ? w.gh + t * B * G : w.gh
+                recurrent.apply(hPrev, ldh: H, rows: B, into: ghT, ldy: G, accumulate: false)
+                for b in 0..<B {
+                    let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                    guard t < f.length(b) else {
+                        o.update(repeating: 0, count: H)
+                        if hn != hp { hn.update(from: hp, count: H) }
+                        continue
+                    }
+                    let a = gxT + b * G, gh = ghT + b * G
+                    for j in 0..<H {
+                        a[j] += gh[j]
+                        a[H + j] += gh[H + j]
+                        let r = fa(clip(a[j])), z = fa(clip(a[H + j]))
+                        a[2 * H + j] += r * (gh[2 * H + j] + bhn[j])
+                        let n = ga(clip(a[2 * H + j]))
+                        let v = (1 - z) * n + z * hp[j]
+                        o[j] = v
+                        hn[j] = v
+                    }
+                }
+            }
+        }
+        if let hN = f.finalState(0) {
+            hN.update(from: w.states + (f.training ? T : T & 1) * B * H, count: B * H)
+        }
+    }
+
     func backward(_ g: BackwardCall) {
         let (T, B, I, H) = (g.T, g.B, inputSize, hidden)
         let G = 3 * H
@@ -255,6 +346,19 @@ final class GRUKernel: CellKernel {
                     let dz = d + H, dn = d + 2 * H
                     let dh = w.dh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
                     let gy = goT.map { $0 + b * H }
+                    if general {
+                        // dz, dn hold the pre-activations (before clip) on the general path.
+                        let fa = gateActivation, ga = candidateActivation, clip = clip
+                        for j in 0..<H {
+                            let up = dh[j] + (gy?[j] ?? 0)
+                            let xz = dz[j], xn = dn[j]
+                            let z = fa(clip(xz)), n = ga(clip(xn))
+                            acc[j] = up * z
+                            dz[j] = up * (hp[j] - n) * fa.derivative(clip(xz)) * clip.derivative(xz)
+                            dn[j] = up * (1 - z) * ga.derivative(clip(xn)) * clip.derivative(xn)
+                        }
+                        continue
+                    }
                     for j in 0..<H {
                         let up = dh[j] + (gy?[j] ?? 0)
                         let z = dz[j], n = dn[j]
@@ -268,6 +372,15 @@ final class GRUKernel: CellKernel {
                       beta: 0, c: w.drh, ldc: H)
                 for b in 0..<B where t < g.length(b) {
                     let dr = dgxT + b * G, drh = w.drh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
+                    if general {
+                        let fa = gateActivation, clip = clip
+                        for j in 0..<H {
+                            let xr = dr[j]
+                            acc[j] += drh[j] * fa(clip(xr))
+                            dr[j] = drh[j] * hp[j] * fa.derivative(clip(xr)) * clip.derivative(xr)
+                        }
+                        continue
+                    }
                     for j in 0..<H {
                         let r = dr[j]
                         acc[j] += drh[j] * r
@@ -291,6 +404,23 @@ final class GRUKernel: CellKernel {
                     let dhz = dgh + H, dhn = dgh + 2 * H
                     let dh = w.dh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
                     let gy = goT.map { $0 + b * H }
+                    if general {
+                        // d holds the pre-activations of r, z, n (before clip) on the general path.
+                        let fa = gateActivation, ga = candidateActivation, clip = clip
+                        for j in 0..<H {
+                            let up = dh[j] + (gy?[j] ?? 0)
+                            let xr = d[j], xz = dz[j], xn = dn[j]
+                            let r = fa(clip(xr)), z = fa(clip(xz)), n = ga(clip(xn))
+                            let hnPre = dhn[j] + bhn[j]  // W_hn h + b_hn
+                            acc[j] = up * z
+                            let dnPre = up * (1 - z) * ga.derivative(clip(xn)) * clip.derivative(xn)
+                            let drPre = dnPre * hnPre * fa.derivative(clip(xr)) * clip.derivative(xr)
+                            let dzPre = up * (hp[j] - n) * fa.derivative(clip(xz)) * clip.derivative(xz)
+                            d[j] = drPre; dz[j] = dzPre; dn[j] = dnPre
+                            dgh[j] = drPre; dhz[j] = dzPre; dhn[j] = dnPre * r
+                        }
+                        continue
+                    }
                     for j in 0..<H {
                         let up = dh[j] + (gy?[j] ?? 0)
                         let r = d[j], z = dz[j], n = dn[j]
@@ -336,8 +466,8 @@ final class GRUKernel: CellKernel {
 
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in GRU", cells: [
     CellRegistration(
-        id: cellID, version: (1, 1, 0),
-        description: "GRU, gates r,z,n, reset gate after (PyTorch) or before (Cho et al.) W_hn, as torch.nn.GRU",
+        id: cellID, version: (1, 2, 0),
+        description: "GRU, gates r,z,n, reset gate after (PyTorch) or before (Cho et al.) W_hn, as torch.nn.GRU; ONNX GRU's clip and activations",
         options: optionSpecs) { config in GRUKernel(config) },
 ])
 

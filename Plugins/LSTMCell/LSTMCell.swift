@@ -6,6 +6,11 @@
 //   h' = W_hr (o ⊙ tanh(c'))          (proj_size = P > 0)
 // With bias=false there are no bias parameters (PyTorch's bias=False): b_ih = b_hh = 0.
 // Parameters are named and laid out exactly as PyTorch's, so its weights import by copying.
+// ONNX's LSTM options (docs/CELLS.md): per-gate activations (σ → gate_activation, the
+// candidate's tanh → cell_activation, tanh(c') → output_activation), peepholes (parameter
+// weight_peephole, gates i,f,o), input_forget (f = 1 − i) and clip (each activation's input
+// bounded to [-clip, clip]). Any of them selects the general path; the defaults keep the
+// fused one.
 
 import CSeqCell
 import SeqCellPluginKit
@@ -19,6 +24,21 @@ private let optionSpecs = [
                    + "false: no bias parameters at all (PyTorch bias=False, Keras use_bias=False)",
                kind: .choice(["true", "false"]), defaultValue: 0),
 ]
+    + activationOptionSpecs("gate_activation", choices: ActivationKind.onnxOrder, defaultIndex: 0,
+                            what: "activation of the gates i, f, o (ONNX f)")
+    + activationOptionSpecs("cell_activation", choices: ActivationKind.onnxOrder, defaultIndex: 1,
+                            what: "activation of the candidate g (ONNX g)")
+    + activationOptionSpecs("output_activation", choices: ActivationKind.onnxOrder, defaultIndex: 1,
+                            what: "activation of c' in h' = o ⊙ act(c') (ONNX h)")
+    + [
+        OptionSpec(name: "peepholes", description: "true: peephole connections (parameter weight_peephole [3H], gates i,f,o), "
+                       + "as ONNX LSTM's P; false (default): none",
+                   kind: .choice(["false", "true"]), defaultValue: 0),
+        OptionSpec(name: "input_forget", description: "true: coupled input and forget gates, f = 1 − i (ONNX input_forget); "
+                       + "false (default): f is its own gate",
+                   kind: .choice(["false", "true"]), defaultValue: 0),
+        clipOptionSpec(),
+    ]
 
 final class LSTMKernel: CellKernel {
     let inputSize: Int
@@ -30,6 +50,16 @@ final class LSTMKernel: CellKernel {
     let hasBias: Bool
     /// Index of weight_hr among the parameters (after the biases, when there are biases).
     let hrIndex: Int
+    /// ONNX options: the three activations, peepholes (weight_peephole is the last parameter,
+    /// at peepIndex), input_forget and clip; `general` when any differs from its default.
+    let gateActivation: Activation
+    let cellActivation: Activation
+    let outputActivation: Activation
+    let peepholes: Bool
+    let inputForget: Bool
+    let clip: Clip
+    let general: Bool
+    let peepIndex: Int
     let layout: LayoutStorage
 
     init(_ config: CellConfig) throws(CellError) {
@@ -43,6 +73,17 @@ final class LSTMKernel: CellKernel {
         hasBias = config.options[1] == 0
         hrIndex = hasBias ? 4 : 2
         hWidth = projecting ? proj : hidden
+        let o = config.options
+        let names = ActivationKind.onnxOrder
+        gateActivation = Activation(choice: o[2], of: names, alpha: o[3], beta: o[4])
+        cellActivation = Activation(choice: o[5], of: names, alpha: o[6], beta: o[7])
+        outputActivation = Activation(choice: o[8], of: names, alpha: o[9], beta: o[10])
+        peepholes = o[11] == 1
+        inputForget = o[12] == 1
+        clip = Clip(o[13])
+        general = gateActivation.kind != .sigmoid || cellActivation.kind != .tanh || outputActivation.kind != .tanh
+            || peepholes || inputForget || clip.isActive
+        peepIndex = hrIndex + (projecting ? 1 : 0)
         let (I, H, P) = (inputSize, hidden, hWidth)
         var params = [
             ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [4 * H, I], gateOrder: "i,f,g,o",
@@ -67,6 +108,10 @@ final class LSTMKernel: CellKernel {
             // which is what PyTorch does for weight_hr too.
             params.append(ParamSpec("weight_hr", role: SEQCELL_ROLE_OTHER, shape: [P, H],
                                     description: "W_hr [P, H], projects o ⊙ tanh(c') to h"))
+        }
+        if peepholes {
+            params.append(ParamSpec("weight_peephole", role: SEQCELL_ROLE_OTHER, shape: [3 * H], gateOrder: "i,f,o",
+                                    description: "P = [P_i; P_f; P_o] [3H], peephole weights (ONNX orders them i,o,f)"))
         }
         layout = LayoutStorage(
             params: params,
@@ -131,6 +176,10 @@ final class LSTMKernel: CellKernel {
         copyOrZero(f.initialState(0), to: w.h, count: B * P)
         copyOrZero(f.initialState(1), to: w.c, count: B * H)
         let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)
+        if general {
+            forwardGeneral(f, w, recurrent)
+            return
+        }
         let store: Int32 = f.training ? 1 : 0
         let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
         let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * P, threads: chunks)
@@ -211,24 +260,83 @@ final class LSTMKernel: CellKernel {
         if let cN = f.finalState(1) { cN.update(from: w.c + steps * B * H, count: B * H) }
     }
 
-    func backward(_ g: BackwardCall) {
-        let (T, B, I, H, P) = (g.T, g.B, inputSize, hidden, hWidth)
+    /// The ONNX options: gates keeps each step's pre-activations (peephole terms included,
+    /// before clip) for backward; one thread, a plain loop per element.
+    func forwardGeneral(_ f: ForwardCall, _ w: Buffers, _ recurrent: RecurrentProduct) {
+        let (T, B, H, P) = (f.T, f.B, hidden, hWidth)
         let G = 4 * H
-        var c = WorkspaceCarver(base: g.workspace)
-        let w = carve(&c, T: T, B: B, training: true)
-        let wih = g.param(0), whh = g.param(1)
-        copyOrZero(g.gradFinalState(0), to: w.dh, count: B * P)
-        copyOrZero(g.gradFinalState(1), to: w.dc, count: B * H)
-        let dgAll = w.gates  // each step's activations are last read at that step: reuse for dgates
-        // dh_{t-1} = dgates_t W_hh: y = x·Wᵀ with W = W_hhᵀ, packed once for all steps.
-        let back = RecurrentProduct(w: whh, n: P, k: G, B: B, scratch: w.packedT, transposed: true)
-        let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
+        let fa = gateActivation, ga = cellActivation, ha = outputActivation, clip = clip, coupled = inputForget
+        let peep: UnsafePointer<Float>? = peepholes ? f.param(peepIndex) : nil
+        for t in 0..<T {
+            let hPrev = f.training ? w.h + t * B * P : w.h + (t & 1) * B * P
+            let hNext = f.training ? w.h + (t + 1) * B * P : w.h + ((t + 1) & 1) * B * P
+            let cPrev = f.training ? w.c + t * B * H : w.c
+            let cNext = f.training ? w.c + (t + 1) * B * H : w.c
+            let mT = f.training ? w.m + t * B * H : w.m
+            let gatesT = w.gates + t * B * G
+            let out = f.output + t * B * P
+            recurrent.apply(hPrev, ldh: P, rows: B, into: gatesT, ldy: G, accumulate: true)
+            for b in 0..<B {
+                let cp = cPrev + b * H, cn = cNext + b * H
+                guard t < f.length(b) else {
+                    if cn != cp { cn.update(from: cp, count: H) }
+                    if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
+                        (out + b * H).update(repeating: 0, count: H)
+                        let hp = hPrev + b * P, hn = hNext + b * P
+                        if hn != hp { hn.update(from: hp, count: P) }
+                    }
+                    continue
+                }
+                let a = gatesT + b * G
+                let m = projecting ? mT + b * H : out + b * H
+                for j in 0..<H {
+                    let c0 = cp[j]
+                    if let peep {
+                        a[j] += peep[j] * c0
+                        a[H + j] += peep[H + j] * c0
+                    }
+                    let i = fa(clip(a[j]))
+                    let fg = coupled ? 1 - i : fa(clip(a[H + j]))
+                    let c1 = fg * c0 + i * ga(clip(a[2 * H + j]))
+                    cn[j] = c1
+                    if let peep { a[3 * H + j] += peep[2 * H + j] * c1 }
+                    m[j] = fa(clip(a[3 * H + j])) * ha(c1)
+                }
+                if !projecting { (hNext + b * P).update(from: m, count: P) }
+            }
+            if projecting {
+                sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(hrIndex), ldb: H,
+                      beta: 0, c: out, ldc: P)
+                for b in 0..<B {
+                    let o = out + b * P, hp = hPrev + b * P, hn = hNext + b * P
+                    if t < f.length(b) {
+                        hn.update(from: o, count: P)
+                    } else {
+                        o.update(repeating: 0, count: P)
+                        if hn != hp { hn.update(from: hp, count: P) }
+                    }
+                }
+            }
+        }
+        if let hN = f.finalState(0) { hN.update(from: w.h + (f.training ? T : T & 1) * B * P, count: B * P) }
+        let steps = f.training ? T : 0
+        if let cN = f.finalState(1) { cN.update(from: w.c + steps * B * H, count: B * H) }
+    }
+
+    /// Backward through the steps of the general path: gate pre-activations in, their
+    /// gradients out (the f rows zero with input_forget); dh, dc carried; peephole gradients
+    /// accumulated.
+    func backwardGeneralSteps(_ g: BackwardCall, _ w: Buffers, _ back: RecurrentProduct) {
+        let (T, B, H, P) = (g.T, g.B, hidden, hWidth)
+        let G = 4 * H
+        let fa = gateActivation, ga = cellActivation, ha = outputActivation, clip = clip, coupled = inputForget
+        let peep: UnsafePointer<Float>? = peepholes ? g.param(peepIndex) : nil
+        let dPeep: UnsafeMutablePointer<Float>? = peepholes ? g.gradParam(peepIndex) : nil
         for t in stride(from: T - 1, through: 0, by: -1) {
-            let dg = dgAll + t * B * G
+            let dg = w.gates + t * B * G
             let cT = w.c + (t + 1) * B * H, cPrev = w.c + t * B * H
             let goT = g.gradOutput.map { $0 + t * B * P }
             if projecting {
-                // dh_total = dh + dy (zero for frozen samples), kept for dW_hr; dm = dh_total W_hr.
                 let dhT = w.dhAll + t * B * P
                 for b in 0..<B {
                     let d = dhT + b * P
@@ -246,30 +354,117 @@ final class LSTMKernel: CellKernel {
                 sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(hrIndex), ldb: H,
                       beta: 0, c: w.dm, ldc: H)
             }
-            // Rows are independent within a step: each chunk does its rows' gate gradients and
-            // their share of dh_{t-1} = dgates_t W_hh (samples frozen at t carry dh unchanged).
-            func rows(_ r: Range<Int>) {
-                for b in r {
-                    let d = dg + b * G
-                    guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
-                    // Gradient of m = o ⊙ tanh(c'): dm from the projection, or dh + dy.
-                    let dmSrc: UnsafeMutablePointer<Float>
-                    if projecting {
-                        dmSrc = w.dm + b * H
-                    } else {
-                        dmSrc = w.dh + b * H
-                        if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
-                    }
-                    // Fused vector pass: activations in, pre-activation gradients out; dc carried.
-                    vectorKernels.lstm_row_backward(d, Int64(H), cT + b * H, cPrev + b * H, w.dc + b * H, dmSrc)
+            for b in 0..<B {
+                let d = dg + b * G
+                guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
+                let dmSrc: UnsafeMutablePointer<Float>
+                if projecting {
+                    dmSrc = w.dm + b * H
+                } else {
+                    dmSrc = w.dh + b * H
+                    if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
                 }
-                back.apply(dg + r.lowerBound * G, ldh: G, rows: r.count, into: w.tmp + r.lowerBound * P, ldy: P,
-                           accumulate: false)
-                for b in r where t < g.length(b) {
-                    (w.dh + b * P).update(from: w.tmp + b * P, count: P)
+                let cn = cT + b * H, cp = cPrev + b * H, dc = w.dc + b * H
+                for j in 0..<H {
+                    let xi = d[j], xf = d[H + j], xg = d[2 * H + j], xo = d[3 * H + j]
+                    let i = fa(clip(xi)), gc = ga(clip(xg)), o = fa(clip(xo))
+                    let fg = coupled ? 1 - i : fa(clip(xf))
+                    let c1 = cn[j], c0 = cp[j], dm = dmSrc[j]
+                    let dao = dm * ha(c1) * fa.derivative(clip(xo)) * clip.derivative(xo)
+                    var dct = dc[j] + dm * o * ha.derivative(c1)
+                    if let peep { dct += dao * peep[2 * H + j] }
+                    let dag = dct * i * ga.derivative(clip(xg)) * clip.derivative(xg)
+                    let dai: Float, daf: Float
+                    if coupled {
+                        // c' = (1 − i) c + i g: di = dc' (g − c); the f rows are unused.
+                        dai = dct * (gc - c0) * fa.derivative(clip(xi)) * clip.derivative(xi)
+                        daf = 0
+                    } else {
+                        dai = dct * gc * fa.derivative(clip(xi)) * clip.derivative(xi)
+                        daf = dct * c0 * fa.derivative(clip(xf)) * clip.derivative(xf)
+                    }
+                    var dcp = dct * fg
+                    if let peep, let dPeep {
+                        dcp += dai * peep[j] + daf * peep[H + j]
+                        dPeep[j] += dai * c0
+                        dPeep[H + j] += daf * c0
+                        dPeep[2 * H + j] += dao * c1
+                    }
+                    dc[j] = dcp
+                    d[j] = dai
+                    d[H + j] = daf
+                    d[2 * H + j] = dag
+                    d[3 * H + j] = dao
                 }
             }
-            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
+            back.apply(dg, ldh: G, rows: B, into: w.tmp, ldy: P, accumulate: false)
+            for b in 0..<B where t < g.length(b) {
+                (w.dh + b * P).update(from: w.tmp + b * P, count: P)
+            }
+        }
+    }
+
+    func backward(_ g: BackwardCall) {
+        let (T, B, I, H, P) = (g.T, g.B, inputSize, hidden, hWidth)
+        let G = 4 * H
+        var c = WorkspaceCarver(base: g.workspace)
+        let w = carve(&c, T: T, B: B, training: true)
+        let wih = g.param(0), whh = g.param(1)
+        copyOrZero(g.gradFinalState(0), to: w.dh, count: B * P)
+        copyOrZero(g.gradFinalState(1), to: w.dc, count: B * H)
+        let dgAll = w.gates  // each step's activations are last read at that step: reuse for dgates
+        // dh_{t-1} = dgates_t W_hh: y = x·Wᵀ with W = W_hhᵀ, packed once for all steps.
+        let back = RecurrentProduct(w: whh, n: P, k: G, B: B, scratch: w.packedT, transposed: true)
+        let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
+        if general { backwardGeneralSteps(g, w, back) } else {
+            for t in stride(from: T - 1, through: 0, by: -1) {
+                let dg = dgAll + t * B * G
+                let cT = w.c + (t + 1) * B * H, cPrev = w.c + t * B * H
+                let goT = g.gradOutput.map { $0 + t * B * P }
+                if projecting {
+                    // dh_total = dh + dy (zero for frozen samples), kept for dW_hr; dm = dh_total W_hr.
+                    let dhT = w.dhAll + t * B * P
+                    for b in 0..<B {
+                        let d = dhT + b * P
+                        if t < g.length(b) {
+                            let dh = w.dh + b * P
+                            if let gy = goT.map({ $0 + b * P }) {
+                                for j in 0..<P { d[j] = dh[j] + gy[j] }
+                            } else {
+                                d.update(from: dh, count: P)
+                            }
+                        } else {
+                            d.update(repeating: 0, count: P)
+                        }
+                    }
+                    sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(hrIndex), ldb: H,
+                          beta: 0, c: w.dm, ldc: H)
+                }
+                // Rows are independent within a step: each chunk does its rows' gate gradients and
+                // their share of dh_{t-1} = dgates_t W_hh (samples frozen at t carry dh unchanged).
+                func rows(_ r: Range<Int>) {
+                    for b in r {
+                        let d = dg + b * G
+                        guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
+                        // Gradient of m = o ⊙ tanh(c'): dm from the projection, or dh + dy.
+                        let dmSrc: UnsafeMutablePointer<Float>
+                        if projecting {
+                            dmSrc = w.dm + b * H
+                        } else {
+                            dmSrc = w.dh + b * H
+                            if let gy = goT.map({ $0 + b * H }) { for j in 0..<H { dmSrc[j] += gy[j] } }
+                        }
+                        // Fused vector pass: activations in, pre-activation gradients out; dc carried.
+                        vectorKernels.lstm_row_backward(d, Int64(H), cT + b * H, cPrev + b * H, w.dc + b * H, dmSrc)
+                    }
+                    back.apply(dg + r.lowerBound * G, ldh: G, rows: r.count, into: w.tmp + r.lowerBound * P, ldy: P,
+                               accumulate: false)
+                    for b in r where t < g.length(b) {
+                        (w.dh + b * P).update(from: w.tmp + b * P, count: P)
+                    }
+                }
+                if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
+            }
         }
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * P) }
         if let gc0 = g.gradInitialState(1) { gc0.update(from: w.dc, count: B * H) }
@@ -295,8 +490,8 @@ final class LSTMKernel: CellKernel {
 
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in LSTM", cells: [
     CellRegistration(
-        id: cellID, version: (1, 1, 0),
-        description: "LSTM, gates i,f,g,o, optional projection (proj_size), as torch.nn.LSTM",
+        id: cellID, version: (1, 2, 0),
+        description: "LSTM, gates i,f,g,o, optional projection (proj_size), as torch.nn.LSTM; ONNX LSTM's peepholes, input_forget, clip and activations",
         options: optionSpecs) { config throws(CellError) in try LSTMKernel(config) },
 ])
 

@@ -1,24 +1,37 @@
 // The Elman RNN cell, as PyTorch's nn.RNN:
 //   h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),  act = tanh (default) or relu.
 // With bias=false there are no bias parameters (PyTorch's bias=False): b_ih = b_hh = 0.
+// ONNX's RNN options: act may be any ONNX activation (with activation_alpha/_beta), and
+// clip > 0 bounds act's input to [-clip, clip]. Those run on a general path; tanh and relu
+// without clip keep the fused one.
 
 import CSeqCell
 import SeqCellPluginKit
 
 private let cellID = "rnn"
 
+/// tanh and relu keep indices 0 and 1; ONNX's other activations follow in ONNX's order.
+private let activationChoices = ["tanh", "relu"] + ActivationKind.onnxOrder.filter { $0 != "tanh" && $0 != "relu" }
+
 private let optionSpecs = [
-    OptionSpec(name: "activation", description: "nonlinearity: tanh (default) or relu",
-               kind: .choice(["tanh", "relu"]), defaultValue: 0),
+    OptionSpec(name: "activation", description: "nonlinearity: tanh (default), relu, or one of ONNX's activations "
+                   + "(\(activationChoices.dropFirst(2).joined(separator: ", "))) with activation_alpha/_beta",
+               kind: .choice(activationChoices), defaultValue: 0),
     OptionSpec(name: "bias", description: "true (default): bias_ih and bias_hh, as PyTorch's bias=True; "
                    + "false: no bias parameters at all (PyTorch bias=False, Keras use_bias=False)",
                kind: .choice(["true", "false"]), defaultValue: 0),
-]
+] + activationOptionSpecs("activation", choices: activationChoices, defaultIndex: 0, what: "nonlinearity").dropFirst()
+  + [clipOptionSpec()]
 
 final class RNNKernel: CellKernel {
     let inputSize: Int
     let hidden: Int
     let relu: Bool
+    /// The configured activation and clip; `general` when they need the general path
+    /// (an activation other than tanh/relu, or clip > 0).
+    let activation: Activation
+    let clip: Clip
+    let general: Bool
     /// bias=false: no bias_ih / bias_hh parameters.
     let hasBias: Bool
     let layout: LayoutStorage
@@ -28,6 +41,10 @@ final class RNNKernel: CellKernel {
         hidden = config.hiddenSize
         relu = config.options[0] == 1
         hasBias = config.options[1] == 0
+        activation = Activation(choice: config.options[0], of: activationChoices, alpha: config.options[2],
+                                beta: config.options[3])
+        clip = Clip(config.options[4])
+        general = config.options[0] > 1 || clip.isActive
         let (I, H) = (inputSize, hidden)
         var params = [
             ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [H, I], description: "W_ih [H, I]"),
@@ -80,6 +97,10 @@ final class RNNKernel: CellKernel {
               beta: 1, c: w.pre, ldc: H)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let recurrent = RecurrentProduct(w: whh, n: H, k: H, B: B, scratch: w.packed)
+        if general {
+            forwardGeneral(f, w, recurrent)
+            return
+        }
         let chunks = stepChunks(rows: B, macs: B * H * H)
         for t in 0..<T {
             let hPrev = f.training ? w.states + t * B * H : w.states
@@ -113,6 +134,32 @@ final class RNNKernel: CellKernel {
         }
     }
 
+    /// Any activation, with clip: pre keeps each step's pre-activation (before clip) for backward.
+    func forwardGeneral(_ f: ForwardCall, _ w: Buffers, _ recurrent: RecurrentProduct) {
+        let (T, B, H) = (f.T, f.B, hidden)
+        let act = activation, clip = clip
+        for t in 0..<T {
+            let hPrev = f.training ? w.states + t * B * H : w.states
+            let hNext = f.training ? w.states + (t + 1) * B * H : w.states
+            let pre = w.pre + t * B * H
+            let out = f.output + t * B * H
+            recurrent.apply(hPrev, ldh: H, rows: B, into: pre, ldy: H, accumulate: true)
+            for b in 0..<B {
+                let o = out + b * H, hn = hNext + b * H
+                if t < f.length(b) {
+                    let p = pre + b * H
+                    for j in 0..<H { let v = act(clip(p[j])); o[j] = v; hn[j] = v }
+                } else {
+                    o.update(repeating: 0, count: H)
+                    if hn != hPrev + b * H { hn.update(from: hPrev + b * H, count: H) }
+                }
+            }
+        }
+        if let hN = f.finalState(0) {
+            hN.update(from: f.training ? w.states + T * B * H : w.states, count: B * H)
+        }
+    }
+
     func backward(_ g: BackwardCall) {
         let (T, B, I, H) = (g.T, g.B, inputSize, hidden)
         var c = WorkspaceCarver(base: g.workspace)
@@ -128,6 +175,15 @@ final class RNNKernel: CellKernel {
                 guard t < g.length(b) else { d.update(repeating: 0, count: H); continue }
                 let dh = w.dh + b * H, h = hT + b * H
                 let go = g.gradOutput.map { $0 + (t * B + b) * H }
+                if general {
+                    // d holds the pre-activation (before clip) until it is overwritten here.
+                    let act = activation, clip = clip
+                    for j in 0..<H {
+                        let up = dh[j] + (go?[j] ?? 0), x = d[j]
+                        d[j] = up * act.derivative(clip(x)) * clip.derivative(x)
+                    }
+                    continue
+                }
                 for j in 0..<H {
                     let up = dh[j] + (go?[j] ?? 0)
                     // relu: torch's threshold_backward (h <= 0 ? 0 : up), so a NaN h passes its gradient.
@@ -159,8 +215,8 @@ final class RNNKernel: CellKernel {
 
 private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in RNN", cells: [
     CellRegistration(
-        id: cellID, version: (1, 1, 0),
-        description: "Elman RNN, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNN",
+        id: cellID, version: (1, 2, 0),
+        description: "Elman RNN, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNN and ONNX RNN",
         options: optionSpecs) { config in RNNKernel(config) },
 ])
 

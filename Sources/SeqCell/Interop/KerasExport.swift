@@ -35,6 +35,9 @@ public struct KerasExport: Sendable {
             if case .int(let p)? = c.options["proj_size"], p > 0 {
                 throw refuse("\(where_) is an LSTM with proj_size=\(p); Keras' LSTM has no projection")
             }
+            if let option = onnxOnlyOption(c) {
+                throw refuse("\(where_) uses the ONNX option \(option), which Keras' \(cls) cannot express")
+            }
             let H = c.hiddenSize
             let p = Dictionary(uniqueKeysWithValues: zip(c.params.map(\.name), dc.params))
             let useBias = c.options["bias"] != .choice("false")

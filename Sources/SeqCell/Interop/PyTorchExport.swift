@@ -153,6 +153,9 @@ extension PyTorchExport {
             throw refuse("the model outputs only the last step (Keras return_sequences=False); nn.RNN/nn.LSTM/nn.GRU return every step: "
                          + "take output[-1] (or h_n) in your module instead")
         }
+        if let option = onnxOnlyOption(first) {
+            throw refuse("the \(first.type.id) cells use the ONNX option \(option), which nn.\(module) cannot express")
+        }
         if first.type.id == "gru", first.options["reset"] == .choice("before") {
             throw refuse("the GRU cells apply the reset gate before the recurrent product (reset=before); PyTorch's nn.GRU applies it after")
         }
@@ -229,4 +232,20 @@ extension PyTorchExport {
         try SafeTensorsFile.write(tensors, metadata: metadata, to: path)
         try writeFileAtomically(Data(json.utf8), to: jsonPath)
     }
+}
+
+/// The first option of a built-in cell that only ONNX can express (docs/CELLS.md), as
+/// `name=value`: an activation other than the cell's own (RNN: other than tanh or relu),
+/// peepholes, input_forget or clip. nil when there is none. (alpha and beta matter only with
+/// such an activation.)
+func onnxOnlyOption(_ cell: Cell) -> String? {
+    let names = ["activation", "gate_activation", "cell_activation", "output_activation", "candidate_activation",
+                 "peepholes", "input_forget", "clip"]
+    for name in names {
+        guard let value = cell.options[name],
+              let declared = cell.type.options.first(where: { $0.name == name }) else { continue }
+        if name == "activation", cell.type.id == "rnn", value == .choice("tanh") || value == .choice("relu") { continue }
+        if value != declared.defaultValue { return "\(name)=\(value)" }
+    }
+    return nil
 }
