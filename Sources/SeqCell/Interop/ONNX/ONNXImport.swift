@@ -36,7 +36,11 @@ public enum ONNXImporter {
         /// The final states of layers `range` stacked along axis 0 (PyTorch's h_n).
         case stackedStates(first: Int, last: Int, index: Int)
         /// The head's affine map applied to the sequence, before bias (MatMul) or with it.
-        case head(weight: [Float], outputs: Int, bias: [Float]?, activation: HeadActivation, batchFirst: Bool)
+        case head(weight: [Float], outputs: Int, bias: [Float]?, activation: HeadActivation, batchFirst: Bool, last: Bool)
+        /// The last layer's last-step output [B, F] (Keras' return_sequences=False as tf2onnx
+        /// writes it: Y_h squeezed, or both directions' Y_h side by side); `transposed`: Y_h
+        /// after Transpose(1, 0, 2), before its Reshape.
+        case lastStep(layer: Int, features: Int, transposed: Bool)
         /// A graph input used as an initial state of layer `layer` (state `index`).
         case graphInput(String)
     }
@@ -137,7 +141,13 @@ public enum ONNXImporter {
                         outputNotes.append("output \(displayName(o.name)) (Y) [T, \(D), B, H] → dataset output [T, B, \(D)·H]: Y[t, d, b, :] = output[t, b, d·H ..< (d+1)·H]")
                     }
                     try checkLayout(bf, what: "graph output \(displayName(o.name))")
-                case .head(let w, let outs, let b, let act, let bf):
+                case .lastStep(let n, _, false):
+                    guard n == L - 1 else { throw fail("graph output \(displayName(o.name)) is the last step of recurrent layer \(n) of \(L); only the last layer's output is a model output") }
+                    mainOutputs += 1
+                    outputSteps = .last
+                    outputNotes.append("output \(displayName(o.name)) (the last layer's final state, [B, F]) → dataset output [B, F]")
+                case .head(let w, let outs, let b, let act, let bf, let last):
+                    if last { outputSteps = .last }
                     let F = layers[L - 1].layer.outputSize
                     // MatMul weight is [F, O]; SeqCell's head weight is [O, F].
                     var wt = [Float](repeating: 0, count: outs * F)
@@ -163,11 +173,13 @@ public enum ONNXImporter {
             if mainOutputs == 0 && head == nil {
                 outputNotes.append("the graph outputs no sequence; dataset output holds the last layer's Y")
             }
-            _ = outputSteps
-            outputSteps = .all
             guard let sequenceInput else { throw fail("no graph input feeds the recurrent layers") }
             var model = try Model(inputSize: inputSize, layers: layers.map(\.layer), head: head)
             model.source = ModelSource(framework: "onnx")
+            model.outputSteps = outputSteps
+            if outputSteps == .last {
+                notes.append("the model's output is the last step (Keras' return_sequences=False): run writes output [B, O], each sample's output after its last valid step (a backward direction's after step 0)")
+            }
             notes.insert("input \(displayName(sequenceInput)) → run's input" + (inputBatchFirst == true ? " ([B, T, I]: run with --batch-first)" : " ([T, B, I])"), at: 0)
             if let lengthsInput { notes.append("input \(displayName(lengthsInput)) (sequence_lens) → run's lengths") }
             for (name, s) in stateInputs.sorted(by: { $0.key < $1.key }) {
@@ -242,33 +254,61 @@ public enum ONNXImporter {
             case "MatMul":
                 guard let a = input(0), let b = input(1) else { throw refuse(k, "MatMul needs two inputs") }
                 let x = try valueOrSequence(a, k)
-                guard case .sequence(let n, let F, let bf) = x, n == layers.count, n > 0 else {
-                    throw refuse(k, "MatMul is read only as the head after the last recurrent layer (its first input must be that layer's output)")
+                let (n, F, bf, last): (Int, Int, Bool, Bool)
+                switch x {
+                case .sequence(let n1, let f1, let b1): (n, F, bf, last) = (n1, f1, b1, false)
+                case .lastStep(let l, let f1, false): (n, F, bf, last) = (l + 1, f1, false, true)
+                default: (n, F, bf, last) = (-1, 0, false, false)
+                }
+                guard n == layers.count, n > 0 else {
+                    throw refuse(k, "MatMul is read only as the head after the last recurrent layer (its first input must be that layer's output or last step)")
                 }
                 let w = try constant(b, k, "B")
                 guard let wf = w.floats, w.shape.count == 2, w.shape[0] == F, w.shape[1] > 0 else {
                     throw refuse(k, "the head's weight \(displayName(b)) must be a float [\(F), O] constant, got \(w.shape)")
                 }
-                set(.head(weight: wf, outputs: w.shape[1], bias: nil, activation: .linear, batchFirst: bf))
+                set(.head(weight: wf, outputs: w.shape[1], bias: nil, activation: .linear, batchFirst: bf, last: last))
             case "Add":
                 guard let a = input(0), let b = input(1) else { throw refuse(k, "Add needs two inputs") }
                 let (va, vb) = (values[a], values[b])
                 var headValue: Value? = nil
                 var biasName = b
                 if case .head? = va { headValue = va } else if case .head? = vb { headValue = vb; biasName = a }
-                guard case .head(let w, let outs, nil, .linear, let bf)? = headValue else {
+                guard case .head(let w, let outs, nil, .linear, let bf, let last)? = headValue else {
                     throw refuse(k, "Add is read only as the head's bias after its MatMul")
                 }
                 let bias = try constant(biasName, k, "bias")
                 guard let bf2 = bias.floats, bias.count == outs, bias.shape.last == outs, bias.shape.dropLast().allSatisfy({ $0 == 1 }) else {
                     throw refuse(k, "the head's bias \(displayName(biasName)) must be a float [\(outs)] constant, got \(bias.shape)")
                 }
-                set(.head(weight: w, outputs: outs, bias: bf2, activation: .linear, batchFirst: bf))
+                set(.head(weight: w, outputs: outs, bias: bf2, activation: .linear, batchFirst: bf, last: last))
             case "Gemm":
                 try onlyAttributes(["alpha", "beta", "transA", "transB"])
-                throw refuse(k, "Gemm reads a 2-D input; the recurrent output here is a sequence [T, B, F] (MatMul + Add is the sequence head)")
+                guard let a = input(0), let b = input(1), case .lastStep(let l, let F, false)? = values[a], l + 1 == layers.count else {
+                    throw refuse(k, "Gemm is read only as the head on the last recurrent layer's last step [B, F] (MatMul + Add is the sequence head)")
+                }
+                guard try attrs.float("alpha") ?? 1 == 1, try attrs.float("beta") ?? 1 == 1, try attrs.int("transA") ?? 0 == 0 else {
+                    throw refuse(k, "Gemm with alpha or beta other than 1, or transA, is not a dense layer SeqCell imports")
+                }
+                let transB = try attrs.int("transB") ?? 0 != 0
+                let w = try constant(b, k, "B")
+                guard let wf = w.floats, w.shape.count == 2, w.shape[transB ? 1 : 0] == F, w.shape[transB ? 0 : 1] > 0 else {
+                    throw refuse(k, "the head's weight \(displayName(b)) must be a float \(transB ? "[O, \(F)]" : "[\(F), O]") constant, got \(w.shape)")
+                }
+                let outs = w.shape[transB ? 0 : 1]
+                var wFO = wf
+                if transB { for f in 0..<F { for j in 0..<outs { wFO[f * outs + j] = wf[j * F + f] } } }
+                var bias: [Float]? = nil
+                if let c = input(2) {
+                    let cb = try constant(c, k, "C")
+                    guard let cf = cb.floats, cb.count == outs, cb.shape.last == outs, cb.shape.dropLast().allSatisfy({ $0 == 1 }) else {
+                        throw refuse(k, "the head's bias \(displayName(c)) must be a float [\(outs)] constant, got \(cb.shape)")
+                    }
+                    bias = cf
+                }
+                set(.head(weight: wFO, outputs: outs, bias: bias, activation: .linear, batchFirst: false, last: true))
             case "Sigmoid", "Tanh", "Relu", "Softmax", "LogSoftmax":
-                guard let a = input(0), case .head(let w, let outs, let b, .linear, let bf)? = values[a] else {
+                guard let a = input(0), case .head(let w, let outs, let b, .linear, let bf, let last)? = values[a] else {
                     throw refuse(k, "\(node.opType) is read only as the head's activation, right after its MatMul/Add")
                 }
                 let act: HeadActivation
@@ -278,14 +318,14 @@ public enum ONNXImporter {
                 case "Relu": act = .relu
                 case "Softmax":
                     let axis = try attrs.int("axis") ?? (graph.opset >= 13 ? -1 : 1)
-                    guard axis == -1 || axis == 2 else {
+                    guard axis == -1 || axis == (last ? 1 : 2) else {
                         throw refuse(k, "Softmax over axis \(axis): the head's softmax is over the features (axis -1)")
                     }
                     act = .softmax
                 default:
                     throw refuse(k, "LogSoftmax: SeqCell's head activations are linear, tanh, sigmoid, relu and softmax")
                 }
-                set(.head(weight: w, outputs: outs, bias: b, activation: act, batchFirst: bf))
+                set(.head(weight: w, outputs: outs, bias: b, activation: act, batchFirst: bf, last: last))
             default:
                 throw refuse(k, "operator \(displayName(node.opType)) is not one SeqCell imports (recurrent LSTM/GRU/RNN nodes, exporter glue, and a MatMul+Add head)")
             }
@@ -372,6 +412,18 @@ public enum ONNXImporter {
                     throw refuse(k, "Squeeze of Y must remove its direction axis \(axis) of a one-direction node")
                 }
                 set(.sequence(layers: n + 1, features: layers[n].hidden, batchFirst: bf))
+            case ("Squeeze", .state(let n, 0, false)) where layers[n].directions == 1:
+                guard try axes() == [0] else { throw refuse(k, "Squeeze of Y_h must remove its direction axis 0") }
+                set(.lastStep(layer: n, features: layers[n].hidden, transposed: false))
+            case ("Transpose", .state(let n, 0, false)):
+                guard try attrs.ints("perm") == [1, 0, 2] else { throw refuse(k, "Transpose of Y_h must be perm [1, 0, 2] ([D, B, H] → [B, D, H])") }
+                set(.lastStep(layer: n, features: layers[n].layer.outputSize, transposed: true))
+            case ("Reshape", .lastStep(let n, let F, true)):
+                let shape = try intsOf(input(1) ?? "", k, "shape")
+                guard shape.count == 2, shape[0] == 0 || shape[0] == -1, shape[1] == F || (shape[1] == -1 && shape[0] == 0) else {
+                    throw refuse(k, "Reshape of Y_h must put the directions side by side (shape [-1, \(F)] or [0, -1]), got \(shape)")
+                }
+                set(.lastStep(layer: n, features: F, transposed: false))
             case ("Concat", .state(let n, let i, false)):
                 guard try attrs.int("axis") == 0 else { throw refuse(k, "Concat of final states must be along axis 0") }
                 var last = n
@@ -670,12 +722,13 @@ public enum ONNXImporter {
             let table: [String: (name: String, alpha: Float?, beta: Float?, needs: Bool)] = [
                 "sigmoid": ("sigmoid", nil, nil, false), "tanh": ("tanh", nil, nil, false), "relu": ("relu", nil, nil, false),
                 "affine": ("affine", nil, nil, true), "leakyrelu": ("leaky_relu", 0.01, nil, false),
-                "thresholdedrelu": ("thresholded_relu", 1.0, nil, false), "scaledtanh": ("scaled_tanh", nil, nil, true),
+                "thresholdedrelu": ("thresholded_relu", 0.0, nil, false), "scaledtanh": ("scaled_tanh", nil, nil, true),
                 "hardsigmoid": ("hard_sigmoid", 0.2, 0.5, false), "elu": ("elu", 1.0, nil, false),
                 "softsign": ("softsign", nil, nil, false), "softplus": ("softplus", nil, nil, false),
             ]
-            // onnxruntime consumes activation_alpha/beta in order, one value per activation
-            // in the list (whether or not it uses one).
+            // activation_alpha and activation_beta are consumed in the order of the activations,
+            // each value by the next activation that uses one (as onnxruntime reads them):
+            // [Sigmoid, LeakyRelu] with alpha [0.3] gives LeakyRelu 0.3.
             var ai = 0, bi = 0
             for (j, raw) in names.enumerated() {
                 let d = j / slots.count
@@ -683,15 +736,15 @@ public enum ONNXImporter {
                 guard let entry = table[raw.lowercased()] else {
                     throw refuse(k, "attribute 'activations' names \(displayName(raw)), not an ONNX activation")
                 }
-                let alpha: Float? = ai < alphas.count ? alphas[ai] : entry.alpha
-                let beta: Float? = bi < betas.count ? betas[bi] : entry.beta
-                ai += 1; bi += 1
+                let usesAlpha = ["affine", "leaky_relu", "thresholded_relu", "scaled_tanh", "hard_sigmoid", "elu"].contains(entry.name)
+                let usesBeta = ["affine", "scaled_tanh", "hard_sigmoid"].contains(entry.name)
+                var alpha: Float? = entry.alpha, beta: Float? = entry.beta
+                if usesAlpha, ai < alphas.count { alpha = alphas[ai]; ai += 1 }
+                if usesBeta, bi < betas.count { beta = betas[bi]; bi += 1 }
                 if entry.needs && (alpha == nil || beta == nil) {
                     throw refuse(k, "activation \(displayName(raw)) needs activation_alpha and activation_beta (ONNX gives them no default)")
                 }
                 if entry.name != slot.defaultName { result[d][slot.option] = entry.name }
-                let usesAlpha = ["affine", "leaky_relu", "thresholded_relu", "scaled_tanh", "hard_sigmoid", "elu"].contains(entry.name)
-                let usesBeta = ["affine", "scaled_tanh", "hard_sigmoid"].contains(entry.name)
                 if usesAlpha, let alpha { result[d][slot.option + "_alpha"] = String(alpha) }
                 if usesBeta, let beta { result[d][slot.option + "_beta"] = String(beta) }
                 if D == 2 && names.count == slots.count { result[1] = result[0] }

@@ -234,6 +234,14 @@ def node_cases():
                      "activation_alpha": [0.0, 0.0, 0.8, 0.25, 0.0, 0.5], "activation_beta": [0.0, 0.0, 0.0, 0.45, 0.0, 0.1]},
               needs=["cell_activation", "output_activation"])
     node_case("node_gru_candidate_act", "GRU", "forward", attrs={"activations": ["Sigmoid", "Relu"]}, needs=["candidate_activation"])
+    # alpha/beta go to the activations that use them, in order: LeakyRelu takes the first alpha.
+    node_case("node_gru_alpha_order", "GRU", "forward", attrs={"activations": ["Sigmoid", "LeakyRelu"], "activation_alpha": [0.3]},
+              needs=["candidate_activation"])
+    # Defaults when alpha/beta are absent (as onnxruntime applies them; ThresholdedRelu's is 0 there).
+    node_case("node_gru_default_alphas", "GRU", "bidirectional",
+              attrs={"activations": ["HardSigmoid", "LeakyRelu", "Sigmoid", "Elu"]}, needs=["gate_activation", "candidate_activation"])
+    node_case("node_gru_thresholded_default", "GRU", "forward", attrs={"activations": ["Sigmoid", "ThresholdedRelu"]},
+              needs=["candidate_activation"])
 
 
 # ---------------------------------------------------------------- the ONNX package's operator tests
@@ -295,6 +303,53 @@ def backend_cases():
         write_case(name, bound, run_feeds, outs, layout == 1, needs, note=f"backend/{c.name}")
 
 
+# ---------------------------------------------------------------- last-step heads (Keras return_sequences=False as tf2onnx writes it)
+def last_step_case(name, op, direction, gemm, act, with_lens):
+    D = 2 if direction == "bidirectional" else 1
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    H, I, T, B, O = 4, 3, 5, 3, 2
+    inits = [numpy_helper.from_array((rng.standard_normal((D, G * H, I)) * 0.5).astype(np.float32), "W"),
+             numpy_helper.from_array((rng.standard_normal((D, G * H, H)) * 0.5).astype(np.float32), "R"),
+             numpy_helper.from_array((rng.standard_normal((D, 2 * G * H)) * 0.3).astype(np.float32), "B")]
+    ins = ["X", "W", "R", "B"] + (["sequence_lens"] if with_lens else [])
+    gi = [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)]
+    if with_lens:
+        gi.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, None))
+    nodes = [helper.make_node(op, ins, ["", "Y_h"], hidden_size=H, direction=direction, name="rnn")]
+    if D == 1:
+        inits.append(numpy_helper.from_array(np.array([0], dtype=np.int64), "axes0"))
+        nodes.append(helper.make_node("Squeeze", ["Y_h", "axes0"], ["last"], name="squeeze"))
+    else:
+        nodes.append(helper.make_node("Transpose", ["Y_h"], ["yt"], perm=[1, 0, 2], name="transpose"))
+        inits.append(numpy_helper.from_array(np.array([-1, D * H], dtype=np.int64), "shape2"))
+        nodes.append(helper.make_node("Reshape", ["yt", "shape2"], ["last"], name="reshape"))
+    F = D * H
+    wd = (rng.standard_normal((F, O)) * 0.5).astype(np.float32)
+    bd = (rng.standard_normal(O) * 0.3).astype(np.float32)
+    if gemm:
+        inits += [numpy_helper.from_array(np.ascontiguousarray(wd.T), "dense_w"), numpy_helper.from_array(bd, "dense_b")]
+        nodes.append(helper.make_node("Gemm", ["last", "dense_w", "dense_b"], ["pre"], transB=1, name="dense"))
+    else:
+        inits += [numpy_helper.from_array(wd, "dense_w"), numpy_helper.from_array(bd, "dense_b")]
+        nodes.append(helper.make_node("MatMul", ["last", "dense_w"], ["mm"], name="dense_matmul"))
+        nodes.append(helper.make_node("Add", ["mm", "dense_b"], ["pre"], name="dense_add"))
+    nodes.append(helper.make_node(act, ["pre"], ["probs"], name="act"))
+    g = helper.make_graph(nodes, name, gi, [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    feeds, run_feeds = {"X": x}, {"input": x}
+    if with_lens:
+        feeds["sequence_lens"] = run_feeds["lengths"] = np.array([T, 2, 4], dtype=np.int32)
+    got = ort_run(model, feeds)
+    write_case(name, model, run_feeds, {"output": got[0]}, False)
+
+
+def last_step_cases():
+    last_step_case("last_lstm_gemm_sigmoid", "LSTM", "forward", True, "Sigmoid", True)
+    last_step_case("last_gru_bidirectional_matmul_softmax", "GRU", "bidirectional", False, "Softmax", True)
+    last_step_case("last_rnn_reverse_gemm_tanh", "RNN", "reverse", True, "Tanh", True)
+
+
 if __name__ == "__main__":
     for n in os.listdir(HERE):
         p = os.path.join(HERE, n)
@@ -303,6 +358,7 @@ if __name__ == "__main__":
     torch_cases()
     node_cases()
     backend_cases()
+    last_step_cases()
     with open(os.path.join(HERE, "manifest.json"), "w") as f:
         json.dump({"cases": manifest}, f, indent=1)
     print(len(manifest), "cases")
