@@ -41,8 +41,10 @@ public enum ONNXImporter {
         /// writes it: Y_h squeezed, or both directions' Y_h side by side); `transposed`: Y_h
         /// after Transpose(1, 0, 2), before its Reshape.
         case lastStep(layer: Int, features: Int, transposed: Bool)
-        /// A graph input used as an initial state of layer `layer` (state `index`).
+        /// A graph input used as lengths or an initial state.
         case graphInput(String)
+        /// Rows start..<end of a graph input (PyTorch's exporter slices h0/c0 [L·D, B, H] per layer).
+        case inputSlice(String, start: Int, end: Int)
     }
 
     /// A recurrent node as read.
@@ -67,6 +69,8 @@ public enum ONNXImporter {
         var lengthsInput: String? = nil
         var lengthsUsed: [Bool] = []
         var stateInputs: [String: (layer: Int, index: Int, batchFirst: Bool)] = [:]
+        /// Graph inputs sliced per layer into initial states: input → (state index, layers reading it).
+        var stackedStateInputs: [String: (index: Int, layers: [Int])] = [:]
         /// Which layer's output the stack's sequence was last read from (a chain has one reader).
         var sequenceReaders: [Int: String] = [:]
         var folder: String { URL(fileURLWithPath: graph.path).deletingLastPathComponent().path }
@@ -181,6 +185,12 @@ public enum ONNXImporter {
                 notes.append("the model's output is the last step (Keras' return_sequences=False): run writes output [B, O], each sample's output after its last valid step (a backward direction's after step 0)")
             }
             notes.insert("input \(displayName(sequenceInput)) → run's input" + (inputBatchFirst == true ? " ([B, T, I]: run with --batch-first)" : " ([T, B, I])"), at: 0)
+            for (name, s) in stackedStateInputs.sorted(by: { $0.key < $1.key }) {
+                guard s.layers == Array(0..<layers.count) else {
+                    throw fail("graph input \(displayName(name)) gives the \(s.index == 0 ? "initial_h" : "initial_c") of recurrent layers \(s.layers) but not of all \(layers.count): run's \(s.index == 0 ? "h0" : "c0") sets every layer")
+                }
+                notes.append("input \(displayName(name)) → run's \(s.index == 0 ? "h0" : "c0") ([L·D, B, H], as PyTorch stacks it)")
+            }
             if let lengthsInput { notes.append("input \(displayName(lengthsInput)) (sequence_lens) → run's lengths") }
             for (name, s) in stateInputs.sorted(by: { $0.key < $1.key }) {
                 let D = layers[s.layer].directions
@@ -350,8 +360,33 @@ public enum ONNXImporter {
             func input(_ i: Int) -> String? { i < node.input.count && !node.input[i].isEmpty ? node.input[i] : nil }
             func set(_ v: Value) { if let o = node.output.first, !o.isEmpty { values[o] = v } }
             guard let first = input(0) else { throw refuse(k, "it has no input") }
-            let x = try valueOrSequence(first, k)
             let op = node.opType
+            if op == "Slice", graph.inputs.contains(first), first != sequenceInput {
+                // A per-layer slice of stacked initial states.
+                switch values[first] {
+                case nil, .graphInput?: break
+                default: throw refuse(k, "Slice of graph input \(displayName(first)) is not exporter glue SeqCell understands")
+                }
+                let starts: [Int], ends: [Int], axes: [Int], steps: [Int]
+                if graph.opset < 10 {
+                    starts = try attrs.ints("starts") ?? []
+                    ends = try attrs.ints("ends") ?? []
+                    axes = try attrs.ints("axes") ?? [0]
+                    steps = [1]
+                } else {
+                    starts = try intsOf(input(1) ?? "", k, "starts")
+                    ends = try intsOf(input(2) ?? "", k, "ends")
+                    axes = try input(3).map { try intsOf($0, k, "axes") } ?? [0]
+                    steps = try input(4).map { try intsOf($0, k, "steps") } ?? [1]
+                }
+                guard starts.count == 1, ends.count == 1, axes == [0], steps == [1], starts[0] >= 0, ends[0] > starts[0] else {
+                    throw refuse(k, "Slice of graph input \(displayName(first)) must take rows of axis 0 (initial states per layer)")
+                }
+                values[first] = .graphInput(first)
+                set(.inputSlice(first, start: starts[0], end: ends[0]))
+                return
+            }
+            let x = try valueOrSequence(first, k)
             // Axes: an attribute before opset 13 (Squeeze/Unsqueeze) or an input since.
             func axes() throws -> [Int]? {
                 if let a = try attrs.ints("axes") { return a }
@@ -600,6 +635,14 @@ public enum ONNXImporter {
                     throw refuse(k, "its \(role) \(displayName(s)) is a non-zero constant: a SeqCell model holds no initial state (give it as run's \(index == 0 ? "h0" : "c0"))")
                 case nil where graph.inputs.contains(s):
                     stateInputs[s] = (layerIndex, index, batchFirst)
+                case .inputSlice(let name, let start, let end)?:
+                    guard !batchFirst, start == layerIndex * D, end == start + D else {
+                        throw refuse(k, "its \(role) \(displayName(s)) is rows \(start)..<\(end) of graph input \(displayName(name)); layer \(layerIndex) reads rows \(layerIndex * D)..<\((layerIndex + 1) * D) of run's [L·D, B, H] \(index == 0 ? "h0" : "c0")")
+                    }
+                    var entry = stackedStateInputs[name] ?? (index, [])
+                    guard entry.index == index else { throw refuse(k, "graph input \(displayName(name)) is sliced into both initial_h and initial_c") }
+                    entry.layers.append(layerIndex)
+                    stackedStateInputs[name] = entry
                     values[s] = .graphInput(s)
                 default:
                     throw refuse(k, "its \(role) \(displayName(s)) must be zeros (ConstantOfShape 0) or a graph input")

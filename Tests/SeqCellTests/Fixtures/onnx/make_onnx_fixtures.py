@@ -93,6 +93,34 @@ def torch_cases():
         ("torch_lstm_2layer_states", Bare("LSTM", 3, 4, 2, False, False), False),
         ("torch_gru_bidirectional_states", Bare("GRU", 3, 4, 1, True, False), False),
     ]
+    # Initial states as graph inputs, which the exporter slices per layer.
+    class WithStates(torch.nn.Module):
+        def __init__(self, cell, layers, bi):
+            super().__init__()
+            self.rnn = getattr(torch.nn, cell)(3, 4, num_layers=layers, bidirectional=bi)
+            self.fc = torch.nn.Linear(8 if bi else 4, 2)
+
+        def forward(self, x, *states):
+            y, _ = self.rnn(x, states if len(states) > 1 else states[0])
+            return self.fc(y)
+
+    for name, cell, layers, bi in [("torch_lstm_2layer_bidirectional_h0_c0", "LSTM", 2, True), ("torch_gru_3layer_h0", "GRU", 3, False)]:
+        m = WithStates(cell, layers, bi).eval()
+        T, B, D = 6, 3, 2 if bi else 1
+        x = torch.randn(T, B, 3)
+        states = [torch.randn(layers * D, B, 4) for _ in range(2 if cell == "LSTM" else 1)]
+        names = ["h0", "c0"][:len(states)]
+        path = os.path.join(HERE, "_tmp.onnx")
+        torch.onnx.export(m, (x, *states), path, dynamo=False, opset_version=14, input_names=["input", *names],
+                          output_names=["output"], dynamic_axes={"input": {0: "T", 1: "B"}, **{n: {1: "B"} for n in names}})
+        model = onnx.load(path)
+        os.remove(path)
+        feeds = {"input": x.numpy(), **{n: s.numpy() for n, s in zip(names, states)}}
+        got = ort_run(model, feeds)
+        with torch.no_grad():
+            assert np.abs(got[0] - m(x, *states).numpy()).max() < 1e-5, name
+        write_case(name, model, feeds, {"output": got[0]}, False)
+
     for name, m, bf in specs:
         m.eval()
         T, B = 6, 3
