@@ -10,7 +10,6 @@
 // validation, error buffers, workspace sizing) is here.
 
 import CSeqCell
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -118,14 +117,11 @@ public struct StateSpec: Sendable {
     }
 }
 
-/// Builds a cell descriptor. The kit supplies destroy/layout/workspace/forward/backward.
-func makeCellDescriptor(
-    id: String, version: (UInt32, UInt32, UInt32), description: String, options: [OptionSpec],
-    create: @convention(c) (
-        UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-        UnsafeMutablePointer<CChar>?, Int
-    ) -> seqcell_status
-) -> UnsafePointer<seqcell_cell_desc> {
+/// Builds a cell descriptor for one registration. Its `create_cell` (ABI 1.2) finds the
+/// registration through the descriptor's `user_data`, so a library holds any number of cells;
+/// the kit supplies destroy/layout/workspace/forward/backward.
+func makeCellDescriptor(_ r: CellRegistration) -> UnsafePointer<seqcell_cell_desc> {
+    let options = r.options
     let opts = UnsafeMutablePointer<seqcell_option_desc>.allocate(capacity: max(options.count, 1))
     for (i, o) in options.enumerated() {
         var d = seqcell_option_desc()
@@ -152,19 +148,24 @@ func makeCellDescriptor(
     }
     var c = seqcell_cell_desc()
     c.struct_size = UInt32(MemoryLayout<seqcell_cell_desc>.size)
-    c.version_major = version.0
-    c.version_minor = version.1
-    c.version_patch = version.2
-    c.id = permanentCString(id)
-    c.description = permanentCString(description)
+    c.version_major = r.version.0
+    c.version_minor = r.version.1
+    c.version_patch = r.version.2
+    c.id = permanentCString(r.id)
+    c.description = permanentCString(r.description)
     c.num_options = Int32(options.count)
     c.options = UnsafePointer(opts)
-    c.create = create
+    c.create = nil  // a kit plugin needs a 1.2 host (pluginEntry refuses older ones): create_cell serves
     c.destroy = kitDestroy
     c.layout = kitLayout
     c.workspace_size = kitWorkspaceSize
     c.forward = kitForward
     c.backward = kitBackward
+    c.create_cell = kitCreateCell
+    // Kept for the life of the process, like the descriptor that points to it.
+    c.user_data = Unmanaged.passRetained(RegistrationBox(r)).toOpaque()
+    c.workspace_size_checked = kitWorkspaceSizeChecked
+    c.flags = UInt64(SEQCELL_CELL_FROZEN_GRADIENTS)
     let p = UnsafeMutablePointer<seqcell_cell_desc>.allocate(capacity: 1)
     p.initialize(to: c)
     return UnsafePointer(p)
@@ -189,46 +190,32 @@ public struct CellRegistration: Sendable {
     }
 }
 
-typealias CreateFunction = @convention(c) (
-    UnsafePointer<seqcell_config>?, UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<CChar>?, Int
-) -> seqcell_status
+/// A registration kept behind a descriptor's `user_data`.
+final class RegistrationBox {
+    let registration: CellRegistration
+    init(_ registration: CellRegistration) { self.registration = registration }
+}
 
-/// The cells of this plugin image (each plugin has its own copy of the kit), by slot.
-private let registrations = Mutex<[CellRegistration]>([])
-
-private func createInSlot(
-    _ slot: Int, _ config: UnsafePointer<seqcell_config>?, _ instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
-) -> seqcell_status {
-    guard let r = registrations.withLock({ slot < $0.count ? $0[slot] : nil }) else {
-        writeError("no cell registered in slot \(slot)", into: error, capacity: capacity)
-        return SEQCELL_ERR_INTERNAL
+private let kitCreateCell: @convention(c) (
+    UnsafePointer<seqcell_cell_desc>?, UnsafeMutableRawPointer?, UnsafePointer<seqcell_config>?,
+    UnsafeMutablePointer<UnsafeMutableRawPointer?>?, UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status = { _, userData, config, instance, error, capacity in
+    guard let userData else {
+        writeError("create_cell: user_data is NULL (not a descriptor of this library)", into: error, capacity: capacity)
+        return SEQCELL_ERR_INVALID_ARGUMENT
     }
+    let r = Unmanaged<RegistrationBox>.fromOpaque(userData).takeUnretainedValue().registration
     return createInstance(instance, error: error, capacity: capacity) { () throws(CellError) in
         try r.make(try CellConfig(config, specs: r.options, cellID: r.id))
     }
 }
 
-/// C `create` functions cannot capture, so each slot gets its own.
-private let createSlots: [CreateFunction] = [
-    { createInSlot(0, $0, $1, $2, $3) }, { createInSlot(1, $0, $1, $2, $3) },
-    { createInSlot(2, $0, $1, $2, $3) }, { createInSlot(3, $0, $1, $2, $3) },
-    { createInSlot(4, $0, $1, $2, $3) }, { createInSlot(5, $0, $1, $2, $3) },
-    { createInSlot(6, $0, $1, $2, $3) }, { createInSlot(7, $0, $1, $2, $3) },
-]
-
 /// Builds the library descriptor returned by the entry point: one cell descriptor per
-/// registration (at most 8 per library).
+/// registration, as many as the library likes.
 public func makePlugin(name: String, cells: [CellRegistration]) -> UnsafePointer<seqcell_plugin> {
-    precondition(cells.count <= createSlots.count, "a Swift plugin built on the kit holds at most \(createSlots.count) cells")
-    let first = registrations.withLock { r in
-        defer { r += cells }
-        return r.count
-    }
-    let list = UnsafeMutablePointer<UnsafePointer<seqcell_cell_desc>?>.allocate(capacity: cells.count)
+    let list = UnsafeMutablePointer<UnsafePointer<seqcell_cell_desc>?>.allocate(capacity: max(cells.count, 1))
     for (i, c) in cells.enumerated() {
-        (list + i).initialize(to: makeCellDescriptor(id: c.id, version: c.version, description: c.description,
-                                                      options: c.options, create: createSlots[first + i]))
+        (list + i).initialize(to: makeCellDescriptor(c))
     }
     var p = seqcell_plugin()
     p.struct_size = UInt32(MemoryLayout<seqcell_plugin>.size)
@@ -252,6 +239,12 @@ public func pluginEntry(
 ) -> seqcell_status {
     guard hostMajor == SEQCELL_ABI_MAJOR else {
         writeError("this plugin speaks SeqCell ABI \(SEQCELL_ABI_MAJOR).x; the host speaks \(hostMajor).\(hostMinor)",
+                   into: error, capacity: capacity)
+        return SEQCELL_ERR_VERSION
+    }
+    // The kit's descriptors create cells through create_cell, which hosts of ABI 1.2 call.
+    guard hostMinor >= 2 else {
+        writeError("this plugin needs a host of SeqCell ABI 1.2 or newer; the host speaks \(hostMajor).\(hostMinor)",
                    into: error, capacity: capacity)
         return SEQCELL_ERR_VERSION
     }
@@ -528,6 +521,24 @@ private let kitWorkspaceSize: @convention(c) (UnsafeRawPointer?, Int64, Int64, I
     return kernel(instance).workspaceBytes(T: Int(t), B: Int(b), training: mode == SEQCELL_MODE_TRAINING)
 }
 
+private let kitWorkspaceSizeChecked: @convention(c) (
+    UnsafeRawPointer?, Int64, Int64, Int32, UnsafeMutablePointer<Int>?, UnsafeMutablePointer<CChar>?, Int
+) -> seqcell_status = { instance, t, b, mode, bytes, error, capacity in
+    guard let instance else { return fail(.invalid("instance is NULL"), error, capacity) }
+    guard let bytes else { return fail(.invalid("bytes is NULL"), error, capacity) }
+    guard t >= 1, b >= 1 else { return fail(.invalid("seq_len and batch must be >= 1 (got \(t), \(b))"), error, capacity) }
+    guard mode == SEQCELL_MODE_INFERENCE || mode == SEQCELL_MODE_TRAINING else {
+        return fail(.invalid("unknown mode \(mode)"), error, capacity)
+    }
+    // Int64 to Int is exact on the 64-bit platforms the kit builds for.
+    let n = kernel(instance).workspaceBytes(T: Int(t), B: Int(b), training: mode == SEQCELL_MODE_TRAINING)
+    guard n != Int.max else {
+        return fail(.invalid("the workspace for seq_len \(t), batch \(b) overflows a 64-bit byte count"), error, capacity)
+    }
+    bytes.pointee = n
+    return SEQCELL_OK
+}
+
 /// Checks what every cell needs of a call: sizes, pointers, lengths, workspace. Returns the
 /// first problem found, or nil.
 func checkCommon(
@@ -605,11 +616,36 @@ private let kitBackward: @convention(c) (
         return fail(e, errorBuffer, capacity)
     }
     guard let grads = a.grad_params else { return fail(.invalid("grad_params is NULL"), errorBuffer, capacity) }
-    for (i, p) in k.layout.params.enumerated() where grads[i] == nil {
-        return fail(.invalid("gradient of parameter '\(p.name)' is NULL"), errorBuffer, capacity)
+    let workspace = a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!
+    let frozen = k.layout.params.indices.filter { grads[$0] == nil }
+    if frozen.isEmpty {
+        k.backward(BackwardCall(T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths, args: args,
+                                workspace: workspace))
+        return SEQCELL_OK
     }
-    k.backward(BackwardCall(
-        T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths, args: args,
-        workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
+    // ABI 1.2: a NULL entry is a frozen parameter. The kernels write every gradient, so a
+    // frozen one goes to scratch that is thrown away.
+    var scratch: [UnsafeMutablePointer<Float>] = []
+    defer { for p in scratch { p.deallocate() } }
+    var table: [UnsafeMutablePointer<Float>?] = []
+    for i in k.layout.params.indices {
+        if let g = grads[i] {
+            table.append(g)
+        } else {
+            let n = max(k.layout.paramCount(i), 1)
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            p.initialize(repeating: 0, count: n)
+            scratch.append(p)
+            table.append(p)
+        }
+    }
+    table.withUnsafeBufferPointer { t in
+        var copy = a
+        copy.grad_params = t.baseAddress
+        withUnsafePointer(to: &copy) { args in
+            k.backward(BackwardCall(T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths,
+                                    args: args, workspace: workspace))
+        }
+    }
     return SEQCELL_OK
 }

@@ -5,7 +5,7 @@ import SeqCell
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Time the benchmark configurations A–F (issue 6) through the plugins.",
+        abstract: "Time the standard benchmark configurations A–F through the cell plugins.",
         discussion: """
             A  LSTM          I=256  H=256  B=32 T=100
             B  LSTM 2×bi     I=128  H=256  B=16 T=200
@@ -41,7 +41,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Serve timing requests on stdin (see above).")
     var serve = false
 
-    @Option(help: "Time loading this checkpoint, and saving it beside itself (issue 3's figures), instead of A–F.")
+    @Option(help: "Time loading this checkpoint and saving a copy of it beside it, instead of A–F.")
     var checkpoint: String?
 
     func run() throws {

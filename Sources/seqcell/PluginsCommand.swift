@@ -35,7 +35,9 @@ struct PluginsCommand: ParsableCommand {
                 let cell = try t.instantiate(inputSize: inputSize, hiddenSize: hiddenSize)
                 for p in cell.params {
                     let gates = p.gateOrder.isEmpty ? "" : "  gates \(p.gateOrder)"
-                    print("  param \(p.name) \(p.shape)\(gates)")
+                    let initial = p.initializer == .role ? "" : "  initialised \(p.initializer)"
+                    let optional = p.optional ? "  optional" : ""
+                    print("  param \(p.name) \(p.shape)\(gates)\(initial)\(optional)")
                 }
                 print("  states " + cell.states.map { "\($0.name)[\($0.size)]" }.joined(separator: ", ")
                       + "  output [\(cell.outputSize)]")

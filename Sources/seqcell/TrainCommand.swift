@@ -223,7 +223,7 @@ struct TrainCommand: ParsableCommand {
         print("training: \(config.optimizer) lr \(config.learningRate), clipping \(config.clipping)"
               + (config.clipping == "none" ? "" : " \(config.clipValue)")
               + ", loss \(config.loss) on \(config.target) steps, batch \(config.batchSize), data \(p.dataNote)")
-        let lossKind = try config.lossKind(), mode = try config.targetMode()
+        let lossKind = try config.lossKind()
         let logEvery = config.logEvery ?? 100, saveEvery = config.saveEvery ?? 0
         let monitorName = config.monitor ?? "val_loss"
         let best = bestPath(output)

@@ -11,8 +11,11 @@ struct ValidatePluginCommand: ParsableCommand {
             layout; configuration at several sizes and every choice option; that the plugin \
             itself refuses bad arguments with a status (called through the raw ABI); \
             determinism; inference vs training forward; batch independence; lengths \
-            semantics; backward against finite differences, with and without lengths; and \
-            that parameter gradients accumulate. The checks run in a child process that \
+            semantics; backward against finite differences at several random points, with and \
+            without lengths, tight enough that a gradient 1% off fails, with points at a kink \
+            of a piecewise-linear cell (relu) detected and redrawn; frozen parameters (NULL \
+            gradient entries) for cells that declare them; and that parameter gradients \
+            accumulate. The checks run in a child process that \
             dies with this one: each check's line is printed as it finishes, a check that runs \
             past --check-timeout seconds is reported by name and the child killed, and a plugin \
             that crashes, aborts or calls exit() is reported naming the check it was in. Exits \

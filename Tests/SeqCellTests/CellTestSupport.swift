@@ -118,13 +118,13 @@ func assertRawABIConventions(_ cell: Cell, T: Int, B: Int, lengths: [Int32]?, se
         config.input_size = Int64(cell.inputSize)
         config.hidden_size = Int64(cell.hiddenSize)
         config.options = vals.baseAddress
-        return desc.create(&config, &inst, &error, error.count)
+        return cell.type.rawCreate(&config, &inst, &error, error.count)
     }
     XCTAssertEqual(created, SEQCELL_OK, "\(what): create failed", file: file, line: line)
     guard let inst else { return }
     defer { desc.destroy(inst) }
 
-    let wsBytes = desc.workspace_size(inst, Int64(T), Int64(B), SEQCELL_MODE_TRAINING)
+    let wsBytes = try cell.requiredWorkspace(T: T, B: B, training: true)
     let guardBytes = 256
     var raw: UnsafeMutableRawPointer? = nil
     XCTAssertEqual(posix_memalign(&raw, 64, wsBytes + guardBytes), 0)

@@ -334,7 +334,10 @@ final class InteropRoundTripTests: TemporaryDirectoryTestCase {
         let x = try RunInputs.read(path: io, batchFirst: true, model: back).input
         let got = try back.lastStepOutput(try back.forward(input: x), lengths: nil)
         XCTAssertLessThanOrEqual(maxAbsDifference(got, try readTensor(io, "expected/output")) ?? .infinity, 1e-5)
-        // Survives a checkpoint too.
+        // Survives swapping a layer (same shape) and a checkpoint too.
+        let swapped = try model.replacingLayer(0, with: model.layers[0])
+        XCTAssertEqual(swapped.outputSteps, .last)
+        XCTAssertEqual(swapped.source, model.source)
         try Checkpoint(model: model).save(to: path("c.h5"))
         XCTAssertEqual(try Checkpoint.load(from: path("c.h5"), registry: testRegistry).model.outputSteps, .last)
         // PyTorch has no last-step module: refused, naming why.

@@ -1,3 +1,4 @@
+import CHDF5
 import CSeqCell
 import Foundation
 import XCTest
@@ -192,5 +193,197 @@ final class PluginABITests: XCTestCase {
         // A refused tape is not used up: its own cell still runs backward once.
         XCTAssertNoThrow(try a.backward(tape: tape, gradOutput: rng.tensor([2, 1, 4])))
         XCTAssertThrowsError(try a.backward(tape: tape, gradOutput: nil))
+    }
+}
+
+/// ABI 1.1 and 1.2 side by side: a plugin built against the frozen 1.1 header, and the
+/// IndRNN sample, which uses everything 1.2 appended.
+final class PluginABI12Tests: XCTestCase {
+    func testPluginBuiltAgainstTheFrozenABI11HeaderLoadsAndNeverGetsANullGradient() throws {
+        let folder = try temporaryFolder()
+        let registry = PluginRegistry()
+        XCTAssertEqual(registry.load(path: try buildFixture("abi_1_1.c", in: folder, as: "libseqcell_abi11.so")), [])
+        let type = try registry.cellType("abi11")
+        XCTAssertEqual(type.abiVersion.major, 1)
+        XCTAssertEqual(type.abiVersion.minor, 1)
+        let cell = try type.instantiate(inputSize: 3, hiddenSize: 2)
+        XCTAssertFalse(cell.acceptsFrozenGradients)
+        XCTAssertEqual(cell.params.map(\.initializer), [.role, .role])
+        XCTAssertEqual(cell.params.map(\.optional), [false, false])
+        // h' = h + W x + b over two steps, by hand.
+        let w = Tensor(shape: [2, 3], data: [1, 0, 0, 0, 1, 1])
+        let b = Tensor(shape: [2], data: [0.5, -1])
+        let x = Tensor(shape: [2, 1, 3], data: [1, 2, 3, -1, 0, 1])
+        let r = try cell.forward(input: x, params: [w, b], training: true)
+        XCTAssertEqual(r.output.data, [1.5, 4, 1, 4])
+        // The fixture refuses a NULL grad_params entry: freezing W must reach it as scratch.
+        let g = try cell.backward(tape: try XCTUnwrap(r.tape), gradOutput: Tensor(shape: [2, 1, 2], data: [1, 1, 1, 1]),
+                                  frozenParams: [0])
+        XCTAssertEqual(g.params[0].data, [0, 0, 0, 0, 0, 0], "a frozen parameter's gradient reads as zeros")
+        XCTAssertEqual(g.params[1].data, [3, 3], "d/db: step 0 feeds both outputs, step 1 one")
+        XCTAssertEqual(g.input?.data, [2, 2, 2, 1, 1, 1])
+        let report = PluginConformance.validate(file: type.libraryPath)
+        XCTAssert(report.passed, "\(report)")
+        let arguments = try XCTUnwrap(report.check("backward arguments", cell: "abi11"))
+        XCTAssert(arguments.detail.contains("grad_params[0] NULL"), "a 1.1 cell must refuse it: \(arguments.detail)")
+    }
+
+    func indrnn() throws -> CellType {
+        let file = try compileC(source: IndRNNConformanceTests.indrnnSource,
+                                output: try temporaryFolder() + "/libseqcell_indrnn.so")
+        let registry = PluginRegistry()
+        XCTAssertEqual(registry.load(path: file), [])
+        return try registry.cellType("indrnn")
+    }
+
+    func testParameterInitialisationAndOptionalFlagAreReadAndUsed() throws {
+        let type = try indrnn()
+        XCTAssertEqual(type.abiVersion.minor, 2)
+        let cell = try type.instantiate(inputSize: 3, hiddenSize: 50)
+        XCTAssertEqual(cell.params.map(\.name), ["weight_ih", "weight_hh", "bias_ih", "bias_hh"])
+        XCTAssertEqual(cell.params.map(\.initializer), [.role, .uniform(lower: 0, upper: 1), .role, .constant(0)])
+        XCTAssertEqual(cell.params.map(\.optional), [false, false, false, true])
+        var rng = SplitMix64(seed: 5)
+        let p = Model.initialParameters(cell, rng: &rng)
+        let bound = 1 / Float(50).squareRoot()
+        XCTAssert(p[0].data.allSatisfy { abs($0) <= bound }, "weight_ih by role: U(±1/√H)")
+        XCTAssert(p[1].data.allSatisfy { $0 >= 0 && $0 <= 1 }, "u from U(0, 1)")
+        XCTAssertGreaterThan(p[1].data.max() ?? 0, 0.5, "u is not drawn from the role's ±1/√H = ±\(bound)")
+        XCTAssert(p[2].data.allSatisfy { abs($0) <= bound })
+        XCTAssertEqual(p[3].data, [Float](repeating: 0, count: 50), "bias_hh: constant 0")
+    }
+
+    func testFrozenParametersGetNullAndTheOtherGradientsAreUnchanged() throws {
+        let cell = try indrnn().instantiate(inputSize: 3, hiddenSize: 4)
+        XCTAssertTrue(cell.acceptsFrozenGradients)
+        var rng = TestRNG(seed: 9)
+        let params = cell.params.map { rng.tensor($0.shape, scale: 0.5) }
+        let x = rng.tensor([4, 2, 3])
+        let gy = rng.tensor([4, 2, 4])
+        func gradients(frozen: Set<Int>) throws -> Cell.Gradients {
+            let r = try cell.forward(input: x, params: params, training: true)
+            return try cell.backward(tape: try XCTUnwrap(r.tape), gradOutput: gy, frozenParams: frozen)
+        }
+        let all = try gradients(frozen: [])
+        let some = try gradients(frozen: [0, 1])
+        XCTAssert(all.params[0].data.contains { $0 != 0 } && all.params[1].data.contains { $0 != 0 })
+        XCTAssertEqual(some.params[0].data, [Float](repeating: 0, count: 12))
+        XCTAssertEqual(some.params[1].data, [Float](repeating: 0, count: 4))
+        XCTAssertEqual(some.params[2].data, all.params[2].data)
+        XCTAssertEqual(some.params[3].data, all.params[3].data)
+        XCTAssertEqual(some.input?.data, all.input?.data)
+        XCTAssertThrowsError(try gradients(frozen: [4])) { error in
+            XCTAssert("\(error)".contains("frozen parameter index 4 is outside 0..<4"), "\(error)")
+        }
+    }
+
+    func testWorkspaceSizeThatOverflowsIsAnErrorFromThePlugin() throws {
+        let cell = try indrnn().instantiate(inputSize: 3, hiddenSize: 4)
+        XCTAssertGreaterThan(try cell.requiredWorkspace(T: 5, B: 3, training: true), 0)
+        XCTAssertThrowsError(try cell.requiredWorkspace(T: 1 << 40, B: 1 << 40, training: true)) { error in
+            let text = "\(error)"
+            XCTAssert(text.contains("cell 'indrnn': workspace_size(T=1099511627776, B=1099511627776, training) failed: "),
+                      text)
+            XCTAssert(text.contains("overflows a size_t"), text)
+        }
+    }
+
+    func testLibraryThatNeedsABI12RefusesAnOlderHost() throws {
+        let file = try compileC(source: IndRNNConformanceTests.indrnnSource,
+                                output: try temporaryFolder() + "/libseqcell_indrnn.so")
+        let handle = try XCTUnwrap(dlopen(file, RTLD_NOW | RTLD_LOCAL), String(cString: dlerror()))
+        let entry = unsafeBitCast(try XCTUnwrap(dlsym(handle, SEQCELL_ENTRY_SYMBOL)), to: seqcell_entry_fn.self)
+        var plugin: UnsafePointer<seqcell_plugin>? = nil
+        var error = [CChar](repeating: 0, count: 256)
+        let status = entry(1, 1, HostServices.table, &plugin, &error, error.count)
+        XCTAssertEqual(status, SEQCELL_ERR_VERSION)
+        XCTAssertNil(plugin)
+        let message = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        XCTAssertEqual(message, "indrnn needs a host of SeqCell ABI 1.2 or newer; the host speaks 1.1")
+    }
+}
+
+/// A checkpoint may omit a parameter its cell declares optional (ABI 1.2): it reads as the
+/// declared constant; a required one is still missing.
+final class OptionalParameterCheckpointTests: XCTestCase {
+    func testOmittedOptionalParameterReadsAsItsConstantAndARequiredOneIsAnError() throws {
+        let folder = try temporaryFolder()
+        let registry = PluginRegistry()
+        XCTAssertEqual(registry.load(path: try compileC(source: IndRNNConformanceTests.indrnnSource,
+                                                       output: folder + "/libseqcell_indrnn.so")), [])
+        var model = try Model.build(inputSize: 3, layers: [LayerSpec(cell: "indrnn", hiddenSize: 4)], registry: registry,
+                                    seed: 3)
+        // A non-zero bias_hh, so that reading it back as 0 is visible.
+        model.layers[0].cells[0].params[3] = Tensor(shape: [4], data: [0.5, -0.25, 1, 2])
+        let path = folder + "/m.h5"
+        try Checkpoint(model: model).save(to: path)
+        let paths = model.namedParameters.map(\.path)
+        XCTAssertEqual(paths, ["layers/00/forward/weight_ih", "layers/00/forward/weight_hh", "layers/00/forward/bias_ih",
+                               "layers/00/forward/bias_hh"])
+        func delete(_ name: String) {
+            let file = H5Fopen(path, sc_h5f_acc_rdwr(), sc_h5p_default())
+            XCTAssertGreaterThanOrEqual(file, 0)
+            XCTAssertGreaterThanOrEqual(H5Ldelete(file, "/model/" + name, sc_h5p_default()), 0, name)
+            XCTAssertGreaterThanOrEqual(H5Fclose(file), 0)
+        }
+        delete("layers/00/forward/bias_hh")
+        let loaded = try Checkpoint.load(from: path, registry: registry).model
+        XCTAssertEqual(loaded.layers[0].cells[0].params[3].data, [0, 0, 0, 0], "omitted bias_hh reads as its constant 0")
+        for p in 0..<3 {
+            XCTAssertEqual(loaded.layers[0].cells[0].params[p], model.layers[0].cells[0].params[p])
+        }
+        delete("layers/00/forward/bias_ih")
+        XCTAssertThrowsError(try Checkpoint.load(from: path, registry: registry)) { error in
+            XCTAssert("\(error)".contains("dataset 'bias_ih' is missing"), "\(error)")
+        }
+    }
+}
+
+/// ABI 1.2 parameter declarations are checked when a library loads (Fixtures/plugins/bad_init.c).
+final class ParameterDeclarationTests: XCTestCase {
+    func load(_ defines: [String]) throws -> (PluginRegistry, [PluginProblem]) {
+        let folder = try temporaryFolder()
+        let path = try buildFixture("bad_init.c", defines: defines, in: folder, as: "libseqcell_badinit.so")
+        let registry = PluginRegistry()
+        return (registry, registry.load(path: path))
+    }
+
+    func testValidOptionalConstantIsRead() throws {
+        let (registry, problems) = try load([])
+        XCTAssertEqual(problems, [])
+        let cell = try registry.cellType("badinit").instantiate(inputSize: 2, hiddenSize: 3)
+        XCTAssertEqual(cell.params[1].initializer, .constant(0.25))
+        XCTAssertTrue(cell.params[1].optional)
+        XCTAssertEqual(cell.params[1].omittedValue, 0.25)
+        XCTAssertFalse(cell.acceptsFrozenGradients, "no cell flag declared")
+    }
+
+    func testBadDeclarationsAreRefusedNamingTheParameter() throws {
+        let cases = [
+            ("FX_BAD=1", "parameter 'bias' asks for a uniform initialisation in [1.0, 0.0]; the bounds must be finite with init_a <= init_b"),
+            ("FX_BAD=2", "parameter 'bias' asks for the constant inf; it must be finite"),
+            ("FX_BAD=3", "parameter 'bias' has init 7; known: 0 (by role), 1 (uniform), 2 (constant)"),
+            ("FX_BAD=4", "parameter 'bias' has unknown flags 0x4"),
+        ]
+        for (define, expected) in cases {
+            let (registry, problems) = try load([define])
+            XCTAssertThrowsError(try registry.cellType("badinit"), define)
+            XCTAssertEqual(problems.count, 1, define)
+            let reason = problems.first?.reason ?? ""
+            XCTAssert(reason.contains("cell 'badinit': invalid layout: " + expected), "\(define): \(reason)")
+        }
+    }
+}
+
+/// `seqcell plugins` shows what a cell declared beyond its roles (ABI 1.2).
+final class PluginListingABI12Tests: TemporaryDirectoryTestCase {
+    func testPluginsShowsDeclaredInitialisationAndOptionalParameters() throws {
+        let file = try compileC(source: IndRNNConformanceTests.indrnnSource,
+                                output: directory.appendingPathComponent("libseqcell_indrnn.so").path)
+        let r = try runProgram(["plugins", "--path", file])
+        XCTAssertEqual(r.status, 0, r.err)
+        XCTAssert(r.out.contains("  param weight_ih [16, 8]\n"), r.out)
+        XCTAssert(r.out.contains("  param weight_hh [16]  initialised uniform in [0.0, 1.0]\n"), r.out)
+        XCTAssert(r.out.contains("  param bias_hh [16]  initialised constant 0.0  optional\n"), r.out)
     }
 }

@@ -23,6 +23,9 @@
  *     or 16 KiB (descriptions, choice lists). Sizes a plugin declares (parameter shapes,
  *     state and output widths, workspace bytes) are checked before any allocation: each
  *     dimension at most 2^31-1, each buffer at most 2^40 bytes.
+ *   - A plugin reads an appended field of a struct the host passes (seqcell_host) only when
+ *     that struct's struct_size reaches it, and a host calls an appended function of a
+ *     plugin's struct only when the plugin's struct_size reaches it and it is not NULL.
  *   - SEQCELL_ABI_MAJOR must match exactly. SEQCELL_ABI_MINOR grows when fields or
  *     functions are appended; a host of a newer minor accepts plugins of an older one.
  *   - Every call that can fail returns a seqcell_status and writes a NUL-terminated
@@ -41,7 +44,7 @@ extern "C" {
 #endif
 
 #define SEQCELL_ABI_MAJOR 1u
-#define SEQCELL_ABI_MINOR 1u
+#define SEQCELL_ABI_MINOR 2u
 
 #if defined(_WIN32)
 #define SEQCELL_EXPORT __declspec(dllexport)
@@ -147,7 +150,23 @@ typedef struct seqcell_param_desc {
     int64_t shape[2];        /* shape[0] is rows; for rank 1 only shape[0] is used      */
     const char *gate_order;  /* how rows are split into gate blocks, "i,f,g,o"; "" if none */
     const char *description;
+
+    /* ---- ABI 1.2: read when struct_size reaches them (an older plugin's read as zero) ---- */
+    int32_t init;            /* SEQCELL_INIT_*: how the host initialises this parameter      */
+    int32_t flags;           /* SEQCELL_PARAM_* bits                                          */
+    double init_a;           /* UNIFORM: lower bound; CONSTANT: the value                     */
+    double init_b;           /* UNIFORM: upper bound (init_a <= init_b); else unused          */
 } seqcell_param_desc;
+
+/* ABI 1.2: parameter initialisation beyond the roles. */
+#define SEQCELL_INIT_ROLE 0     /* by role, as before 1.2: U(-1/sqrt(H), 1/sqrt(H)) (or the host's
+                                   chosen scheme for recurrent weights)                          */
+#define SEQCELL_INIT_UNIFORM 1  /* every entry drawn from U(init_a, init_b)                       */
+#define SEQCELL_INIT_CONSTANT 2 /* every entry equal to init_a                                     */
+
+/* ABI 1.2: parameter flags. */
+#define SEQCELL_PARAM_OPTIONAL 1u /* a checkpoint may omit it: the host then uses init_a when
+                                     init is CONSTANT, else zeros                               */
 
 typedef struct seqcell_state_desc {
     uint32_t struct_size;
@@ -206,7 +225,9 @@ typedef struct seqcell_forward_args {
  *   grad_final_states  NULL, or num_states pointers each [B, size] or NULL (zero)
  *   grad_input         [T, B, I] written (overwritten), or NULL (not wanted)
  *   grad_initial_states NULL, or num_states pointers [B, size] written, each may be NULL
- *   grad_params        num_params pointers; gradients are ADDED to what is there
+ *   grad_params        num_params pointers; gradients are ADDED to what is there. From ABI
+ *                      1.2 an entry may be NULL (a frozen parameter, its gradient not wanted),
+ *                      but only for a cell whose descriptor sets SEQCELL_CELL_FROZEN_GRADIENTS
  */
 typedef struct seqcell_backward_args {
     uint32_t struct_size;
@@ -233,6 +254,7 @@ typedef struct seqcell_backward_args {
  * immutable after create: forward and backward may run concurrently on one instance
  * from many threads, each call with its own workspace.
  */
+struct seqcell_cell_desc;
 typedef struct seqcell_cell_desc {
     uint32_t struct_size;
     uint32_t version_major;  /* the cell's own version: a file written with x.y needs   */
@@ -256,7 +278,28 @@ typedef struct seqcell_cell_desc {
                               char *error, size_t error_capacity);
     seqcell_status (*backward)(const void *instance, const seqcell_backward_args *args,
                                char *error, size_t error_capacity);
+
+    /* ---- ABI 1.2: used when struct_size reaches them and they are not NULL ---- */
+    /* Like create, but told which descriptor it creates (the plugin's own pointer, as listed
+       in seqcell_plugin.cells) and that descriptor's user_data, so one function serves any
+       number of cells. When set, the host calls it instead of create, which may then be NULL. */
+    seqcell_status (*create_cell)(const struct seqcell_cell_desc *cell, void *user_data,
+                                  const seqcell_config *config, void **instance,
+                                  char *error, size_t error_capacity);
+    void *user_data;         /* the plugin's own; the host only passes it to create_cell     */
+    /* Like workspace_size, but able to fail: writes the byte count to *bytes and returns
+       SEQCELL_OK, or returns an error (say, the size overflows size_t) with a message.
+       When set, the host calls it instead of workspace_size. */
+    seqcell_status (*workspace_size_checked)(const void *instance, int64_t seq_len, int64_t batch,
+                                             int32_t mode, size_t *bytes, char *error,
+                                             size_t error_capacity);
+    uint64_t flags;          /* SEQCELL_CELL_* bits: what this cell promises beyond ABI 1.0 */
 } seqcell_cell_desc;
+
+/* ABI 1.2: cell flags. Declared, never inferred from abi_minor, so a 1.1 plugin rebuilt
+   against this header promises nothing new until it sets them. */
+#define SEQCELL_CELL_FROZEN_GRADIENTS 1u /* backward accepts NULL grad_params entries (frozen
+                                            parameters) and adds nothing for them            */
 
 /* ---- the library descriptor and entry point ------------------------------------------- */
 typedef struct seqcell_plugin {

@@ -5,7 +5,7 @@ import Foundation
 import Glibc
 #endif
 
-/// One benchmark configuration (issue 6): a model shape, a batch and a sequence length,
+/// One benchmark configuration: a model shape, a batch and a sequence length,
 /// run forward in inference mode, or (`training`) as a whole SGD training step.
 public struct BenchConfig: Sendable, Equatable {
     public var name: String
@@ -34,7 +34,7 @@ public struct BenchConfig: Sendable, Equatable {
         self.note = note
     }
 
-    /// The issue's configurations A–F.
+    /// The standard configurations A–F (docs/PERFORMANCE.md).
     public static let standard: [BenchConfig] = [
         BenchConfig(name: "A", cell: "lstm", inputSize: 256, hiddenSize: 256, batch: 32, seqLen: 100, note: "LSTM"),
         BenchConfig(name: "B", cell: "lstm", layers: 2, bidirectional: true, inputSize: 128, hiddenSize: 256, batch: 16,

@@ -474,6 +474,11 @@ extension Checkpoint {
         }
         var params: [Tensor] = []
         for info in cell.params {
+            // An optional parameter (ABI 1.2) a file omits stands for its constant (or zeros).
+            if info.optional, try g.member(info.name) == nil {
+                params.append(Tensor(shape: info.shape, data: [Float](repeating: info.omittedValue, count: info.count)))
+                continue
+            }
             params.append(try readFloat32(g, info.name, at: where_, path: path, expected: info.shape,
                                           cellNote: " cell '\(id)' (input \(inputSize), hidden \(hiddenSize))"))
         }

@@ -30,9 +30,6 @@ public struct Tensor: Equatable, Sendable, CustomStringConvertible {
     public var count: Int { data.count }
     public var rank: Int { shape.count }
 
-    /// The same data with another shape of the same element count.
-    public func reshaped(_ newShape: [Int]) -> Tensor { Tensor(shape: newShape, data: data) }
-
     public var description: String { "Tensor\(shape)" }
 }
 

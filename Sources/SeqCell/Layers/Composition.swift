@@ -74,6 +74,9 @@ extension Model {
         copy.layers[k] = layer
         var out = try Model(inputSize: inputSize, layers: copy.layers, head: head)
         out.embedding = embedding
+        // Still the same model around the new layer: its output steps and imported names stay.
+        out.outputSteps = outputSteps
+        out.source = source
         return out
     }
 

@@ -184,10 +184,19 @@ extension Model {
     }
 
     /// Fresh parameters for one cell: U(−1/√H, 1/√H) for all, as PyTorch; optionally
-    /// orthogonal square blocks for recurrent weights.
+    /// orthogonal square blocks for recurrent weights. A parameter whose cell declares its own
+    /// initialisation (ABI 1.2: a uniform range or a constant) gets that instead.
     public static func initialParameters(_ cell: Cell, rng: inout SplitMix64, _ initialization: Initialization = .uniform) -> [Tensor] {
         let bound = 1 / Float(cell.hiddenSize).squareRoot()
         return cell.params.map { info in
+            switch info.initializer {
+            case .uniform(let lower, let upper):
+                return Tensor(shape: info.shape, data: (0..<info.count).map { _ in rng.uniform(Float(lower), Float(upper)) })
+            case .constant(let value):
+                return Tensor(shape: info.shape, data: [Float](repeating: Float(value), count: info.count))
+            case .role:
+                break
+            }
             if initialization == .orthogonal, info.role == .recurrentWeight, info.shape.count == 2 {
                 return orthogonalBlocks(rows: info.shape[0], cols: info.shape[1], rng: &rng)
             }

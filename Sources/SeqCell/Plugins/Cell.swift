@@ -14,7 +14,36 @@ public struct ParamInfo: Equatable, Sendable {
     /// How rows split into gate blocks, e.g. "i,f,g,o"; "" when the cell has one block.
     public let gateOrder: String
     public let description: String
+    /// How the host initialises it (ABI 1.2; `.role` for older plugins).
+    public var initializer: ParamInitializer = .role
+    /// A checkpoint may omit it (ABI 1.2, `SEQCELL_PARAM_OPTIONAL`): it then reads as
+    /// `initializer`'s constant, or zeros.
+    public var optional: Bool = false
     public var count: Int { shape.reduce(1, *) }
+
+    /// The values a checkpoint that omits this optional parameter stands for.
+    public var omittedValue: Float {
+        if case .constant(let v) = initializer { return Float(v) }
+        return 0
+    }
+}
+
+/// How a parameter is initialised (seqcell.h, `SEQCELL_INIT_*`).
+public enum ParamInitializer: Equatable, Sendable, CustomStringConvertible {
+    /// By role: the host's scheme (U(−1/√H, 1/√H), or orthogonal recurrent weights).
+    case role
+    /// Every entry from U(lower, upper).
+    case uniform(lower: Double, upper: Double)
+    /// Every entry equal to the value.
+    case constant(Double)
+
+    public var description: String {
+        switch self {
+        case .role: return "by role"
+        case .uniform(let a, let b): return "uniform in [\(a), \(b)]"
+        case .constant(let v): return "constant \(v)"
+        }
+    }
 }
 
 /// A state tensor a configured cell carries from step to step ([B, size] per call).
@@ -66,7 +95,7 @@ public final class Cell: @unchecked Sendable {
             config.input_size = Int64(inputSize)
             config.hidden_size = Int64(hiddenSize)
             config.options = vals.baseAddress
-            return error.call { desc.create(&config, &inst, $0, $1) }
+            return error.call { type.rawCreate(&config, &inst, $0, $1) }
         }
         guard status == SEQCELL_OK, let inst else {
             throw SeqCellError(.cell, "cell '\(type.id)' rejected input size \(inputSize), hidden size \(hiddenSize), "
@@ -181,9 +210,31 @@ public final class Cell: @unchecked Sendable {
                 description = try PluginABI.optionalString(p.description, limit: PluginABI.maxTextBytes,
                                                            what: "parameter '\(name)' description")
             } catch let e as SeqCellError { throw bad(e.message) }
+            // ABI 1.2 fields (zero, i.e. by role and required, for an older plugin's descriptor).
+            let initializer: ParamInitializer
+            switch p.`init` {
+            case SEQCELL_INIT_ROLE: initializer = .role
+            case SEQCELL_INIT_UNIFORM:
+                guard p.init_a.isFinite, p.init_b.isFinite, p.init_a <= p.init_b else {
+                    throw bad("parameter '\(name)' asks for a uniform initialisation in [\(p.init_a), \(p.init_b)]; "
+                        + "the bounds must be finite with init_a <= init_b")
+                }
+                initializer = .uniform(lower: p.init_a, upper: p.init_b)
+            case SEQCELL_INIT_CONSTANT:
+                guard p.init_a.isFinite else {
+                    throw bad("parameter '\(name)' asks for the constant \(p.init_a); it must be finite")
+                }
+                initializer = .constant(p.init_a)
+            default:
+                throw bad("parameter '\(name)' has init \(p.`init`); known: 0 (by role), 1 (uniform), 2 (constant)")
+            }
+            guard p.flags & ~Int32(SEQCELL_PARAM_OPTIONAL) == 0 else {
+                throw bad("parameter '\(name)' has unknown flags 0x\(String(UInt32(bitPattern: p.flags), radix: 16))")
+            }
             params.append(ParamInfo(
                 name: name, role: ParamInfo.Role(rawValue: p.role) ?? .other, shape: shape,
-                gateOrder: gateOrder, description: description))
+                gateOrder: gateOrder, description: description, initializer: initializer,
+                optional: p.flags & Int32(SEQCELL_PARAM_OPTIONAL) != 0))
         }
         var states: [StateInfo] = []
         for (i, s) in stateDescs.enumerated() {
@@ -216,7 +267,23 @@ public final class Cell: @unchecked Sendable {
     /// `PluginLimits.maxBufferBytes` (SIZE_MAX included) is an error naming the cell, the
     /// call and the number of bytes.
     public func requiredWorkspace(T: Int, B: Int, training: Bool) throws -> Int {
-        let raw = desc.workspace_size(instance, Int64(T), Int64(B), training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE)
+        let mode = training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE
+        let raw: Int
+        if let checked = desc.workspace_size_checked {
+            // ABI 1.2: the plugin can say that no size fits (an overflow) instead of a number.
+            var answer = 0
+            var error = ErrorBuffer()
+            let status = error.call { checked(instance, Int64(T), Int64(B), mode, &answer, $0, $1) }
+            guard status == SEQCELL_OK else {
+                throw SeqCellError(.plugin,
+                    "cell '\(type.id)': workspace_size(T=\(T), B=\(B), \(training ? "training" : "inference")) failed: "
+                    + error.message(status: status))
+            }
+            raw = answer
+        } else {
+            guard let legacy = desc.workspace_size else { throw SeqCellError(.plugin, "cell '\(type.id)': no workspace_size") }
+            raw = legacy(instance, Int64(T), Int64(B), mode)
+        }
         // size_t arrives as Int; read it back as the unsigned count of bytes it is.
         let bytes = UInt(bitPattern: raw)
         guard bytes <= UInt(PluginLimits.maxBufferBytes) else {
@@ -401,8 +468,14 @@ public final class Cell: @unchecked Sendable {
     ///   - gradOutput: [T, B, outputSize], or nil for zero
     ///   - gradFinalStates: empty (zero) or one entry per state ([B, size] or nil)
     ///   - wantInputGradient: compute the gradient with respect to the input
+    ///   - frozenParams: indices of parameters whose gradients are not wanted (their entries
+    ///     in the result are zeros). A cell declaring `SEQCELL_CELL_FROZEN_GRADIENTS` (ABI 1.2)
+    ///     gets NULL for them; any other gets a scratch buffer that is thrown away.
     public func backward(tape: Tape, gradOutput: Tensor?, gradFinalStates: [Tensor?] = [],
-                         wantInputGradient: Bool = true) throws -> Gradients {
+                         wantInputGradient: Bool = true, frozenParams: Set<Int> = []) throws -> Gradients {
+        if let bad = frozenParams.first(where: { !params.indices.contains($0) }) {
+            throw SeqCellError(.invalidArgument, "cell '\(type.id)': frozen parameter index \(bad) is outside 0..<\(params.count)")
+        }
         let T = tape.input.shape[0], B = tape.input.shape[1]
         guard tape.cellToken == token else {
             throw SeqCellError(.invalidArgument,
@@ -444,7 +517,7 @@ public final class Cell: @unchecked Sendable {
             withOptionalPointers(tape.initialStates) { statePtrs in
                 withOptionalPointers(gradFinalStates) { gradFinalPtrs in
                     gradStates.withPointers { gradStatePtrs in
-                        gradParams.withPointers { gradParamPtrs in
+                        gradParams.withPointers(nilAt: acceptsFrozenGradients ? frozenParams : []) { gradParamPtrs in
                             tape.input.data.withUnsafeBufferPointer { x in
                                 tape.output.data.withUnsafeBufferPointer { y in
                                     gradInput.data.withUnsafeMutableBufferPointer { gx in
@@ -480,8 +553,16 @@ public final class Cell: @unchecked Sendable {
         guard status == SEQCELL_OK else {
             throw SeqCellError(.cell, "cell '\(type.id)' backward failed: \(error.message(status: status))")
         }
+        var paramGradients = gradParams.tensors
+        for i in frozenParams { paramGradients[i] = Tensor.zeros(params[i].shape) }
         return Gradients(input: wantInputGradient ? gradInput : nil, initialStates: gradStates.tensors,
-                         params: gradParams.tensors)
+                         params: paramGradients)
+    }
+
+    /// Whether the plugin accepts NULL `grad_params` entries (ABI 1.2,
+    /// `SEQCELL_CELL_FROZEN_GRADIENTS`).
+    public var acceptsFrozenGradients: Bool {
+        desc.flags & UInt64(SEQCELL_CELL_FROZEN_GRADIENTS) != 0
     }
 }
 
@@ -595,6 +676,14 @@ final class OutputBuffers {
 
     func withPointers<R>(_ body: (UnsafePointer<UnsafeMutablePointer<Float>?>) -> R) -> R {
         pointers.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) }
+    }
+
+    /// The pointer table with the entries in `nilAt` NULL.
+    func withPointers<R>(nilAt: Set<Int>, _ body: (UnsafePointer<UnsafeMutablePointer<Float>?>) -> R) -> R {
+        guard !nilAt.isEmpty else { return withPointers(body) }
+        var table = pointers
+        for i in nilAt where table.indices.contains(i) { table[i] = nil }
+        return table.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) }
     }
 }
 

@@ -98,10 +98,14 @@ public final class CellType: @unchecked Sendable, CustomStringConvertible {
     /// The plugin's cell descriptor, copied into a zeroed host struct when the library was
     /// loaded (PluginABI.copy): fields an older plugin lacks read as zero/NULL.
     let desc: seqcell_cell_desc
+    /// The plugin's own descriptor, as listed in its library descriptor: what `create_cell`
+    /// (ABI 1.2) is told it creates.
+    let descPointer: UnsafePointer<seqcell_cell_desc>
 
-    init(descriptor: seqcell_cell_desc, id: String, summary: String, options: [CellOption], libraryPath: String,
-         abiVersion: (UInt32, UInt32)) {
+    init(descriptor: seqcell_cell_desc, pointer: UnsafePointer<seqcell_cell_desc>, id: String, summary: String,
+         options: [CellOption], libraryPath: String, abiVersion: (UInt32, UInt32)) {
         self.desc = descriptor
+        self.descPointer = pointer
         self.id = id
         self.version = CellVersion(major: Int(descriptor.version_major), minor: Int(descriptor.version_minor),
                                    patch: Int(descriptor.version_patch))
@@ -112,6 +116,17 @@ public final class CellType: @unchecked Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(id) \(version) (\(libraryPath))" }
+
+    /// The plugin's create call, raw: `create_cell` with this descriptor and its user data
+    /// when the plugin has it (ABI 1.2), `create` otherwise.
+    func rawCreate(_ config: UnsafePointer<seqcell_config>?, _ instance: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                   _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int) -> seqcell_status {
+        if let createCell = desc.create_cell {
+            return createCell(descPointer, desc.user_data, config, instance, error, capacity)
+        }
+        guard let create = desc.create else { return SEQCELL_ERR_INTERNAL }
+        return create(config, instance, error, capacity)
+    }
 
     /// The full option set for a configuration: defaults, overridden by `given`. Unknown
     /// names and bad values are errors that name the cell and the option.

@@ -382,7 +382,6 @@ public enum PluginConformance {
             values[k] = bad.1
             cases.append(("option '\(o.name)' = \(bad.0)", Int64(I), Int64(H), values, Int32(values.count), configSize))
         }
-        let create = type.desc.create!
         let destroy = type.desc.destroy!
         for c in cases {
             var error = ErrorBuffer()
@@ -394,7 +393,7 @@ public enum PluginConformance {
                 config.input_size = c.input
                 config.hidden_size = c.hidden
                 config.options = values.baseAddress
-                return error.call { create(&config, &instance, $0, $1) }
+                return error.call { type.rawCreate(&config, &instance, $0, $1) }
             }
             if status == SEQCELL_OK {
                 f.add("create accepted \(c.label)")
@@ -480,7 +479,9 @@ public enum PluginConformance {
         if let oneNullParam {
             cases.append(("params[0] NULL", { $0.params = UnsafePointer(oneNullParam.pointer) }))
         }
-        if let oneNullGrad {
+        // From ABI 1.2 a NULL entry is a frozen parameter, which the cell must accept
+        // (checkFrozenGradients); before, it is a bad argument.
+        if let oneNullGrad, !cell.acceptsFrozenGradients {
             cases.append(("grad_params[0] NULL", { $0.grad_params = UnsafePointer(oneNullGrad.pointer) }))
         }
         if need > 0 {
@@ -501,7 +502,48 @@ public enum PluginConformance {
                 expectRejected(r, "backward", label, &f)
             }
         }
-        return "backward rejects \(cases.map(\.0).joined(separator: ", ")) with a status and a message"
+        var detail = "backward rejects \(cases.map(\.0).joined(separator: ", ")) with a status and a message"
+        if cell.acceptsFrozenGradients && !cell.params.isEmpty {
+            try checkFrozenGradients(cell, &f)
+            detail += "; accepts a NULL grad_params entry (a frozen parameter, ABI 1.2) for each parameter, "
+                + "leaving every other gradient as it is"
+        }
+        return detail
+    }
+
+    /// ABI 1.2: backward with grad_params[i] NULL succeeds and computes every other gradient
+    /// exactly as with all entries present.
+    static func checkFrozenGradients(_ cell: Cell, _ f: inout Findings) throws {
+        let inputs = Inputs(cell, T: 4, B: 2, seed: 8)
+        let reference = try RawCall(cell, inputs: inputs, lengths: [4, 2])
+        let fwd = reference.forward(training: true)
+        let ref = fwd.status == SEQCELL_OK ? reference.backward() : fwd
+        guard ref.status == SEQCELL_OK else {
+            f.add("a valid raw forward/backward failed: \(ref.message) [\(statusName(ref.status))]")
+            return
+        }
+        let expected = reference.gradients
+        for (i, info) in cell.params.enumerated() {
+            let raw = try RawCall(cell, inputs: inputs, lengths: [4, 2])
+            guard let table = raw.gradParamTable(nullAt: i) else { continue }
+            let fwd = raw.forward(training: true)
+            let r = fwd.status == SEQCELL_OK ? raw.backward { $0.grad_params = UnsafePointer(table.pointer) } : fwd
+            guard r.status == SEQCELL_OK else {
+                f.add("backward refused grad_params[\(i)] ('\(info.name)') NULL: \(r.message) [\(statusName(r.status))]; "
+                    + "from ABI 1.2 a NULL entry is a frozen parameter and must be accepted")
+                continue
+            }
+            let got = raw.gradients
+            for (p, other) in cell.params.enumerated() where p != i {
+                if let k = firstMismatch(got.params[p], expected.params[p], .equal) {
+                    f.add("with '\(info.name)' frozen, the gradient of '\(other.name)'[\(k)] is \(got.params[p][k]), "
+                        + "\(expected.params[p][k]) with none frozen")
+                }
+            }
+            if let k = firstMismatch(got.input, expected.input, .equal) {
+                f.add("with '\(info.name)' frozen, grad_input[\(k)] is \(got.input[k]), \(expected.input[k]) with none frozen")
+            }
+        }
     }
 
     static func checkNullArguments(_ cell: Cell, _ f: inout Findings) throws -> String {
@@ -694,23 +736,33 @@ public enum PluginConformance {
         return "training-mode and inference-mode forward give identical outputs and final states"
     }
 
+    /// Backward against finite differences (`GradientCheck.checkCell`, settings in
+    /// docs/PLUGIN_ABI.md): several random points, directional and per-entry probes, kinks
+    /// resampled, with and without lengths.
     static func checkBackward(_ cell: Cell, _ f: inout Findings) throws -> String {
         func g(_ v: Double) -> String { String(format: "%.3g", v) }
-        var worst = 0.0
+        let settings = GradientCheckSettings.standard
+        var probes = 0, resampled = 0, skipped = 0
         for lens in [nil, lengths] as [[Int32]?] {
-            let results = try GradientCheck.checkCell(cell, T: T, B: B, lengths: lens)
-            worst = results.reduce(worst) { max($0, $1.worstAbsoluteError) }
-            let failed = results.filter { !$0.passed }.map {
-                "\($0.name) (analytic \(g($0.worstAnalytic)) vs numeric \(g($0.worstNumeric)))"
+            let results = try GradientCheck.checkCell(cell, T: T, B: B, lengths: lens, settings: settings)
+            for r in results {
+                probes += r.checked
+                resampled += r.resampled
+                skipped += r.skipped
+            }
+            let failed = results.filter { !$0.passed }.map { r in
+                "\(r.name): " + r.failures.prefix(2).map(\.description).joined(separator: "; ")
+                    + (r.failures.count > 2 ? " (and \(r.failures.count - 2) more)" : "")
             }
             if !failed.isEmpty {
                 f.add("\(lens.map { "with lengths \($0)" } ?? "without lengths"), backward disagrees with central "
-                    + "differences for " + failed.joined(separator: ", "))
+                    + "differences for " + failed.joined(separator: "; "))
             }
         }
         return "gradients of the input, \(cell.params.count) parameters and \(cell.states.count) initial "
-            + "state\(cell.states.count == 1 ? "" : "s") match central differences, with and without lengths "
-            + "(worst |analytic - numeric| = \(g(worst)))"
+            + "state\(cell.states.count == 1 ? "" : "s") match central differences (step \(g(settings.step)), "
+            + "relative tolerance \(g(settings.relativeTolerance))) in \(probes) probes at \(settings.points) points, "
+            + "with and without lengths (\(resampled) points redrawn and \(skipped) entries skipped at kinks)"
     }
 
     /// grad_params are added to; grad_input and grad_initial_states are overwritten.

@@ -256,10 +256,12 @@ enum PluginLoader {
             throw SeqCellError(.plugin, "cell \(index): id '\(id)' must match [a-z][a-z0-9_]*")
         }
         var missing: [String] = []
-        if d.create == nil { missing.append("create") }
+        if d.create == nil && d.create_cell == nil { missing.append("create (or create_cell)") }
         if d.destroy == nil { missing.append("destroy") }
         if d.layout == nil { missing.append("layout") }
-        if d.workspace_size == nil { missing.append("workspace_size") }
+        if d.workspace_size == nil && d.workspace_size_checked == nil {
+            missing.append("workspace_size (or workspace_size_checked)")
+        }
         if d.forward == nil { missing.append("forward") }
         if d.backward == nil { missing.append("backward") }
         guard missing.isEmpty else {
@@ -281,7 +283,7 @@ enum PluginLoader {
         }
         let summary = try PluginABI.optionalString(d.description, limit: PluginABI.maxTextBytes,
                                                    what: "cell '\(id)': description")
-        let type = CellType(descriptor: d, id: id, summary: summary, options: options, libraryPath: file, abiVersion: abi)
+        let type = CellType(descriptor: d, pointer: ptr, id: id, summary: summary, options: options, libraryPath: file, abiVersion: abi)
         // A sane parameter spec: the cell must configure itself for small sizes with its
         // default options and describe a valid layout whose sizes the host can allocate.
         let probe = try type.instantiate(inputSize: 3, hiddenSize: 4)

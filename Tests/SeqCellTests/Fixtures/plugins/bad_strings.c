@@ -31,7 +31,7 @@ static const seqcell_option_desc fixture_options[1] = {
 
 static const seqcell_cell_desc fixture_cell = {
     sizeof(seqcell_cell_desc), 1u, 0u, 0u, FX_ID, "fixture: bad strings", FX_NUM_OPTIONS, 0,
-    fixture_options, fx_create, fx_destroy, fx_layout, fx_workspace_size, fx_forward, fx_backward};
+    fixture_options, fx_create, fx_destroy, fx_layout, fx_workspace_size, fx_forward, fx_backward FX_DESC_1_2_TAIL};
 static const seqcell_cell_desc *const fixture_cells[] = {&fixture_cell};
 static const seqcell_plugin fixture_plugin = {sizeof(seqcell_plugin), SEQCELL_ABI_MAJOR, SEQCELL_ABI_MINOR, 1,
                                               "fixture: bad strings", fixture_cells};

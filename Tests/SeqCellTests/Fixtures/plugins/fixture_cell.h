@@ -7,7 +7,8 @@
  * Before including, a fixture may define FX_BIAS_NAME (default "bias"), FX_BIAS_ROWS(h)
  * (default h), FX_STATE_NAME (default "h"), FX_WEIGHT_ROWS(h) and FX_WEIGHT_COLS(i)
  * (default h and i) to break the layout, FX_NO_BACKWARD to leave fx_backward out, and
- * FX_WORKSPACE_FN and FX_FORWARD_FN to put its own functions in FX_CELL. It then defines
+ * FX_WORKSPACE_FN and FX_FORWARD_FN to put its own functions in FX_CELL, and
+ * FX_BIAS_EXTRA(p) to set the bias descriptor's ABI 1.2 fields. It then defines
  * its descriptors and calls FX_DEFINE_ENTRY(plugin) to export seqcell_plugin_entry.
  * A fixture built against the frozen ABI 1.0 header includes that header first.
  */
@@ -85,6 +86,9 @@ static seqcell_status fx_create(const seqcell_config *config, void **instance, c
     c->params[1].shape[0] = FX_BIAS_ROWS(c->hidden_size);
     c->params[1].gate_order = "";
     c->params[1].description = "b [H]";
+#if defined(FX_BIAS_EXTRA)
+    FX_BIAS_EXTRA(c->params[1]); /* ABI 1.2 declarations of the bias (bad_init.c) */
+#endif
     c->state.struct_size = sizeof c->state;
     c->state.name = FX_STATE_NAME;
     c->state.size = c->hidden_size;
@@ -217,10 +221,18 @@ static seqcell_status fx_backward(const void *instance, const seqcell_backward_a
 #endif
 
 /* A complete cell descriptor; `size_` and `backward_` let fixtures break exactly that. */
+/* The fields ABI 1.2 appended to seqcell_cell_desc, absent (NULL, 0) in every fixture cell;
+   empty when a fixture is built against a frozen older header. */
+#if SEQCELL_ABI_MINOR >= 2u
+#define FX_DESC_1_2_TAIL , NULL, NULL, NULL, 0u
+#else
+#define FX_DESC_1_2_TAIL
+#endif
+
 #define FX_CELL(size_, id_, backward_)                                                          \
     {                                                                                           \
         (size_), 1u, 0u, 0u, (id_), "fixture: h' = h + W x + b", 0, 0, NULL, fx_create,          \
-            fx_destroy, fx_layout, FX_WORKSPACE_FN, FX_FORWARD_FN, (backward_)                  \
+            fx_destroy, fx_layout, FX_WORKSPACE_FN, FX_FORWARD_FN, (backward_) FX_DESC_1_2_TAIL \
     }
 
 #define FX_DEFINE_ENTRY(plugin_)                                                                \

@@ -71,6 +71,10 @@ static void fut_param(fut_param_desc *d, int32_t role, const char *name, int32_t
     d->base.shape[1] = cols;
     d->base.gate_order = gates;
     d->base.description = "future parameter";
+    d->base.init = SEQCELL_INIT_ROLE; /* today's (ABI 1.2) fields are set; only the appended ones are garbage */
+    d->base.flags = 0;
+    d->base.init_a = 0;
+    d->base.init_b = 0;
 }
 
 static seqcell_status fut_create(const seqcell_config *config, void **instance, char *error, size_t capacity) {
@@ -162,7 +166,8 @@ static const fut_option_desc fut_options[2] = {
 
 static const fut_cell_desc fut_cell_descriptor = {
     {sizeof(fut_cell_desc), 2u, 3u, 4u, "future", "fixture: descriptors from a later minor", 2, 0,
-     &fut_options[0].base, fut_create, fut_destroy, fut_layout_fn, fut_workspace_size, fut_forward, fut_backward},
+     &fut_options[0].base, fut_create, fut_destroy, fut_layout_fn, fut_workspace_size, fut_forward, fut_backward,
+     NULL, NULL, NULL, 0u},
     NULL};
 static const seqcell_cell_desc *const fut_cells[] = {&fut_cell_descriptor.base};
 static const fut_plugin fut_plugin_descriptor = {
