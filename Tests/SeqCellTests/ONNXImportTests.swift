@@ -108,6 +108,18 @@ final class ONNXImportTests: TemporaryDirectoryTestCase {
         XCTAssertEqual(bf.status, 0, bf.err)
         XCTAssert(bf.out.contains("--batch-first"), bf.out)
         XCTAssert(bf.out.contains("head: linear 6 → 3, softmax"), bf.out)
+        // Another extension with --from onnx; PyTorch/Keras options refused.
+        try FileManager.default.copyItem(atPath: onnxFixture("torch_gru_3layer_h0/model.onnx"), toPath: path("model.bin"))
+        let other = try runProgram(["import", path("model.bin"), "--from", "onnx", "-o", path("o.h5")])
+        XCTAssertEqual(other.status, 0, other.err)
+        XCTAssert(other.out.contains("input 'h0' → run's h0 ([L·D, B, H]"), other.out)
+        let flag = try runProgram(["import", onnxFixture("torch_gru_3layer_h0/model.onnx"), "--head", "fc", "-o", path("f.h5")])
+        XCTAssertEqual(flag.status, 1)
+        XCTAssert(flag.err.contains("--head does not apply to ONNX models"), flag.err)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("f.h5")))
+        let last = try runProgram(["import", onnxFixture("last_gru_bidirectional_matmul_softmax/model.onnx"), "-o", path("l.h5")])
+        XCTAssertEqual(last.status, 0, last.err)
+        XCTAssert(last.out.contains("return_sequences=False"), last.out)
     }
 
     func testTheONNXPackagesOwnTestDataIsCommitted() throws {
