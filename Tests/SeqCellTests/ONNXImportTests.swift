@@ -286,6 +286,23 @@ final class ONNXImportErrorTests: TemporaryDirectoryTestCase {
         winput.graph.initializer.removeAll { $0.name == "W" }
         winput.graph.input.append(Onnx_ValueInfoProto.with { $0.name = "W" })
         try refuse(winput, ["(LSTM)", "input W 'W'"])
+        // The head and a further layer both read the first layer's output.
+        var branch = try base("torch_rnn_relu_3layer_head")
+        let firstRNN = branch.graph.node.first { $0.opType == "RNN" }!
+        var matmul = branch.graph.node.first { $0.opType == "MatMul" }!
+        let secondRNN = branch.graph.node.filter { $0.opType == "RNN" }[1]
+        matmul.name = "early_head"
+        matmul.input[0] = secondRNN.input[0]
+        matmul.output = ["early"]
+        // Right after the node writing that output, so it is read before the second layer.
+        let at = branch.graph.node.firstIndex { $0.output.contains(secondRNN.input[0]) }! + 1
+        branch.graph.node.insert(matmul, at: at)
+        _ = firstRNN
+        try refuse(branch, ["node 'early_head' (MatMul)"])
+        var late = branch
+        late.graph.node.remove(at: at)
+        late.graph.node.append(matmul)
+        try refuse(late, ["node 'early_head' (MatMul)"])
         // An unknown attribute.
         var attr = try base()
         attr.graph.node[0].attribute.append(Onnx_AttributeProto.with { $0.name = "zoneout"; $0.type = .float; $0.f = 0.1 })

@@ -153,6 +153,9 @@ public enum ONNXImporter {
                 case .head(let w, let outs, let b, let act, let bf, let last):
                     if last { outputSteps = .last }
                     let F = layers[L - 1].layer.outputSize
+                    guard w.count == outs * F else {
+                        throw fail("graph output \(displayName(o.name)) is a head on the output of an earlier recurrent layer, not the last")
+                    }
                     // MatMul weight is [F, O]; SeqCell's head weight is [O, F].
                     var wt = [Float](repeating: 0, count: outs * F)
                     for f in 0..<F { for j in 0..<outs { wt[j * F + f] = w[f * outs + j] } }
@@ -273,6 +276,8 @@ public enum ONNXImporter {
                 guard n == layers.count, n > 0 else {
                     throw refuse(k, "MatMul is read only as the head after the last recurrent layer (its first input must be that layer's output or last step)")
                 }
+                if let reader = sequenceReaders[n] { throw refuse(k, "the output it reads is read by \(reader) too: SeqCell imports a chain") }
+                sequenceReaders[n] = graph.label(k)
                 let w = try constant(b, k, "B")
                 guard let wf = w.floats, w.shape.count == 2, w.shape[0] == F, w.shape[1] > 0 else {
                     throw refuse(k, "the head's weight \(displayName(b)) must be a float [\(F), O] constant, got \(w.shape)")
@@ -300,6 +305,8 @@ public enum ONNXImporter {
                 guard try attrs.float("alpha") ?? 1 == 1, try attrs.float("beta") ?? 1 == 1, try attrs.int("transA") ?? 0 == 0 else {
                     throw refuse(k, "Gemm with alpha or beta other than 1, or transA, is not a dense layer SeqCell imports")
                 }
+                if let reader = sequenceReaders[l + 1] { throw refuse(k, "the output it reads is read by \(reader) too: SeqCell imports a chain") }
+                sequenceReaders[l + 1] = graph.label(k)
                 let transB = try attrs.int("transB") ?? 0 != 0
                 let w = try constant(b, k, "B")
                 guard let wf = w.floats, w.shape.count == 2, w.shape[transB ? 1 : 0] == F, w.shape[transB ? 0 : 1] > 0 else {
