@@ -27,6 +27,8 @@ let package = Package(
         .target(name: "CSeqCell", path: "Sources/CSeqCell"),
         // Host-only C helpers (dladdr), never linked into a plugin.
         .target(name: "CSeqCellHost", path: "Sources/CSeqCellHost"),
+        // Open MPI, loaded at run time with dlopen (no build-time MPI): data-parallel training.
+        .target(name: "CSeqCellMPI", path: "Sources/CSeqCellMPI"),
         // Debian's libhdf5-dev and libopenblas-dev.
         .systemLibrary(
             name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5-serial",
@@ -40,7 +42,7 @@ let package = Package(
         .target(
             name: "SeqCell",
             dependencies: [
-                "CSeqCell", "CSeqCellHost", "CHDF5", "CSeqCellHDF5Check", "CBLAS",
+                "CSeqCell", "CSeqCellHost", "CHDF5", "CSeqCellHDF5Check", "CBLAS", "CSeqCellMPI",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

@@ -260,6 +260,9 @@ def main():
     rng = np.random.default_rng(3)
     prepared = {}
     print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, numpy {np.__version__}; work dir {work}")
+    # The instruction set SeqCell's kernels run at (SEQCELL_ISA caps it) and the CPU's features.
+    listing = subprocess.run([args.seqcell, "plugins"], check=True, capture_output=True, text=True).stdout
+    print("SeqCell " + next((l.split("cells' ", 1)[-1] for l in listing.splitlines() if "kernels:" in l), "kernels: unknown"))
     for name in args.configs:
         c = CONFIGS[name]
         ckpt = os.path.join(work, f"{name}.h5")
@@ -268,7 +271,7 @@ def main():
         x = rng.uniform(-1, 1, size=(c["T"], c["B"], c["I"])).astype(np.float32)
         np.save(os.path.join(work, f"{name}_x.npy"), x)
         y_path = os.path.join(work, f"{name}_y.h5")
-        subprocess.run([args.seqcell, "run", ckpt, "-i", os.path.join(work, f"{name}_x.npy"), "-o", y_path],
+        subprocess.run([args.seqcell, "run", ckpt, "-i", os.path.join(work, f"{name}_x.npy"), "--time-major", "-o", y_path],
                        check=True, stdout=subprocess.DEVNULL)
         with h5py.File(y_path, "r") as f:
             y_sc = np.asarray(f["output"])

@@ -7,7 +7,7 @@
 # users run — the optimiser has bitten plugin code before (docs/PLUGIN_ABI.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh --python
+scripts/ensure-deps.sh --python --mpi  # Open MPI: DistributedTests run mpirun with 2 and 3 ranks
 swift build --build-tests
 swift test --skip-build "$@"
 

@@ -1,14 +1,28 @@
-/* The kernels, written once with clang vector extensions (8 floats), compiled twice by
- * kernels.c: SCK_ATTR is the target attribute, SCK_NAME(x) the per-ISA name. */
+/* The kernels, written once with clang vector extensions, compiled once per ISA by
+ * kernels.c: SCK_ATTR is the target attribute, SCK_NAME(x) the per-ISA name, SCK_VW the
+ * vector width in floats (8: baseline and AVX2, 16: AVX-512). The arithmetic is the same
+ * operation sequence at every width, so results differ between ISAs only where FMA
+ * contraction differs (the baseline has no FMA) and in the GEMM's summation order (the
+ * AVX-512 micro-kernel tiles rows differently). */
 
-typedef float vf __attribute__((vector_size(32)));
-typedef int32_t vi __attribute__((vector_size(32)));
-
-#define VW 8
+#define VW SCK_VW
+typedef float SCK_NAME(vf_t) __attribute__((vector_size(VW * 4)));
+typedef int32_t SCK_NAME(vi_t) __attribute__((vector_size(VW * 4)));
+#define vf SCK_NAME(vf_t)
+#define vi SCK_NAME(vi_t)
+/* Vectors per 16-float weight panel row of the packed GEMM, and the row tile. */
+#define NV (16 / VW)
+#define MRT (VW == 16 ? 12 : 6)
 
 static inline SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline SCK_ATTR vf SCK_NAME(splat)(float x) { return (vf){x, x, x, x, x, x, x, x}; }
+static inline SCK_ATTR vf SCK_NAME(splat)(float x) {
+#if VW == 16
+    return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
+#else
+    return (vf){x, x, x, x, x, x, x, x};
+#endif
+}
 
 /* Clamps that let NaN through (a NaN lane of x stays NaN), unlike fmin/fmax, which drop
    it: x > hi ? hi : x and x < lo ? lo : x are false for NaN (x86 minps/maxps order). */
@@ -233,21 +247,25 @@ static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const f
 /* Packed GEMM for the recurrent product. W is packed in blocks of 16 outputs; inside a
    block, for each k, the 16 weights W[blk*16 + 0..15, k] (64 contiguous bytes, a K x 16
    panel: 16 KB at K = 256, so it stays in L1 while every row tile uses it). Blocks
-   outermost; rows six at a time (12 accumulators, 2 weight loads + 6 broadcasts per 12
-   FMAs: FMA-bound), the 1-5 rows left with the same kernel; one or two rows alone split k
-   so 8 accumulators hide the FMA latency. Blocks [blk_begin, blk_end) only. */
+   outermost; with 8-float vectors rows six at a time (12 accumulators, 2 weight loads + 6
+   broadcasts per 12 FMAs: FMA-bound), with 16-float vectors twelve at a time (12 zmm
+   accumulators, 1 weight load + 12 broadcasts per 12 FMAs), the rows left with the same
+   kernel; one or two rows alone split k so 4·NV accumulators hide the FMA latency. Every
+   output element sums its k terms in the same order at both widths. Blocks
+   [blk_begin, blk_end) only. */
 #define NB 16
-static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(put16)(float *d, vf a0, vf a1, int64_t cnt,
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(put16)(float *d, const vf *a, int64_t cnt,
                                                                          int32_t accumulate) {
     if (cnt == NB) {
-        if (accumulate) { a0 += SCK_NAME(ld)(d); a1 += SCK_NAME(ld)(d + 8); }
-        SCK_NAME(st)(d, a0);
-        SCK_NAME(st)(d + 8, a1);
+        for (int v = 0; v < NV; v++) {
+            vf t = a[v];
+            if (accumulate) t += SCK_NAME(ld)(d + v * VW);
+            SCK_NAME(st)(d + v * VW, t);
+        }
         return;
     }
     float buf[NB];
-    SCK_NAME(st)(buf, a0);
-    SCK_NAME(st)(buf + 8, a1);
+    for (int v = 0; v < NV; v++) SCK_NAME(st)(buf + v * VW, a[v]);
     if (accumulate) { for (int64_t j = 0; j < cnt; j++) d[j] += buf[j]; }
     else { for (int64_t j = 0; j < cnt; j++) d[j] = buf[j]; }
 }
@@ -256,90 +274,105 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(put16)(float
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16)(
     const int MR, const float *x, int64_t ldx, const float *p, int64_t k, float *y, int64_t ldy, int64_t cnt,
     int32_t accumulate) {
-    vf acc[6][2];
-    for (int r = 0; r < MR; r++) { acc[r][0] = SCK_NAME(splat)(0); acc[r][1] = SCK_NAME(splat)(0); }
+    vf acc[MRT][NV];
+    for (int r = 0; r < MR; r++) for (int v = 0; v < NV; v++) acc[r][v] = SCK_NAME(splat)(0);
     for (int64_t kk = 0; kk < k; kk++) {
-        vf w0 = SCK_NAME(ld)(p), w1 = SCK_NAME(ld)(p + 8);
+        vf w[NV];
+        for (int v = 0; v < NV; v++) w[v] = SCK_NAME(ld)(p + v * VW);
         for (int r = 0; r < MR; r++) {
             vf s = SCK_NAME(splat)(x[r * ldx + kk]);
-            acc[r][0] += s * w0;
-            acc[r][1] += s * w1;
+            for (int v = 0; v < NV; v++) acc[r][v] += s * w[v];
         }
         p += NB;
     }
-    for (int r = 0; r < MR; r++) SCK_NAME(put16)(y + r * ldy, acc[r][0], acc[r][1], cnt, accumulate);
+    for (int r = 0; r < MR; r++) SCK_NAME(put16)(y + r * ldy, acc[r], cnt, accumulate);
 }
 
-/* One row x one block, k in four interleaved quarters (8 accumulators). */
+/* One row x one block, k in four interleaved quarters (4·NV accumulators). */
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_1)(const float *x, const float *pb, int64_t k, float *y, int64_t cnt,
                                              int32_t accumulate) {
     int64_t q = k / 4;
-    vf a[8];
-    for (int i = 0; i < 8; i++) a[i] = SCK_NAME(splat)(0);
+    vf a[4][NV];
+    for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) a[i][v] = SCK_NAME(splat)(0);
     const float *p0 = pb, *p1 = pb + q * NB, *p2 = pb + 2 * q * NB, *p3 = pb + 3 * q * NB;
     for (int64_t kk = 0; kk < q; kk++) {
         vf s0 = SCK_NAME(splat)(x[kk]), s1 = SCK_NAME(splat)(x[q + kk]), s2 = SCK_NAME(splat)(x[2 * q + kk]),
            s3 = SCK_NAME(splat)(x[3 * q + kk]);
-        a[0] += s0 * SCK_NAME(ld)(p0); a[1] += s0 * SCK_NAME(ld)(p0 + 8);
-        a[2] += s1 * SCK_NAME(ld)(p1); a[3] += s1 * SCK_NAME(ld)(p1 + 8);
-        a[4] += s2 * SCK_NAME(ld)(p2); a[5] += s2 * SCK_NAME(ld)(p2 + 8);
-        a[6] += s3 * SCK_NAME(ld)(p3); a[7] += s3 * SCK_NAME(ld)(p3 + 8);
+        for (int v = 0; v < NV; v++) {
+            a[0][v] += s0 * SCK_NAME(ld)(p0 + v * VW);
+            a[1][v] += s1 * SCK_NAME(ld)(p1 + v * VW);
+            a[2][v] += s2 * SCK_NAME(ld)(p2 + v * VW);
+            a[3][v] += s3 * SCK_NAME(ld)(p3 + v * VW);
+        }
         p0 += NB; p1 += NB; p2 += NB; p3 += NB;
     }
     for (int64_t kk = 4 * q; kk < k; kk++) {
         vf s = SCK_NAME(splat)(x[kk]);
         const float *e = pb + kk * NB;
-        a[0] += s * SCK_NAME(ld)(e); a[1] += s * SCK_NAME(ld)(e + 8);
+        for (int v = 0; v < NV; v++) a[0][v] += s * SCK_NAME(ld)(e + v * VW);
     }
-    SCK_NAME(put16)(y, (a[0] + a[2]) + (a[4] + a[6]), (a[1] + a[3]) + (a[5] + a[7]), cnt, accumulate);
+    vf out[NV];
+    for (int v = 0; v < NV; v++) out[v] = (a[0][v] + a[1][v]) + (a[2][v] + a[3][v]);
+    SCK_NAME(put16)(y, out, cnt, accumulate);
 }
 
-/* Two rows x one block, k in two interleaved halves (8 accumulators). */
+/* Two rows x one block, k in two interleaved halves (4·NV accumulators). */
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
                                              int64_t ldy, int64_t cnt, int32_t accumulate) {
     int64_t h = k / 2;
     const float *x0 = x, *x1 = x + ldx;
-    vf a[8];
-    for (int i = 0; i < 8; i++) a[i] = SCK_NAME(splat)(0);
+    vf a[4][NV];
+    for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) a[i][v] = SCK_NAME(splat)(0);
     const float *p0 = pb, *p1 = pb + h * NB;
     for (int64_t kk = 0; kk < h; kk++) {
-        vf w0 = SCK_NAME(ld)(p0), w1 = SCK_NAME(ld)(p0 + 8), v0 = SCK_NAME(ld)(p1), v1 = SCK_NAME(ld)(p1 + 8);
         vf s = SCK_NAME(splat)(x0[kk]), t = SCK_NAME(splat)(x1[kk]);
-        vf u = SCK_NAME(splat)(x0[h + kk]), v = SCK_NAME(splat)(x1[h + kk]);
-        a[0] += s * w0; a[1] += s * w1; a[2] += t * w0; a[3] += t * w1;
-        a[4] += u * v0; a[5] += u * v1; a[6] += v * v0; a[7] += v * v1;
+        vf u = SCK_NAME(splat)(x0[h + kk]), q = SCK_NAME(splat)(x1[h + kk]);
+        for (int v = 0; v < NV; v++) {
+            vf w0 = SCK_NAME(ld)(p0 + v * VW), w1 = SCK_NAME(ld)(p1 + v * VW);
+            a[0][v] += s * w0; a[1][v] += t * w0;
+            a[2][v] += u * w1; a[3][v] += q * w1;
+        }
         p0 += NB; p1 += NB;
     }
     if (k & 1) {
         const float *e = pb + (k - 1) * NB;
-        vf w0 = SCK_NAME(ld)(e), w1 = SCK_NAME(ld)(e + 8);
         vf s = SCK_NAME(splat)(x0[k - 1]), t = SCK_NAME(splat)(x1[k - 1]);
-        a[0] += s * w0; a[1] += s * w1; a[2] += t * w0; a[3] += t * w1;
+        for (int v = 0; v < NV; v++) {
+            vf w0 = SCK_NAME(ld)(e + v * VW);
+            a[0][v] += s * w0; a[1][v] += t * w0;
+        }
     }
-    SCK_NAME(put16)(y, a[0] + a[4], a[1] + a[5], cnt, accumulate);
-    SCK_NAME(put16)(y + ldy, a[2] + a[6], a[3] + a[7], cnt, accumulate);
+    vf o0[NV], o1[NV];
+    for (int v = 0; v < NV; v++) { o0[v] = a[0][v] + a[2][v]; o1[v] = a[1][v] + a[3][v]; }
+    SCK_NAME(put16)(y, o0, cnt, accumulate);
+    SCK_NAME(put16)(y + ldy, o1, cnt, accumulate);
 }
 
 /* All rows x one block (a k slice). Always inlined, so the call sites below that pass a
    constant cnt and accumulate get code specialised for them (the branches in put16 fold
    away): what clang's -O3 non-trivial loop unswitching did when this file was built at -O3,
-   done here in the source because SwiftPM builds C at -O2. */
+   done here in the source because SwiftPM builds C at -O2. Rows MRT at a time (6 with
+   8-float vectors: 12 accumulators; 12 with 16-float vectors: 12 of the 32 zmm registers),
+   the rest with the same kernel; one or two rows split k instead. */
+#define SCK_MK(R) case R: SCK_NAME(mk16)(R, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(block_rows)(
     const float *xk, int64_t m, int64_t ldx, const float *pb, int64_t kc, float *yb, int64_t ldy, int64_t cnt,
     int32_t acc) {
     if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); return; }
     if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); return; }
     int64_t r = 0;
-    for (; r + 6 <= m; r += 6) SCK_NAME(mk16)(6, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
+    for (; r + MRT <= m; r += MRT) SCK_NAME(mk16)(MRT, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
     switch (m - r) {
-    case 5: SCK_NAME(mk16)(5, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-    case 4: SCK_NAME(mk16)(4, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
-    case 3: SCK_NAME(mk16)(3, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
+#if VW == 16
+    SCK_MK(11); SCK_MK(10); SCK_MK(9); SCK_MK(8); SCK_MK(7); SCK_MK(6);
+#endif
+    SCK_MK(5); SCK_MK(4); SCK_MK(3);
     case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
     case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
     default: break;
     }
 }
+#undef SCK_MK
 
 static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
                                                   int64_t k, float *y, int64_t ldy, int32_t accumulate,
@@ -382,3 +415,7 @@ static const sck_table SCK_NAME(table) = {
 };
 
 #undef VW
+#undef NV
+#undef MRT
+#undef vf
+#undef vi

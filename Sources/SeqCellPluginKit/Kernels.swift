@@ -10,7 +10,8 @@ import Glibc
 import Musl
 #endif
 
-/// The best kernel table for this CPU (AVX2+FMA or x86-64 baseline), chosen once.
+/// The best kernel table for this CPU (AVX-512, AVX2+FMA or x86-64 baseline; SEQCELL_ISA caps
+/// it), chosen once per process.
 public let vectorKernels: sck_table = sck_best().pointee
 
 /// The recurrent product of one step, y[B, n] = (accumulate ? y : 0) + h[B, k] · Wᵀ with

@@ -59,6 +59,7 @@ struct BenchCommand: ParsableCommand {
         var results: [BenchResult] = []
         if !json {
             print("threads \(Benchmark.threads), warmup \(warmup), repeats \(repeats)")
+            print(CPUFeatures.current.summary)
             print(pad("", 2) + pad("median ms", 11) + pad("min–max ms", 18) + pad("steps/s", 12) + pad("GFLOP/s", 9) + "  configuration")
         }
         for c in chosen {

@@ -52,5 +52,6 @@ struct PluginsCommand: ParsableCommand {
             for p in problems { print("  \(p)") }
         }
         print("\nSearched: " + registry.searchedPaths.joined(separator: ", "))
+        print("Built-in cells' " + CPUFeatures.current.summary)
     }
 }

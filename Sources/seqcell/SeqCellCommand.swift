@@ -25,6 +25,7 @@ struct SeqCellCommand: ParsableCommand {
     static func main() {
         do {
             var command = try parseAsRoot()
+            try CPUFeatures.checkISAEnvironment()
             try command.run()
         } catch {
             exitReporting(error)

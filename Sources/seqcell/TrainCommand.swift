@@ -205,21 +205,30 @@ struct TrainCommand: ParsableCommand {
     struct Prepared {
         var trainer: Trainer
         var source: BatchSource
+        /// The training samples `source` draws from (nil for a built-in task).
+        var dataset: SequenceDataset?
         var validation: SequenceDataset?
         var changes: [String]
         var dataNote: String
     }
 
     func run() throws {
-        threadOptions.apply()
+        let distributed = try DistributedTraining.start()  // one process, or a rank under mpirun
+        try distributed.run { try train(distributed) }
+    }
+
+    func train(_ distributed: DistributedTraining) throws {
+        threadOptions.apply()  // --threads, when given, wins over the per-rank default
         let registry = plugins.registry()
-        let p = try validateBeforeWork(registry: registry)
+        let p = try validateBeforeWork(registry: registry, communicator: distributed.communicator)
         var trainer = p.trainer
         let config = trainer.config
         if let resume {
             print("resuming \(resume) at step \(trainer.step)")
             for c in p.changes { print("  changed: \(c)") }
         }
+        let source = try distributed.batchSource(p.source, dataset: p.dataset, config: config)
+        try distributed.agree(DistributedTraining.fingerprints(registry: registry, trainer: trainer, data: distributed.dataFingerprint))
         print("training: \(config.optimizer) lr \(config.learningRate), clipping \(config.clipping)"
               + (config.clipping == "none" ? "" : " \(config.clipValue)")
               + ", loss \(config.loss) on \(config.target) steps, batch \(config.batchSize), data \(p.dataNote)")
@@ -228,28 +237,32 @@ struct TrainCommand: ParsableCommand {
         let monitorName = config.monitor ?? "val_loss"
         let best = bestPath(output)
         let first = trainer.step
-        let logger = try TrainingLogger(
+        // Rank 0 alone logs (and prints: other ranks' stdout is closed under mpirun).
+        let logger = distributed.rank != 0 ? nil : try TrainingLogger(
             csv: TrainingLogger.companionPath(of: output, "log.csv"), svg: TrainingLogger.companionPath(of: output, "loss.svg"),
             eventDirectory: logdir, title: "seqcell train: \((output as NSString).lastPathComponent)",
             continuing: resume.map { TrainingLogger.companionPath(of: $0, "log.csv") }, resumedStep: first)
-        print("logging to " + ([logger.csvPath, logger.svgPath, logger.eventFilePath].compactMap { $0 }.joined(separator: ", "))
-              + (logger.continuedFrom.map { " (continuing \(logger.continuedRows) rows of \($0))" } ?? ""))
+        if let logger {
+            print("logging to " + ([logger.csvPath, logger.svgPath, logger.eventFilePath].compactMap { $0 }.joined(separator: ", "))
+                  + (logger.continuedFrom.map { " (continuing \(logger.continuedRows) rows of \($0))" } ?? ""))
+        }
         var clipped = 0, clippedInInterval = 0
         var lossSum = 0.0, count = 0
         var interval = MetricSums(kind: lossKind)
         let start = Date()
         var stoppedEarly: String? = nil
         for s in first..<(first + steps) {
-            let batch = p.source.batch(step: s)
+            let batch = source.batch(step: s)
             let logNow = (s + 1 - first) % logEvery == 0 || s == first + steps - 1
             let stats: StepStats
             do {
                 stats = try trainer.trainStep(batch, measureStepGradients: stepGradNorms && logNow, measureMetrics: true)
             } catch let e as SeqCellError where e.kind == .numeric {
                 let saved = saveEvery > 0 && FileManager.default.fileExists(atPath: output)
-                try? logger.finish()
+                try? logger?.finish()
                 throw CLIError(e.message + (saved ? "; \(output) holds the last good checkpoint" : "; nothing was written"))
             }
+            distributed.record(stats)
             if stats.clipped { clipped += 1; clippedInInterval += 1 }
             lossSum += stats.loss
             count += 1
@@ -269,7 +282,7 @@ struct TrainCommand: ParsableCommand {
                     scalars += v.values.map { ("val_\($0.name)", $0.value) }
                 }
                 parts.append(TrainingProgress.describe(elapsed: elapsed, completed: s + 1 - first, total: steps))
-                try logger.record(step: stats.step, elapsed: elapsed, scalars: scalars,
+                try logger?.record(step: stats.step, elapsed: elapsed, scalars: scalars,
                                   histogram: stats.stepGradientNorms.map { (name: "step_grad_norms", values: $0) })
                 clippedInInterval = 0
                 print(parts.joined(separator: "  "))
@@ -281,14 +294,15 @@ struct TrainCommand: ParsableCommand {
                 interval = MetricSums(kind: lossKind)
                 if let patience = config.earlyStopping, let v = validationSums {
                     let metric = monitorName == "val_loss" ? "loss" : String(monitorName.dropFirst(4))
-                    let current = v.value(metric) ?? .nan
+                    // Every rank takes rank 0's value, so all take the same branch below.
+                    let current = try distributed.rootValue(v.value(metric) ?? .nan)
                     var state = trainer.config.monitorState ?? MonitorState(best: nil, bestStep: 0, wait: 0)
                     let better = MetricSums.higherIsBetter(metric) ? state.best.map { current > $0 } ?? true
                                                                      : state.best.map { current < $0 } ?? true
                     if current.isFinite && better {
                         state = MonitorState(best: current, bestStep: stats.step, wait: 0)
                         trainer.setMonitorState(state)
-                        try trainer.checkpoint.save(to: best)
+                        try distributed.save(trainer, to: best)
                     } else {
                         state.wait += 1
                         trainer.setMonitorState(state)
@@ -299,13 +313,14 @@ struct TrainCommand: ParsableCommand {
                     }
                 }
             }
-            if saveEvery > 0, (s + 1 - first) % saveEvery == 0 { try trainer.checkpoint.save(to: output) }
+            if saveEvery > 0, (s + 1 - first) % saveEvery == 0 { try distributed.save(trainer, to: output) }
             if stoppedEarly != nil { break }
         }
-        try trainer.checkpoint.save(to: output)
-        try logger.finish()
+        try distributed.save(trainer, to: output)
+        try logger?.finish()
         if let stoppedEarly { print(stoppedEarly) }
         print("wrote \(output) at step \(trainer.step)")
+        try distributed.printSummary(trainer)
     }
 
     /// The metrics on the whole validation set, or nil without one.
@@ -324,7 +339,7 @@ struct TrainCommand: ParsableCommand {
     /// Everything that can be checked before step 1: output folders (exist, writable), the
     /// model, the configuration (with --resume: what changes, what is refused), every data
     /// file against the model, loss and target mode, batch size against the samples.
-    func validateBeforeWork(registry: PluginRegistry) throws -> Prepared {
+    func validateBeforeWork(registry: PluginRegistry, communicator: any Communicator = SingleProcessCommunicator()) throws -> Prepared {
         try checkWritable(output, option: "-o")
         let checkpoint = try Checkpoint.load(from: resume ?? model!, registry: registry)
         let net = checkpoint.model
@@ -362,6 +377,7 @@ struct TrainCommand: ParsableCommand {
         let layout = DataLayout(batchFirst: config.batchFirst ?? false, stated: batchFirst || timeMajor || config.batchFirst != nil)
         var validationSet: SequenceDataset? = nil
         let source: BatchSource
+        var dataset: SequenceDataset? = nil
         let dataNote: String
         try files?.checkCombination()
         try validationFiles?.checkCombination(option: "--validation", companion: "--validation-")
@@ -382,6 +398,7 @@ struct TrainCommand: ParsableCommand {
                                + " in \(files.description); give --batch-size 1...\(trainSet.count)")
             }
             source = BatchSource(dataset: trainSet, config: config)
+            dataset = trainSet
             dataNote = note + ")"
         } else if config.data.hasPrefix("adding:") {
             if let e = net.embedding {
@@ -405,9 +422,10 @@ struct TrainCommand: ParsableCommand {
             if let w = loaded.layoutWarning { warn(w) }
             validationSet = loaded.dataset
         }
-        let trainer = resume != nil ? try Trainer(resuming: checkpoint, config: config) : try Trainer(model: net, config: config)
+        let trainer = resume != nil ? try Trainer(resuming: checkpoint, config: config, communicator: communicator)
+                                     : try Trainer(model: net, config: config, communicator: communicator)
         let validationNote = validationFiles.map { ", validation \($0.description) (\(validationSet?.count ?? 0) samples)" } ?? ""
-        return Prepared(trainer: trainer, source: source, validation: validationSet, changes: changes, dataNote: dataNote + validationNote)
+        return Prepared(trainer: trainer, source: source, dataset: dataset, validation: validationSet, changes: changes, dataNote: dataNote + validationNote)
     }
 
     /// The configuration a resumed run trains with: the stored one, with every option given
@@ -528,8 +546,13 @@ struct TrainCommand: ParsableCommand {
     }
 }
 
+/// Whether `warn` prints: false on the ranks other than 0 under mpirun, which would repeat
+/// rank 0's warnings (they read the same data with the same options).
+nonisolated(unsafe) var warningsShown = true
+
 /// One line on stderr: `warning: text`.
 func warn(_ text: String) {
+    guard warningsShown else { return }
     fflush(nil)
     let line = "warning: " + MessageText.oneLine(text, keepingWhole: userArguments) + "\n"
     Array(line.utf8).withUnsafeBytes { _ = writeAll($0, to: STDERR_FILENO) }
@@ -576,6 +599,9 @@ struct BatchSource {
             throw CLIError("unknown data source '\(spec)' (expected adding:T)")
         }
     }
+
+    /// Batches from any function of the step (a rank's shares: DistributedTraining).
+    init(next: @escaping (Int) -> Batch) { self.next = next }
 
     func batch(step: Int) -> Batch { next(step) }
 }

@@ -20,7 +20,7 @@ final class CLITests: TemporaryDirectoryTestCase {
     func testPluginsListsBuiltInCellsAndAddedPaths() throws {
         let r = try seqcell(["plugins"])
         XCTAssertEqual(r.status, 0)
-        for id in ["rnn 1.1.0", "lstm 1.1.0", "gru 1.1.0"] { XCTAssert(r.out.contains(id), r.out) }
+        for id in ["rnn 1.2.0", "lstm 1.2.0", "gru 1.2.0"] { XCTAssert(r.out.contains(id), r.out) }
         XCTAssert(r.out.contains("option proj_size") && r.out.contains("param weight_hh [64, 16]  gates i,f,g,o"), r.out)
         let mgu = try buildMGU(in: try temporaryFolder())
         let withPath = try seqcell(["plugins", "--path", mgu])
@@ -118,7 +118,7 @@ final class CLITests: TemporaryDirectoryTestCase {
         let with = try seqcell(["inspect", "--path", mgu, "m.h5"])
         XCTAssertEqual(with.status, 0, with.err)
         for fragment in ["format 1.0", "input size 3, 2 layer(s)", "layer 00: bidirectional (merge sum)",
-                         "forward: mgu 1.0.0 input 3 hidden 4", "backward: lstm 1.1.0 input 3 hidden 4",
+                         "forward: mgu 1.0.0 input 3 hidden 4", "backward: lstm 1.2.0 input 3 hidden 4",
                          "weight_ih [16, 3] float32 (48)  gates i,f,g,o", "reset=before", "plugin available: mgu 1.0.0",
                          "head: linear [2, 2] + bias [2], activation softmax"] {
             XCTAssert(with.out.contains(fragment), "missing '\(fragment)' in:\n\(with.out)")

@@ -205,3 +205,8 @@ func assertRawABIConventions(_ cell: Cell, T: Int, B: Int, lengths: [Int32]?, se
                     file: file, line: line)
     }
 }
+
+/// Every option of a cell type at its default (the full set `Cell.init` takes).
+func defaultOptions(_ type: CellType) -> [String: OptionValue] {
+    Dictionary(uniqueKeysWithValues: type.options.map { ($0.name, $0.defaultValue) })
+}

@@ -358,7 +358,7 @@ final class ErrorReportingTests: TemporaryDirectoryTestCase {
     func testExportIntoAFullDiskFailsWithOneSentenceAndKeepsThePreviousFile() throws {
         let disk = try fullDisk(#function)
         try bigModel("big.h5")
-        for output in ["full/e.weights.h5", "full/e.safetensors"] {
+        for output in ["full/e.weights.h5", "full/e.safetensors", "full/e.onnx"] {
             try Data("previous".utf8).write(to: URL(fileURLWithPath: path(output)))
             let r = try runOnFullDisk(disk, ["export", "big.h5", "-o", output])
             try assertCleanDiskFullFailure(r, disk: disk, output: output, previous: Data("previous".utf8))

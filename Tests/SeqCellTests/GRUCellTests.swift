@@ -80,8 +80,10 @@ final class GRUCellTests: XCTestCase {
 
     func testLayout() throws {
         let type = try cellType("gru")
-        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 1, patch: 0))
-        XCTAssertEqual(type.options.map(\.name), ["reset", "bias"])
+        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 2, patch: 0))
+        // reset and bias keep their places; the ONNX options follow (CellOptionsTests).
+        XCTAssertEqual(type.options.map(\.name), ["reset", "bias", "gate_activation", "gate_activation_alpha", "gate_activation_beta",
+                                                   "candidate_activation", "candidate_activation_alpha", "candidate_activation_beta", "clip"])
         XCTAssertEqual(type.options[0].kind, .choice(["after", "before"]))
         XCTAssertEqual(type.options[0].defaultValue, .choice("after"))
         let (I, H) = (3, 6)
@@ -106,7 +108,7 @@ final class GRUCellTests: XCTestCase {
             }
         }
         // The plugin checks its options itself too: an out-of-range choice index past the host.
-        XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 4, options: ["reset": .int(2), "bias": .int(0)]),
+        XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 4, options: defaultOptions(type).merging(["reset": .int(2)]) { $1 }),
                              "plugin must reject choice index 2") { error in
             XCTAssert("\(error)".contains("reset"), "\(error)")
         }

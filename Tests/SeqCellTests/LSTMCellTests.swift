@@ -80,8 +80,12 @@ final class LSTMCellTests: XCTestCase {
 
     func testLayout() throws {
         let type = try cellType("lstm")
-        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 1, patch: 0))
-        XCTAssertEqual(type.options.map(\.name), ["proj_size", "bias"])
+        XCTAssertEqual(type.version, CellVersion(major: 1, minor: 2, patch: 0))
+        // proj_size and bias keep their places; the ONNX options follow (CellOptionsTests).
+        XCTAssertEqual(type.options.map(\.name), ["proj_size", "bias", "gate_activation", "gate_activation_alpha",
+                                                   "gate_activation_beta", "cell_activation", "cell_activation_alpha",
+                                                   "cell_activation_beta", "output_activation", "output_activation_alpha",
+                                                   "output_activation_beta", "peepholes", "input_forget", "clip"])
         XCTAssertEqual(type.options[0].kind, .int(min: 0, max: 1 << 20))
         XCTAssertEqual(type.options[0].defaultValue, .int(0))
 
@@ -128,7 +132,7 @@ final class LSTMCellTests: XCTestCase {
         }
         // The plugin checks its options itself too: bypass the host's validation.
         for bad in [-1, (1 << 20) + 1] {
-            XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 5, options: ["proj_size": .int(bad), "bias": .int(0)]),
+            XCTAssertThrowsError(try Cell(type: type, inputSize: 3, hiddenSize: 5, options: defaultOptions(type).merging(["proj_size": .int(bad)]) { $1 }),
                                  "plugin must reject proj_size \(bad)") { error in
                 XCTAssert("\(error)".contains("proj_size"), "\(error)")
             }

@@ -6,7 +6,7 @@ import XCTest
 /// Every ISA build of the plugins' kernels this CPU can run, by name; the ones it cannot run
 /// are listed so a test can say by name which path it skipped.
 enum KernelPaths {
-    static let all: [(name: String, isa: Int32)] = [("baseline", Int32(SCK_ISA_BASELINE)), ("avx2", Int32(SCK_ISA_AVX2))]
+    static let all: [(name: String, isa: Int32)] = [("baseline", Int32(SCK_ISA_BASELINE)), ("avx2", Int32(SCK_ISA_AVX2)), ("avx512", Int32(SCK_ISA_AVX512))]
     static var runnable: [(name: String, table: sck_table)] {
         all.compactMap { p in sck_kernels(p.isa).map { (p.name, $0.pointee) } }
     }
@@ -146,7 +146,7 @@ final class NaNKernelTests: XCTestCase {
 
 /// NaN through whole cells, forward and backward, per cell kind: in process (this CPU's best
 /// kernels) and through `seqcell run --grad-output` in a child per ISA path
-/// (SEQCELL_KERNEL_ISA=baseline forces the baseline).
+/// (SEQCELL_ISA=baseline|avx2|avx512 caps the path).
 final class NaNCellTests: TemporaryDirectoryTestCase {
     static let specs = ["rnn:12", "rnn:12,activation=relu", "lstm:12", "lstm:12,proj_size=5", "gru:12", "gru:12,reset=before"]
     static let (T, B, I) = (4, 2, 3)
@@ -248,7 +248,7 @@ final class NaNCellTests: TemporaryDirectoryTestCase {
                     p.executableURL = URL(fileURLWithPath: cli)
                     p.arguments = ["run", m, "--input", xin, "--grad-output", gin, "-o", out]
                     var env = ProcessInfo.processInfo.environment
-                    env["SEQCELL_KERNEL_ISA"] = isaName == "baseline" ? "baseline" : nil
+                    env["SEQCELL_ISA"] = isaName
                     p.environment = env
                     let err = Pipe()
                     p.standardError = err

@@ -2,9 +2,10 @@
  * seqcell_kernels.h — vector kernels for the built-in cell plugins (plugin-only: linked
  * statically into each cell's .so, never into the host; uses nothing beyond libc).
  *
- * Every kernel exists in two builds of the same source, chosen once at run time from
- * CPUID: AVX2+FMA, and x86-64 baseline (SSE2). sck_kernels(isa) returns either table
- * explicitly (tests compare them); the sck_* functions call the best one for this CPU.
+ * Every kernel exists in three builds of the same source, chosen once at run time from
+ * CPUID and XGETBV: AVX-512 (F/BW/VL/DQ, 16-float vectors), AVX2+FMA and x86-64 baseline
+ * (SSE2). sck_kernels(isa) returns any table this CPU runs explicitly (tests compare them);
+ * sck_best() is the best one, or the best at or below SEQCELL_ISA (avx512, avx2, baseline).
  *
  * Accuracy (tested against libm over dense ranges): sigmoid ≤ ~3 ulp relative,
  * tanh ≤ ~2e-7 absolute and ≤ ~4 ulp relative away from 0. Special values as libm and
@@ -29,6 +30,14 @@ extern "C" {
 
 #define SCK_ISA_BASELINE 0
 #define SCK_ISA_AVX2 1
+#define SCK_ISA_AVX512 2
+
+/* sck_cpu_features() bits: what this CPU and OS support (whatever SEQCELL_ISA says). BF16 and
+   VNNI are detected for reporting only; no kernel uses them yet. */
+#define SCK_CPU_AVX2_FMA 1u
+#define SCK_CPU_AVX512 2u      /* F, BW, VL, DQ, with the OS saving ZMM and mask state */
+#define SCK_CPU_AVX512_BF16 4u
+#define SCK_CPU_AVX512_VNNI 8u
 
 typedef struct sck_table {
     int32_t isa;
@@ -71,8 +80,17 @@ typedef struct sck_table {
 
 /* The table for `isa`, or NULL if this CPU cannot run it. */
 const sck_table *sck_kernels(int32_t isa);
-/* The best table for this CPU (SEQCELL_KERNEL_ISA=baseline forces the baseline). */
+/* The best table for this CPU, at or below the ISA SEQCELL_ISA names (avx512, avx2 or
+   baseline; SEQCELL_KERNEL_ISA is the older name of the variable). Chosen once per process. */
 const sck_table *sck_best(void);
+/* The highest ISA SEQCELL_ISA allows (SCK_ISA_AVX512 when unset or not a known name). */
+int32_t sck_isa_limit(void);
+/* SCK_ISA_* for "baseline", "avx2", "avx512"; -1 otherwise. */
+int32_t sck_isa_named(const char *name);
+/* The name of SCK_ISA_* value isa ("unknown" for others). */
+const char *sck_isa_name(int32_t isa);
+/* SCK_CPU_* bits of this CPU (detected once). */
+uint32_t sck_cpu_features(void);
 
 /* Floats sck_pack_wt needs for W [n, k]. */
 int64_t sck_packed_floats(int64_t n, int64_t k);

@@ -31,6 +31,9 @@ public struct LossValue: Sendable {
     /// gradient of the softmax's input, which `Model.backward(_:gradOutput:gradOutputIsPreActivation:)`
     /// takes as is (the stable form of going through 1/p and the softmax Jacobian).
     public var gradientOfPreActivation: Bool = false
+    /// What the sum was divided by: the compared values (mse) or items (cross-entropy) of this
+    /// batch, or the `normalizer` given.
+    public var itemCount: Double = 0
 }
 
 /// Computes a loss on `output` [T, B, O].
@@ -45,8 +48,12 @@ public struct LossValue: Sendable {
 ///     (`Model.Output.headPreActivation`): log p is then log_softmax of it, exact even where p
 ///     underflows. Without it, log p is taken of the probabilities (floored at the smallest
 ///     positive float).
+///   - normalizer: divide the sum by this instead of this batch's own count: a rank's share of
+///     a data-parallel batch divides by the global count, so that the ranks' summed gradients
+///     equal one process's mean-loss gradient over the whole batch.
 public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targets: Tensor, lengths: [Int32]?,
-                        outputActivation: HeadActivation = .linear, preActivation: Tensor? = nil) throws -> LossValue {
+                        outputActivation: HeadActivation = .linear, preActivation: Tensor? = nil,
+                        normalizer: Double? = nil) throws -> LossValue {
     guard output.rank == 3 else { throw SeqCellError(.shape, "loss: output must be [T, B, O], got \(output.shape)") }
     try Boundary.checkConsistent(output, "loss: output")
     try Boundary.checkConsistent(targets, "loss: targets")
@@ -82,9 +89,11 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
         }
         try Boundary.checkConsistent(z, "loss: pre-activation")
     }
+    var count = 0.0
     switch kind {
     case .mse:
-        let n = Double(positions.count * O)
+        let n = normalizer ?? Double(positions.count * O)
+        count = n
         for (t, b) in positions {
             for j in 0..<O {
                 let d = Double(output.data[(t * B + b) * O + j]) - Double(targets.data[targetIndex(t, b) * O + j])
@@ -94,7 +103,8 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
         }
         total /= n
     case .crossEntropy:
-        let n = Double(positions.count)
+        let n = normalizer ?? Double(positions.count)
+        count = n
         for (t, b) in positions {
             // Int(exactly:) is nil for NaN, ±inf and fractions: no trap on a bad target.
             guard let cls = Int(exactly: targets.data[targetIndex(t, b)]), cls >= 0, cls < O else {
@@ -123,5 +133,6 @@ public func computeLoss(_ kind: LossKind, mode: TargetMode, output: Tensor, targ
         }
         total /= n
     }
-    return LossValue(value: total, gradOutput: Tensor(shape: output.shape, data: grad), gradientOfPreActivation: probabilities)
+    return LossValue(value: total, gradOutput: Tensor(shape: output.shape, data: grad), gradientOfPreActivation: probabilities,
+                     itemCount: count)
 }

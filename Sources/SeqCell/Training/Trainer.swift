@@ -151,6 +151,8 @@ public struct StepStats: Sendable {
     public var stepGradientNorms: [Double]?
     /// The task's metric sums on this batch (training mode: with dropout), when asked for.
     public var metrics: MetricSums?
+    /// Seconds this step spent in the communicator's collectives (0 in one process).
+    public var communicationSeconds: Double = 0
 }
 
 /// Backprop through time through the plugins, with clipping, an optimizer, and state that
@@ -165,10 +167,15 @@ public struct Trainer: Sendable {
     var rng: SplitMix64
     /// States carried between batches when `config.carryState` is on.
     var carried: [[[Tensor?]]] = []
+    /// The processes training this model together (data parallel), or one process alone.
+    /// With more than one rank, `trainStep` takes this rank's share of each global batch and
+    /// every rank applies the same update: docs/DISTRIBUTED.md.
+    public let communicator: any Communicator
 
-    public init(model: Model, config: TrainingConfig) throws {
+    public init(model: Model, config: TrainingConfig, communicator: any Communicator = SingleProcessCommunicator()) throws {
         self.model = model
         self.config = config
+        self.communicator = communicator
         optimizer = try config.makeOptimizer()
         clipping = try config.makeClipping()
         lossKind = try config.lossKind()
@@ -196,7 +203,8 @@ public struct Trainer: Sendable {
 
     /// Resumes from a checkpoint that carries training state, with its stored configuration
     /// or `config` (the stored one with some options changed: the optimizer kind must stay).
-    public init(resuming checkpoint: Checkpoint, config: TrainingConfig? = nil) throws {
+    public init(resuming checkpoint: Checkpoint, config: TrainingConfig? = nil,
+                communicator: any Communicator = SingleProcessCommunicator()) throws {
         guard let state = checkpoint.training else {
             throw SeqCellError(.checkpoint, "the checkpoint has no training state to resume from")
         }
@@ -204,7 +212,7 @@ public struct Trainer: Sendable {
         guard config.optimizer == state.optimizer || state.slots.isEmpty else {
             throw SeqCellError(.invalidArgument, "the checkpoint's optimizer state is for \(state.optimizer), not \(config.optimizer)")
         }
-        try self.init(model: checkpoint.model, config: config)
+        try self.init(model: checkpoint.model, config: config, communicator: communicator)
         guard state.rng.count == 8 else {
             throw SeqCellError(.checkpoint, "the checkpoint's rng state is \(state.rng.count) bytes, expected 8")
         }
@@ -280,18 +288,79 @@ public struct Trainer: Sendable {
 
     /// One step: forward, loss, backward through every layer and direction, clipping, update.
     /// A NaN or Inf in the loss or the gradients throws before anything is changed.
-    @discardableResult
+    ///
+    /// With a communicator of more than one rank, `batch` is this rank's share of the global
+    /// batch (`DataParallel.shard`) and the step is data-parallel: one small all-reduce of
+    /// (loss sum, item count, metric sums), then each rank's gradient — the gradient of its
+    /// own mean loss, scaled by its share of the global item count, so that the sum is the
+    /// gradient of the global mean loss exactly as one process over the whole batch computes
+    /// it — all-reduced as one flat buffer. Clipping, the NaN/Inf checks and the update then
+    /// see the global gradient, the same on every rank, so every rank stops at the same step
+    /// or none does. `StepStats.loss` and the metrics are global.
     /// `measureMetrics` adds the task's metric sums on the batch (`StepStats.metrics`).
+    @discardableResult
     public mutating func trainStep(_ batch: Batch, measureStepGradients: Bool = false, measureMetrics: Bool = false) throws -> StepStats {
         let stepNumber = optimizer.step + 1
+        let parallel = communicator.size > 1
+        var seconds = 0.0
+        // Rank 0 keeps the one-process random stream; other ranks derive theirs from it.
+        let dropoutSeed = DataParallel.dropoutSeed(rng.next(), rank: communicator.rank)
         let (loss, fwd, grads) = try lossAndGradients(batch, initialStates: config.carryState ? carried : [],
-                                                      dropoutSeed: rng.next())
-        guard loss.value.isFinite else {
-            throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(loss.value); stopping before the update (lower the learning rate or clip harder)")
-        }
+                                                      dropoutSeed: dropoutSeed)
         // What the loss read, taken before the update changes the head.
         let seen = measureMetrics ? try model.lossInput(fwd, mode: targetMode, lengths: batch.lengths) : nil
+        // The loss accepted these shapes, lengths and class ids.
+        var metrics: MetricSums? = nil
+        if let seen {
+            metrics = MetricSums.measureChecked(lossKind, mode: targetMode, output: seen.output, targets: batch.targets,
+                                                lengths: seen.lengths, outputActivation: model.head?.activation ?? .linear)
+        }
+        var lossValue = loss.value
+        var share = 1.0
+        if parallel {
+            var sums = [loss.value * loss.itemCount, loss.itemCount]
+            if let m = metrics { sums += [m.lossSum, m.secondSum, Double(m.count)] }
+            try timed(&seconds) { try communicator.allReduceSum(&sums) }
+            lossValue = sums[0] / sums[1]
+            share = loss.itemCount / sums[1]
+            if var m = metrics {
+                m.lossSum = sums[2]
+                m.secondSum = sums[3]
+                m.count = Int(sums[4].rounded())
+                metrics = m
+            }
+        }
+        guard lossValue.isFinite else {
+            // Over ranks, a NaN's sign depends on the order of the sum: "nan" alone.
+            throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(lossValue.isNaN ? "nan" : "\(lossValue)"); stopping before the update (lower the learning rate or clip harder)")
+        }
         var flat = grads.flat
+        if parallel {
+            var buffer = [Float]()
+            buffer.reserveCapacity(flat.reduce(0) { $0 + $1.count })
+            let scale = Float(share)
+            for t in flat { buffer.append(contentsOf: t.data.map { $0 * scale }) }
+            try timed(&seconds) { try communicator.allReduceSum(&buffer) }
+            var offset = 0
+            for i in flat.indices {
+                let n = flat[i].count
+                flat[i].data = Array(buffer[offset..<(offset + n)])
+                offset += n
+            }
+        }
+        var perStep: [Double]? = nil
+        if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
+            let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
+            // Each rank's input gradient is of its own mean loss: scaled by its share, as the
+            // parameter gradients are, the squares over ranks add up to the global picture.
+            var squares = (0..<T).map { t in
+                var s = 0.0
+                for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
+                return s * share * share
+            }
+            if parallel { try timed(&seconds) { try communicator.allReduceSum(&squares) } }
+            perStep = squares.map { $0.squareRoot() }
+        }
         let (norm, clipped) = clip(&flat, clipping)
         guard norm.isFinite else {
             throw SeqCellError(.numeric, "step \(stepNumber): the gradient norm is \(norm) (NaN or Inf in the gradients); stopping before the update")
@@ -304,23 +373,14 @@ public struct Trainer: Sendable {
         if config.carryState {
             carried = fwd.finalStates.map { $0.map { $0.map { Optional($0) } } }
         }
-        var perStep: [Double]? = nil
-        if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
-            let (T, B, I) = (gx.shape[0], gx.shape[1], gx.shape[2])
-            perStep = (0..<T).map { t in
-                var s = 0.0
-                for i in (t * B * I)..<((t + 1) * B * I) { s += Double(gx.data[i]) * Double(gx.data[i]) }
-                return s.squareRoot()
-            }
-        }
-        // The loss accepted these shapes, lengths and class ids.
-        var metrics: MetricSums? = nil
-        if let seen {
-            metrics = MetricSums.measureChecked(lossKind, mode: targetMode, output: seen.output, targets: batch.targets,
-                                                lengths: seen.lengths, outputActivation: model.head?.activation ?? .linear)
-        }
-        return StepStats(step: stepNumber, loss: loss.value, gradientNorm: norm, clipped: clipped, learningRate: rate,
-                         stepGradientNorms: perStep, metrics: metrics)
+        return StepStats(step: stepNumber, loss: lossValue, gradientNorm: norm, clipped: clipped, learningRate: rate,
+                         stepGradientNorms: perStep, metrics: metrics, communicationSeconds: seconds)
+    }
+
+    private func timed(_ seconds: inout Double, _ body: () throws -> Void) rethrows {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        seconds += Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
     }
 
     /// The loss on a batch without training (no dropout, no update).
@@ -329,5 +389,23 @@ public struct Trainer: Sendable {
         let seen = try model.lossInput(out, mode: targetMode, lengths: batch.lengths)
         return try computeLoss(lossKind, mode: targetMode, output: seen.output, targets: batch.targets, lengths: seen.lengths,
                                outputActivation: model.head?.activation ?? .linear, preActivation: seen.preActivation).value
+    }
+}
+
+// MARK: - Data parallel
+
+extension Trainer {
+    /// Compares a digest of the parameters and the step over every rank: throws on every rank
+    /// when any rank's parameters differ from rank 0's (replicas that drifted apart). Nothing
+    /// to compare in one process.
+    public func checkReplicasAgree() throws {
+        guard communicator.size > 1 else { return }
+        var f = Fingerprint()
+        f.add(UInt64(step))
+        for p in model.namedParameters { f.add(p.value) }
+        let all = try communicator.allGather(withUnsafeBytes(of: f.digest.littleEndian) { Array($0) })
+        if let r = all.firstIndex(where: { $0 != all[0] }) {
+            throw SeqCellError(.numeric, "step \(step): the parameters on rank \(r) differ from those on rank 0 (the replicas drifted apart); stopping")
+        }
     }
 }
