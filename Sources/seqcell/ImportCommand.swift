@@ -5,7 +5,7 @@ import SeqCell
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "import",
-        abstract: "Convert a PyTorch or Keras recurrent model into a SeqCell checkpoint.",
+        abstract: "Convert a PyTorch, Keras or ONNX recurrent model into a SeqCell checkpoint.",
         discussion: """
             PyTorch: nn.RNN / nn.LSTM / nn.GRU weights as safetensors \
             (safetensors.torch.save_file(model.state_dict(), "m.safetensors")) or as an HDF5 file of \
@@ -22,11 +22,15 @@ struct ImportCommand: ParsableCommand {
             of a first Embedding, SimpleRNN, LSTM, GRU, Bidirectional, Dropout and a final Dense are \
             imported (return_state outputs map to run's final-state datasets, listed in a note; \
             return_sequences=False makes run write Keras' [B, O]); anything else is an error naming the layer.
+            ONNX: a .onnx model (or --from onnx) of LSTM, GRU and RNN nodes chained with exporter glue, \
+            with weights as initializers and an optional MatMul+Add head (+ Sigmoid, Tanh, Relu or \
+            Softmax); the notes say which graph input and output map to which run dataset.
             Pickles (.pt, .pth from torch.save) are refused: SeqCell never unpickles.
             Examples:
               seqcell import lstm.safetensors -o lstm.h5
               seqcell import model.keras -o model.h5
               seqcell import m.weights.h5 --keras-config m.json -o model.h5
+              seqcell import model.onnx -o model.h5
             """)
 
     @OptionGroup var plugins: PluginOptions
@@ -34,7 +38,7 @@ struct ImportCommand: ParsableCommand {
     @Argument(help: "The file to import.")
     var file: String
 
-    @Option(help: ArgumentHelp("pytorch or keras (default: from the extension and contents).", valueName: "framework"))
+    @Option(help: ArgumentHelp("pytorch, keras or onnx (default: from the extension and contents).", valueName: "framework"))
     var from: String?
 
     @Option(help: ArgumentHelp("PyTorch: rnn, lstm or gru (checked against the shapes).", valueName: "cell"))
@@ -72,9 +76,20 @@ struct ImportCommand: ParsableCommand {
 
     func run() throws {
         let registry = plugins.registry()
+        if from == "onnx" || (from == nil && file.lowercased().hasSuffix(".onnx")) {
+            for (flag, value) in [("--cell", cell), ("--activation", activation), ("--prefix", prefix), ("--head", head),
+                                  ("--head-activation", headActivation), ("--group", group), ("--embedding", embedding),
+                                  ("--padding-idx", paddingIdx.map(String.init)), ("--keras-config", kerasConfig),
+                                  ("--merge-mode", mergeMode)] where value != nil {
+                throw CLIError("\(flag) does not apply to ONNX models: '\(file)' is imported from its graph")
+            }
+            let result = try ONNXImporter.importFile(file, registry: registry)
+            try save(result, framework: "onnx")
+            return
+        }
         let framework: InteropFramework
         if let from {
-            guard let f = InteropFramework(rawValue: from) else { throw CLIError("--from must be pytorch or keras, got '\(from)'") }
+            guard let f = InteropFramework(rawValue: from) else { throw CLIError("--from must be pytorch, keras or onnx, got '\(from)'") }
             framework = f
         } else {
             framework = try InteropFile.framework(of: file, group: group)
@@ -108,8 +123,12 @@ struct ImportCommand: ParsableCommand {
             result = try KerasImporter.importFile(file, options: KerasImportOptions(
                 configPath: kerasConfig, activation: activation, mergeMode: merge, headActivation: headAct), registry: registry)
         }
+        try save(result, framework: framework.rawValue)
+    }
+
+    func save(_ result: ImportResult, framework: String) throws {
         try Checkpoint(model: result.model).save(to: output)
-        print("imported \(file) (\(framework.rawValue)): \(result.source)")
+        print("imported \(file) (\(framework)): \(result.source)")
         for note in result.notes { print("note: \(note)") }
         print("wrote \(output): \(result.model.layers.count) layer(s), \(result.model.parameterCount) parameters")
         for (k, l) in result.model.layers.enumerated() { print("  layer \(k): \(l.summary)") }

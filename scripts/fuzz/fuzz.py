@@ -45,7 +45,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 FIXTURES = os.path.join(ROOT, "Tests", "SeqCellTests", "Fixtures")
 INTEROP = os.path.join(FIXTURES, "interop")
 
-READERS = ["checkpoint", "input-h5", "input-npy", "safetensors", "keras-zip", "keras-h5", "keras-json"]
+READERS = ["checkpoint", "input-h5", "input-npy", "safetensors", "keras-zip", "keras-h5", "keras-json", "onnx"]
+ONNX = os.path.join(FIXTURES, "onnx")
 
 INTERESTING8 = [0x00, 0xFF, 0x7F, 0x80, 0x01, 0x10, 0x20, 0x40, 0xFE]
 INTERESTING_INTS = [0, 1, 2, 7, 8, 15, 16, 255, 256, 4095, 4096, 65535, 65536, 0x7FFFFFFF, 0x80000000,
@@ -186,6 +187,15 @@ def build_corpus(seqcell, corpus):
         seeds["keras-h5"].append((w, ["import", "{case}", "--from", "keras", "--keras-config", j, "-o", "{out}"]))
         seeds["keras-json"].append((j, ["import", w, "--from", "keras", "--keras-config", "{case}", "-o", "{out}"]))
     seeds["keras-h5"].append((bare, ["import", "{case}", "--from", "keras", "-o", "{out}"]))
+    # ONNX: exported stacks with heads and states, single nodes with every input, the ONNX
+    # package's operator tests with their weights bound.
+    onnx_seeds = ["torch_lstm_2layer_bidirectional_tanh_head", "torch_gru_batch_first_softmax_head", "torch_lstm_2layer_states",
+                  "node_lstm_bidirectional_lens_init", "node_gru_linear_before_reset0", "node_rnn_no_bias",
+                  "node_lstm_peepholes", "node_lstm_acts_g_h", "backend_lstm_batchwise", "backend_gru_seq_length"]
+    for n in onnx_seeds:
+        p = os.path.join(ONNX, n, "model.onnx")
+        if os.path.exists(p):
+            seeds["onnx"].append((p, ["import", "{case}", "--from", "onnx", "-o", "{out}"]))
     return seeds
 
 
@@ -239,7 +249,57 @@ def metadata_offsets(data, kind):
         return list(range(0, min(8 + n, len(data)), 7))
     if kind == "npy":
         return list(range(0, min(128, len(data))))
+    if kind == "protobuf":
+        return protobuf_offsets(data)
     return []
+
+
+def protobuf_offsets(data):
+    """Offsets of the tags and length prefixes of a protobuf message and the messages nested in
+    it (as far as they parse), where mutations change structure rather than weights."""
+    spots = []
+
+    def varint(pos, end):
+        v, shift = 0, 0
+        while pos < end and shift < 70:
+            b = data[pos]
+            v |= (b & 0x7F) << shift
+            pos += 1
+            shift += 7
+            if b < 0x80:
+                return v, pos
+        raise ValueError("varint")
+
+    def walk(pos, end, depth):
+        while pos < end and len(spots) < 20000:
+            spots.append(pos)
+            tag, pos = varint(pos, end)
+            wire = tag & 7
+            if wire == 0:
+                _, pos = varint(pos, end)
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            elif wire == 2:
+                spots.append(pos)
+                n, pos = varint(pos, end)
+                if pos + n > end:
+                    raise ValueError("length")
+                if depth < 6 and n < (1 << 16):
+                    try:
+                        walk(pos, pos + n, depth + 1)
+                    except ValueError:
+                        pass
+                pos += n
+            else:
+                raise ValueError("wire type")
+
+    try:
+        walk(0, len(data), 0)
+    except ValueError:
+        pass
+    return spots
 
 
 def pick_offset(rng, data, spots):
@@ -407,6 +467,8 @@ def mutate(rng, reader, data):
         return mutate_zip_member(rng, data) if rng.random() < 0.5 else mutate_bytes(rng, data, "zip")
     if reader == "keras-json":
         return mutate_json_text(rng, data) if rng.random() < 0.7 else mutate_bytes(rng, data, "json")
+    if reader == "onnx":
+        return mutate_bytes(rng, data, "protobuf")
     raise ValueError(reader)
 
 

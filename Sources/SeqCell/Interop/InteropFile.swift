@@ -114,7 +114,7 @@ public enum InteropFile {
                 "cannot tell whether '\(path)' holds PyTorch or Keras weights: it has neither Keras' model_config/model_weights/layers nor tensors named weight_ih_l0…; pass --from pytorch (with --group) or --from keras")
         case .json, .unknown:
             throw SeqCellError(.invalidArgument,
-                "'\(path)' is \(kind.rawValue), not a model file SeqCell imports (safetensors, HDF5, or a .keras archive)")
+                "'\(path)' is \(kind.rawValue), not a model file SeqCell imports (safetensors, HDF5, a .keras archive, or an ONNX model: .onnx or --from onnx)")
         }
     }
 }
