@@ -92,11 +92,11 @@ class TemporaryDirectoryTestCase: XCTestCase {
     /// The built `seqcell` executable, next to the test bundle.
     var cli: String { (buildProductsDir as NSString).appendingPathComponent("seqcell") }
 
-    /// Runs `executable` (the CLI unless given) in the test's directory with `environment`
-    /// added to this process's; returns (exit status, stdout, stderr). Fails the test when the
-    /// CLI is not built or the program died of a signal.
+    /// Runs `executable` (the CLI unless given) in `folder` (the test's directory unless given)
+    /// with `environment` added to this process's; returns (exit status, stdout, stderr). Fails
+    /// the test when the program is missing or died of a signal.
     @discardableResult
-    func runProgram(_ args: [String], executable: String? = nil, environment: [String: String] = [:],
+    func runProgram(_ args: [String], executable: String? = nil, environment: [String: String] = [:], folder: String? = nil,
                     file: StaticString = #filePath, line: UInt = #line) throws -> (status: Int32, out: String, err: String) {
         let program = executable ?? cli
         guard FileManager.default.isExecutableFile(atPath: program) else {
@@ -106,7 +106,7 @@ class TemporaryDirectoryTestCase: XCTestCase {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: program)
         p.arguments = args
-        p.currentDirectoryURL = directory
+        p.currentDirectoryURL = folder.map { URL(fileURLWithPath: $0) } ?? directory
         if !environment.isEmpty { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out

@@ -10,19 +10,7 @@ final class TrainWorkflowTests: TemporaryDirectoryTestCase {
     @discardableResult
     func seqcell(_ args: [String], in folder: String? = nil, file: StaticString = #filePath, line: UInt = #line) throws
         -> (status: Int32, out: String, err: String) {
-        guard let folder else { return try runProgram(args, file: file, line: line) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: cli)
-        p.arguments = args
-        p.currentDirectoryURL = URL(fileURLWithPath: folder)
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationReason, .exit, "died of a signal", file: file, line: line)
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runProgram(args, folder: folder, file: file, line: line)
     }
 
     func assertFails(_ args: [String], _ fragments: [String], noStep: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws {

@@ -352,16 +352,7 @@ final class TrainingLogTests: TemporaryDirectoryTestCase {
 
     /// Runs `python3 -c script arguments…`: (exit status, stdout, stderr).
     func python3(_ script: String, _ arguments: [String] = []) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script] + arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        try runProgram(["python3", "-c", script] + arguments, executable: "/usr/bin/env")
     }
 
     /// What TensorBoard's EventAccumulator reads from `folder`, as the JSON `readEvents` prints.
