@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-deps.sh
-swift build -c release --product seqcell
+# One build of every target: the CLI and the cell plugins it loads. (A single-product build,
+# --product seqcell, would also compile swift-protobuf's protoc sources for its build plugin.)
 swift build -c release
 exec .build/release/seqcell demo "$@"
