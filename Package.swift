@@ -13,13 +13,16 @@ let package = Package(
     name: "SeqCell",
     products: [
         .library(name: "SeqCell", targets: ["SeqCell"]),
+        // For third-party cell authors' test suites: `import SeqCellConformance`.
+        .library(name: "SeqCellConformance", targets: ["SeqCellConformance"]),
         .executable(name: "seqcell", targets: ["seqcell"]),
     ] + cellPlugins.map { .library(name: $0.product, type: .dynamic, targets: [$0.target]) },
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
-        // TensorBoard event files (the generated messages in Sources/SeqCell/Report/Proto).
+        // TensorBoard event files (the generated messages in Sources/SeqCellTools/Report/Proto) and ONNX models
+        // (Sources/SeqCellFormats/Interop/ONNX/Proto).
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
@@ -38,22 +41,60 @@ let package = Package(
         .systemLibrary(
             name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
-        // The core: tensors, registry, layers, models, checkpoints. Knows no cell by name.
+        // The Swift library, split along the ABI line and by concern. Arrows point down only:
+        //   SeqCell (umbrella) -> SeqCellFormats -> SeqCellModel -> SeqCellHost -> SeqCellBase
+        //   SeqCellConformance -> SeqCellHost;  SeqCellTools -> SeqCellFormats;  seqcell -> all
+        // None of them knows a cell by name. Names shared across these targets are `package`;
+        // what library users see is `public`.
+
+        // What every layer needs and nothing else: Tensor storage, errors and message text,
+        // the seeded random generator, the version.
+        .target(name: "SeqCellBase"),
+        // The cell host, the host side of the C ABI: plugin registry and loader, the Cell
+        // wrapper, the host services handed to plugins (GEMM through OpenBLAS, allocation,
+        // logging), the worker pool, CPU features.
         .target(
-            name: "SeqCell",
+            name: "SeqCellHost",
             dependencies: [
-                "CSeqCell", "CSeqCellHost", "CHDF5", "CSeqCellHDF5Check", "CBLAS", "CSeqCellMPI",
+                "CSeqCell", "CSeqCellHost", "CBLAS", "SeqCellBase",
                 .product(name: "Logging", package: "swift-log"),
+            ]),
+        // The model core: layers, models, inference sessions, training (trainer, losses,
+        // optimizers, metrics, data sets, the MPI communicator). Knows no file format: what
+        // reads or writes a file lives in SeqCellFormats.
+        .target(name: "SeqCellModel", dependencies: ["SeqCellHost", "CSeqCellMPI"]),
+        // File formats: the HDF5 wrapper and checkpoints, npy, data files, safetensors, Keras,
+        // PyTorch and ONNX import/export.
+        .target(
+            name: "SeqCellFormats",
+            dependencies: [
+                "SeqCellModel", "CHDF5", "CSeqCellHDF5Check",
                 .product(name: "ZIPFoundation", package: "ZIPFoundation"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
+            // The .proto the committed onnx.pb.swift is generated from (scripts/gen-proto.sh).
+            exclude: ["Interop/ONNX/Proto/onnx.proto"]),
+        // The plugin conformance kit, its own library product: third-party cell authors run
+        // it from their test suites (as swift-nio ships NIOTestUtils). Needs only the host.
+        .target(name: "SeqCellConformance", dependencies: ["SeqCellHost", "CSeqCell", "CSeqCellHost"]),
+        // What only the CLI (and the samples) need: benchmarks, training logs, SVG charts,
+        // TensorBoard event files, the adding problem's demo data.
+        .target(
+            name: "SeqCellTools",
+            dependencies: [
+                "SeqCellFormats", "CBLAS",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
             // The .proto subsets the committed .pb.swift files are generated from (scripts/gen-proto.sh).
-            exclude: ["Report/Proto/event.proto", "Report/Proto/summary.proto", "Report/Proto/histogram.proto",
-                      "Interop/ONNX/Proto/onnx.proto"]),
+            exclude: ["Report/Proto/event.proto", "Report/Proto/summary.proto", "Report/Proto/histogram.proto"]),
+        // The umbrella users import (`import SeqCell`): re-exports base, host, model and formats.
+        .target(
+            name: "SeqCell",
+            dependencies: ["SeqCellBase", "SeqCellHost", "SeqCellModel", "SeqCellFormats"]),
         .executableTarget(
             name: "seqcell",
             dependencies: [
-                "SeqCell",
+                "SeqCell", "SeqCellConformance", "SeqCellTools",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -68,23 +109,68 @@ let package = Package(
             name: "SeqCellPluginKit", dependencies: ["CSeqCell", "CSeqCellKernels"]),
         // Runnable samples (samples/mgu is a C plugin built outside SwiftPM).
         .executableTarget(
-            name: "adding-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            name: "adding-sample", dependencies: ["SeqCell", "SeqCellTools", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "samples/adding"),
         .executableTarget(
             name: "charlm-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "samples/charlm", exclude: ["alice.txt"]),
         .executableTarget(
-            name: "finetune-sample", dependencies: ["SeqCell", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            name: "finetune-sample", dependencies: ["SeqCell", "SeqCellTools", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "samples/finetune"),
         // Tests only: counts the test process's heap allocations (malloc and relatives
         // forwarded to glibc's own), for ForwardMemoryTests.
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
+        // Tests mirror the targets. Plugins are never linked: the tests load the built .so
+        // files through the registry, and a missing built-in cell fails the asking test.
+        // Shared helpers (registry, fixtures, running the CLI, building C plugins): a regular
+        // target that only test targets use. The fixtures live in Tests/Fixtures, outside
+        // every target (the C plugin sources there are compiled with `cc` at test time).
+        .target(
+            name: "SeqCellTestSupport",
+            dependencies: ["SeqCell", "SeqCellConformance", "CSeqCell"],
+            path: "Tests/SeqCellTestSupport"),
+        // Registry, loader, ABI negotiation and versions, symbol hygiene of the .so files.
         .testTarget(
-            name: "SeqCellTests",
-            dependencies: ["SeqCell", "CSeqCellKernels", "CBLAS", "CAllocationCounter"],
-            path: "Tests/SeqCellTests",
-            // C sources of broken plugins; the tests compile them with `cc` at run time.
-            exclude: ["Fixtures"]),
+            name: "SeqCellHostTests",
+            dependencies: ["SeqCellTestSupport", "SeqCellConformance", "CSeqCell", "CSeqCellHost", "CHDF5"],
+            path: "Tests/SeqCellHostTests"),
+        // The built-in cells through the registry: RNN, LSTM, GRU, their options, bias-free
+        // variants, NaN propagation through cells and kernels.
+        .testTarget(
+            name: "CellPluginTests",
+            dependencies: ["SeqCellTestSupport", "SeqCellConformance", "CSeqCellKernels"],
+            path: "Tests/CellPluginTests"),
+        // Layers, models, gradients, training, embedding, inference sessions, data parallelism.
+        .testTarget(
+            name: "SeqCellModelTests",
+            dependencies: ["SeqCellTestSupport", "SeqCellConformance", "SeqCellTools", "CAllocationCounter"],
+            path: "Tests/SeqCellModelTests"),
+        // Checkpoints, the HDF5 wrapper and hostile files, npy, safetensors, PyTorch/Keras/ONNX
+        // interop, atomic writes and error messages.
+        .testTarget(
+            name: "SeqCellFormatsTests",
+            dependencies: ["SeqCellTestSupport"],
+            path: "Tests/SeqCellFormatsTests"),
+        // The conformance kit on good and broken plugins.
+        .testTarget(
+            name: "SeqCellConformanceTests",
+            dependencies: ["SeqCellTestSupport", "SeqCellConformance", "CSeqCell"],
+            path: "Tests/SeqCellConformanceTests"),
+        // Benchmarks and training logs (CSV, SVG, TensorBoard).
+        .testTarget(
+            name: "SeqCellToolsTests",
+            dependencies: ["SeqCellTestSupport", "SeqCellTools"],
+            path: "Tests/SeqCellToolsTests"),
+        // The `seqcell` executable end to end.
+        .testTarget(
+            name: "SeqCellCLITests",
+            dependencies: ["SeqCellTestSupport"],
+            path: "Tests/SeqCellCLITests"),
+        // The cells' vector kernels against libm, scalar references and OpenBLAS, per ISA.
+        .testTarget(
+            name: "CSeqCellKernelsTests",
+            dependencies: ["SeqCellTestSupport", "CSeqCellKernels", "CBLAS"],
+            path: "Tests/CSeqCellKernelsTests"),
     ] + cellPlugins.map {
         .target(
             name: $0.target, dependencies: ["CSeqCell", "SeqCellPluginKit", "CSeqCellKernels"],

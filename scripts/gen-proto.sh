@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the Swift code for the TensorBoard event-file messages
-# (Sources/SeqCell/Report/Proto/*.pb.swift) from the .proto subsets beside them, and for ONNX
-# models (Sources/SeqCell/Interop/ONNX/Proto/onnx.pb.swift) from onnx.proto as the onnx 1.23.2
+# (Sources/SeqCellTools/Report/Proto/*.pb.swift) from the .proto subsets beside them, and for ONNX
+# models (Sources/SeqCellFormats/Interop/ONNX/Proto/onnx.pb.swift) from onnx.proto as the onnx 1.23.2
 # package ships it (onnx/onnx.proto in its wheel or repository, unmodified, Apache-2.0).
 # The generated files are committed: building SeqCell never runs protoc. Run this only after
 # editing a .proto file, then commit the .pb.swift files it writes.
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=1.39.0
-proto_dir=Sources/SeqCell/Report/Proto
+proto_dir=Sources/SeqCellTools/Report/Proto
 
 command -v protoc >/dev/null || { echo "gen-proto: protoc not found (apt-get install protobuf-compiler)" >&2; exit 1; }
 
@@ -32,7 +32,7 @@ fi
 protoc --plugin=protoc-gen-swift="$plugin" --proto_path="$proto_dir" \
     --swift_opt=Visibility=Internal --swift_out="$proto_dir" \
     "$proto_dir"/event.proto "$proto_dir"/summary.proto "$proto_dir"/histogram.proto
-onnx_dir=Sources/SeqCell/Interop/ONNX/Proto
+onnx_dir=Sources/SeqCellFormats/Interop/ONNX/Proto
 protoc --plugin=protoc-gen-swift="$plugin" --proto_path="$onnx_dir" \
     --swift_opt=Visibility=Internal --swift_out="$onnx_dir" "$onnx_dir"/onnx.proto
 echo "gen-proto: wrote $(ls "$proto_dir"/*.pb.swift "$onnx_dir"/*.pb.swift | tr '\n' ' ')"

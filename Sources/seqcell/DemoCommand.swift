@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SeqCell
+import SeqCellTools
 
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

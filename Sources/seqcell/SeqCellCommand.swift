@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SeqCell
+import SeqCellTools
 
 @main
 struct SeqCellCommand: ParsableCommand {

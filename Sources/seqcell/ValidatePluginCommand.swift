@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import SeqCell
+import SeqCellConformance
 
 struct ValidatePluginCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import SeqCell
+import SeqCellTools
 
 @main
 struct AddingSample: ParsableCommand {

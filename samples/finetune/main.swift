@@ -8,6 +8,7 @@
 import ArgumentParser
 import Foundation
 import SeqCell
+import SeqCellTools
 
 @main
 struct FinetuneSample: ParsableCommand {

@@ -42,7 +42,7 @@ import zipfile
 import zlib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-FIXTURES = os.path.join(ROOT, "Tests", "SeqCellTests", "Fixtures")
+FIXTURES = os.path.join(ROOT, "Tests", "Fixtures")
 INTEROP = os.path.join(FIXTURES, "interop")
 
 READERS = ["checkpoint", "input-h5", "input-npy", "safetensors", "keras-zip", "keras-h5", "keras-json", "onnx"]

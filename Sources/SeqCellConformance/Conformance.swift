@@ -1,0 +1,1000 @@
+import CSeqCell
+import Dispatch
+import Foundation
+import Synchronization
+import SeqCellBase
+import SeqCellHost
+
+/// One named check of a conformance run and what it found.
+public struct ConformanceCheck: Sendable, CustomStringConvertible {
+    /// The cell checked, or nil for the library-wide "load" check.
+    public let cell: String?
+    /// One of `PluginConformance.checkNames`.
+    public let name: String
+    public let passed: Bool
+    /// What was verified or, on failure, the specific discrepancies found.
+    public let detail: String
+
+    /// "mgu: backward", or "load".
+    public var qualifiedName: String { cell.map { "\($0): \(name)" } ?? name }
+
+    public var description: String { "\(passed ? "✓" : "✗") \(qualifiedName): \(detail)" }
+}
+
+/// Every check `PluginConformance.validate` ran on one library file.
+public struct ConformanceReport: Sendable, CustomStringConvertible {
+    /// The library, as resolved by the registry.
+    public let file: String
+    public let checks: [ConformanceCheck]
+
+    /// True when every check passed.
+    public var passed: Bool { !checks.isEmpty && checks.allSatisfy(\.passed) }
+
+    public var failures: [ConformanceCheck] { checks.filter { !$0.passed } }
+
+    /// The check named `name` for `cell` (nil: the library-wide check of that name).
+    public func check(_ name: String, cell: String? = nil) -> ConformanceCheck? {
+        checks.first { $0.name == name && $0.cell == cell }
+    }
+
+    /// One line per check and a summary line.
+    public var description: String {
+        var lines = ["SeqCell plugin conformance: \(file)"]
+        lines += checks.map { "  \($0)" }
+        let failed = failures
+        lines.append(failed.isEmpty
+            ? "PASS: all \(checks.count) checks passed"
+            : "FAIL: \(failed.count) of \(checks.count) checks failed (\(failed.map(\.qualifiedName).joined(separator: ", ")))")
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Hears of each conformance check as it starts and finishes (see `PluginConformance.validate`).
+public struct ConformanceProgress: Sendable {
+    public var started: @Sendable (_ qualifiedName: String) -> Void
+    public var finished: @Sendable (_ check: ConformanceCheck) -> Void
+
+    public init(started: @escaping @Sendable (String) -> Void, finished: @escaping @Sendable (ConformanceCheck) -> Void) {
+        self.started = started
+        self.finished = finished
+    }
+}
+
+/// The plugin conformance kit: checks that a cell library keeps every promise of seqcell.h.
+///
+/// Loading goes through `PluginRegistry` (dlopen, entry point, ABI, descriptors, options,
+/// layout). Each cell is then configured and called, both through `Cell` and, for what the
+/// wrapper would refuse to pass, through the raw C function pointers. `validate` runs the
+/// checks in this process, where a plugin that crashes, exits or hangs takes the caller with
+/// it; `validateInChildProcess` runs them in a child process with a per-check watchdog and
+/// reports such a plugin by the check it was in.
+public enum PluginConformance {
+    /// The checks, in the order they run: "load" once per library, the rest per cell.
+    public static let checkNames = [
+        "load", "instantiate", "bad config", "forward arguments", "backward arguments", "null arguments",
+        "determinism", "lengths", "batch independence", "training mode", "backward", "backward accumulates",
+    ]
+
+    /// Loads `file` (one library) into `registry` and checks every cell it provides. Give the
+    /// host's registry to also catch a cell id already taken by another library; the default,
+    /// an empty registry, checks the file on its own. Takes well under a second per cell.
+    ///
+    /// `progress` hears of each check as it starts (its qualified name, "load" or
+    /// "mgu: backward") and as it finishes, in order; `validateInChildProcess` streams these.
+    public static func validate(file: String, registry: PluginRegistry = PluginRegistry(),
+                                progress: ConformanceProgress? = nil) -> ConformanceReport {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: file, isDirectory: &isDir), isDir.boolValue {
+            let check = ConformanceCheck(cell: nil, name: "load", passed: false, detail: "\(file) is a folder; give one library file")
+            progress?.started("load")
+            progress?.finished(check)
+            return ConformanceReport(file: file, checks: [check])
+        }
+        // The entry point runs inside registry.load: that is part of the "load" check.
+        progress?.started("load")
+        registry.load(path: file)
+        let real = PluginRegistry.realPath(file)
+        let problems = registry.problems.filter { $0.path == real || $0.path == file }
+        let types = registry.cellTypes.filter { $0.libraryPath == real }
+        var checks = [loadCheck(types: types, problems: problems)]
+        progress?.finished(checks[0])
+        for type in types { checks += checkCell(type, progress: progress) }
+        return ConformanceReport(file: real, checks: checks)
+    }
+
+    // MARK: - Running checks
+
+    /// Sizes every check uses unless it says otherwise.
+    static let I = 3, H = 4, T = 5, B = 3
+    /// Unsorted, with a full-length sample and a length-1 sample.
+    static let lengths: [Int32] = [2, 5, 1]
+
+    /// The discrepancies one check found; none means it passed.
+    struct Findings {
+        private(set) var problems: [String] = []
+        /// Prepended to every problem (the option set being checked).
+        var prefix = ""
+
+        mutating func add(_ problem: String) { problems.append(prefix + problem) }
+    }
+
+    /// Runs one check; `body` records problems and returns the detail reported on success.
+    static func run(_ name: String, cell: String?, progress: ConformanceProgress? = nil,
+                    _ body: (inout Findings) throws -> String) -> ConformanceCheck {
+        progress?.started(cell.map { "\($0): \(name)" } ?? name)
+        let check = runQuietly(name, cell: cell, body)
+        progress?.finished(check)
+        return check
+    }
+
+    static func runQuietly(_ name: String, cell: String?, _ body: (inout Findings) throws -> String) -> ConformanceCheck {
+        var findings = Findings()
+        var detail = ""
+        do {
+            detail = try body(&findings)
+        } catch {
+            findings.add("\(error)")
+        }
+        let problems = findings.problems
+        guard !problems.isEmpty else { return ConformanceCheck(cell: cell, name: name, passed: true, detail: detail) }
+        let shown = problems.prefix(4).joined(separator: "; ")
+        let more = problems.count > 4 ? " (and \(problems.count - 4) more)" : ""
+        return ConformanceCheck(cell: cell, name: name, passed: false, detail: shown + more)
+    }
+
+    static func loadCheck(types: [CellType], problems: [PluginProblem]) -> ConformanceCheck {
+        runQuietly("load", cell: nil) { f in
+            for p in problems { f.add(p.reason) }
+            if types.isEmpty && problems.isEmpty { f.add("the library provides no cell") }
+            let abi = types.first.map { "ABI \($0.abiVersion.major).\($0.abiVersion.minor)" } ?? ""
+            return "\(types.count) cell\(types.count == 1 ? "" : "s") (\(types.map { "\($0.id) \($0.version)" }.joined(separator: ", "))), "
+                + "\(abi); entry point, descriptors, options and layout are valid"
+        }
+    }
+
+    /// Default options, then each other value of each choice option.
+    static func optionSets(_ type: CellType) -> [[String: OptionValue]] {
+        var sets: [[String: OptionValue]] = [[:]]
+        for o in type.options {
+            guard case .choice(let names) = o.kind else { continue }
+            for n in names where OptionValue.choice(n) != o.defaultValue { sets.append([o.name: .choice(n)]) }
+        }
+        return sets
+    }
+
+    static func checkCell(_ type: CellType, progress: ConformanceProgress? = nil) -> [ConformanceCheck] {
+        let id = type.id
+        let sets = optionSets(type)
+        var checks = [
+            run("instantiate", cell: id, progress: progress) { try checkInstantiate(type, optionSets: sets, &$0) },
+            run("bad config", cell: id, progress: progress) { checkBadConfig(type, &$0) },
+        ]
+        let cells: [Cell]
+        do {
+            cells = try sets.map { try type.instantiate(inputSize: I, hiddenSize: H, options: $0) }
+        } catch {
+            // Every check after "load", "instantiate" and "bad config" needs a configured cell.
+            let skipped = checkNames.dropFirst(3).map {
+                ConformanceCheck(cell: id, name: $0, passed: false,
+                                 detail: "not run: the cell cannot be configured with I=\(I), H=\(H): \(error)")
+            }
+            for check in skipped {
+                progress?.started(check.qualifiedName)
+                progress?.finished(check)
+            }
+            return checks + skipped
+        }
+        // Argument checks do not depend on options: the default set is enough.
+        checks.append(run("forward arguments", cell: id, progress: progress) { try checkForwardArguments(cells[0], &$0) })
+        checks.append(run("backward arguments", cell: id, progress: progress) { try checkBackwardArguments(cells[0], &$0) })
+        let perOptionSet: [(String, (Cell, inout Findings) throws -> String)] = [
+            ("null arguments", checkNullArguments),
+            ("determinism", checkDeterminism),
+            ("lengths", checkLengths),
+            ("batch independence", checkBatchIndependence),
+            ("training mode", checkTrainingMode),
+            ("backward", checkBackward),
+            ("backward accumulates", checkAccumulation),
+        ]
+        for (name, body) in perOptionSet {
+            checks.append(run(name, cell: id, progress: progress) { f in
+                var detail = ""
+                for cell in cells {
+                    let label = cell.options.keys.sorted().map { "\($0)=\(cell.options[$0]!)" }.joined(separator: ", ")
+                    f.prefix = cells.count > 1 ? "[\(label)] " : ""
+                    do {
+                        detail = try body(cell, &f)
+                    } catch {
+                        f.add("\(error)")
+                    }
+                }
+                return cells.count > 1 ? detail + " (each of \(cells.count) option sets)" : detail
+            })
+        }
+        return checks
+    }
+
+    // MARK: - Data
+
+    /// Random inputs, parameters and initial states for one cell (uniform, seeded).
+    struct Inputs {
+        var x: Tensor
+        var params: [Tensor]
+        var h0: [Tensor]
+
+        init(_ cell: Cell, T: Int, B: Int, seed: UInt64) {
+            var rng = SplitMix64(seed: seed)
+            x = rng.uniformTensor([T, B, cell.inputSize], scale: 1)
+            params = cell.params.map { rng.uniformTensor($0.shape, scale: 0.5) }
+            h0 = cell.states.map { rng.uniformTensor([B, $0.size], scale: 0.5) }
+        }
+    }
+
+    static func forward(_ cell: Cell, _ x: Tensor, _ inputs: Inputs, h0: [Tensor?]? = nil, lengths: [Int32]?,
+                        training: Bool = false) throws -> Cell.ForwardResult {
+        try cell.forward(input: x, lengths: lengths, params: inputs.params, initialStates: h0 ?? inputs.h0,
+                         training: training)
+    }
+
+    /// A training forward followed by backward.
+    static func gradients(_ cell: Cell, _ x: Tensor, _ inputs: Inputs, lengths: [Int32]?, gradOutput: Tensor?,
+                          gradFinalStates: [Tensor?], wantInput: Bool = true) throws -> Cell.Gradients {
+        let fwd = try forward(cell, x, inputs, lengths: lengths, training: true)
+        guard let tape = fwd.tape else { throw SeqCellError(.cell, "a training forward kept no tape") }
+        return try cell.backward(tape: tape, gradOutput: gradOutput, gradFinalStates: gradFinalStates,
+                                 wantInputGradient: wantInput)
+    }
+
+    /// Sample b's first `steps` rows of a [T, B, W] tensor, as [steps, 1, W].
+    static func sample(_ t: Tensor, _ b: Int, steps: Int) -> Tensor {
+        let (batch, w) = (t.shape[1], t.shape[2])
+        var rows: [Float] = []
+        for s in 0..<steps {
+            let start = (s * batch + b) * w
+            rows += t.data[start..<(start + w)]
+        }
+        return Tensor(shape: [steps, 1, w], data: rows)
+    }
+
+    /// Row b of a [B, W] tensor, as [1, W].
+    static func row(_ t: Tensor, _ b: Int) -> Tensor {
+        let w = t.shape[1]
+        return Tensor(shape: [1, w], data: Array(t.data[(b * w)..<(b * w + w)]))
+    }
+
+    // MARK: - Comparing
+
+    enum Match {
+        case bitwise
+        case equal
+        /// |a - b| <= tolerance · (1 + max(|a|, |b|))
+        case close(Float)
+
+        func same(_ a: Float, _ b: Float) -> Bool {
+            switch self {
+            case .bitwise: return a.bitPattern == b.bitPattern
+            case .equal: return a == b
+            case .close(let tol): return abs(a - b) <= tol * (1 + max(abs(a), abs(b)))
+            }
+        }
+    }
+
+    /// The first index where `a` and `b` differ, if any.
+    static func firstMismatch(_ a: [Float], _ b: [Float], _ match: Match) -> Int? {
+        guard a.count == b.count else { return 0 }
+        return a.indices.first { !match.same(a[$0], b[$0]) }
+    }
+
+    /// "sample 1 at t=3 [2]" for index i of a [T, B, W] tensor.
+    static func place(_ i: Int, batch: Int, width: Int) -> String {
+        "sample \(i / width % batch) at t=\(i / (width * batch)) [\(i % width)]"
+    }
+
+    /// Compares two forward results (output, then every final state) and records the first
+    /// mismatch of each as "<what>: <place> is a vs b".
+    static func compare(_ a: Cell.ForwardResult, _ b: Cell.ForwardResult, cell: Cell, _ match: Match,
+                        _ what: String, _ f: inout Findings) {
+        let batch = a.output.shape[1]
+        if let i = firstMismatch(a.output.data, b.output.data, match) {
+            f.add("\(what): output of \(place(i, batch: batch, width: cell.outputSize)) is \(a.output.data[i]) vs \(b.output.data[i])")
+        }
+        for (s, info) in cell.states.enumerated() {
+            if let i = firstMismatch(a.finalStates[s].data, b.finalStates[s].data, match) {
+                f.add("\(what): final state '\(info.name)' of sample \(i / info.size) [\(i % info.size)] is "
+                    + "\(a.finalStates[s].data[i]) vs \(b.finalStates[s].data[i])")
+            }
+        }
+    }
+
+    /// Compares two sets of gradients tensor by tensor.
+    static func compare(_ a: Cell.Gradients, _ b: Cell.Gradients, cell: Cell, _ match: Match, _ what: String,
+                        _ f: inout Findings) {
+        if let ga = a.input, let gb = b.input, let i = firstMismatch(ga.data, gb.data, match) {
+            f.add("\(what): grad_input of \(place(i, batch: ga.shape[1], width: cell.inputSize)) is \(ga.data[i]) vs \(gb.data[i])")
+        }
+        for (p, info) in cell.params.enumerated() {
+            if let i = firstMismatch(a.params[p].data, b.params[p].data, match) {
+                f.add("\(what): gradient of '\(info.name)'[\(i)] is \(a.params[p].data[i]) vs \(b.params[p].data[i])")
+            }
+        }
+        for (s, info) in cell.states.enumerated() {
+            if let i = firstMismatch(a.initialStates[s].data, b.initialStates[s].data, match) {
+                f.add("\(what): gradient of initial state '\(info.name)'[\(i)] is "
+                    + "\(a.initialStates[s].data[i]) vs \(b.initialStates[s].data[i])")
+            }
+        }
+    }
+
+    static func allFinite(_ tensors: [Tensor]) -> Bool { tensors.allSatisfy { $0.data.allSatisfy(\.isFinite) } }
+
+    // MARK: - Checks
+
+    static func checkInstantiate(_ type: CellType, optionSets: [[String: OptionValue]], _ f: inout Findings) throws -> String {
+        let sizes = [(1, 1), (3, 4), (5, 2), (2, 7)]
+        for options in optionSets {
+            for (i, h) in sizes {
+                let config = "I=\(i), H=\(h), options \(Cell.format(options))"
+                let cell: Cell
+                do {
+                    cell = try type.instantiate(inputSize: i, hiddenSize: h, options: options)
+                } catch {
+                    f.add("\(config): \(error)")
+                    continue
+                }
+                let again = try type.instantiate(inputSize: i, hiddenSize: h, options: options)
+                if again.params != cell.params || again.states != cell.states || again.outputSize != cell.outputSize {
+                    f.add("\(config): two instances describe different layouts")
+                }
+                let inputs = Inputs(cell, T: 2, B: 2, seed: 3)
+                var rng = SplitMix64(seed: 4)
+                let gradOutput = rng.uniformTensor([2, 2, cell.outputSize], scale: 1)
+                let fwd = try forward(cell, inputs.x, inputs, lengths: nil, training: true)
+                let g = try gradients(cell, inputs.x, inputs, lengths: nil, gradOutput: gradOutput, gradFinalStates: [])
+                if !allFinite([fwd.output] + fwd.finalStates) { f.add("\(config): forward produced a non-finite value") }
+                if !allFinite([g.input].compactMap { $0 } + g.params + g.initialStates) {
+                    f.add("\(config): backward produced a non-finite value")
+                }
+            }
+        }
+        return "configures at (I, H) = \(sizes.map { "(\($0.0), \($0.1))" }.joined(separator: ", ")) with "
+            + "\(optionSets.count) option set\(optionSets.count == 1 ? "" : "s"); layouts are stable; "
+            + "forward and backward give finite results"
+    }
+
+    /// create() on a configuration the host would never send must fail with a message.
+    static func checkBadConfig(_ type: CellType, _ f: inout Findings) -> String {
+        let defaults = type.options.map { $0.abiValue($0.defaultValue) }
+        let configSize = UInt32(MemoryLayout<seqcell_config>.size)
+        var cases: [(label: String, input: Int64, hidden: Int64, values: [Double], count: Int32, size: UInt32)] = [
+            ("hidden_size 0", Int64(I), 0, defaults, Int32(defaults.count), configSize),
+            ("input_size 0", 0, Int64(H), defaults, Int32(defaults.count), configSize),
+            ("hidden_size -1", Int64(I), -1, defaults, Int32(defaults.count), configSize),
+            ("num_options \(defaults.count + 1) (it has \(defaults.count))", Int64(I), Int64(H), defaults + [0],
+             Int32(defaults.count + 1), configSize),
+            ("config struct_size 4", Int64(I), Int64(H), defaults, Int32(defaults.count), 4),
+        ]
+        for (k, o) in type.options.enumerated() {
+            let bad: (String, Double)
+            switch o.kind {
+            case .choice(let names): bad = ("choice index \(names.count)", Double(names.count))
+            case .int(let lo, let hi): bad = hi < Int.max ? ("\(hi + 1)", Double(hi) + 1) : ("\(lo - 1)", Double(lo) - 1)
+            case .float: bad = ("NaN", .nan)
+            }
+            var values = defaults
+            values[k] = bad.1
+            cases.append(("option '\(o.name)' = \(bad.0)", Int64(I), Int64(H), values, Int32(values.count), configSize))
+        }
+        let destroy = type.desc.destroy!
+        for c in cases {
+            var error = ErrorBuffer()
+            var instance: UnsafeMutableRawPointer? = nil
+            let status = c.values.withUnsafeBufferPointer { values in
+                var config = seqcell_config()
+                config.struct_size = c.size
+                config.num_options = c.count
+                config.input_size = c.input
+                config.hidden_size = c.hidden
+                config.options = values.baseAddress
+                return error.call { type.rawCreate(&config, &instance, $0, $1) }
+            }
+            if status == SEQCELL_OK {
+                f.add("create accepted \(c.label)")
+                if let instance { destroy(instance) }
+            } else if error.text.isEmpty {
+                f.add("create rejected \(c.label) (\(statusName(status))) but wrote no message")
+            }
+        }
+        return "create rejects \(cases.map(\.label).joined(separator: ", ")) with a status and a message"
+    }
+
+    /// Expects a raw call to fail with a message.
+    static func expectRejected(_ r: RawResult, _ call: String, _ label: String, _ f: inout Findings) {
+        if r.status == SEQCELL_OK {
+            f.add("\(call) accepted \(label) (status ok)")
+        } else if r.message.isEmpty {
+            f.add("\(call) rejected \(label) (\(statusName(r.status))) but wrote no message")
+        }
+    }
+
+    static func checkForwardArguments(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let raw = try RawCall(cell, inputs: Inputs(cell, T: 4, B: 2, seed: 5), lengths: [4, 2])
+        let valid = raw.forward(training: false)
+        guard valid.status == SEQCELL_OK else {
+            f.add("a valid raw forward failed: \(valid.message) [\(statusName(valid.status))]")
+            return ""
+        }
+        let zeroLength = RawBuffer<Int32>([4, 0])
+        let longLength = RawBuffer<Int32>([4, 5])
+        let oneNullParam = raw.paramTable(nullAt: 0)
+        let need = raw.inferenceBytes
+        var cases: [(String, (inout seqcell_forward_args) -> Void)] = [
+            ("struct_size 8", { $0.struct_size = 8 }),
+            ("mode 7", { $0.mode = 7 }),
+            ("seq_len 0", { $0.seq_len = 0 }),
+            ("batch 0", { $0.batch = 0 }),
+            ("lengths[1] = 0", { $0.lengths = UnsafePointer(zeroLength.pointer) }),
+            ("lengths[1] = 5 with T = 4", { $0.lengths = UnsafePointer(longLength.pointer) }),
+            ("input NULL", { $0.input = nil }),
+            ("params NULL", { $0.params = nil }),
+            ("output NULL", { $0.output = nil }),
+        ]
+        if let oneNullParam {
+            cases.append(("params[0] NULL", { $0.params = UnsafePointer(oneNullParam.pointer) }))
+        }
+        if need > 0 {
+            cases.append(("workspace_size \(need - 1) (it asked for \(need))", { $0.workspace_size = need - 1 }))
+            cases.append(("workspace NULL", { $0.workspace = nil }))
+        }
+        for (label, adjust) in cases {
+            expectRejected(raw.forward(training: false, adjust), "forward", label, &f)
+        }
+        // The message must fit the caller's buffer: capacity 8 inside a larger, marked buffer.
+        let marker: CChar = 0x5a
+        var buffer = [CChar](repeating: marker, count: 64)
+        var args = raw.forwardArgs(training: false)
+        args.seq_len = 0
+        let forwardFn = cell.type.desc.forward!
+        let status = buffer.withUnsafeMutableBufferPointer { forwardFn(cell.instance, &args, $0.baseAddress, 8) }
+        if status != SEQCELL_OK {
+            if !buffer[..<8].contains(0) { f.add("forward's message is not NUL-terminated within error_capacity 8") }
+            if buffer[8...].contains(where: { $0 != marker }) { f.add("forward wrote past error_capacity 8") }
+        }
+        return "forward rejects \(cases.map(\.0).joined(separator: ", ")) with a status and a message; "
+            + "messages respect error_capacity"
+    }
+
+    static func checkBackwardArguments(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let raw = try RawCall(cell, inputs: Inputs(cell, T: 4, B: 2, seed: 6), lengths: [4, 2])
+        let longLength = RawBuffer<Int32>([4, 5])
+        let oneNullParam = raw.paramTable(nullAt: 0)
+        let oneNullGrad = raw.gradParamTable(nullAt: 0)
+        let need = raw.trainingBytes
+        var cases: [(String, (inout seqcell_backward_args) -> Void)] = [
+            ("struct_size 8", { $0.struct_size = 8 }),
+            ("seq_len 0", { $0.seq_len = 0 }),
+            ("batch 0", { $0.batch = 0 }),
+            ("lengths[1] = 5 with T = 4", { $0.lengths = UnsafePointer(longLength.pointer) }),
+            ("input NULL", { $0.input = nil }),
+            ("params NULL", { $0.params = nil }),
+            ("grad_params NULL", { $0.grad_params = nil }),
+        ]
+        if let oneNullParam {
+            cases.append(("params[0] NULL", { $0.params = UnsafePointer(oneNullParam.pointer) }))
+        }
+        // From ABI 1.2 a NULL entry is a frozen parameter, which the cell must accept
+        // (checkFrozenGradients); before, it is a bad argument.
+        if let oneNullGrad, !cell.acceptsFrozenGradients {
+            cases.append(("grad_params[0] NULL", { $0.grad_params = UnsafePointer(oneNullGrad.pointer) }))
+        }
+        if need > 0 {
+            cases.append(("workspace_size \(need - 1) (it asked for \(need))", { $0.workspace_size = need - 1 }))
+            cases.append(("workspace NULL", { $0.workspace = nil }))
+        }
+        for (label, adjust) in [("nothing wrong", { (_: inout seqcell_backward_args) in })] + cases {
+            // Each backward follows its own training forward: a backward may consume the workspace.
+            let fwd = raw.forward(training: true)
+            guard fwd.status == SEQCELL_OK else {
+                f.add("a valid training forward failed: \(fwd.message) [\(statusName(fwd.status))]")
+                return ""
+            }
+            let r = raw.backward(adjust)
+            if label == "nothing wrong" {
+                if r.status != SEQCELL_OK { f.add("a valid raw backward failed: \(r.message) [\(statusName(r.status))]") }
+            } else {
+                expectRejected(r, "backward", label, &f)
+            }
+        }
+        var detail = "backward rejects \(cases.map(\.0).joined(separator: ", ")) with a status and a message"
+        if cell.acceptsFrozenGradients && !cell.params.isEmpty {
+            try checkFrozenGradients(cell, &f)
+            detail += "; accepts a NULL grad_params entry (a frozen parameter, ABI 1.2) for each parameter, "
+                + "leaving every other gradient as it is"
+        }
+        return detail
+    }
+
+    /// ABI 1.2: backward with grad_params[i] NULL succeeds and computes every other gradient
+    /// exactly as with all entries present.
+    static func checkFrozenGradients(_ cell: Cell, _ f: inout Findings) throws {
+        let inputs = Inputs(cell, T: 4, B: 2, seed: 8)
+        let reference = try RawCall(cell, inputs: inputs, lengths: [4, 2])
+        let fwd = reference.forward(training: true)
+        let ref = fwd.status == SEQCELL_OK ? reference.backward() : fwd
+        guard ref.status == SEQCELL_OK else {
+            f.add("a valid raw forward/backward failed: \(ref.message) [\(statusName(ref.status))]")
+            return
+        }
+        let expected = reference.gradients
+        for (i, info) in cell.params.enumerated() {
+            let raw = try RawCall(cell, inputs: inputs, lengths: [4, 2])
+            guard let table = raw.gradParamTable(nullAt: i) else { continue }
+            let fwd = raw.forward(training: true)
+            let r = fwd.status == SEQCELL_OK ? raw.backward { $0.grad_params = UnsafePointer(table.pointer) } : fwd
+            guard r.status == SEQCELL_OK else {
+                f.add("backward refused grad_params[\(i)] ('\(info.name)') NULL: \(r.message) [\(statusName(r.status))]; "
+                    + "from ABI 1.2 a NULL entry is a frozen parameter and must be accepted")
+                continue
+            }
+            let got = raw.gradients
+            for (p, other) in cell.params.enumerated() where p != i {
+                if let k = firstMismatch(got.params[p], expected.params[p], .equal) {
+                    f.add("with '\(info.name)' frozen, the gradient of '\(other.name)'[\(k)] is \(got.params[p][k]), "
+                        + "\(expected.params[p][k]) with none frozen")
+                }
+            }
+            if let k = firstMismatch(got.input, expected.input, .equal) {
+                f.add("with '\(info.name)' frozen, grad_input[\(k)] is \(got.input[k]), \(expected.input[k]) with none frozen")
+            }
+        }
+    }
+
+    static func checkNullArguments(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let inputs = Inputs(cell, T: T, B: B, seed: 21)
+        let zeros = cell.states.map { Tensor.zeros([B, $0.size]) }
+        let base = try forward(cell, inputs.x, inputs, h0: zeros, lengths: lengths)
+        compare(try forward(cell, inputs.x, inputs, h0: [], lengths: lengths), base, cell: cell, .equal,
+                "initial_states NULL vs zeros", &f)
+        compare(try forward(cell, inputs.x, inputs, h0: zeros.map { _ -> Tensor? in nil }, lengths: lengths), base, cell: cell,
+                .equal, "every initial_states entry NULL vs zeros", &f)
+        let full = try forward(cell, inputs.x, inputs, lengths: nil)
+        compare(try forward(cell, inputs.x, inputs, lengths: [Int32](repeating: Int32(T), count: B)), full,
+                cell: cell, .equal, "lengths NULL vs all T", &f)
+
+        // final_states entries may be NULL (raw: the wrapper always asks for every state).
+        let raw = try RawCall(cell, inputs: inputs, lengths: lengths)
+        let noFinals = RawBuffer<UnsafeMutablePointer<Float>?>(cell.states.map { _ in nil })
+        let r = raw.forward(training: false) { $0.final_states = UnsafePointer(noFinals.pointer) }
+        if r.status != SEQCELL_OK {
+            f.add("forward with every final_states entry NULL failed: \(r.message) [\(statusName(r.status))]")
+        } else {
+            let withFinals = try forward(cell, inputs.x, inputs, lengths: lengths)
+            if let i = firstMismatch(raw.output.values, withFinals.output.data, .equal) {
+                f.add("final_states entries NULL changed the output of \(place(i, batch: B, width: cell.outputSize))")
+            }
+        }
+
+        var rng = SplitMix64(seed: 22)
+        let gradOutput = rng.uniformTensor([T, B, cell.outputSize], scale: 1)
+        let gradFinal = cell.states.map { rng.uniformTensor([B, $0.size], scale: 1) }
+        let zeroOutputGrad = Tensor.zeros([T, B, cell.outputSize])
+        let both = try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: gradOutput, gradFinalStates: gradFinal)
+        compare(try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: gradOutput, gradFinalStates: zeros),
+                try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: gradOutput, gradFinalStates: []),
+                cell: cell, .equal, "grad_final_states zeros vs NULL", &f)
+        compare(try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: zeroOutputGrad, gradFinalStates: gradFinal),
+                try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: nil, gradFinalStates: gradFinal),
+                cell: cell, .equal, "grad_output zeros vs NULL", &f)
+        let noInput = try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: gradOutput,
+                                    gradFinalStates: gradFinal, wantInput: false)
+        compare(Cell.Gradients(input: nil, initialStates: both.initialStates, params: both.params), noInput,
+                cell: cell, .equal, "grad_input NULL vs wanted", &f)
+        return "NULL initial states and lengths, NULL final_states entries, NULL grad_output, "
+            + "grad_final_states and grad_input behave as seqcell.h says"
+    }
+
+    static func checkDeterminism(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let inputs = Inputs(cell, T: T, B: B, seed: 31)
+        let first = try forward(cell, inputs.x, inputs, lengths: lengths)
+        compare(try forward(cell, inputs.x, inputs, lengths: lengths), first, cell: cell, .bitwise,
+                "second forward vs first", &f)
+        var rng = SplitMix64(seed: 32)
+        let gradOutput = rng.uniformTensor([T, B, cell.outputSize], scale: 1)
+        let g1 = try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: gradOutput, gradFinalStates: [])
+        let g2 = try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: gradOutput, gradFinalStates: [])
+        compare(g2, g1, cell: cell, .bitwise, "second backward vs first", &f)
+
+        // One instance, many threads (seqcell.h: instances are immutable after create).
+        let threads = 4
+        let outputs = Mutex<[Result<[Float], SeqCellError>?]>(Array(repeating: nil, count: threads))
+        DispatchQueue.concurrentPerform(iterations: threads) { k in
+            let r: Result<[Float], SeqCellError>
+            do {
+                let fwd = try forward(cell, inputs.x, inputs, lengths: lengths)
+                r = .success(fwd.output.data + fwd.finalStates.flatMap(\.data))
+            } catch {
+                r = .failure(error as? SeqCellError ?? SeqCellError(.cell, "\(error)"))
+            }
+            outputs.withLock { $0[k] = r }
+        }
+        let expected = first.output.data + first.finalStates.flatMap(\.data)
+        for (k, r) in outputs.withLock({ $0 }).enumerated() {
+            switch r {
+            case .success(let values):
+                if let i = firstMismatch(values, expected, .bitwise) {
+                    f.add("concurrent forward \(k) differs at value \(i): \(values[i]) vs \(expected[i])")
+                }
+            case .failure(let error): f.add("concurrent forward \(k) failed: \(error)")
+            case nil: f.add("concurrent forward \(k) did not run")
+            }
+        }
+        return "forward and backward are bit-identical across repeated calls and \(threads) concurrent forwards on one instance"
+    }
+
+    static func checkLengths(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let inputs = Inputs(cell, T: T, B: B, seed: 41)
+        let out = cell.outputSize
+        let r = try forward(cell, inputs.x, inputs, lengths: lengths)
+        for b in 0..<B {
+            padded: for t in Int(lengths[b])..<T {
+                for j in 0..<out where r.output.data[(t * B + b) * out + j] != 0 {
+                    f.add("sample \(b) output at t=\(t) [\(j)] is \(r.output.data[(t * B + b) * out + j]), "
+                        + "expected 0 (padded step, length \(lengths[b]))")
+                    break padded
+                }
+            }
+        }
+        // Each sample alone, unpadded, with T = its length.
+        for b in 0..<B {
+            let steps = Int(lengths[b])
+            let alone = try forward(cell, sample(inputs.x, b, steps: steps), inputs, h0: inputs.h0.map { row($0, b) },
+                                    lengths: nil)
+            for t in 0..<steps {
+                let padded = Array(r.output.data[((t * B + b) * out)..<((t * B + b) * out + out)])
+                let single = Array(alone.output.data[(t * out)..<(t * out + out)])
+                if let j = firstMismatch(padded, single, .close(1e-5)) {
+                    f.add("sample \(b) output at t=\(t) [\(j)] is \(padded[j]) in the batch, \(single[j]) run alone with T=\(steps)")
+                    break
+                }
+            }
+            for (s, info) in cell.states.enumerated() {
+                let inBatch = row(r.finalStates[s], b).data
+                if let j = firstMismatch(inBatch, alone.finalStates[s].data, .close(1e-5)) {
+                    f.add("sample \(b) final state '\(info.name)'[\(j)] is \(inBatch[j]) in the batch, "
+                        + "\(alone.finalStates[s].data[j]) run alone with T=\(steps) (the state after step \(steps - 1))")
+                }
+            }
+        }
+        // Padded input and padded grad_output must not matter.
+        var rng = SplitMix64(seed: 42)
+        var x2 = inputs.x
+        let gradOutput = rng.uniformTensor([T, B, out], scale: 1)
+        var gradOutput2 = gradOutput
+        for b in 0..<B {
+            for t in Int(lengths[b])..<T {
+                for k in 0..<cell.inputSize { x2.data[(t * B + b) * cell.inputSize + k] = rng.uniform(-3, 3) }
+                for j in 0..<out { gradOutput2.data[(t * B + b) * out + j] = rng.uniform(-3, 3) }
+            }
+        }
+        compare(try forward(cell, x2, inputs, lengths: lengths), r, cell: cell, .equal,
+                "other values in the padded input", &f)
+        let g = try gradients(cell, inputs.x, inputs, lengths: lengths, gradOutput: gradOutput, gradFinalStates: [])
+        let g2 = try gradients(cell, x2, inputs, lengths: lengths, gradOutput: gradOutput2, gradFinalStates: [])
+        compare(g2, g, cell: cell, .equal, "other values in the padded input and grad_output", &f)
+        if let gx = g.input {
+            let width = cell.inputSize
+            for b in 0..<B {
+                padded: for t in Int(lengths[b])..<T {
+                    for k in 0..<width where gx.data[(t * B + b) * width + k] != 0 {
+                        f.add("grad_input of sample \(b) at t=\(t) [\(k)] is \(gx.data[(t * B + b) * width + k]), "
+                            + "expected 0 (padded step)")
+                        break padded
+                    }
+                }
+            }
+        }
+        return "with lengths \(lengths) and T=\(T): padded outputs are 0, each sample matches itself run alone "
+            + "with T = its length, padded input and grad_output are ignored, grad_input is 0 at padded steps"
+    }
+
+    static func checkBatchIndependence(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let inputs = Inputs(cell, T: T, B: B, seed: 51)
+        let base = try forward(cell, inputs.x, inputs, lengths: lengths)
+        var rng = SplitMix64(seed: 52)
+        let width = cell.inputSize
+        for b in 0..<B {
+            var x2 = inputs.x
+            var h02 = inputs.h0
+            for other in 0..<B where other != b {
+                for t in 0..<T { for k in 0..<width { x2.data[(t * B + other) * width + k] = rng.uniform(-1, 1) } }
+                for s in h02.indices {
+                    let size = h02[s].shape[1]
+                    for j in 0..<size { h02[s].data[other * size + j] = rng.uniform(-0.5, 0.5) }
+                }
+            }
+            let r = try forward(cell, x2, inputs, h0: h02, lengths: lengths)
+            let out = cell.outputSize
+            outer: for t in 0..<T {
+                for j in 0..<out where r.output.data[(t * B + b) * out + j] != base.output.data[(t * B + b) * out + j] {
+                    let i = (t * B + b) * out + j
+                    f.add("sample \(b) output at t=\(t) [\(j)] changed from \(base.output.data[i]) to \(r.output.data[i]) "
+                        + "when only the other samples changed")
+                    break outer
+                }
+            }
+            for (s, info) in cell.states.enumerated() {
+                if let j = firstMismatch(row(r.finalStates[s], b).data, row(base.finalStates[s], b).data, .equal) {
+                    f.add("sample \(b) final state '\(info.name)'[\(j)] changed when only the other samples changed")
+                }
+            }
+        }
+        return "each sample's outputs and final states are unchanged when the other samples' inputs and initial states change"
+    }
+
+    static func checkTrainingMode(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let inputs = Inputs(cell, T: T, B: B, seed: 61)
+        let inference = try forward(cell, inputs.x, inputs, lengths: lengths)
+        let training = try forward(cell, inputs.x, inputs, lengths: lengths, training: true)
+        compare(training, inference, cell: cell, .equal, "training vs inference mode", &f)
+        return "training-mode and inference-mode forward give identical outputs and final states"
+    }
+
+    /// Backward against finite differences (`GradientCheck.checkCell`, settings in
+    /// docs/PLUGIN_ABI.md): several random points, directional and per-entry probes, kinks
+    /// resampled, with and without lengths.
+    static func checkBackward(_ cell: Cell, _ f: inout Findings) throws -> String {
+        func g(_ v: Double) -> String { String(format: "%.3g", v) }
+        let settings = GradientCheckSettings.standard
+        var probes = 0, resampled = 0, skipped = 0
+        for lens in [nil, lengths] as [[Int32]?] {
+            let results = try GradientCheck.checkCell(cell, T: T, B: B, lengths: lens, settings: settings)
+            for r in results {
+                probes += r.checked
+                resampled += r.resampled
+                skipped += r.skipped
+            }
+            let failed = results.filter { !$0.passed }.map { r in
+                "\(r.name): " + r.failures.prefix(2).map(\.description).joined(separator: "; ")
+                    + (r.failures.count > 2 ? " (and \(r.failures.count - 2) more)" : "")
+            }
+            if !failed.isEmpty {
+                f.add("\(lens.map { "with lengths \($0)" } ?? "without lengths"), backward disagrees with central "
+                    + "differences for " + failed.joined(separator: "; "))
+            }
+        }
+        return "gradients of the input, \(cell.params.count) parameters and \(cell.states.count) initial "
+            + "state\(cell.states.count == 1 ? "" : "s") match central differences (step \(g(settings.step)), "
+            + "relative tolerance \(g(settings.relativeTolerance))) in \(probes) probes at \(settings.points) points, "
+            + "with and without lengths (\(resampled) points redrawn and \(skipped) entries skipped at kinks)"
+    }
+
+    /// grad_params are added to; grad_input and grad_initial_states are overwritten.
+    static func checkAccumulation(_ cell: Cell, _ f: inout Findings) throws -> String {
+        let raw = try RawCall(cell, inputs: Inputs(cell, T: T, B: B, seed: 71), lengths: lengths)
+        func pass(prefill: Bool) -> Bool {
+            let fwd = raw.forward(training: true)
+            if prefill { raw.prefillGradients(seed: 72) }
+            let r = fwd.status == SEQCELL_OK ? raw.backward() : fwd
+            if r.status != SEQCELL_OK { f.add("a raw forward/backward failed: \(r.message) [\(statusName(r.status))]") }
+            return r.status == SEQCELL_OK
+        }
+        guard pass(prefill: false) else { return "" }
+        let fresh = raw.gradients
+        guard pass(prefill: true) else { return "" }
+        let prefilled = raw.prefilled(seed: 72)
+        let after = raw.gradients
+        for (p, info) in cell.params.enumerated() {
+            let expected = zip(prefilled.params[p], fresh.params[p]).map { $0 + $1 }
+            if let i = firstMismatch(after.params[p], expected, .close(1e-5)) {
+                f.add("gradient of '\(info.name)'[\(i)] is \(after.params[p][i]) after backward into \(prefilled.params[p][i]); "
+                    + "expected \(prefilled.params[p][i]) + \(fresh.params[p][i]) = \(expected[i]) (gradients must be added)")
+            }
+        }
+        if let i = firstMismatch(after.input, fresh.input, .equal) {
+            f.add("grad_input[\(i)] is \(after.input[i]) after backward into \(prefilled.input[i]); "
+                + "expected \(fresh.input[i]) (grad_input must be overwritten)")
+        }
+        for (s, info) in cell.states.enumerated() {
+            if let i = firstMismatch(after.initialStates[s], fresh.initialStates[s], .equal) {
+                f.add("gradient of initial state '\(info.name)'[\(i)] is \(after.initialStates[s][i]) after backward "
+                    + "into \(prefilled.initialStates[s][i]); expected \(fresh.initialStates[s][i]) (it must be overwritten)")
+            }
+        }
+        return "backward adds to grad_params and overwrites grad_input and grad_initial_states"
+    }
+}
+
+// MARK: - Raw calls
+
+extension ErrorBuffer {
+    /// The message the plugin wrote (empty if none).
+    var text: String { bytes.withUnsafeBufferPointer { String(cString: $0.baseAddress!) } }
+}
+
+/// A status and message from a raw plugin call.
+struct RawResult {
+    let status: seqcell_status
+    let message: String
+}
+
+/// Host-owned memory of fixed address, freed with its owner.
+final class RawBuffer<Element> {
+    let pointer: UnsafeMutablePointer<Element>
+    let count: Int
+
+    init(_ values: [Element]) {
+        count = values.count
+        pointer = .allocate(capacity: max(values.count, 1))
+        values.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { pointer.initialize(from: base, count: src.count) }
+        }
+    }
+
+    var values: [Element] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+
+    func assign(_ values: [Element]) {
+        precondition(values.count == count)
+        values.withUnsafeBufferPointer { src in
+            if let base = src.baseAddress { pointer.update(from: base, count: src.count) }
+        }
+    }
+
+    deinit {
+        pointer.deinitialize(count: count)
+        pointer.deallocate()
+    }
+}
+
+/// Every buffer of one forward/backward pair, passed to the plugin's C functions exactly as
+/// built, so a check can hand over what `Cell` would refuse (NULLs, bad sizes, small
+/// workspaces) or what it always hides (pre-filled gradient buffers).
+final class RawCall {
+    let cell: Cell
+    let T: Int
+    let B: Int
+    let lengths: RawBuffer<Int32>?
+    let input: RawBuffer<Float>
+    let params: [RawBuffer<Float>]
+    let initialStates: [RawBuffer<Float>]
+    let output: RawBuffer<Float>
+    let finalStates: [RawBuffer<Float>]
+    let gradOutput: RawBuffer<Float>
+    let gradInput: RawBuffer<Float>
+    let gradInitialStates: [RawBuffer<Float>]
+    let gradParams: [RawBuffer<Float>]
+    let paramPointers: RawBuffer<UnsafePointer<Float>?>
+    let initialPointers: RawBuffer<UnsafePointer<Float>?>
+    let finalPointers: RawBuffer<UnsafeMutablePointer<Float>?>
+    let gradInitialPointers: RawBuffer<UnsafeMutablePointer<Float>?>
+    let gradParamPointers: RawBuffer<UnsafeMutablePointer<Float>?>
+    let workspace: AlignedBuffer
+    let trainingBytes: Int
+    let inferenceBytes: Int
+
+    init(_ cell: Cell, inputs: PluginConformance.Inputs, lengths: [Int32]?) throws {
+        let (T, B) = (inputs.x.shape[0], inputs.x.shape[1])
+        self.cell = cell
+        self.T = T
+        self.B = B
+        self.lengths = lengths.map { RawBuffer($0) }
+        input = RawBuffer(inputs.x.data)
+        params = inputs.params.map { RawBuffer($0.data) }
+        initialStates = inputs.h0.map { RawBuffer($0.data) }
+        output = RawBuffer([Float](repeating: 0, count: T * B * cell.outputSize))
+        finalStates = cell.states.map { RawBuffer([Float](repeating: 0, count: B * $0.size)) }
+        var rng = SplitMix64(seed: 99)
+        gradOutput = RawBuffer(rng.uniformTensor([T, B, cell.outputSize], scale: 1).data)
+        gradInput = RawBuffer([Float](repeating: 0, count: T * B * cell.inputSize))
+        gradInitialStates = cell.states.map { RawBuffer([Float](repeating: 0, count: B * $0.size)) }
+        gradParams = cell.params.map { RawBuffer([Float](repeating: 0, count: $0.count)) }
+        paramPointers = RawBuffer(params.map { UnsafePointer($0.pointer) })
+        initialPointers = RawBuffer(initialStates.map { UnsafePointer($0.pointer) })
+        finalPointers = RawBuffer(finalStates.map { $0.pointer })
+        gradInitialPointers = RawBuffer(gradInitialStates.map { $0.pointer })
+        gradParamPointers = RawBuffer(gradParams.map { $0.pointer })
+        trainingBytes = try cell.requiredWorkspace(T: T, B: B, training: true)
+        inferenceBytes = try cell.requiredWorkspace(T: T, B: B, training: false)
+        workspace = try AlignedBuffer(bytes: max(trainingBytes, inferenceBytes))
+    }
+
+    /// A copy of the parameter table with entry `i` NULL, or nil if there is no entry `i`.
+    func paramTable(nullAt i: Int) -> RawBuffer<UnsafePointer<Float>?>? {
+        guard i < params.count else { return nil }
+        var table = paramPointers.values
+        table[i] = nil
+        return RawBuffer(table)
+    }
+
+    /// A copy of the parameter-gradient table with entry `i` NULL, or nil if there is none.
+    func gradParamTable(nullAt i: Int) -> RawBuffer<UnsafeMutablePointer<Float>?>? {
+        guard i < gradParams.count else { return nil }
+        var table = gradParamPointers.values
+        table[i] = nil
+        return RawBuffer(table)
+    }
+
+    /// Valid arguments for a forward over every buffer here.
+    func forwardArgs(training: Bool) -> seqcell_forward_args {
+        var a = seqcell_forward_args()
+        a.struct_size = UInt32(MemoryLayout<seqcell_forward_args>.size)
+        a.mode = training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE
+        a.seq_len = Int64(T)
+        a.batch = Int64(B)
+        a.input = UnsafePointer(input.pointer)
+        a.lengths = lengths.map { UnsafePointer($0.pointer) }
+        a.params = UnsafePointer(paramPointers.pointer)
+        a.initial_states = UnsafePointer(initialPointers.pointer)
+        a.output = output.pointer
+        a.final_states = UnsafePointer(finalPointers.pointer)
+        a.workspace = workspace.pointer
+        a.workspace_size = training ? trainingBytes : inferenceBytes
+        return a
+    }
+
+    /// Valid arguments for the backward after a training forward.
+    func backwardArgs() -> seqcell_backward_args {
+        var a = seqcell_backward_args()
+        a.struct_size = UInt32(MemoryLayout<seqcell_backward_args>.size)
+        a.seq_len = Int64(T)
+        a.batch = Int64(B)
+        a.input = UnsafePointer(input.pointer)
+        a.lengths = lengths.map { UnsafePointer($0.pointer) }
+        a.params = UnsafePointer(paramPointers.pointer)
+        a.initial_states = UnsafePointer(initialPointers.pointer)
+        a.output = UnsafePointer(output.pointer)
+        a.grad_output = UnsafePointer(gradOutput.pointer)
+        a.grad_final_states = nil
+        a.grad_input = gradInput.pointer
+        a.grad_initial_states = UnsafePointer(gradInitialPointers.pointer)
+        a.grad_params = UnsafePointer(gradParamPointers.pointer)
+        a.workspace = workspace.pointer
+        a.workspace_size = trainingBytes
+        return a
+    }
+
+    func forward(training: Bool, _ adjust: (inout seqcell_forward_args) -> Void = { _ in }) -> RawResult {
+        var args = forwardArgs(training: training)
+        adjust(&args)
+        let fn = cell.type.desc.forward!
+        var error = ErrorBuffer()
+        let status = error.call { fn(cell.instance, &args, $0, $1) }
+        return RawResult(status: status, message: error.text)
+    }
+
+    func backward(_ adjust: (inout seqcell_backward_args) -> Void = { _ in }) -> RawResult {
+        var args = backwardArgs()
+        adjust(&args)
+        let fn = cell.type.desc.backward!
+        var error = ErrorBuffer()
+        let status = error.call { fn(cell.instance, &args, $0, $1) }
+        return RawResult(status: status, message: error.text)
+    }
+
+    /// The gradient buffers' contents.
+    struct GradientValues {
+        var input: [Float]
+        var initialStates: [[Float]]
+        var params: [[Float]]
+    }
+
+    var gradients: GradientValues {
+        GradientValues(input: gradInput.values, initialStates: gradInitialStates.map(\.values),
+                       params: gradParams.map(\.values))
+    }
+
+    /// What `prefillGradients(seed:)` writes: random parameter gradients, and values far
+    /// from any real gradient in the buffers backward must overwrite.
+    func prefilled(seed: UInt64) -> GradientValues {
+        var rng = SplitMix64(seed: seed)
+        return GradientValues(
+            input: gradInput.values.map { _ in 1000 + rng.uniform(0, 1) },
+            initialStates: gradInitialStates.map { $0.values.map { _ in -1000 + rng.uniform(0, 1) } },
+            params: gradParams.map { $0.values.map { _ in rng.uniform(-1, 1) } })
+    }
+
+    func prefillGradients(seed: UInt64) {
+        let p = prefilled(seed: seed)
+        gradInput.assign(p.input)
+        for (buffer, values) in zip(gradInitialStates, p.initialStates) { buffer.assign(values) }
+        for (buffer, values) in zip(gradParams, p.params) { buffer.assign(values) }
+    }
+}

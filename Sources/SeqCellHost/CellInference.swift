@@ -1,0 +1,237 @@
+import CSeqCell
+
+#if canImport(Glibc)
+import Glibc
+#endif
+import SeqCellBase
+
+// Inference forwards into caller-owned memory, in chunks of time steps.
+//
+// A cell projects the input of every step of a call at once (one large GEMM into its
+// workspace, [T, B, gates]); for a long sequence that buffer is the largest thing a forward
+// call holds. An inference forward therefore calls the plugin on chunks of steps, each
+// chunk's final states the next chunk's initial states, so the workspace holds the
+// projection of one chunk only. The result is the same computation: a step sees the same
+// state whatever chunk it falls in. Samples that ended before a chunk starts (per-sample
+// lengths) are run for one step and their output rows and states put back afterwards, so
+// any plugin that keeps the ABI's rules gives the same answer chunked as whole.
+
+extension Cell {
+    /// Rows (steps × batch) of input projection per plugin call of an inference forward:
+    /// `SEQCELL_CHUNK_ROWS`, default 2048; 0 runs every call whole. A chunk re-packs the
+    /// recurrent weights once; at 2048 rows that is well under 1% of the chunk's work.
+    static let inferenceChunkRows: Int = {
+        if let s = getenv("SEQCELL_CHUNK_ROWS"), let n = Int(String(cString: s)), n >= 0 { return n }
+        return 2048
+    }()
+
+    /// Steps per plugin call for an inference forward of T steps at batch B.
+    package static func inferenceChunk(T: Int, B: Int) -> Int {
+        let rows = inferenceChunkRows
+        guard rows > 0, B > 0 else { return max(T, 1) }
+        return min(max(T, 1), max(1, (rows + B - 1) / B))
+    }
+
+    /// One plugin forward call with arguments the caller checked; returns the plugin's status.
+    func rawForward(_ args: inout seqcell_forward_args, error: inout ErrorBuffer) -> seqcell_status {
+        error.call { desc.forward(instance, &args, $0, $1) }
+    }
+}
+
+/// What one cell needs to run inference forwards of up to `maxSteps` steps at batch `batch`
+/// without allocating: the workspace of one chunk, two sets of state buffers, the final
+/// states, a chunk's lengths and the pointer tables of the ABI call. Built once, reused by
+/// every call; not for concurrent use.
+package final class CellInferenceRunner {
+    package let cell: Cell
+    let maxSteps: Int
+    let batch: Int
+    /// Steps per plugin call.
+    let chunk: Int
+    package let workspaceBytes: Int
+    private let workspace: AlignedBuffer
+    /// [B, size] per state: two sets the chunks alternate between, and the final states.
+    private let ping: [UnsafeMutablePointer<Float>]
+    private let pong: [UnsafeMutablePointer<Float>]
+    let finals: [UnsafeMutablePointer<Float>]
+    private let stateSizes: [Int]
+    private let chunkLengths: UnsafeMutablePointer<Int32>
+    private let paramTable: UnsafeMutablePointer<UnsafePointer<Float>?>
+    private let stateTable: UnsafeMutablePointer<UnsafePointer<Float>?>
+    private let finalTable: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>
+    private var error = ErrorBuffer()
+
+    /// - Parameter chunk: steps per call; `Cell.inferenceChunk` when nil.
+    package init(cell: Cell, maxSteps: Int, batch: Int, chunk: Int? = nil) throws {
+        guard maxSteps >= 1, batch >= 1 else {
+            throw SeqCellError(.shape, "\(cell.summaryForErrors): an inference run needs T >= 1 and B >= 1, got T = \(maxSteps), B = \(batch)")
+        }
+        for s in cell.states {
+            _ = try PluginLimits.floatCount([batch, s.size], what: "cell '\(cell.type.id)': state '\(s.name)' [B, size]")
+        }
+        self.cell = cell
+        self.maxSteps = maxSteps
+        self.batch = batch
+        self.chunk = min(max(chunk ?? Cell.inferenceChunk(T: maxSteps, B: batch), 1), maxSteps)
+        workspaceBytes = try cell.requiredWorkspace(T: self.chunk, B: batch, training: false)
+        workspace = try cell.takeWorkspace(bytes: workspaceBytes)
+        let sizes = cell.states.map(\.size)
+        stateSizes = sizes
+        func states() -> [UnsafeMutablePointer<Float>] {
+            sizes.map { size in
+                let p = UnsafeMutablePointer<Float>.allocate(capacity: batch * size)
+                p.initialize(repeating: 0, count: batch * size)
+                return p
+            }
+        }
+        ping = states()
+        pong = states()
+        finals = states()
+        chunkLengths = .allocate(capacity: batch)
+        chunkLengths.initialize(repeating: 1, count: batch)
+        paramTable = .allocate(capacity: max(cell.params.count, 1))
+        paramTable.initialize(repeating: nil, count: max(cell.params.count, 1))
+        stateTable = .allocate(capacity: max(sizes.count, 1))
+        stateTable.initialize(repeating: nil, count: max(sizes.count, 1))
+        finalTable = .allocate(capacity: max(sizes.count, 1))
+        finalTable.initialize(repeating: nil, count: max(sizes.count, 1))
+    }
+
+    deinit {
+        for p in ping + pong + finals { p.deallocate() }
+        chunkLengths.deallocate()
+        paramTable.deallocate()
+        stateTable.deallocate()
+        finalTable.deallocate()
+        cell.recycle(workspace)
+    }
+
+    /// Runs the cell over `input` [T, B, inputSize] into `output` [T, B, outputSize]; the
+    /// final states land in `finals`. The caller has checked T (1...maxSteps), `lengths`
+    /// (B values in 1...T, or nil), `params` (the cell's shapes) and `initialStates` (nil:
+    /// zero; else one pointer per state, each [B, size] or nil).
+    package func run(T: Int, input: UnsafePointer<Float>, lengths: UnsafePointer<Int32>?, params: [Tensor],
+             initialStates: UnsafePointer<UnsafePointer<Float>?>?, output: UnsafeMutablePointer<Float>) throws {
+        precondition(T >= 1 && T <= maxSteps, "CellInferenceRunner: T = \(T) outside 1...\(maxSteps)")
+        let status = withPointerTable(params, paramTable) {
+            runChunks(T: T, input: input, lengths: lengths, initialStates: initialStates, output: output)
+        }
+        guard status == SEQCELL_OK else {
+            throw SeqCellError(.cell, "cell '\(cell.type.id)' forward failed: \(error.message(status: status))")
+        }
+    }
+
+    private func runChunks(T: Int, input: UnsafePointer<Float>, lengths: UnsafePointer<Int32>?,
+                           initialStates: UnsafePointer<UnsafePointer<Float>?>?,
+                           output: UnsafeMutablePointer<Float>) -> seqcell_status {
+        let B = batch, I = cell.inputSize, O = cell.outputSize
+        var t0 = 0
+        var source = initialStates
+        var toPing = true
+        while t0 < T {
+            let n = min(chunk, T &- t0)
+            let last = t0 &+ n == T
+            let target = last ? finals : (toPing ? ping : pong)
+            for s in 0..<stateSizes.count { finalTable[s] = target[s] }
+            // This chunk's lengths: a sample's remaining steps, clamped to 1...n; a sample
+            // that already ended runs one step that is undone below.
+            var chunkLens: UnsafePointer<Int32>? = nil
+            var anyEnded = false
+            if let lengths {
+                if t0 == 0 && last {
+                    chunkLens = lengths
+                } else {
+                    for b in 0..<B {
+                        let remaining = Int(lengths[b]) &- t0
+                        if remaining <= 0 { anyEnded = true }
+                        chunkLengths[b] = Int32(min(max(remaining, 1), n))
+                    }
+                    chunkLens = UnsafePointer(chunkLengths)
+                }
+            }
+            var args = seqcell_forward_args()
+            args.struct_size = UInt32(MemoryLayout<seqcell_forward_args>.size)
+            args.mode = SEQCELL_MODE_INFERENCE
+            args.seq_len = Int64(n)
+            args.batch = Int64(B)
+            args.input = input + t0 &* B &* I
+            args.lengths = chunkLens
+            args.params = UnsafePointer(paramTable)
+            args.initial_states = source
+            args.output = output + t0 &* B &* O
+            args.final_states = UnsafePointer(finalTable)
+            args.workspace = workspace.pointer
+            args.workspace_size = workspaceBytes
+            let status = cell.rawForward(&args, error: &error)
+            guard status == SEQCELL_OK else { return status }
+            if anyEnded, let lengths, let source {
+                // t0 > 0 here (every length is >= 1), so `source` is the previous chunk's states.
+                for b in 0..<B where Int(lengths[b]) <= t0 {
+                    for s in 0..<stateSizes.count {
+                        let size = stateSizes[s]
+                        if let from = source[s] {
+                            (target[s] + b &* size).update(from: from + b &* size, count: size)
+                        }
+                    }
+                    for t in t0..<(t0 &+ n) { (output + (t &* B &+ b) &* O).update(repeating: 0, count: O) }
+                }
+            }
+            for s in 0..<stateSizes.count { stateTable[s] = UnsafePointer(target[s]) }
+            source = UnsafePointer(stateTable)
+            toPing.toggle()
+            t0 &+= n
+        }
+        return SEQCELL_OK
+    }
+
+    /// Final state `s` as a new tensor [B, size].
+    package func finalState(_ s: Int) -> Tensor {
+        let n = batch * stateSizes[s]
+        return Tensor(shape: [batch, stateSizes[s]], data: Array(UnsafeBufferPointer(start: finals[s], count: n)))
+    }
+}
+
+/// Calls `body` with `table[i]` pointing at `tensors[i]`'s values, without allocating.
+func withPointerTable<R>(_ tensors: [Tensor], _ table: UnsafeMutablePointer<UnsafePointer<Float>?>, from i: Int = 0,
+                         _ body: () -> R) -> R {
+    if i == tensors.count { return body() }
+    return tensors[i].data.withUnsafeBufferPointer { buf in
+        table[i] = buf.baseAddress
+        return withPointerTable(tensors, table, from: i + 1, body)
+    }
+}
+
+extension Cell {
+    /// `forward` in inference mode, chunked over time (see `CellInferenceRunner`).
+    func forwardChunked(input: Tensor, T: Int, B: Int, lengths: [Int32]?, params: [Tensor],
+                        initialStates: [Tensor?]) throws -> ForwardResult {
+        let count = try PluginLimits.floatCount([T, B, outputSize], what: "cell '\(type.id)': output [T, B, O]")
+        let runner = try CellInferenceRunner(cell: self, maxSteps: T, batch: B)
+        var thrown: Error? = nil
+        let data = [Float](unsafeUninitializedCapacity: count) { y, initialized in
+            do {
+                try input.data.withUnsafeBufferPointer { x in
+                    try withOptionalArray(lengths) { lens in
+                        try withOptionalPointersThrowing(initialStates) { statePtrs in
+                            try runner.run(T: T, input: x.baseAddress!, lengths: lens, params: params,
+                                           initialStates: initialStates.isEmpty ? nil : statePtrs, output: y.baseAddress!)
+                        }
+                    }
+                }
+            } catch {
+                thrown = error
+                y.initialize(repeating: 0)
+            }
+            initialized = count
+        }
+        if let thrown { throw thrown }
+        return ForwardResult(output: Tensor(shape: [T, B, outputSize], data: data),
+                             finalStates: states.indices.map(runner.finalState), tape: nil)
+    }
+}
+
+func withOptionalPointersThrowing<R>(_ tensors: [Tensor?], _ body: (UnsafePointer<UnsafePointer<Float>?>) throws -> R) throws -> R {
+    var result: Result<R, Error>? = nil
+    withOptionalPointers(tensors) { ptrs in result = Result { try body(ptrs) } }
+    return try result!.get()
+}

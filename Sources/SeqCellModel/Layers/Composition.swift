@@ -1,0 +1,92 @@
+import SeqCellBase
+import SeqCellHost
+
+/// A layer together with where it came from, for messages at the joins of a chain.
+public struct LayerSource: Sendable {
+    public var layer: RecurrentLayer
+    /// e.g. "a.h5 layer 1"
+    public var origin: String
+
+    public init(layer: RecurrentLayer, origin: String) {
+        self.layer = layer
+        self.origin = origin
+    }
+}
+
+extension RecurrentLayer {
+    /// A short description: "lstm(64) bidirectional concat gru(64)".
+    public var summary: String {
+        let cellsText = cells.map { "\($0.cell.type.id)(\($0.cell.hiddenSize))" }
+        switch direction {
+        case .forward: return "\(cellsText[0]) forward"
+        case .reverse: return "\(cellsText[0]) reverse"
+        case .bidirectional: return "\(cellsText[0]) bidirectional \(mergeMode.rawValue) \(cellsText[1])"
+        }
+    }
+
+    /// A bidirectional layer from two one-direction layers (e.g. from two checkpoints): the
+    /// first's cell reads forward, the second's reads reversed, whatever their own direction was.
+    public static func pairing(forward f: LayerSource, backward b: LayerSource, mergeMode: MergeMode) throws -> RecurrentLayer {
+        guard f.layer.cells.count == 1 else {
+            throw SeqCellError(.invalidArgument, "\(f.origin) is already bidirectional; pair one-direction layers")
+        }
+        guard b.layer.cells.count == 1 else {
+            throw SeqCellError(.invalidArgument, "\(b.origin) is already bidirectional; pair one-direction layers")
+        }
+        do {
+            return try RecurrentLayer(direction: .bidirectional, mergeMode: mergeMode, cells: [f.layer.cells[0], b.layer.cells[0]])
+        } catch let e as SeqCellError {
+            throw SeqCellError(e.kind, "pairing \(f.origin) with \(b.origin): \(e.message)")
+        }
+    }
+}
+
+extension Model {
+    /// Chains layers (from any models or files) into a new model. Each join is checked and
+    /// a mismatch names both sides by origin.
+    public static func chain(_ sources: [LayerSource], head: LinearHead? = nil, headOrigin: String = "the head") throws -> Model {
+        guard let first = sources.first else { throw SeqCellError(.invalidArgument, "nothing to chain: no layers given") }
+        for (a, b) in zip(sources, sources.dropFirst()) where a.layer.outputSize != b.layer.inputSize {
+            throw SeqCellError(.shape,
+                "cannot chain \(a.origin) [\(a.layer.summary)] into \(b.origin) [\(b.layer.summary)]: "
+                + "the first outputs \(a.layer.outputSize) features, the second takes \(b.layer.inputSize)")
+        }
+        if let head, let last = sources.last, head.inputSize != last.layer.outputSize {
+            throw SeqCellError(.shape,
+                "cannot put \(headOrigin) after \(last.origin): it takes \(head.inputSize) features, the layer outputs \(last.layer.outputSize)")
+        }
+        return try Model(inputSize: first.layer.inputSize, layers: sources.map(\.layer), head: head)
+    }
+
+    /// The same model with layer `k` replaced; the new layer must fit both joins.
+    public func replacingLayer(_ k: Int, with layer: RecurrentLayer, origin: String = "the new layer") throws -> Model {
+        guard layers.indices.contains(k) else {
+            throw SeqCellError(.invalidArgument, "layer \(k) does not exist: the model has layers 0...\(layers.count - 1)")
+        }
+        let width = k == 0 ? inputSize : layers[k - 1].outputSize
+        guard layer.inputSize == width else {
+            let from = k == 0 ? "the model input is \(width) wide" : "layer \(k - 1) outputs \(width) features"
+            throw SeqCellError(.shape, "\(origin) takes \(layer.inputSize) inputs but \(from)")
+        }
+        let next = k + 1 < layers.count ? layers[k + 1].inputSize : head?.inputSize
+        if let next, layer.outputSize != next {
+            let who = k + 1 < layers.count ? "layer \(k + 1)" : "the head"
+            throw SeqCellError(.shape, "\(origin) outputs \(layer.outputSize) features but \(who) takes \(next)")
+        }
+        var copy = self
+        copy.layers[k] = layer
+        var out = try Model(inputSize: inputSize, layers: copy.layers, head: head)
+        out.embedding = embedding
+        // Still the same model around the new layer: its output steps and imported names stay.
+        out.outputSteps = outputSteps
+        out.source = source
+        return out
+    }
+
+    /// A fresh layer from a spec, sized to take `inputSize` features.
+    public static func freshLayer(_ spec: LayerSpec, inputSize: Int, registry: PluginRegistry, seed: UInt64,
+                                  initialization: Initialization = .uniform) throws -> RecurrentLayer {
+        try Model.build(inputSize: inputSize, layers: [spec], registry: registry, seed: seed,
+                        initialization: initialization).layers[0]
+    }
+}
