@@ -16,6 +16,7 @@ public struct ForwardCall {
     public let output: UnsafeMutablePointer<Float>
     public let workspace: UnsafeMutableRawPointer
 
+    /// Parameter `i` (the kit has checked that none is NULL).
     @inline(__always) public func param(_ i: Int) -> UnsafePointer<Float> { args.pointee.params[i]! }
     /// nil means zero.
     @inline(__always) public func initialState(_ i: Int) -> UnsafePointer<Float>? { args.pointee.initial_states?[i] }
@@ -32,6 +33,7 @@ public struct BackwardCall {
     public let args: UnsafePointer<seqcell_backward_args>
     public let workspace: UnsafeMutableRawPointer
 
+    /// Parameter `i` (the kit has checked that none is NULL).
     @inline(__always) public func param(_ i: Int) -> UnsafePointer<Float> { args.pointee.params[i]! }
     @inline(__always) public func initialState(_ i: Int) -> UnsafePointer<Float>? { args.pointee.initial_states?[i] }
     /// nil means zero.
@@ -39,7 +41,9 @@ public struct BackwardCall {
     @inline(__always) public func gradFinalState(_ i: Int) -> UnsafePointer<Float>? { args.pointee.grad_final_states?[i] }
     @inline(__always) public var gradInput: UnsafeMutablePointer<Float>? { args.pointee.grad_input }
     @inline(__always) public func gradInitialState(_ i: Int) -> UnsafeMutablePointer<Float>? { args.pointee.grad_initial_states?[i] }
-    @inline(__always) public func gradParam(_ i: Int) -> UnsafeMutablePointer<Float> { args.pointee.grad_params[i]! }
+    /// Where parameter `i`'s gradient accumulates; nil: the parameter is frozen (ABI 1.2), so
+    /// nothing of its gradient needs computing.
+    @inline(__always) public func gradParam(_ i: Int) -> UnsafeMutablePointer<Float>? { args.pointee.grad_params[i] }
     @inline(__always) public func length(_ b: Int) -> Int { lengths.map { Int($0[b]) } ?? T }
 }
 

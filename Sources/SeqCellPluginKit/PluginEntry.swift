@@ -21,7 +21,8 @@ public func sgemm(
     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     if m == 0 || n == 0 { return }
-    let host = hostServices!.pointee
+    // A cell exists only after the entry point kept the table, so this cannot fail from a host.
+    guard let host = hostServices?.pointee else { preconditionFailure("sgemm called before seqcell_plugin_entry") }
     host.sgemm(
         host.context, transA ? Int32(SEQCELL_TRANS) : Int32(SEQCELL_NO_TRANS),
         transB ? Int32(SEQCELL_TRANS) : Int32(SEQCELL_NO_TRANS),
@@ -34,13 +35,26 @@ public func hostLog(_ level: Int32, _ message: String) {
     log(host.context, level, message)
 }
 
-/// The body of every Swift plugin's `seqcell_plugin_entry`: negotiates the ABI, keeps the
-/// host table, and hands back the descriptor built (once) by `build`.
+// MARK: - The entry point
+
+/// The C types of `seqcell_plugin_entry`'s parameters, so a cell's forwarder is short:
+///
+///     @_cdecl("seqcell_plugin_entry")
+///     public func seqcell_plugin_entry(_ major: UInt32, _ minor: UInt32, _ host: HostTable?, _ out: PluginSlot?,
+///                                      _ error: ErrorBuffer?, _ capacity: Int) -> seqcell_status {
+///         pluginEntry(major, minor, host, out, error, capacity, plugin: plugin)
+///     }
+public typealias HostTable = UnsafePointer<seqcell_host>
+public typealias PluginSlot = UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>
+public typealias ErrorBuffer = UnsafeMutablePointer<CChar>
+
+/// The body of every Swift plugin's `seqcell_plugin_entry`: negotiates the ABI (the major
+/// version must match; the kit needs a host of minor 1.2 or newer and a host table reaching
+/// `log`), keeps the host table, and hands back `plugin`, which is evaluated only once the
+/// negotiation succeeded (a cell's descriptor is a lazily built global, built on first use).
 public func pluginEntry(
-    hostMajor: UInt32, hostMinor: UInt32, host: UnsafePointer<seqcell_host>?,
-    out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
-    error: UnsafeMutablePointer<CChar>?, capacity: Int,
-    build: () -> UnsafePointer<seqcell_plugin>
+    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: HostTable?, _ out: PluginSlot?, _ error: ErrorBuffer?,
+    _ capacity: Int, plugin: @autoclosure () -> UnsafePointer<seqcell_plugin>
 ) -> seqcell_status {
     guard hostMajor == SEQCELL_ABI_MAJOR else {
         writeError("this plugin speaks SeqCell ABI \(SEQCELL_ABI_MAJOR).x; the host speaks \(hostMajor).\(hostMinor)",
@@ -67,7 +81,7 @@ public func pluginEntry(
         return SEQCELL_ERR_VERSION
     }
     hostServices = host
-    out.pointee = build()
+    out.pointee = plugin()
     return SEQCELL_OK
 }
 

@@ -37,18 +37,29 @@ public struct CellError: Error {
 /// Copies `message` into a caller-owned buffer, truncating and always NUL-terminating.
 public func writeError(_ message: String, into buffer: UnsafeMutablePointer<CChar>?, capacity: Int) {
     guard let buffer, capacity > 0 else { return }
-    var utf8 = Array(message.utf8.prefix(capacity - 1))
-    utf8.append(0)
-    utf8.withUnsafeBufferPointer { src in
-        src.withMemoryRebound(to: CChar.self) { buffer.update(from: $0.baseAddress!, count: $0.count) }
+    var n = 0
+    for byte in message.utf8.prefix(capacity - 1) {
+        buffer[n] = CChar(bitPattern: byte)
+        n += 1
     }
+    buffer[n] = 0
 }
 
 // MARK: - Descriptor building (allocated once, kept for the life of the process)
 
 /// A C string that lives for the life of the process.
 public func permanentCString(_ s: String) -> UnsafePointer<CChar> {
-    UnsafePointer(strdup(s)!)
+    UnsafePointer(newCString(s))
+}
+
+/// A NUL-terminated copy of `s` on the heap (freed with `deallocate`). Swift's allocator
+/// traps on exhaustion, where strdup would return NULL.
+func newCString(_ s: String) -> UnsafeMutablePointer<CChar> {
+    let utf8 = Array(s.utf8)
+    let p = UnsafeMutablePointer<CChar>.allocate(capacity: utf8.count + 1)
+    for (i, byte) in utf8.enumerated() { p[i] = CChar(bitPattern: byte) }
+    p[utf8.count] = 0
+    return p
 }
 
 public struct OptionSpec: Sendable {
@@ -223,7 +234,7 @@ public final class LayoutStorage {
         stateArray = .allocate(capacity: max(states.count, 1))
         pointer = .allocate(capacity: 1)
         func keep(_ s: String) -> UnsafePointer<CChar> {
-            let p = strdup(s)!
+            let p = newCString(s)
             strings.append(p)
             return UnsafePointer(p)
         }
@@ -257,7 +268,7 @@ public final class LayoutStorage {
     }
 
     deinit {
-        for s in strings { free(s) }
+        for s in strings { s.deallocate() }
         paramArray.deallocate()
         stateArray.deallocate()
         pointer.deallocate()
@@ -297,10 +308,10 @@ public struct CellConfig {
         guard Int(c.num_options) == specs.count else {
             throw .invalid("\(cellID): expected \(specs.count) option values, got \(c.num_options)")
         }
-        guard specs.isEmpty || c.options != nil else { throw .invalid("\(cellID): options is NULL") }
         var values: [Double] = []
         for (i, spec) in specs.enumerated() {
-            let v = c.options![i]
+            guard let given = c.options else { throw .invalid("\(cellID): options is NULL") }
+            let v = given[i]
             switch spec.kind {
             case .int(let lo, let hi):
                 guard v == v.rounded(), v >= Double(lo), v <= Double(hi) else {

@@ -127,10 +127,11 @@ let kitForward: @convention(c) (
                            workspace: a.workspace, workspaceSize: a.workspace_size, training: training) {
         return fail(e, errorBuffer, capacity)
     }
+    guard let input = a.input else { return fail(.invalid("input is NULL"), errorBuffer, capacity) }
     guard let output = a.output else { return fail(.invalid("output is NULL"), errorBuffer, capacity) }
     k.forward(ForwardCall(
-        T: Int(a.seq_len), B: Int(a.batch), training: training, input: a.input!, lengths: a.lengths,
-        args: args, output: output, workspace: a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!))
+        T: Int(a.seq_len), B: Int(a.batch), training: training, input: input, lengths: a.lengths,
+        args: args, output: output, workspace: a.workspace ?? placeholderBlock))
     return SEQCELL_OK
 }
 
@@ -149,37 +150,11 @@ let kitBackward: @convention(c) (
                            workspace: a.workspace, workspaceSize: a.workspace_size, training: true) {
         return fail(e, errorBuffer, capacity)
     }
-    guard let grads = a.grad_params else { return fail(.invalid("grad_params is NULL"), errorBuffer, capacity) }
-    let workspace = a.workspace ?? UnsafeMutableRawPointer(bitPattern: 64)!
-    let frozen = k.layout.params.indices.filter { grads[$0] == nil }
-    if frozen.isEmpty {
-        k.backward(BackwardCall(T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths, args: args,
-                                workspace: workspace))
-        return SEQCELL_OK
-    }
-    // ABI 1.2: a NULL entry is a frozen parameter. The kernels write every gradient, so a
-    // frozen one goes to scratch that is thrown away.
-    var scratch: [UnsafeMutablePointer<Float>] = []
-    defer { for p in scratch { p.deallocate() } }
-    var table: [UnsafeMutablePointer<Float>?] = []
-    for i in k.layout.params.indices {
-        if let g = grads[i] {
-            table.append(g)
-        } else {
-            let n = max(k.layout.paramCount(i), 1)
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
-            p.initialize(repeating: 0, count: n)
-            scratch.append(p)
-            table.append(p)
-        }
-    }
-    table.withUnsafeBufferPointer { t in
-        var copy = a
-        copy.grad_params = t.baseAddress
-        withUnsafePointer(to: &copy) { args in
-            k.backward(BackwardCall(T: Int(a.seq_len), B: Int(a.batch), input: a.input!, lengths: a.lengths,
-                                    args: args, workspace: workspace))
-        }
-    }
+    guard let input = a.input else { return fail(.invalid("input is NULL"), errorBuffer, capacity) }
+    // ABI 1.2: a NULL entry of grad_params is a frozen parameter; the call view hands it to the
+    // cell as nil, and the cell computes nothing of that parameter's gradient.
+    guard a.grad_params != nil else { return fail(.invalid("grad_params is NULL"), errorBuffer, capacity) }
+    k.backward(BackwardCall(T: Int(a.seq_len), B: Int(a.batch), input: input, lengths: a.lengths, args: args,
+                            workspace: a.workspace ?? placeholderBlock))
     return SEQCELL_OK
 }
