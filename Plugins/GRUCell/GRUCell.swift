@@ -449,6 +449,6 @@ private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in GRU"
 
 @_cdecl("seqcell_plugin_entry")
 public func seqcell_plugin_entry(_ major: UInt32, _ minor: UInt32, _ host: HostTable?, _ out: PluginSlot?,
-                                 _ error: ErrorBuffer?, _ capacity: Int) -> seqcell_status {
+                                 _ error: MessageBuffer?, _ capacity: Int) -> seqcell_status {
     pluginEntry(major, minor, host, out, error, capacity, plugin: plugin)
 }

@@ -41,19 +41,19 @@ public func hostLog(_ level: Int32, _ message: String) {
 ///
 ///     @_cdecl("seqcell_plugin_entry")
 ///     public func seqcell_plugin_entry(_ major: UInt32, _ minor: UInt32, _ host: HostTable?, _ out: PluginSlot?,
-///                                      _ error: ErrorBuffer?, _ capacity: Int) -> seqcell_status {
+///                                      _ error: MessageBuffer?, _ capacity: Int) -> seqcell_status {
 ///         pluginEntry(major, minor, host, out, error, capacity, plugin: plugin)
 ///     }
 public typealias HostTable = UnsafePointer<seqcell_host>
 public typealias PluginSlot = UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>
-public typealias ErrorBuffer = UnsafeMutablePointer<CChar>
+public typealias MessageBuffer = UnsafeMutablePointer<CChar>
 
 /// The body of every Swift plugin's `seqcell_plugin_entry`: negotiates the ABI (the major
 /// version must match; the kit needs a host of minor 1.2 or newer and a host table reaching
 /// `log`), keeps the host table, and hands back `plugin`, which is evaluated only once the
 /// negotiation succeeded (a cell's descriptor is a lazily built global, built on first use).
 public func pluginEntry(
-    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: HostTable?, _ out: PluginSlot?, _ error: ErrorBuffer?,
+    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: HostTable?, _ out: PluginSlot?, _ error: MessageBuffer?,
     _ capacity: Int, plugin: @autoclosure () -> UnsafePointer<seqcell_plugin>
 ) -> seqcell_status {
     guard hostMajor == SEQCELL_ABI_MAJOR else {

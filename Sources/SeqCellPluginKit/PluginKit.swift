@@ -2,12 +2,33 @@
 //
 // This module is linked statically into each built-in cell's .so and never into the host,
 // so each plugin has its own copy and no Swift type ever crosses the plugin boundary: the
-// host sees only the C structs declared in seqcell.h.
+// host sees only the C structs declared in seqcell.h. (The test bundle links one more copy
+// for the kit's unit tests; the plugins' exported symbols are protected, so no plugin can
+// bind to it.)
 //
-// A cell implements `CellKernel`, describes itself with a `CellRegistration` passed to
-// `makePlugin`, and writes one `@_cdecl("seqcell_plugin_entry")` function that calls
-// `pluginEntry`. Everything else (descriptor tables, the C `create` functions, argument
-// validation, error buffers, workspace sizing) is here.
+// A cell implements `CellKernel` (usually through `CarvedWorkspace`), describes itself with a
+// `CellRegistration` passed to `makePlugin`, and writes the entry point as a forwarder of one
+// statement to `pluginEntry`:
+//
+//     @_cdecl("seqcell_plugin_entry")
+//     public func seqcell_plugin_entry(_ major: UInt32, _ minor: UInt32, _ host: HostTable?, _ out: PluginSlot?,
+//                                      _ error: MessageBuffer?, _ capacity: Int) -> seqcell_status {
+//         pluginEntry(major, minor, host, out, error, capacity, plugin: plugin)
+//     }
+//
+// The forwarder stays in each cell because Swift exports a C name only through `@_cdecl` on a
+// function compiled into the image: an entry defined here would need a second `@_cdecl` hook
+// in every cell to find its registrations (docs/PLUGIN_ABI.md, "Writing a cell in Swift").
+//
+// The files, by concern:
+//   PluginKit.swift     errors, descriptors and registration (options, parameters, states),
+//                       option checking (CellConfig)
+//   PluginEntry.swift   the entry point's body: version negotiation, the host's services
+//   CallViews.swift     typed views of forward and backward calls; the CellKernel protocol
+//   Workspace.swift     the workspace carver and CarvedWorkspace
+//   Trampolines.swift   the descriptors' C functions: argument checks, then the Swift kernel
+//   BackwardTail.swift  the gate-matrix backward tail (dX, dW_ih, dW_hh, bias sums)
+//   Kernels.swift, Math.swift   vector kernels, the recurrent product, activations
 
 import CSeqCell
 
@@ -78,18 +99,34 @@ public struct OptionSpec: Sendable {
 }
 
 public struct ParamSpec: Sendable {
+    /// How the host initialises the parameter (ABI 1.2 `init`, `init_a`, `init_b`).
+    public enum Initializer: Sendable, Equatable {
+        /// By role, as before ABI 1.2 (SEQCELL_INIT_ROLE).
+        case role
+        /// Every entry drawn from U(lower, upper) (SEQCELL_INIT_UNIFORM).
+        case uniform(lower: Double, upper: Double)
+        /// Every entry equal to the value (SEQCELL_INIT_CONSTANT).
+        case constant(Double)
+    }
+
     public var name: String
     public var role: Int32
     public var shape: [Int]
     public var gateOrder: String
     public var description: String
+    public var initializer: Initializer
+    /// A checkpoint may omit it (SEQCELL_PARAM_OPTIONAL; ABI 1.2).
+    public var optional: Bool
 
-    public init(_ name: String, role: Int32, shape: [Int], gateOrder: String = "", description: String) {
+    public init(_ name: String, role: Int32, shape: [Int], gateOrder: String = "", description: String,
+                initializer: Initializer = .role, optional: Bool = false) {
         self.name = name
         self.role = role
         self.shape = shape
         self.gateOrder = gateOrder
         self.description = description
+        self.initializer = initializer
+        self.optional = optional
     }
 }
 
@@ -248,6 +285,18 @@ public final class LayoutStorage {
             d.shape.1 = p.shape.count > 1 ? Int64(p.shape[1]) : 0
             d.gate_order = keep(p.gateOrder)
             d.description = keep(p.description)
+            switch p.initializer {
+            case .role:
+                d.`init` = SEQCELL_INIT_ROLE
+            case .uniform(let lower, let upper):
+                d.`init` = SEQCELL_INIT_UNIFORM
+                d.init_a = lower
+                d.init_b = upper
+            case .constant(let value):
+                d.`init` = SEQCELL_INIT_CONSTANT
+                d.init_a = value
+            }
+            d.flags = p.optional ? Int32(SEQCELL_PARAM_OPTIONAL) : 0
             (paramArray + i).initialize(to: d)
         }
         for (i, s) in states.enumerated() {
