@@ -171,6 +171,13 @@ let package = Package(
             name: "CSeqCellKernelsTests",
             dependencies: ["SeqCellTestSupport", "CSeqCellKernels", "CBLAS"],
             path: "Tests/CSeqCellKernelsTests"),
+        // The Swift cells' helper kit on its own: a copy linked into the tests for its unit tests
+        // (the cells' own copies are inside their .so files, whose exported symbols are
+        // protected: PluginSymbolTests).
+        .testTarget(
+            name: "SeqCellPluginKitTests",
+            dependencies: ["SeqCellPluginKit", "CSeqCell"],
+            path: "Tests/SeqCellPluginKitTests"),
     ] + cellPlugins.map {
         .target(
             name: $0.target, dependencies: ["CSeqCell", "SeqCellPluginKit", "CSeqCellKernels"],
