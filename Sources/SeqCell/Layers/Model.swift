@@ -367,7 +367,9 @@ public struct Model: Sendable {
         /// The embedding table's gradient, [vocabulary, dimension].
         public var embedding: Tensor? = nil
 
-        /// Every parameter gradient in `Model.namedParameters` order.
+        /// Every parameter gradient in `Model.namedParameters` order (for a model whose
+        /// head and embedding, if any, have gradients; `ParameterTree.gatherGradients` lays
+        /// them out by key).
         public var flat: [Tensor] {
             var out: [Tensor] = params.flatMap { $0.flatMap { $0 } }
             if let h = head { out += [h.weight, h.bias] }

@@ -41,17 +41,18 @@ enum Boundary {
     }
 
     /// Checks that `t` holds exactly the elements its shape says (`Tensor.data` is settable,
-    /// so a tensor can be made inconsistent after its checked initialiser ran).
-    static func checkConsistent(_ t: Tensor, _ what: String) throws {
+    /// so a tensor can be made inconsistent after its checked initialiser ran). `what` is
+    /// only built for the message (these checks run on every call).
+    static func checkConsistent(_ t: Tensor, _ what: @autoclosure () -> String) throws {
         guard let n = elementCount(t.shape), n == t.data.count else {
-            throw SeqCellError(.shape, "\(what): shape \(t.shape) does not hold its \(t.data.count) values")
+            throw SeqCellError(.shape, "\(what()): shape \(t.shape) does not hold its \(t.data.count) values")
         }
     }
 
     /// Checks that a gradient has exactly `shape` and holds its values.
-    static func checkGradient(_ g: Tensor, shape: [Int], _ what: String) throws {
-        guard g.shape == shape else { throw SeqCellError(.shape, "\(what) must be \(shape), got \(g.shape)") }
-        try checkConsistent(g, what)
+    static func checkGradient(_ g: Tensor, shape: [Int], _ what: @autoclosure () -> String) throws {
+        guard g.shape == shape else { throw SeqCellError(.shape, "\(what()) must be \(shape), got \(g.shape)") }
+        try checkConsistent(g, what())
     }
 
     /// Checks a time-major sequence tensor [T, B, width] with T, B >= 1; returns (T, B).
@@ -69,30 +70,30 @@ enum Boundary {
 
     /// Checks one direction's initial states (or final-state gradients): none, or one entry
     /// per state of `cell`, each nil or [B, size].
-    static func checkStates(_ states: [Tensor?], cell: Cell, B: Int, _ what: String) throws {
+    static func checkStates(_ states: [Tensor?], cell: Cell, B: Int, _ what: @autoclosure () -> String) throws {
         guard states.isEmpty || states.count == cell.states.count else {
-            throw SeqCellError(.shape, "\(what): \(states.count) tensors for cell '\(cell.type.id)', which has \(cell.states.count) state(s) ("
+            throw SeqCellError(.shape, "\(what()): \(states.count) tensors for cell '\(cell.type.id)', which has \(cell.states.count) state(s) ("
                                + cell.states.map(\.name).joined(separator: ", ") + ")")
         }
         for (s, info) in zip(states, cell.states) {
             guard let s else { continue }
-            try checkConsistent(s, "\(what) '\(info.name)'")
+            try checkConsistent(s, "\(what()) '\(info.name)'")
             guard s.shape == [B, info.size] else {
-                throw SeqCellError(.shape, "\(what) '\(info.name)' must be [\(B), \(info.size)], got \(s.shape)")
+                throw SeqCellError(.shape, "\(what()) '\(info.name)' must be [\(B), \(info.size)], got \(s.shape)")
             }
         }
     }
 
     /// Checks one direction's parameter tensors against its cell's layout.
-    static func checkParams(_ dc: DirectionalCell, _ what: String) throws {
+    static func checkParams(_ dc: DirectionalCell, _ what: @autoclosure () -> String) throws {
         guard dc.params.count == dc.cell.params.count else {
-            throw SeqCellError(.shape, "\(what): cell '\(dc.cell.type.id)' has \(dc.cell.params.count) parameters, \(dc.params.count) given")
+            throw SeqCellError(.shape, "\(what()): cell '\(dc.cell.type.id)' has \(dc.cell.params.count) parameters, \(dc.params.count) given")
         }
         for (p, info) in zip(dc.params, dc.cell.params) {
             guard p.shape == info.shape else {
-                throw SeqCellError(.shape, "\(what): parameter '\(info.name)' must be \(info.shape), got \(p.shape)")
+                throw SeqCellError(.shape, "\(what()): parameter '\(info.name)' must be \(info.shape), got \(p.shape)")
             }
-            try checkConsistent(p, "\(what): parameter '\(info.name)'")
+            try checkConsistent(p, "\(what()): parameter '\(info.name)'")
         }
     }
 }
