@@ -1,6 +1,7 @@
 /* Times the plugins' vector kernels on one core, per ISA path this CPU runs: the packed
  * recurrent product at the benchmark configurations' step shapes and the fused gate rows.
- * Minimum over many single calls (robust to other load on a shared machine).
+ * Minimum over many single calls of per-thread CPU time (CLOCK_THREAD_CPUTIME_ID), so other
+ * load on a shared machine (time slices given to other processes) does not count.
  *
  *   clang -O2 -ISources/CSeqCellKernels/include Sources/CSeqCellKernels/kernels.c \
  *         benchmarks/kernel_micro.c -lm -o /tmp/kernel_micro && /tmp/kernel_micro
@@ -12,7 +13,7 @@
 
 static double now(void) {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
