@@ -81,7 +81,9 @@ let package = Package(
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(
             name: "SeqCellTests",
-            dependencies: ["SeqCell", "CSeqCellKernels", "CBLAS", "CAllocationCounter"],
+            // SeqCellPluginKit only for its unit tests (PluginKitTests): the cells' own copies are
+            // inside their .so files, whose exported symbols are protected (PluginSymbolTests).
+            dependencies: ["SeqCell", "CSeqCellKernels", "CBLAS", "CAllocationCounter", "SeqCellPluginKit"],
             path: "Tests/SeqCellTests",
             // C sources of broken plugins; the tests compile them with `cc` at run time.
             exclude: ["Fixtures"]),

@@ -30,15 +30,16 @@ private let optionSpecs = [
                             what: "activation of the candidate n (ONNX g)")
     + [clipOptionSpec()]
 
-final class GRUKernel: CellKernel {
+final class GRUKernel: CarvedWorkspace {
     let inputSize: Int
     let hidden: Int
     /// reset = before: n uses W_hn (r ⊙ h) instead of r ⊙ (W_hn h + b_hn).
     let resetBefore: Bool
     /// bias=false: no bias_ih / bias_hh parameters.
     let hasBias: Bool
-    /// bias=false: H zeros standing in for b_hn (read-only, shared by every call).
-    let zeroBias: UnsafeMutablePointer<Float>?
+    /// bias=false: H zeros standing in for b_hn (read-only, shared by every call; one float
+    /// with biases, where it is never read).
+    let zeroBias: UnsafeMutablePointer<Float>
     /// ONNX options; `general` when any differs from its default.
     let gateActivation: Activation
     let candidateActivation: Activation
@@ -57,13 +58,9 @@ final class GRUKernel: CellKernel {
         clip = Clip(o[8])
         general = gateActivation.kind != .sigmoid || candidateActivation.kind != .tanh || clip.isActive
         let (I, H) = (inputSize, hidden)
-        if hasBias {
-            zeroBias = nil
-        } else {
-            let z = UnsafeMutablePointer<Float>.allocate(capacity: max(H, 1))
-            z.initialize(repeating: 0, count: max(H, 1))
-            zeroBias = z
-        }
+        let zeros = hasBias ? 1 : max(H, 1)
+        zeroBias = .allocate(capacity: zeros)
+        zeroBias.initialize(repeating: 0, count: zeros)
         var params = [
             ParamSpec("weight_ih", role: SEQCELL_ROLE_INPUT_WEIGHT, shape: [3 * H, I], gateOrder: "r,z,n",
                       description: "W_ih = [W_ir; W_iz; W_in] [3H, I]"),
@@ -84,7 +81,7 @@ final class GRUKernel: CellKernel {
             outputSize: H)
     }
 
-    deinit { zeroBias?.deallocate() }
+    deinit { zeroBias.deallocate() }
 
     struct Buffers {
         var gx: UnsafeMutablePointer<Float>     // [T, B, 3H] input part + biases → activations (r,z,n) → d(pre)
@@ -117,22 +114,10 @@ final class GRUKernel: CellKernel {
         return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed)
     }
 
-    func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
-        var c = WorkspaceCarver(base: nil)
-        _ = carve(&c, T: T, B: B, training: training)
-        return c.bytes
-    }
-
-    // forward and backward are deliberately non-throwing (they satisfy the protocol's
-    // `throws(CellError)` requirement anyway). Swift 6.3's LLVM may end a throwing function
-    // with a tail jump to memmove/memcpy/memset without resetting the error register (r12 on
-    // x86-64), so the caller sees a phantom error: swiftlang/swift#90477, fixed upstream by
-    // llvm/llvm-project#214590. With -Ounchecked that made every forward here fail in release.
     func forward(_ f: ForwardCall) {
         let (T, B, I, H) = (f.T, f.B, inputSize, hidden)
         let G = 3 * H
-        var c = WorkspaceCarver(base: f.workspace)
-        let w = carve(&c, T: T, B: B, training: f.training)
+        let w = buffers(f)
         let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: gx = X W_ih^T + b_ih + b_hh, except that for
         // reset = after b_hn stays out (it sits inside r ⊙ (W_hn h + b_hn)).
@@ -151,7 +136,7 @@ final class GRUKernel: CellKernel {
         for r in 1..<T * B { (w.gx + r * G).update(from: row, count: G) }
         InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: G, k: I, into: w.gx, ldy: G, scratch: w.packed)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
-        let bhn: UnsafePointer<Float> = hasBias ? f.param(3) + 2 * H : UnsafePointer(zeroBias!)
+        let bhn: UnsafePointer<Float> = hasBias ? f.param(3) + 2 * H : UnsafePointer(zeroBias)
         let whn = whh + 2 * H * H
         // reset = before has no full-width recurrent product (r, z and n are separate GEMMs).
         let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore)
@@ -323,10 +308,9 @@ final class GRUKernel: CellKernel {
     func backward(_ g: BackwardCall) {
         let (T, B, I, H) = (g.T, g.B, inputSize, hidden)
         let G = 3 * H
-        var c = WorkspaceCarver(base: g.workspace)
-        let w = carve(&c, T: T, B: B, training: true)
-        let wih = g.param(0), whh = g.param(1)
-        let bhn: UnsafePointer<Float> = hasBias ? g.param(3) + 2 * H : UnsafePointer(zeroBias!)
+        let w = buffers(g)
+        let whh = g.param(1)
+        let bhn: UnsafePointer<Float> = hasBias ? g.param(3) + 2 * H : UnsafePointer(zeroBias)
         let whn = whh + 2 * H * H
         copyOrZero(g.gradFinalState(0), to: w.dh, count: B * H)
         // Each step's saved activations are last read at that step: gx becomes d(pre) of the
@@ -438,29 +422,21 @@ final class GRUKernel: CellKernel {
                 sgemm(transA: false, transB: false, m: B, n: H, k: G, a: dghT, lda: G, b: whh, ldb: H,
                       beta: 1, c: w.tmp, ldc: H)
             }
-            for b in 0..<B where t < g.length(b) {
-                (w.dh + b * H).update(from: w.tmp + b * H, count: H)
-            }
+            g.carryActiveRows(step: t, from: w.tmp, into: w.dh, width: H)
         }
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * H) }
-        if let gx = g.gradInput {
-            sgemm(transA: false, transB: false, m: T * B, n: I, k: G, a: dgx, lda: G, b: wih, ldb: I,
-                  beta: 0, c: gx, ldc: I)
-        }
-        sgemm(transA: true, transB: false, m: G, n: I, k: T * B, a: dgx, lda: G, b: g.input, ldb: I,
-              beta: 1, c: g.gradParam(0), ldc: I)
-        if hasBias { addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(2)) }
         if resetBefore {
             // W_hr, W_hz multiply h_{t-1}; W_hn multiplies r ⊙ h_{t-1}. b_hh sits outside r.
-            sgemm(transA: true, transB: false, m: 2 * H, n: H, k: T * B, a: dgx, lda: G, b: w.states, ldb: H,
-                  beta: 1, c: g.gradParam(1), ldc: H)
-            sgemm(transA: true, transB: false, m: H, n: H, k: T * B, a: dgx + 2 * H, lda: G, b: w.rh, ldb: H,
-                  beta: 1, c: g.gradParam(1) + 2 * H * H, ldc: H)
-            if hasBias { addColumnSums(dgx, rows: T * B, n: G, into: g.gradParam(3)) }
+            g.accumulateGateGradients(
+                dGates: dgx, gates: G, inputSize: I, parameters: .pytorch(bias: hasBias),
+                recurrent: [
+                    RecurrentGradientBlock(gradients: dgx, leadingDimension: G, rows: 0..<2 * H, inputs: w.states, width: H),
+                    RecurrentGradientBlock(gradients: dgx + 2 * H, leadingDimension: G, rows: 2 * H..<G, inputs: w.rh, width: H),
+                ])
         } else {
-            sgemm(transA: true, transB: false, m: G, n: H, k: T * B, a: w.gh, lda: G, b: w.states, ldb: H,
-                  beta: 1, c: g.gradParam(1), ldc: H)
-            if hasBias { addColumnSums(w.gh, rows: T * B, n: G, into: g.gradParam(3)) }
+            // The recurrent part's gradient (gh) differs from the input part's in the n rows.
+            g.accumulateGateGradients(dGates: dgx, gates: G, inputSize: I, parameters: .pytorch(bias: hasBias),
+                                      recurrent: [.all(w.gh, gates: G, inputs: w.states, width: H)], recurrentBias: w.gh)
         }
     }
 }
@@ -473,11 +449,7 @@ private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in GRU"
 ])
 
 @_cdecl("seqcell_plugin_entry")
-public func seqcell_plugin_entry(
-    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: UnsafePointer<seqcell_host>?,
-    _ out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
-    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
-) -> seqcell_status {
-    pluginEntry(hostMajor: hostMajor, hostMinor: hostMinor, host: host, out: out, error: error,
-                capacity: capacity) { plugin }
+public func seqcell_plugin_entry(_ major: UInt32, _ minor: UInt32, _ host: HostTable?, _ out: PluginSlot?,
+                                 _ error: MessageBuffer?, _ capacity: Int) -> seqcell_status {
+    pluginEntry(major, minor, host, out, error, capacity, plugin: plugin)
 }

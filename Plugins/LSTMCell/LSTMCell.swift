@@ -40,7 +40,7 @@ private let optionSpecs = [
         clipOptionSpec(),
     ]
 
-final class LSTMKernel: CellKernel {
+final class LSTMKernel: CarvedWorkspace {
     let inputSize: Int
     let hidden: Int
     /// Width of h (and of the output): proj_size when projecting, else hidden.
@@ -154,22 +154,10 @@ final class LSTMKernel: CellKernel {
                        packedT: packedT)
     }
 
-    func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
-        var c = WorkspaceCarver(base: nil)
-        _ = carve(&c, T: T, B: B, training: training)
-        return c.bytes
-    }
-
-    // forward and backward are deliberately non-throwing (they satisfy the protocol's
-    // `throws(CellError)` requirement anyway). Swift 6.3's LLVM may end a throwing function
-    // with a tail jump to memmove/memcpy/memset without resetting the error register (r12 on
-    // x86-64), so the caller sees a phantom error: swiftlang/swift#90477, fixed upstream by
-    // llvm/llvm-project#214590. With -Ounchecked that made every forward here fail in release.
     func forward(_ f: ForwardCall) {
         let (T, B, I, H, P) = (f.T, f.B, inputSize, hidden, hWidth)
         let G = 4 * H
-        var c = WorkspaceCarver(base: f.workspace)
-        let w = carve(&c, T: T, B: B, training: f.training)
+        let w = buffers(f)
         let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: gates = X W_ih^T + b_ih + b_hh.
         fillRows(w.gates, rows: T * B, n: G, bias1: hasBias ? f.param(2) : nil, bias2: hasBias ? f.param(3) : nil)
@@ -241,21 +229,33 @@ final class LSTMKernel: CellKernel {
             } else {
                 hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) }
             }
-            if projecting {
-                // h' = m W_hr^T, straight into the output rows; frozen rows are fixed up after.
-                sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(hrIndex), ldb: H,
-                      beta: 0, c: out, ldc: P)
-                for b in 0..<B {
-                    let o = out + b * P, hp = hPrev + b * P, hn = hNext + b * P
-                    if t < f.length(b) {
-                        hn.update(from: o, count: P)
-                    } else {
-                        o.update(repeating: 0, count: P)
-                        if hn != hp { hn.update(from: hp, count: P) }
-                    }
-                }
+            if projecting { project(f, step: t, m: mT, out: out, hPrev: hPrev, hNext: hNext) }
+        }
+        writeFinalStates(f, w)
+    }
+
+    /// h' = m W_hr^T for step t, straight into the output rows; the rows of samples that have
+    /// ended are fixed up after (output zero, h carried).
+    func project(_ f: ForwardCall, step t: Int, m mT: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                 hPrev: UnsafeMutablePointer<Float>, hNext: UnsafeMutablePointer<Float>) {
+        let (B, H, P) = (f.B, hidden, hWidth)
+        sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(hrIndex), ldb: H,
+              beta: 0, c: out, ldc: P)
+        for b in 0..<B {
+            let o = out + b * P, hp = hPrev + b * P, hn = hNext + b * P
+            if t < f.length(b) {
+                hn.update(from: o, count: P)
+            } else {
+                o.update(repeating: 0, count: P)
+                if hn != hp { hn.update(from: hp, count: P) }
             }
         }
+    }
+
+    /// h_T and c_T into the final-state outputs the host asked for (inference alternates two
+    /// h buffers and keeps one c).
+    func writeFinalStates(_ f: ForwardCall, _ w: Buffers) {
+        let (T, B, H, P) = (f.T, f.B, hidden, hWidth)
         if let hN = f.finalState(0) { hN.update(from: w.h + (f.training ? T : T & 1) * B * P, count: B * P) }
         let steps = f.training ? T : 0
         if let cN = f.finalState(1) { cN.update(from: w.c + steps * B * H, count: B * H) }
@@ -305,23 +305,9 @@ final class LSTMKernel: CellKernel {
                 }
                 if !projecting { (hNext + b * P).update(from: m, count: P) }
             }
-            if projecting {
-                sgemm(transA: false, transB: true, m: B, n: P, k: H, a: mT, lda: H, b: f.param(hrIndex), ldb: H,
-                      beta: 0, c: out, ldc: P)
-                for b in 0..<B {
-                    let o = out + b * P, hp = hPrev + b * P, hn = hNext + b * P
-                    if t < f.length(b) {
-                        hn.update(from: o, count: P)
-                    } else {
-                        o.update(repeating: 0, count: P)
-                        if hn != hp { hn.update(from: hp, count: P) }
-                    }
-                }
-            }
+            if projecting { project(f, step: t, m: mT, out: out, hPrev: hPrev, hNext: hNext) }
         }
-        if let hN = f.finalState(0) { hN.update(from: w.h + (f.training ? T : T & 1) * B * P, count: B * P) }
-        let steps = f.training ? T : 0
-        if let cN = f.finalState(1) { cN.update(from: w.c + steps * B * H, count: B * H) }
+        writeFinalStates(f, w)
     }
 
     /// Backward through the steps of the general path: gate pre-activations in, their
@@ -337,24 +323,7 @@ final class LSTMKernel: CellKernel {
             let dg = w.gates + t * B * G
             let cT = w.c + (t + 1) * B * H, cPrev = w.c + t * B * H
             let goT = g.gradOutput.map { $0 + t * B * P }
-            if projecting {
-                let dhT = w.dhAll + t * B * P
-                for b in 0..<B {
-                    let d = dhT + b * P
-                    if t < g.length(b) {
-                        let dh = w.dh + b * P
-                        if let gy = goT.map({ $0 + b * P }) {
-                            for j in 0..<P { d[j] = dh[j] + gy[j] }
-                        } else {
-                            d.update(from: dh, count: P)
-                        }
-                    } else {
-                        d.update(repeating: 0, count: P)
-                    }
-                }
-                sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(hrIndex), ldb: H,
-                      beta: 0, c: w.dm, ldc: H)
-            }
+            if projecting { projectionBackward(g, w, step: t, gradOutput: goT) }
             for b in 0..<B {
                 let d = dg + b * G
                 guard t < g.length(b) else { d.update(repeating: 0, count: G); continue }
@@ -385,8 +354,8 @@ final class LSTMKernel: CellKernel {
                         daf = dct * c0 * fa.derivative(clip(xf)) * clip.derivative(xf)
                     }
                     var dcp = dct * fg
-                    if let peep, let dPeep {
-                        dcp += dai * peep[j] + daf * peep[H + j]
+                    if let peep { dcp += dai * peep[j] + daf * peep[H + j] }
+                    if let dPeep {
                         dPeep[j] += dai * c0
                         dPeep[H + j] += daf * c0
                         dPeep[2 * H + j] += dao * c1
@@ -399,18 +368,15 @@ final class LSTMKernel: CellKernel {
                 }
             }
             back.apply(dg, ldh: G, rows: B, into: w.tmp, ldy: P, accumulate: false)
-            for b in 0..<B where t < g.length(b) {
-                (w.dh + b * P).update(from: w.tmp + b * P, count: P)
-            }
+            g.carryActiveRows(step: t, from: w.tmp, into: w.dh, width: P)
         }
     }
 
     func backward(_ g: BackwardCall) {
         let (T, B, I, H, P) = (g.T, g.B, inputSize, hidden, hWidth)
         let G = 4 * H
-        var c = WorkspaceCarver(base: g.workspace)
-        let w = carve(&c, T: T, B: B, training: true)
-        let wih = g.param(0), whh = g.param(1)
+        let w = buffers(g)
+        let whh = g.param(1)
         copyOrZero(g.gradFinalState(0), to: w.dh, count: B * P)
         copyOrZero(g.gradFinalState(1), to: w.dc, count: B * H)
         let dgAll = w.gates  // each step's activations are last read at that step: reuse for dgates
@@ -422,25 +388,7 @@ final class LSTMKernel: CellKernel {
                 let dg = dgAll + t * B * G
                 let cT = w.c + (t + 1) * B * H, cPrev = w.c + t * B * H
                 let goT = g.gradOutput.map { $0 + t * B * P }
-                if projecting {
-                    // dh_total = dh + dy (zero for frozen samples), kept for dW_hr; dm = dh_total W_hr.
-                    let dhT = w.dhAll + t * B * P
-                    for b in 0..<B {
-                        let d = dhT + b * P
-                        if t < g.length(b) {
-                            let dh = w.dh + b * P
-                            if let gy = goT.map({ $0 + b * P }) {
-                                for j in 0..<P { d[j] = dh[j] + gy[j] }
-                            } else {
-                                d.update(from: dh, count: P)
-                            }
-                        } else {
-                            d.update(repeating: 0, count: P)
-                        }
-                    }
-                    sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(hrIndex), ldb: H,
-                          beta: 0, c: w.dm, ldc: H)
-                }
+                if projecting { projectionBackward(g, w, step: t, gradOutput: goT) }
                 // Rows are independent within a step: each chunk does its rows' gate gradients and
                 // their share of dh_{t-1} = dgates_t W_hh (samples frozen at t carry dh unchanged).
                 func rows(_ r: Range<Int>) {
@@ -460,32 +408,43 @@ final class LSTMKernel: CellKernel {
                     }
                     back.apply(dg + r.lowerBound * G, ldh: G, rows: r.count, into: w.tmp + r.lowerBound * P, ldy: P,
                                accumulate: false)
-                    for b in r where t < g.length(b) {
-                        (w.dh + b * P).update(from: w.tmp + b * P, count: P)
-                    }
+                    g.carryActiveRows(step: t, from: w.tmp, into: w.dh, width: P, rows: r)
                 }
                 if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
             }
         }
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * P) }
         if let gc0 = g.gradInitialState(1) { gc0.update(from: w.dc, count: B * H) }
-        if let gx = g.gradInput {
-            sgemm(transA: false, transB: false, m: T * B, n: I, k: G, a: dgAll, lda: G, b: wih, ldb: I,
-                  beta: 0, c: gx, ldc: I)
-        }
-        sgemm(transA: true, transB: false, m: G, n: I, k: T * B, a: dgAll, lda: G, b: g.input, ldb: I,
-              beta: 1, c: g.gradParam(0), ldc: I)
-        sgemm(transA: true, transB: false, m: G, n: P, k: T * B, a: dgAll, lda: G, b: w.h, ldb: P,
-              beta: 1, c: g.gradParam(1), ldc: P)
-        if hasBias {
-            addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(2))
-            addColumnSums(dgAll, rows: T * B, n: G, into: g.gradParam(3))
-        }
-        if projecting {
+        // W_hh multiplies h_{t-1}: states [0, T) of the training layout, width P.
+        g.accumulateGateGradients(dGates: dgAll, gates: G, inputSize: I, parameters: .pytorch(bias: hasBias),
+                                  recurrent: [.all(dgAll, gates: G, inputs: w.h, width: P)])
+        if projecting, let dWhr = g.gradParam(hrIndex) {
             // dW_hr = Σ_t dh_total_t^T m_t (frozen rows: dh_total = 0 and m = 0).
             sgemm(transA: true, transB: false, m: P, n: H, k: T * B, a: w.dhAll, lda: P, b: w.m, ldb: H,
-                  beta: 1, c: g.gradParam(hrIndex), ldc: H)
+                  beta: 1, c: dWhr, ldc: H)
         }
+    }
+
+    /// One step of backward through the projection h = W_hr m: dh_total = dh + dy (zero for
+    /// samples that have ended), kept in dhAll for dW_hr, and dm = dh_total W_hr.
+    func projectionBackward(_ g: BackwardCall, _ w: Buffers, step t: Int, gradOutput goT: UnsafePointer<Float>?) {
+        let (B, H, P) = (g.B, hidden, hWidth)
+        let dhT = w.dhAll + t * B * P
+        for b in 0..<B {
+            let d = dhT + b * P
+            if t < g.length(b) {
+                let dh = w.dh + b * P
+                if let gy = goT.map({ $0 + b * P }) {
+                    for j in 0..<P { d[j] = dh[j] + gy[j] }
+                } else {
+                    d.update(from: dh, count: P)
+                }
+            } else {
+                d.update(repeating: 0, count: P)
+            }
+        }
+        sgemm(transA: false, transB: false, m: B, n: H, k: P, a: dhT, lda: P, b: g.param(hrIndex), ldb: H,
+              beta: 0, c: w.dm, ldc: H)
     }
 }
 
@@ -497,11 +456,7 @@ private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in LSTM
 ])
 
 @_cdecl("seqcell_plugin_entry")
-public func seqcell_plugin_entry(
-    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: UnsafePointer<seqcell_host>?,
-    _ out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
-    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
-) -> seqcell_status {
-    pluginEntry(hostMajor: hostMajor, hostMinor: hostMinor, host: host, out: out, error: error,
-                capacity: capacity) { plugin }
+public func seqcell_plugin_entry(_ major: UInt32, _ minor: UInt32, _ host: HostTable?, _ out: PluginSlot?,
+                                 _ error: MessageBuffer?, _ capacity: Int) -> seqcell_status {
+    pluginEntry(major, minor, host, out, error, capacity, plugin: plugin)
 }

@@ -23,7 +23,7 @@ private let optionSpecs = [
 ] + activationOptionSpecs("activation", choices: activationChoices, defaultIndex: 0, what: "nonlinearity").dropFirst()
   + [clipOptionSpec()]
 
-final class RNNKernel: CellKernel {
+final class RNNKernel: CarvedWorkspace {
     let inputSize: Int
     let hidden: Int
     let relu: Bool
@@ -82,16 +82,9 @@ final class RNNKernel: CellKernel {
         return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed)
     }
 
-    func workspaceBytes(T: Int, B: Int, training: Bool) -> Int {
-        var c = WorkspaceCarver(base: nil)
-        _ = carve(&c, T: T, B: B, training: training)
-        return c.bytes
-    }
-
     func forward(_ f: ForwardCall) {
         let (T, B, I, H) = (f.T, f.B, inputSize, hidden)
-        var c = WorkspaceCarver(base: f.workspace)
-        let w = carve(&c, T: T, B: B, training: f.training)
+        let w = buffers(f)
         let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: pre = X W_ih^T + b_ih + b_hh.
         fillRows(w.pre, rows: T * B, n: H, bias1: hasBias ? f.param(2) : nil, bias2: hasBias ? f.param(3) : nil)
@@ -163,9 +156,8 @@ final class RNNKernel: CellKernel {
 
     func backward(_ g: BackwardCall) {
         let (T, B, I, H) = (g.T, g.B, inputSize, hidden)
-        var c = WorkspaceCarver(base: g.workspace)
-        let w = carve(&c, T: T, B: B, training: true)
-        let wih = g.param(0), whh = g.param(1)
+        let w = buffers(g)
+        let whh = g.param(1)
         copyOrZero(g.gradFinalState(0), to: w.dh, count: B * H)
         let dpreAll = w.pre  // the pre-activations are no longer needed: reuse for dpre
         for t in stride(from: T - 1, through: 0, by: -1) {
@@ -194,23 +186,12 @@ final class RNNKernel: CellKernel {
             // dh_{t-1} = dpre_t W_hh for samples active at t; the others carry dh unchanged.
             sgemm(transA: false, transB: false, m: B, n: H, k: H, a: dpre, lda: H, b: whh, ldb: H,
                   beta: 0, c: w.tmp, ldc: H)
-            for b in 0..<B where t < g.length(b) {
-                (w.dh + b * H).update(from: w.tmp + b * H, count: H)
-            }
+            g.carryActiveRows(step: t, from: w.tmp, into: w.dh, width: H)
         }
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * H) }
-        if let gx = g.gradInput {
-            sgemm(transA: false, transB: false, m: T * B, n: I, k: H, a: dpreAll, lda: H, b: wih, ldb: I,
-                  beta: 0, c: gx, ldc: I)
-        }
-        sgemm(transA: true, transB: false, m: H, n: I, k: T * B, a: dpreAll, lda: H, b: g.input, ldb: I,
-              beta: 1, c: g.gradParam(0), ldc: I)
-        sgemm(transA: true, transB: false, m: H, n: H, k: T * B, a: dpreAll, lda: H, b: w.states, ldb: H,
-              beta: 1, c: g.gradParam(1), ldc: H)
-        if hasBias {
-            addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(2))
-            addColumnSums(dpreAll, rows: T * B, n: H, into: g.gradParam(3))
-        }
+        // W_hh multiplies h_{t-1}: states [0, T) of the training layout.
+        g.accumulateGateGradients(dGates: dpreAll, gates: H, inputSize: I, parameters: .pytorch(bias: hasBias),
+                                  recurrent: [.all(dpreAll, gates: H, inputs: w.states, width: H)])
     }
 }
 
@@ -222,11 +203,7 @@ private nonisolated(unsafe) let plugin = makePlugin(name: "SeqCell built-in RNN"
 ])
 
 @_cdecl("seqcell_plugin_entry")
-public func seqcell_plugin_entry(
-    _ hostMajor: UInt32, _ hostMinor: UInt32, _ host: UnsafePointer<seqcell_host>?,
-    _ out: UnsafeMutablePointer<UnsafePointer<seqcell_plugin>?>?,
-    _ error: UnsafeMutablePointer<CChar>?, _ capacity: Int
-) -> seqcell_status {
-    pluginEntry(hostMajor: hostMajor, hostMinor: hostMinor, host: host, out: out, error: error,
-                capacity: capacity) { plugin }
+public func seqcell_plugin_entry(_ major: UInt32, _ minor: UInt32, _ host: HostTable?, _ out: PluginSlot?,
+                                 _ error: MessageBuffer?, _ capacity: Int) -> seqcell_status {
+    pluginEntry(major, minor, host, out, error, capacity, plugin: plugin)
 }

@@ -60,7 +60,7 @@ struct ExportCommand: ParsableCommand {
             for (flag, value) in [("--prefix", prefix), ("--head-name", headName), ("--json", json)] where value != nil {
                 throw CLIError("\(flag) does not apply to --to onnx")
             }
-            let m = try Checkpoint.load(from: model, registry: registry).model
+            let m = try CheckpointDocument.read(path: model).bindModel(registry: registry)
             let e = try ONNXExport(model: m, options: ONNXExportOptions(batchFirst: batchFirst, lengths: lengths, initialStates: initialStates))
             try e.write(to: output)
             print("wrote \(output): ONNX opset \(ONNXExport.opset)")
@@ -89,7 +89,7 @@ struct ExportCommand: ParsableCommand {
                 throw CLIError("\(flag) applies to --to pytorch only")
             }
         }
-        let m = try Checkpoint.load(from: model, registry: registry).model
+        let m = try CheckpointDocument.read(path: model).bindModel(registry: registry)
         let base = output.hasSuffix(".safetensors") ? String(output.dropLast(".safetensors".count))
             : output.hasSuffix(".weights.h5") ? String(output.dropLast(".weights.h5".count)) : output
         let jsonPath = json ?? base + ".json"

@@ -79,63 +79,63 @@ struct InspectCommand: ParsableCommand {
     var file: String
 
     func run() throws {
-        let s = try CheckpointSummary.read(path: file)
+        // The file alone, parsed and checked: no plugin is needed to describe it.
+        let doc = try CheckpointDocument.read(path: file)
         let registry = plugins.registry()
         // NaN and ±inf per parameter (a model with them computes NaN: it is worth seeing).
-        let health = try ParameterHealth.nonFiniteCounts(checkpoint: file)
+        let health = doc.nonFiniteParameters
         let nonFinite = Dictionary(health.map { ($0.path, $0.count) }, uniquingKeysWith: { a, _ in a })
-        func finiteNote(_ path: String) -> String {
-            guard let entry = nonFinite[path] else { return "" }
-            return entry.map { "  non-finite \($0)" } ?? "  non-finite: not floating-point"
-        }
+        func finiteNote(_ path: String) -> String { nonFinite[path].map { "  non-finite \($0)" } ?? "" }
         // Values from the file are shown escaped and shortened: a checkpoint is untrusted data.
         func v(_ text: String) -> String { MessageText.value(text) }
         func show(_ line: String) { print(MessageText.escaped(line)) }
-        show("\(file): SeqCell checkpoint, format \(s.formatVersion.map(String.init).joined(separator: "."))"
-              + (s.creator.isEmpty ? "" : ", written by \(v(s.creator))") + (s.created.isEmpty ? "" : " at \(v(s.created))"))
-        if let e = s.embedding {
-            show("input: integer token ids, vocabulary \(e.weight.first ?? 0), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
-            show("embedding: weight \(e.weight) float32 (\(e.weight.reduce(1, *)))"
+        let header = doc.header
+        show("\(file): SeqCell checkpoint, format \(header.formatVersion.map(String.init).joined(separator: "."))"
+              + (header.creator.isEmpty ? "" : ", written by \(v(header.creator))") + (header.created.isEmpty ? "" : " at \(v(header.created))"))
+        if let e = doc.embedding {
+            show("input: integer token ids, vocabulary \(e.weight.shape[0]), \(doc.layers.count) layer(s), \(doc.parameterCount) parameters")
+            show("embedding: weight \(e.weight.shape) float32 (\(e.weight.count))"
                  + (e.paddingIndex.map { ", padding_idx \($0)" } ?? "") + finiteNote("embedding/weight"))
         } else {
-            show("input size \(s.inputSize), \(s.layers.count) layer(s), \(s.parameterCount) parameters")
+            show("input size \(doc.inputSize), \(doc.layers.count) layer(s), \(doc.parameterCount) parameters")
         }
-        for l in s.layers {
-            let merge = l.direction == "bidirectional" ? " (merge \(v(l.mergeMode)))" : ""
-            show("layer \(v(l.name)): \(v(l.direction))\(merge)")
-            for d in l.directions {
+        for l in doc.layers {
+            let merge = l.direction == .bidirectional ? " (merge \(l.mergeMode.rawValue))" : ""
+            show("layer \(v(l.name)): \(l.direction.rawValue)\(merge)")
+            for d in l.cells {
                 let availability: String
-                if let needed = CellVersion(d.cellVersion), let t = try? registry.cellType(d.cell, satisfying: needed) {
+                if let t = try? registry.cellType(d.cell, satisfying: d.cellVersion) {
                     availability = "plugin available: \(t.id) \(t.version) (\(t.libraryPath))"
                 } else if let t = try? registry.cellType(d.cell) {
-                    availability = "PLUGIN VERSION MISMATCH: here \(t.version), file needs \(v(d.cellVersion))"
+                    availability = "PLUGIN VERSION MISMATCH: here \(t.version), file needs \(v(d.cellVersionText))"
                 } else {
                     availability = "PLUGIN NOT FOUND"
                 }
-                let opts = d.options.isEmpty ? "" : " " + d.options.map { "\(v($0.name))=\(v("\($0.value)"))" }.joined(separator: " ")
-                show("  \(v(d.name)): \(v(d.cell)) \(v(d.cellVersion)) input \(d.inputSize) hidden \(d.hiddenSize)\(opts)  [\(availability)]")
-                for ds in d.datasets {
-                    let gates = ds.gateOrder.isEmpty ? "" : "  gates \(v(ds.gateOrder))"
-                    show("    \(v(ds.name)) \(ds.shape) \(v(ds.dtype)) (\(ds.count))\(gates)\(finiteNote("layers/\(l.name)/\(d.name)/\(ds.name)"))")
+                let opts = d.options.isEmpty ? "" : " " + d.options.map { "\(v($0.name))=\(v($0.value.text))" }.joined(separator: " ")
+                show("  \(v(d.name)): \(v(d.cell)) \(v(d.cellVersionText)) input \(d.inputSize) hidden \(d.hiddenSize)\(opts)  [\(availability)]")
+                for p in d.parameters {
+                    let gates = p.gateOrder.isEmpty ? "" : "  gates \(v(p.gateOrder))"
+                    show("    \(v(p.name)) \(p.value.shape) float32 (\(p.value.count))\(gates)\(finiteNote("layers/\(l.name)/\(d.name)/\(p.name)"))")
                 }
             }
         }
-        if let h = s.head {
-            show("head: linear \(h.weight) + bias \(h.bias), activation \(v(h.activation))"
-                  + "  weight non-finite \(nonFinite["head/weight"].flatMap { $0 }?.description ?? "?")"
-                  + ", bias non-finite \(nonFinite["head/bias"].flatMap { $0 }?.description ?? "?")")
+        if let h = doc.head {
+            show("head: linear \(h.weight.shape) + bias \(h.bias.shape), activation \(h.activation.rawValue)"
+                  + "  weight non-finite \(nonFinite["head/weight"]?.description ?? "?")"
+                  + ", bias non-finite \(nonFinite["head/bias"]?.description ?? "?")")
         }
-        if s.outputSteps != "all" {
-            show("output: the \(v(s.outputSteps)) step (return_sequences=False): run writes [B, O]")
+        if doc.outputSteps != .all {
+            show("output: the \(doc.outputSteps.rawValue) step (return_sequences=False): run writes [B, O]")
         }
-        if !s.source.isEmpty {
-            show("imported from: " + s.source.map { "\($0.name) '\(v($0.value))'" }.joined(separator: ", "))
+        if let s = doc.source {
+            let names = [("framework", s.framework), ("prefix", s.prefix), ("head_name", s.headName), ("embedding_name", s.embeddingName)]
+            show("imported from: " + names.compactMap { name, value in value.map { "\(name) '\(v($0))'" } }.joined(separator: ", "))
         }
-        let total = health.compactMap(\.count).reduce(NonFiniteCount(), +)
-        let where_ = health.filter { ($0.count?.total ?? 0) > 0 }.map(\.path)
+        let total = health.map(\.count).reduce(NonFiniteCount(), +)
+        let where_ = health.filter { $0.count.total > 0 }.map(\.path)
         show("non-finite parameter values: \(total)" + (where_.isEmpty ? "" : " in " + where_.joined(separator: ", ")))
-        if let step = s.trainingStep {
-            show("training state: step \(step)" + (s.trainingOptimizer.map { ", optimizer \(v($0))" } ?? ""))
+        if let t = doc.training {
+            show("training state: step \(t.step), optimizer \(v(t.optimizer))")
         }
     }
 }
@@ -292,25 +292,35 @@ struct SwapCommand: ParsableCommand {
 
     func run() throws {
         let registry = plugins.registry()
-        let base = try Checkpoint.load(from: model, registry: registry).model
+        // Only the layers that stay are bound: the replaced layer's cell need not be installed.
+        let base = try CheckpointDocument.read(path: model)
         guard base.layers.indices.contains(layer) else {
             throw CLIError("\(model) has layers 0...\(base.layers.count - 1); there is no layer \(layer)")
         }
+        var kept: [Int: RecurrentLayer] = [:]
+        for k in base.layers.indices where k != layer { kept[k] = try base.bindLayer(k, registry: registry) }
         let replacement: RecurrentLayer
         let origin: String
         if let cell {
-            let width = layer == 0 ? base.inputSize : base.layers[layer - 1].outputSize
+            // Layer k − 1 is bound above whenever k > 0.
+            let width = kept[layer - 1]?.outputSize ?? base.inputSize
             replacement = try Model.freshLayer(try LayerSpec(parsing: cell), inputSize: width, registry: registry, seed: seed)
             origin = "the new layer \(cell)"
-        } else {
-            let other = try Checkpoint.load(from: from!, registry: registry).model
-            guard other.layers.indices.contains(fromLayer!) else {
-                throw CLIError("\(from!) has layers 0...\(other.layers.count - 1); there is no layer \(fromLayer!)")
+        } else if let from, let fromLayer {
+            let other = try CheckpointDocument.read(path: from)
+            guard other.layers.indices.contains(fromLayer) else {
+                throw CLIError("\(from) has layers 0...\(other.layers.count - 1); there is no layer \(fromLayer)")
             }
-            replacement = other.layers[fromLayer!]
-            origin = "\(from!) layer \(fromLayer!)"
+            replacement = try other.bindLayer(fromLayer, registry: registry)
+            origin = "\(from) layer \(fromLayer)"
+        } else {
+            throw ValidationError("give either --cell SPEC or --from FILE --from-layer K")
         }
-        let swapped = try base.replacingLayer(layer, with: replacement, origin: origin)
+        try Model.checkJoins(of: replacement, at: layer, layerCount: base.layers.count,
+                             width: kept[layer - 1]?.outputSize ?? base.inputSize,
+                             next: kept[layer + 1]?.inputSize ?? (try base.bindHead()?.inputSize), origin: origin)
+        let stack = base.layers.indices.map { kept[$0] ?? replacement }
+        let swapped = try base.model(layers: stack)
         try Checkpoint(model: swapped).save(to: output)
         print("wrote \(output): layer \(layer) is now \(replacement.summary) (was \(base.layers[layer].summary))")
     }
@@ -347,30 +357,32 @@ struct ComposeCommand: ParsableCommand {
 
     func run() throws {
         let registry = plugins.registry()
-        var cache: [String: Model] = [:]
-        func load(_ file: String) throws -> Model {
-            if let m = cache[file] { return m }
-            let m = try Checkpoint.load(from: file, registry: registry).model
-            cache[file] = m
-            return m
+        // Each file is read once; only the layers, head and embedding taken from it are bound.
+        var cache: [String: CheckpointDocument] = [:]
+        func load(_ file: String) throws -> CheckpointDocument {
+            if let d = cache[file] { return d }
+            let d = try CheckpointDocument.read(path: file)
+            cache[file] = d
+            return d
         }
         func layers(_ source: String) throws -> [LayerSource] {
             let (file, selector) = splitSource(source)
-            let m = try load(file)
+            let d = try load(file)
             let range: ClosedRange<Int>
             if let selector {
                 let ends = selector.split(separator: "-").map { Int($0) }
-                guard (1...2).contains(ends.count), let lo = ends[0], let hi = ends.last!, lo <= hi else {
+                guard (1...2).contains(ends.count), let first = ends.first, let last = ends.last,
+                      let lo = first, let hi = last, lo <= hi else {
                     throw CLIError("'\(source)': layer selector must be K or K-M")
                 }
                 range = lo...hi
             } else {
-                range = 0...(m.layers.count - 1)
+                range = 0...(d.layers.count - 1)
             }
-            guard range.lowerBound >= 0, range.upperBound < m.layers.count else {
-                throw CLIError("'\(source)': \(file) has layers 0...\(m.layers.count - 1)")
+            guard range.lowerBound >= 0, range.upperBound < d.layers.count else {
+                throw CLIError("'\(source)': \(file) has layers 0...\(d.layers.count - 1)")
             }
-            return range.map { LayerSource(layer: m.layers[$0], origin: "\(file) layer \($0)") }
+            return try range.map { LayerSource(layer: try d.bindLayer($0, registry: registry), origin: "\(file) layer \($0)") }
         }
         var chain: [LayerSource] = []
         for s in sources {
@@ -390,12 +402,12 @@ struct ComposeCommand: ParsableCommand {
             }
         }
         let head = try headFrom.map { file -> LinearHead in
-            guard let h = try load(file).head else { throw CLIError("\(file) has no head") }
+            guard let h = try load(file).bindHead() else { throw CLIError("\(file) has no head") }
             return h
         }
         var model = try Model.chain(chain, head: head, headOrigin: headFrom.map { "the head of \($0)" } ?? "the head")
         if let embeddingFrom {
-            guard let e = try load(embeddingFrom).embedding else { throw CLIError("\(embeddingFrom) has no embedding stage") }
+            guard let e = try load(embeddingFrom).bindEmbedding() else { throw CLIError("\(embeddingFrom) has no embedding stage") }
             guard e.dimension == model.inputSize else {
                 throw CLIError("the embedding of \(embeddingFrom) gives \(e.dimension)-wide vectors but the first layer (\(chain[0].origin)) takes \(model.inputSize) inputs")
             }

@@ -193,7 +193,7 @@ final class EmbeddingTests: TemporaryDirectoryTestCase {
         }
         let e = assertThrows(SeqCellError.self, try Checkpoint.load(from: path, registry: testRegistry))
         XCTAssertEqual(e?.message, "'\(path)' needs 'attention', which this SeqCell (format 1.2) cannot read: the file was written by a newer SeqCell; upgrade to read it")
-        XCTAssertNotNil(assertThrows(SeqCellError.self, try CheckpointSummary.read(path: path)))
+        XCTAssertNotNil(assertThrows(SeqCellError.self, try CheckpointDocument.read(path: path)))
     }
 
     func testPaddedStepsAreZeroBeforeTheHeadAndTheHeadOfZeroAfter() throws {

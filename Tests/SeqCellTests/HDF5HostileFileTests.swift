@@ -45,7 +45,7 @@ final class HDF5HostileFileTests: TemporaryDirectoryTestCase {
         XCTAssertThrowsError(try Checkpoint.load(from: file, registry: testRegistry), line: line) { error in
             for f in fragments { XCTAssert("\(error)".contains(f), "expected '\(f)' in: \(error)", line: line) }
         }
-        XCTAssertThrowsError(try CheckpointSummary.read(path: file), line: line) { error in
+        XCTAssertThrowsError(try CheckpointDocument.read(path: file), line: line) { error in
             for f in fragments { XCTAssert("\(error)".contains(f), "expected '\(f)' in: \(error)", line: line) }
         }
     }
@@ -230,7 +230,7 @@ final class HDF5HostileFileTests: TemporaryDirectoryTestCase {
             // caught by glibc there, and the check may then pass. What must hold in process is
             // that reading never crashes, and that a refusal names the file.
             do {
-                _ = try CheckpointSummary.read(path: file)
+                _ = try CheckpointDocument.read(path: file)
             } catch {
                 XCTAssert("\(error)".contains(name), "\(name): the error should name the file: \(error)")
             }

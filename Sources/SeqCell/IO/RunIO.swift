@@ -111,8 +111,9 @@ extension RunInputs {
             }
             let ds = try root.dataset(dataset)
             if ds.elementKind.isInteger, model.embedding != nil {
-                rawTokens = (try ds.readInt64s(), ds.shape, "\(ds.elementKind)")
-                if ds.elementKind == .unsignedInteger(bytes: 8), let b = rawTokens!.values.firstIndex(of: .max) {
+                let ids = try ds.readInt64s()
+                rawTokens = (ids, ds.shape, "\(ds.elementKind)")
+                if ds.elementKind == .unsignedInteger(bytes: 8), let b = ids.firstIndex(of: .max) {
                     throw SeqCellError(.invalidArgument, "\(inputName): element \(b) is \(Int64.max) or more, outside the vocabulary")
                 }
             } else if ds.elementKind.isInteger {
@@ -146,9 +147,10 @@ extension RunInputs {
         let T: Int, B: Int
         switch (model.embedding, rawTokens) {
         case (let e?, let raw?):
-            tokens = try TokenIDs.checked(shape: raw.shape, values: raw.values, vocabularySize: e.vocabularySize,
-                                          batchFirst: batchFirst, what: inputName)
-            (T, B) = (tokens!.steps, tokens!.batch)
+            let ids = try TokenIDs.checked(shape: raw.shape, values: raw.values, vocabularySize: e.vocabularySize,
+                                           batchFirst: batchFirst, what: inputName)
+            tokens = ids
+            (T, B) = (ids.steps, ids.batch)
         case (let e?, nil):
             throw SeqCellError(.io, "\(inputName) holds float values \(input.shape); this model starts with an embedding stage "
                                + "(vocabulary \(e.vocabularySize)) and takes integer token ids \(batchFirst ? "[B, T]" : "[T, B]") (any integer dtype)")

@@ -60,16 +60,9 @@ extension Model {
         guard layers.indices.contains(k) else {
             throw SeqCellError(.invalidArgument, "layer \(k) does not exist: the model has layers 0...\(layers.count - 1)")
         }
-        let width = k == 0 ? inputSize : layers[k - 1].outputSize
-        guard layer.inputSize == width else {
-            let from = k == 0 ? "the model input is \(width) wide" : "layer \(k - 1) outputs \(width) features"
-            throw SeqCellError(.shape, "\(origin) takes \(layer.inputSize) inputs but \(from)")
-        }
-        let next = k + 1 < layers.count ? layers[k + 1].inputSize : head?.inputSize
-        if let next, layer.outputSize != next {
-            let who = k + 1 < layers.count ? "layer \(k + 1)" : "the head"
-            throw SeqCellError(.shape, "\(origin) outputs \(layer.outputSize) features but \(who) takes \(next)")
-        }
+        try Model.checkJoins(of: layer, at: k, layerCount: layers.count,
+                             width: k == 0 ? inputSize : layers[k - 1].outputSize,
+                             next: k + 1 < layers.count ? layers[k + 1].inputSize : head?.inputSize, origin: origin)
         var copy = self
         copy.layers[k] = layer
         var out = try Model(inputSize: inputSize, layers: copy.layers, head: head)
@@ -78,6 +71,21 @@ extension Model {
         out.outputSteps = outputSteps
         out.source = source
         return out
+    }
+
+    /// Checks that `layer`, put at position `k` of a stack of `layerCount`, takes `width`
+    /// inputs (the model's input for k = 0, else layer k − 1's output) and outputs what
+    /// comes next takes (`next`: layer k + 1's input, the head's, or nil for nothing).
+    public static func checkJoins(of layer: RecurrentLayer, at k: Int, layerCount: Int, width: Int, next: Int?,
+                                  origin: String) throws {
+        guard layer.inputSize == width else {
+            let from = k == 0 ? "the model input is \(width) wide" : "layer \(k - 1) outputs \(width) features"
+            throw SeqCellError(.shape, "\(origin) takes \(layer.inputSize) inputs but \(from)")
+        }
+        if let next, layer.outputSize != next {
+            let who = k + 1 < layerCount ? "layer \(k + 1)" : "the head"
+            throw SeqCellError(.shape, "\(origin) outputs \(layer.outputSize) features but \(who) takes \(next)")
+        }
     }
 
     /// A fresh layer from a spec, sized to take `inputSize` features.
