@@ -12,7 +12,7 @@ typedef int32_t SCK_NAME(vi_t) __attribute__((vector_size(VW * 4)));
 #define vi SCK_NAME(vi_t)
 /* Vectors per 16-float weight panel row of the packed GEMM, and the row tile. */
 #define NV (16 / VW)
-#define MRT (VW == 16 ? 12 : 6)
+#define MRT (VW == 16 ? 8 : 6)
 
 static inline SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
@@ -251,7 +251,7 @@ static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const f
    broadcasts per 12 FMAs: FMA-bound), the rows left with the same kernel; with 16-float
    vectors two adjacent full blocks at a time in row tiles of at most 8 (mk32: 16 zmm
    accumulators, 2 weight loads + 8 broadcasts per 16 FMAs), a last odd or partial block
-   twelve rows at a time (mk16). One or two rows alone split k so 4·NV accumulators hide
+   in the same row tiles (mk16). One or two rows alone split k so 4·NV accumulators hide
    the FMA latency. Every output element sums its k terms in the same order at both widths
    (except that a 1- or 2-row remainder of the 8-float tiling splits k). Blocks
    [blk_begin, blk_end) only. */
@@ -396,16 +396,27 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(block_rows)(
     if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); return; }
     if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); return; }
     int64_t r = 0;
+#if VW == 16
+    /* The same row tiles as pair_rows (at most 8, near-equal), so a block gives the same
+       bits whether it runs alone or in a pair (threads split blocks anywhere). */
+    int64_t tiles = (m + 7) / 8, base = m / tiles, extra = m % tiles;
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t R = base + (t < extra);
+        switch (R) {
+        SCK_MK(8); SCK_MK(7); SCK_MK(6); SCK_MK(5); SCK_MK(4); SCK_MK(3);
+        default: break;
+        }
+        r += R;
+    }
+#else
     for (; r + MRT <= m; r += MRT) SCK_NAME(mk16)(MRT, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
     switch (m - r) {
-#if VW == 16
-    SCK_MK(11); SCK_MK(10); SCK_MK(9); SCK_MK(8); SCK_MK(7); SCK_MK(6);
-#endif
     SCK_MK(5); SCK_MK(4); SCK_MK(3);
     case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
     case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
     default: break;
     }
+#endif
 }
 #undef SCK_MK
 
