@@ -147,7 +147,8 @@ final class KernelTests: XCTestCase {
 /// baseline (same polynomials; FMA contraction is the only difference), gate rows within
 /// 2e-6, the packed GEMM within 2e-6·√k·max|x||w| of the baseline and of the reference. AVX-512 and
 /// AVX2 run the same operations with FMA, element by element in the same order (the
-/// GEMM's row tiles differ, its per-element k order does not), so they agree bit for bit.
+/// GEMM's row tiles differ, its per-element k order does not, except where the 8-float tiling
+/// leaves a 1- or 2-row remainder, which splits k), so they agree bit for bit.
 extension sck_table {
     typealias Fn = @convention(c) (UnsafeMutablePointer<Float>?, Int64) -> Void
 }
