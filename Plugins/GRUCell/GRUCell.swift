@@ -108,7 +108,9 @@ final class GRUKernel: CarvedWorkspace {
         let dh = training ? c.floats(B, H) : gx
         let tmp = training ? c.floats(B, H) : gx
         let drh = training && resetBefore ? c.floats(B, H) : gx
-        let packed = c.floats(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H))
+        // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
+        let packed = c.floats(max(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H),
+                                  InputProjection.workspaceFloats(rows: T * B, n: 3 * H, k: inputSize)))
         return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed)
     }
 
@@ -132,8 +134,7 @@ final class GRUKernel: CarvedWorkspace {
             row.update(repeating: 0, count: G)
         }
         for r in 1..<T * B { (w.gx + r * G).update(from: row, count: G) }
-        sgemm(transA: false, transB: true, m: T * B, n: G, k: I, a: f.input, lda: I, b: wih, ldb: I,
-              beta: 1, c: w.gx, ldc: G)
+        InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: G, k: I, into: w.gx, ldy: G, scratch: w.packed)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let bhn: UnsafePointer<Float> = hasBias ? f.param(3) + 2 * H : UnsafePointer(zeroBias)
         let whn = whh + 2 * H * H

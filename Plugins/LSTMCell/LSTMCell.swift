@@ -146,7 +146,9 @@ final class LSTMKernel: CarvedWorkspace {
         let tmp = training ? c.floats(B, P) : gates
         let dm = training && projecting ? c.floats(B, H) : gates
         let dhAll = training && projecting ? c.floats(T, B, P) : gates
-        let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P))
+        // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
+        let packed = c.floats(max(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P),
+                                  InputProjection.workspaceFloats(rows: T * B, n: 4 * H, k: inputSize)))
         let packedT = training ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: P, k: 4 * H)) : gates
         return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed,
                        packedT: packedT)
@@ -159,8 +161,7 @@ final class LSTMKernel: CarvedWorkspace {
         let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: gates = X W_ih^T + b_ih + b_hh.
         fillRows(w.gates, rows: T * B, n: G, bias1: hasBias ? f.param(2) : nil, bias2: hasBias ? f.param(3) : nil)
-        sgemm(transA: false, transB: true, m: T * B, n: G, k: I, a: f.input, lda: I, b: wih, ldb: I,
-              beta: 1, c: w.gates, ldc: G)
+        InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: G, k: I, into: w.gates, ldy: G, scratch: w.packed)
         copyOrZero(f.initialState(0), to: w.h, count: B * P)
         copyOrZero(f.initialState(1), to: w.c, count: B * H)
         let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)

@@ -76,7 +76,9 @@ final class RNNKernel: CarvedWorkspace {
         let states = c.floats((training ? T + 1 : 1), B, H)
         let dh = training ? c.floats(B, H) : pre
         let tmp = training ? c.floats(B, H) : pre
-        let packed = c.floats(RecurrentProduct.workspaceFloats(B: B, n: H, k: H))
+        // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
+        let packed = c.floats(max(RecurrentProduct.workspaceFloats(B: B, n: H, k: H),
+                                  InputProjection.workspaceFloats(rows: T * B, n: H, k: inputSize)))
         return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed)
     }
 
@@ -86,8 +88,7 @@ final class RNNKernel: CarvedWorkspace {
         let wih = f.param(0), whh = f.param(1)
         // Input projection of every step at once: pre = X W_ih^T + b_ih + b_hh.
         fillRows(w.pre, rows: T * B, n: H, bias1: hasBias ? f.param(2) : nil, bias2: hasBias ? f.param(3) : nil)
-        sgemm(transA: false, transB: true, m: T * B, n: H, k: I, a: f.input, lda: I, b: wih, ldb: I,
-              beta: 1, c: w.pre, ldc: H)
+        InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: H, k: I, into: w.pre, ldy: H, scratch: w.packed)
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let recurrent = RecurrentProduct(w: whh, n: H, k: H, B: B, scratch: w.packed)
         if general {

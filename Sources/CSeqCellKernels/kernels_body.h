@@ -12,7 +12,7 @@ typedef int32_t SCK_NAME(vi_t) __attribute__((vector_size(VW * 4)));
 #define vi SCK_NAME(vi_t)
 /* Vectors per 16-float weight panel row of the packed GEMM, and the row tile. */
 #define NV (16 / VW)
-#define MRT (VW == 16 ? 12 : 6)
+#define MRT (VW == 16 ? 8 : 6)
 
 static inline SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
@@ -248,10 +248,12 @@ static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const f
    block, for each k, the 16 weights W[blk*16 + 0..15, k] (64 contiguous bytes, a K x 16
    panel: 16 KB at K = 256, so it stays in L1 while every row tile uses it). Blocks
    outermost; with 8-float vectors rows six at a time (12 accumulators, 2 weight loads + 6
-   broadcasts per 12 FMAs: FMA-bound), with 16-float vectors twelve at a time (12 zmm
-   accumulators, 1 weight load + 12 broadcasts per 12 FMAs), the rows left with the same
-   kernel; one or two rows alone split k so 4·NV accumulators hide the FMA latency. Every
-   output element sums its k terms in the same order at both widths. Blocks
+   broadcasts per 12 FMAs: FMA-bound), the rows left with the same kernel; with 16-float
+   vectors two adjacent full blocks at a time in row tiles of at most 8 (mk32: 16 zmm
+   accumulators, 2 weight loads + 8 broadcasts per 16 FMAs), a last odd or partial block
+   in the same row tiles (mk16). One or two rows alone split k so 4·NV accumulators hide
+   the FMA latency. Every output element sums its k terms in the same order at both widths
+   (except that a 1- or 2-row remainder of the 8-float tiling splits k). Blocks
    [blk_begin, blk_end) only. */
 #define NB 16
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(put16)(float *d, const vf *a, int64_t cnt,
@@ -316,6 +318,39 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_1)(cons
     SCK_NAME(put16)(y, out, cnt, accumulate);
 }
 
+/* One row x NBK full blocks at once, each summed exactly as mk16_1 sums it (k in four
+   interleaved quarters): 4·NV·NBK independent accumulators instead of 4·NV, so a single-row
+   step (D) is no longer bound by the FMA latency of one block's chains. */
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_1n)(const int NBK, const float *x, const float *pb,
+                                                                           int64_t k, float *y, int32_t accumulate) {
+    int64_t q = k / 4;
+    vf a[4][4][NV];
+    for (int b = 0; b < NBK; b++) for (int i = 0; i < 4; i++) for (int v = 0; v < NV; v++) a[b][i][v] = SCK_NAME(splat)(0);
+    for (int64_t kk = 0; kk < q; kk++) {
+        vf s0 = SCK_NAME(splat)(x[kk]), s1 = SCK_NAME(splat)(x[q + kk]), s2 = SCK_NAME(splat)(x[2 * q + kk]),
+           s3 = SCK_NAME(splat)(x[3 * q + kk]);
+        for (int b = 0; b < NBK; b++) {
+            const float *p = pb + b * k * NB + kk * NB;
+            for (int v = 0; v < NV; v++) {
+                a[b][0][v] += s0 * SCK_NAME(ld)(p + v * VW);
+                a[b][1][v] += s1 * SCK_NAME(ld)(p + q * NB + v * VW);
+                a[b][2][v] += s2 * SCK_NAME(ld)(p + 2 * q * NB + v * VW);
+                a[b][3][v] += s3 * SCK_NAME(ld)(p + 3 * q * NB + v * VW);
+            }
+        }
+    }
+    for (int64_t kk = 4 * q; kk < k; kk++) {
+        vf s = SCK_NAME(splat)(x[kk]);
+        for (int b = 0; b < NBK; b++)
+            for (int v = 0; v < NV; v++) a[b][0][v] += s * SCK_NAME(ld)(pb + b * k * NB + kk * NB + v * VW);
+    }
+    for (int b = 0; b < NBK; b++) {
+        vf out[NV];
+        for (int v = 0; v < NV; v++) out[v] = (a[b][0][v] + a[b][1][v]) + (a[b][2][v] + a[b][3][v]);
+        SCK_NAME(put16)(y + b * NB, out, NB, accumulate);
+    }
+}
+
 /* Two rows x one block, k in two interleaved halves (4·NV accumulators). */
 static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16_2)(const float *x, int64_t ldx, const float *pb, int64_t k, float *y,
                                              int64_t ldy, int64_t cnt, int32_t accumulate) {
@@ -361,18 +396,75 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(block_rows)(
     if (m == 1) { SCK_NAME(mk16_1)(xk, pb, kc, yb, cnt, acc); return; }
     if (m == 2) { SCK_NAME(mk16_2)(xk, ldx, pb, kc, yb, ldy, cnt, acc); return; }
     int64_t r = 0;
+#if VW == 16
+    /* The same row tiles as pair_rows (at most 8, near-equal), so a block gives the same
+       bits whether it runs alone or in a pair (threads split blocks anywhere). */
+    int64_t tiles = (m + 7) / 8, base = m / tiles, extra = m % tiles;
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t R = base + (t < extra);
+        switch (R) {
+        SCK_MK(8); SCK_MK(7); SCK_MK(6); SCK_MK(5); SCK_MK(4); SCK_MK(3);
+        default: break;
+        }
+        r += R;
+    }
+#else
     for (; r + MRT <= m; r += MRT) SCK_NAME(mk16)(MRT, xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
     switch (m - r) {
-#if VW == 16
-    SCK_MK(11); SCK_MK(10); SCK_MK(9); SCK_MK(8); SCK_MK(7); SCK_MK(6);
-#endif
     SCK_MK(5); SCK_MK(4); SCK_MK(3);
     case 2: SCK_NAME(mk16_2)(xk + r * ldx, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break;
     case 1: SCK_NAME(mk16_1)(xk + r * ldx, pb, kc, yb + r * ldy, cnt, acc); break;
     default: break;
     }
+#endif
 }
 #undef SCK_MK
+
+#if VW == 16
+/* MR rows x two adjacent full 16-column blocks (p1: the second block's panel) over all k:
+   2·MR zmm accumulators, MR broadcasts + 2 weight loads per 2·MR FMAs (the one-block tile
+   needs MR + 1 loads per MR FMAs, and at 4 rows it has too few accumulators to hide the FMA
+   latency). Same per-element k order as mk16. */
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk32)(
+    const int MR, const float *x, int64_t ldx, const float *p0, const float *p1, int64_t k, float *y, int64_t ldy,
+    int32_t accumulate) {
+    vf acc[8][2];
+    for (int r = 0; r < MR; r++) { acc[r][0] = SCK_NAME(splat)(0); acc[r][1] = SCK_NAME(splat)(0); }
+    for (int64_t kk = 0; kk < k; kk++) {
+        vf w0 = SCK_NAME(ld)(p0), w1 = SCK_NAME(ld)(p1);
+        for (int r = 0; r < MR; r++) {
+            vf s = SCK_NAME(splat)(x[r * ldx + kk]);
+            acc[r][0] += s * w0;
+            acc[r][1] += s * w1;
+        }
+        p0 += NB; p1 += NB;
+    }
+    for (int r = 0; r < MR; r++) {
+        SCK_NAME(put16)(y + r * ldy, &acc[r][0], NB, accumulate);
+        SCK_NAME(put16)(y + r * ldy + NB, &acc[r][1], NB, accumulate);
+    }
+}
+
+/* All rows (m >= 3) x a pair of full blocks: rows in ceil(m/8) tiles of near-equal size
+   (16 rows: 8 + 8, 20: 7 + 7 + 6), so no tile is left with too few rows. Tiles of up to 8
+   measured fastest (kernel_micro, AVX-512 on Zen 5: A's step 230 GFLOP/s with 8-row tiles,
+   113 with 11-row tiles, whose row pointers no longer fit the registers). */
+#define SCK_MK2(R) case R: SCK_NAME(mk32)(R, xk + r * ldx, ldx, pb0, pb1, kc, yb + r * ldy, ldy, acc); break
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(pair_rows)(
+    const float *xk, int64_t m, int64_t ldx, const float *pb0, const float *pb1, int64_t kc, float *yb, int64_t ldy,
+    int32_t acc) {
+    int64_t tiles = (m + 7) / 8, base = m / tiles, extra = m % tiles, r = 0;
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t R = base + (t < extra);
+        switch (R) {
+        SCK_MK2(8); SCK_MK2(7); SCK_MK2(6); SCK_MK2(5); SCK_MK2(4); SCK_MK2(3); SCK_MK2(2);
+        default: break;
+        }
+        r += R;
+    }
+}
+#undef SCK_MK2
+#endif
 
 static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
                                                   int64_t k, float *y, int64_t ldy, int32_t accumulate,
@@ -380,6 +472,28 @@ static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int
     /* k in slices of KC (a 16 KB panel slice stays in L1 under the rows' tiles); slices
        after the first accumulate. One or two rows take all of k at once. */
     const int64_t KC = m <= 2 ? k : 256;
+    if (m == 1) {
+        /* One row: full blocks NB1 at a time (mk16_1n; pairs measured fastest with 16-float
+           vectors: D's step 54 -> 60-72 GFLOP/s, kernel_micro), the rest one by one below. */
+        const int NB1 = VW == 16 ? 2 : 1;
+        for (; blk_begin + NB1 <= blk_end && n - (blk_begin + NB1 - 1) * NB >= NB; blk_begin += NB1) {
+            if (accumulate) SCK_NAME(mk16_1n)(NB1, x, packed + blk_begin * k * NB, k, y + blk_begin * NB, 1);
+            else SCK_NAME(mk16_1n)(NB1, x, packed + blk_begin * k * NB, k, y + blk_begin * NB, 0);
+        }
+    }
+#if VW == 16
+    /* Pairs of full blocks first (mk32), a last odd or partial block as below. */
+    if (m >= 3) {
+        for (; blk_begin + 1 < blk_end && n - (blk_begin + 1) * NB >= NB; blk_begin += 2)
+        for (int64_t k0 = 0; k0 < k; k0 += KC) {
+            int64_t kc = k - k0 < KC ? k - k0 : KC;
+            const float *pb = packed + blk_begin * k * NB + k0 * NB;
+            float *yb = y + blk_begin * NB;
+            if (k0 == 0 && !accumulate) SCK_NAME(pair_rows)(x + k0, m, ldx, pb, pb + k * NB, kc, yb, ldy, 0);
+            else SCK_NAME(pair_rows)(x + k0, m, ldx, pb, pb + k * NB, kc, yb, ldy, 1);
+        }
+    }
+#endif
     for (int64_t blk = blk_begin; blk < blk_end; blk++)
     for (int64_t k0 = 0; k0 < k; k0 += KC) {
         int64_t kc = k - k0 < KC ? k - k0 : KC;

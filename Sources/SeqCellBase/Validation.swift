@@ -41,17 +41,18 @@ package enum Boundary {
     }
 
     /// Checks that `t` holds exactly the elements its shape says (`Tensor.data` is settable,
-    /// so a tensor can be made inconsistent after its checked initialiser ran).
-    package static func checkConsistent(_ t: Tensor, _ what: String) throws {
+    /// so a tensor can be made inconsistent after its checked initialiser ran). `what` is
+    /// only built for the message (these checks run on every call).
+    package static func checkConsistent(_ t: Tensor, _ what: @autoclosure () -> String) throws {
         guard let n = elementCount(t.shape), n == t.data.count else {
-            throw SeqCellError(.shape, "\(what): shape \(t.shape) does not hold its \(t.data.count) values")
+            throw SeqCellError(.shape, "\(what()): shape \(t.shape) does not hold its \(t.data.count) values")
         }
     }
 
     /// Checks that a gradient has exactly `shape` and holds its values.
-    package static func checkGradient(_ g: Tensor, shape: [Int], _ what: String) throws {
-        guard g.shape == shape else { throw SeqCellError(.shape, "\(what) must be \(shape), got \(g.shape)") }
-        try checkConsistent(g, what)
+    package static func checkGradient(_ g: Tensor, shape: [Int], _ what: @autoclosure () -> String) throws {
+        guard g.shape == shape else { throw SeqCellError(.shape, "\(what()) must be \(shape), got \(g.shape)") }
+        try checkConsistent(g, what())
     }
 
     /// Checks a time-major sequence tensor [T, B, width] with T, B >= 1; returns (T, B).

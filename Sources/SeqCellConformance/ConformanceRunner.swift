@@ -65,6 +65,7 @@ extension PluginConformance {
         var bytes = Array((line + "\n").utf8)
         var done = 0
         while done < bytes.count {
+            // `bytes` holds at least the newline, so its base address exists.
             let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { return }
@@ -155,7 +156,7 @@ extension PluginConformance {
                 }
                 continue
             }
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }  // a non-empty buffer
             if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }  // EOF: the child is gone (or closed its output)
             pending += buffer[0..<n]

@@ -24,6 +24,9 @@ enum PluginABI {
         static let paramDesc = 56
         static let stateDesc = 24
         static let layout = 40
+        /// The call structs the host fills (`ABICall` writes at least these sizes).
+        static let forwardArgs = 88
+        static let backwardArgs = 120
     }
 
     /// The largest `struct_size` accepted for any plugin-filled struct: far beyond anything

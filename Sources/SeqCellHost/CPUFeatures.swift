@@ -52,7 +52,7 @@ public struct CPUFeatures: Sendable, Equatable {
 
     /// The level the built-in kernels run at: the best this CPU has, capped by SEQCELL_ISA.
     public var kernelISA: String {
-        let best = Self.isaNames.firstIndex(of: bestISA)!
+        let best = Self.isaNames.firstIndex(of: bestISA)!  // bestISA is always one of isaNames
         guard let r = Self.requestedISA, let cap = Self.isaNames.firstIndex(of: r) else { return bestISA }
         return Self.isaNames[min(best, cap)]
     }

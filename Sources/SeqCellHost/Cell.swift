@@ -86,7 +86,12 @@ public final class Cell: @unchecked Sendable {
         let desc = type.desc
         self.desc = desc
         self.token = Cell.tokens.add(1, ordering: .relaxed).newValue
-        let values = type.options.map { $0.abiValue(options[$0.name]!) }
+        let values = try type.options.map { option in
+            guard let value = options[option.name] else {
+                throw SeqCellError(.invalidArgument, "cell '\(type.id)': option '\(option.name)' has no value")
+            }
+            return option.abiValue(value)
+        }
         var error = ErrorBuffer()
         var inst: UnsafeMutableRawPointer? = nil
         let status = values.withUnsafeBufferPointer { vals in
@@ -118,11 +123,11 @@ public final class Cell: @unchecked Sendable {
         if bytes == 0 { return try AlignedBuffer(bytes: 0) }
         let reused: AlignedBuffer? = workspacePool.withLock { pool in
             // The smallest idle buffer that fits.
-            var best: Int? = nil
+            var best: (index: Int, bytes: Int)? = nil
             for (i, b) in pool.enumerated() where b.bytes >= bytes {
-                if best == nil || b.bytes < pool[best!].bytes { best = i }
+                if best.map({ b.bytes < $0.bytes }) ?? true { best = (i, b.bytes) }
             }
-            return best.map { pool.remove(at: $0) }
+            return best.map { pool.remove(at: $0.index) }
         }
         return try reused ?? AlignedBuffer(bytes: bytes)
     }
@@ -142,7 +147,7 @@ public final class Cell: @unchecked Sendable {
     var pooledWorkspaces: Int { workspacePool.withLock { $0.count } }
 
     package static func format(_ options: [String: OptionValue]) -> String {
-        options.isEmpty ? "{}" : "{" + options.keys.sorted().map { "\($0)=\(options[$0]!)" }.joined(separator: ", ") + "}"
+        options.isEmpty ? "{}" : "{" + options.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ") + "}"
     }
 
     /// Reads and checks a layout: positive shapes within `PluginLimits`, unique names, at
@@ -297,109 +302,6 @@ public final class Cell: @unchecked Sendable {
 
     // MARK: - Calls
 
-    /// What a training-mode forward keeps for backward. One backward per tape: a cell may
-    /// use the workspace as scratch during backward.
-    public final class Tape: @unchecked Sendable {
-        private let used = Mutex(false)
-        /// The `token` of the cell whose forward made this tape, and that cell's description.
-        let cellToken: UInt64
-        let cellDescription: String
-
-        /// Marks the tape used; false if it already was.
-        func claim() -> Bool { used.withLock { u in defer { u = true }; return !u } }
-
-        let input: Tensor
-        package let lengths: [Int32]?
-        let params: [Tensor]
-        let initialStates: [Tensor?]
-        let output: Tensor
-        let workspace: AlignedBuffer
-        /// Gets the workspace back for reuse when the tape is released.
-        private weak var owner: Cell?
-        init(input: Tensor, lengths: [Int32]?, params: [Tensor], initialStates: [Tensor?], output: Tensor,
-             workspace: AlignedBuffer, owner: Cell) {
-            self.cellToken = owner.token
-            self.cellDescription = owner.summaryForErrors
-            self.input = input
-            self.lengths = lengths
-            self.params = params
-            self.initialStates = initialStates
-            self.output = output
-            self.workspace = workspace
-            self.owner = owner
-        }
-
-        deinit { owner?.recycle(workspace) }
-    }
-
-    public struct ForwardResult {
-        /// [T, B, outputSize]
-        public var output: Tensor
-        /// One [B, size] tensor per state.
-        public var finalStates: [Tensor]
-        /// Set when the call ran in training mode.
-        public var tape: Tape?
-    }
-
-    public struct Gradients {
-        /// [T, B, inputSize], or nil when not asked for.
-        public var input: Tensor?
-        /// One [B, size] tensor per state.
-        public var initialStates: [Tensor]
-        /// One tensor per parameter, shaped like it.
-        public var params: [Tensor]
-
-        package init(input: Tensor?, initialStates: [Tensor], params: [Tensor]) {
-            self.input = input
-            self.initialStates = initialStates
-            self.params = params
-        }
-    }
-
-    /// Checks the shapes of a call's tensors against this cell; errors name the tensor.
-    func checkCall(input: Tensor, lengths: [Int32]?, params: [Tensor], initialStates: [Tensor?]) throws -> (T: Int, B: Int) {
-        let id = type.id
-        guard input.rank == 3 else {
-            throw SeqCellError(.shape, "cell '\(id)': input must be [T, B, I], got shape \(input.shape)")
-        }
-        try Boundary.checkConsistent(input, "cell '\(id)': input")
-        let (T, B, I) = (input.shape[0], input.shape[1], input.shape[2])
-        guard T >= 1 else { throw SeqCellError(.shape, "cell '\(id)': sequence length T must be >= 1, got \(T)") }
-        guard B >= 1 else { throw SeqCellError(.shape, "cell '\(id)': batch size B must be >= 1, got \(B)") }
-        guard I == inputSize else {
-            throw SeqCellError(.shape, "cell '\(id)': input width is \(I), this cell expects \(inputSize)")
-        }
-        if let lengths {
-            guard lengths.count == B else {
-                throw SeqCellError(.shape, "cell '\(id)': \(lengths.count) lengths for a batch of \(B)")
-            }
-            if let (b, l) = lengths.enumerated().first(where: { $0.element < 1 || Int($0.element) > T }) {
-                throw SeqCellError(.invalidArgument, "cell '\(id)': lengths[\(b)] = \(l) is outside 1...\(T)")
-            }
-        }
-        guard params.count == self.params.count else {
-            throw SeqCellError(.shape, "cell '\(id)': \(params.count) parameter tensors given, it has \(self.params.count)")
-        }
-        for (p, info) in zip(params, self.params) {
-            guard p.shape == info.shape else {
-                throw SeqCellError(.shape, "cell '\(id)': parameter '\(info.name)' must be \(info.shape), got \(p.shape)")
-            }
-            try Boundary.checkConsistent(p, "cell '\(id)': parameter '\(info.name)'")
-        }
-        guard initialStates.isEmpty || initialStates.count == states.count else {
-            throw SeqCellError(.shape, "cell '\(id)': \(initialStates.count) initial states given, it has \(states.count)")
-        }
-        for (s, info) in zip(initialStates, states) {
-            if let s {
-                guard s.shape == [B, info.size] else {
-                    throw SeqCellError(.shape, "cell '\(id)': initial state '\(info.name)' must be [\(B), \(info.size)], got \(s.shape)")
-                }
-                try Boundary.checkConsistent(s, "cell '\(id)': initial state '\(info.name)'")
-            }
-        }
-        return (T, B)
-    }
-
     /// "cell 'lstm' (input 3, hidden 4, options {…})", for errors that must tell cells apart.
     var summaryForErrors: String {
         "cell '\(type.id)' (input \(inputSize), hidden \(hiddenSize), options \(Cell.format(options)))"
@@ -414,11 +316,19 @@ public final class Cell: @unchecked Sendable {
     ///   - training: keep what `backward` needs
     public func forward(input: Tensor, lengths: [Int32]? = nil, params: [Tensor], initialStates: [Tensor?] = [],
                         training: Bool = false) throws -> ForwardResult {
-        let (T, B) = try checkCall(input: input, lengths: lengths, params: params, initialStates: initialStates)
+        let call = try CellCallInputs(checking: self, input: input, lengths: lengths, params: params,
+                                      initialStates: initialStates)
+        return try forward(call, training: training)
+    }
+
+    /// `forward` on inputs checked against this cell already (by `CellCallInputs(checking:)`
+    /// or at a layer's boundary).
+    package func forward(_ call: CellCallInputs, training: Bool) throws -> ForwardResult {
+        let (T, B) = (call.T, call.B)
         // Inference over more steps than one chunk: the plugin is called chunk by chunk, so
         // the workspace holds one chunk's input projection (CellInference.swift).
         if !training, Cell.inferenceChunk(T: T, B: B) < T {
-            return try forwardChunked(input: input, T: T, B: B, lengths: lengths, params: params, initialStates: initialStates)
+            return try forwardChunked(call)
         }
         let count = try PluginLimits.floatCount([T, B, outputSize], what: "cell '\(type.id)': output [T, B, O]")
         for s in states {
@@ -432,32 +342,10 @@ public final class Cell: @unchecked Sendable {
         // The ABI has the cell write every output row (zeros past a sample's length), so the
         // output starts uninitialised: no zero fill of [T, B, O] per call.
         let outputData = [Float](unsafeUninitializedCapacity: count) { y, initialized in
-          status = withPointers(params) { paramPtrs in
-            withOptionalPointers(initialStates) { statePtrs in
-                finals.withPointers { finalPtrs in
-                    input.data.withUnsafeBufferPointer { x in
-                            withOptionalArray(lengths) { lens in
-                                var args = seqcell_forward_args()
-                                args.struct_size = UInt32(MemoryLayout<seqcell_forward_args>.size)
-                                args.mode = training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE
-                                args.seq_len = Int64(T)
-                                args.batch = Int64(B)
-                                args.input = x.baseAddress
-                                args.lengths = lens
-                                args.params = paramPtrs
-                                args.initial_states = initialStates.isEmpty ? nil : statePtrs
-                                args.output = y.baseAddress
-                                args.final_states = finalPtrs
-                                args.workspace = workspace.pointer
-                                args.workspace_size = wsBytes
-                                return error.call { desc.forward(instance, &args, $0, $1) }
-                            }
-                    }
-                }
-            }
-          }
-          if status != SEQCELL_OK { y.initialize(repeating: 0) }
-          initialized = count
+            status = ABICall.forward(self, call, training: training, output: y.baseAddress, finalStates: finals,
+                                     workspace: workspace, workspaceBytes: wsBytes, error: &error)
+            if status != SEQCELL_OK { y.initialize(repeating: 0) }
+            initialized = count
         }
         guard status == SEQCELL_OK else {
             recycle(workspace)
@@ -466,8 +354,7 @@ public final class Cell: @unchecked Sendable {
         let output = Tensor(shape: [T, B, outputSize], data: outputData)
         let tape: Tape?
         if training {
-            tape = Tape(input: input, lengths: lengths, params: params, initialStates: initialStates, output: output,
-                        workspace: workspace, owner: self)
+            tape = Tape(call: call, output: output, workspace: workspace, owner: self)
         } else {
             tape = nil
             recycle(workspace)
@@ -483,22 +370,19 @@ public final class Cell: @unchecked Sendable {
     ///   - frozenParams: indices of parameters whose gradients are not wanted (their entries
     ///     in the result are zeros). A cell declaring `SEQCELL_CELL_FROZEN_GRADIENTS` (ABI 1.2)
     ///     gets NULL for them; any other gets a scratch buffer that is thrown away.
+    /// The tape's own tensors are not checked again: it is immutable and made by this cell's
+    /// forward (its token says so), which checked them.
     public func backward(tape: Tape, gradOutput: Tensor?, gradFinalStates: [Tensor?] = [],
                          wantInputGradient: Bool = true, frozenParams: Set<Int> = []) throws -> Gradients {
         if let bad = frozenParams.first(where: { !params.indices.contains($0) }) {
             throw SeqCellError(.invalidArgument, "cell '\(type.id)': frozen parameter index \(bad) is outside 0..<\(params.count)")
         }
-        let T = tape.input.shape[0], B = tape.input.shape[1]
         guard tape.cellToken == token else {
             throw SeqCellError(.invalidArgument,
                 "\(summaryForErrors): this tape comes from a forward call of another cell instance, \(tape.cellDescription); "
                 + "backward must run on the cell whose forward made the tape")
         }
-        // Defence in depth: the tape's tensors must fit this cell's layout.
-        _ = try checkCall(input: tape.input, lengths: tape.lengths, params: tape.params, initialStates: tape.initialStates)
-        guard tape.output.shape == [T, B, outputSize] else {
-            throw SeqCellError(.shape, "\(summaryForErrors): the tape's output is \(tape.output.shape), expected [\(T), \(B), \(outputSize)]")
-        }
+        let (T, B) = (tape.call.T, tape.call.B)
         if let g = gradOutput, g.shape != [T, B, outputSize] {
             throw SeqCellError(.shape, "cell '\(type.id)': output gradient must be [\(T), \(B), \(outputSize)], got \(g.shape)")
         }
@@ -525,42 +409,10 @@ public final class Cell: @unchecked Sendable {
         let gradStates = OutputBuffers(shapes: states.map { [B, $0.size] })
         let gradParams = OutputBuffers(shapes: params.map(\.shape))
         var error = ErrorBuffer()
-        let status = withPointers(tape.params) { paramPtrs in
-            withOptionalPointers(tape.initialStates) { statePtrs in
-                withOptionalPointers(gradFinalStates) { gradFinalPtrs in
-                    gradStates.withPointers { gradStatePtrs in
-                        gradParams.withPointers(nilAt: acceptsFrozenGradients ? frozenParams : []) { gradParamPtrs in
-                            tape.input.data.withUnsafeBufferPointer { x in
-                                tape.output.data.withUnsafeBufferPointer { y in
-                                    gradInput.data.withUnsafeMutableBufferPointer { gx in
-                                        withOptionalArray(gradOutput?.data) { gy in
-                                            withOptionalArray(tape.lengths) { lens in
-                                                var args = seqcell_backward_args()
-                                                args.struct_size = UInt32(MemoryLayout<seqcell_backward_args>.size)
-                                                args.seq_len = Int64(T)
-                                                args.batch = Int64(B)
-                                                args.input = x.baseAddress
-                                                args.lengths = lens
-                                                args.params = paramPtrs
-                                                args.initial_states = tape.initialStates.isEmpty ? nil : statePtrs
-                                                args.output = y.baseAddress
-                                                args.grad_output = gy
-                                                args.grad_final_states = gradFinalStates.isEmpty ? nil : gradFinalPtrs
-                                                args.grad_input = wantInputGradient ? gx.baseAddress : nil
-                                                args.grad_initial_states = gradStatePtrs
-                                                args.grad_params = gradParamPtrs
-                                                args.workspace = tape.workspace.pointer
-                                                args.workspace_size = tape.workspace.bytes
-                                                return error.call { desc.backward(instance, &args, $0, $1) }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+        let status = gradInput.data.withUnsafeMutableBufferPointer { gx in
+            ABICall.backward(self, tape: tape, gradOutput: gradOutput, gradFinalStates: gradFinalStates,
+                             gradInput: wantInputGradient ? gx.baseAddress : nil, gradInitialStates: gradStates,
+                             gradParams: gradParams, frozen: frozenParams, error: &error)
         }
         guard status == SEQCELL_OK else {
             throw SeqCellError(.cell, "cell '\(type.id)' backward failed: \(error.message(status: status))")
@@ -576,134 +428,6 @@ public final class Cell: @unchecked Sendable {
     public var acceptsFrozenGradients: Bool {
         desc.flags & UInt64(SEQCELL_CELL_FROZEN_GRADIENTS) != 0
     }
-}
-
-// MARK: - Pointer plumbing for the C calls
-
-/// A caller-owned error buffer for one plugin call (seqcell.h: no allocation crosses).
-package struct ErrorBuffer {
-    static let capacity = 1024
-    package var bytes = [CChar](repeating: 0, count: ErrorBuffer.capacity)
-
-    package init() {}
-
-    package mutating func call(_ body: (UnsafeMutablePointer<CChar>, Int) -> seqcell_status) -> seqcell_status {
-        bytes.withUnsafeMutableBufferPointer { body($0.baseAddress!, $0.count) }
-    }
-
-    func message(status: seqcell_status) -> String {
-        // The plugin may have filled the whole buffer without a NUL: read at most its size.
-        let text = bytes.withUnsafeBufferPointer { buf in
-            let n = buf.firstIndex(of: 0) ?? buf.count
-            return String(decoding: UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: buf[..<n])), as: UTF8.self)
-        }
-        let name = statusName(status)
-        return text.isEmpty ? "\(name) (no message)" : "\(text) [\(name)]"
-    }
-}
-
-package func statusName(_ status: seqcell_status) -> String {
-    switch status {
-    case SEQCELL_OK: return "ok"
-    case SEQCELL_ERR_INVALID_ARGUMENT: return "invalid argument"
-    case SEQCELL_ERR_UNSUPPORTED: return "unsupported"
-    case SEQCELL_ERR_NO_MEMORY: return "out of memory"
-    case SEQCELL_ERR_VERSION: return "version mismatch"
-    case SEQCELL_ERR_INTERNAL: return "internal error"
-    default: return "status \(status)"
-    }
-}
-
-/// A 64-byte-aligned block of bytes owned by the host.
-public final class AlignedBuffer: @unchecked Sendable {
-    package let pointer: UnsafeMutableRawPointer?
-    let bytes: Int
-
-    package init(bytes: Int) throws {
-        self.bytes = bytes
-        if bytes == 0 {
-            pointer = nil
-            return
-        }
-        var p: UnsafeMutableRawPointer? = nil
-        guard posix_memalign(&p, 64, bytes) == 0, let p else {
-            throw SeqCellError(.numeric, "cannot allocate a workspace of \(bytes) bytes")
-        }
-        pointer = p
-    }
-
-    deinit { free(pointer) }
-}
-
-package func withPointers<R>(_ tensors: [Tensor], _ body: (UnsafePointer<UnsafePointer<Float>?>) -> R) -> R {
-    var ptrs = [UnsafePointer<Float>?]()
-    ptrs.reserveCapacity(tensors.count)
-    func recurse(_ i: Int) -> R {
-        if i == tensors.count { return ptrs.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) } }
-        return tensors[i].data.withUnsafeBufferPointer { buf in
-            ptrs.append(buf.baseAddress)
-            return recurse(i + 1)
-        }
-    }
-    return recurse(0)
-}
-
-package func withOptionalPointers<R>(_ tensors: [Tensor?], _ body: (UnsafePointer<UnsafePointer<Float>?>) -> R) -> R {
-    var ptrs = [UnsafePointer<Float>?]()
-    func recurse(_ i: Int) -> R {
-        if i == tensors.count { return ptrs.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) } }
-        guard let t = tensors[i] else {
-            ptrs.append(nil)
-            return recurse(i + 1)
-        }
-        return t.data.withUnsafeBufferPointer { buf in
-            ptrs.append(buf.baseAddress)
-            return recurse(i + 1)
-        }
-    }
-    return recurse(0)
-}
-
-/// Zeroed float buffers the plugin writes into, turned into tensors after the call.
-package final class OutputBuffers {
-    package private(set) var pointers: [UnsafeMutablePointer<Float>?]
-    private let shapes: [[Int]]
-
-    package init(shapes: [[Int]]) {
-        self.shapes = shapes
-        pointers = shapes.map { shape in
-            let n = shape.reduce(1, *)
-            let p = UnsafeMutablePointer<Float>.allocate(capacity: max(n, 1))
-            p.initialize(repeating: 0, count: max(n, 1))
-            return p
-        }
-    }
-
-    deinit { for p in pointers { p?.deallocate() } }
-
-    package func tensor(_ i: Int) -> Tensor {
-        let n = shapes[i].reduce(1, *)
-        return Tensor(shape: shapes[i], data: Array(UnsafeBufferPointer(start: pointers[i], count: n)))
-    }
-
-    package var tensors: [Tensor] { shapes.indices.map(tensor) }
-
-    package func withPointers<R>(_ body: (UnsafePointer<UnsafeMutablePointer<Float>?>) -> R) -> R {
-        pointers.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) }
-    }
-
-    /// The pointer table with the entries in `nilAt` NULL.
-    func withPointers<R>(nilAt: Set<Int>, _ body: (UnsafePointer<UnsafeMutablePointer<Float>?>) -> R) -> R {
-        guard !nilAt.isEmpty else { return withPointers(body) }
-        var table = pointers
-        for i in nilAt where table.indices.contains(i) { table[i] = nil }
-        return table.withUnsafeBufferPointer { body($0.baseAddress ?? UnsafePointer(bitPattern: 8)!) }
-    }
-}
-
-package func withOptionalArray<T, R>(_ array: [T]?, _ body: (UnsafePointer<T>?) throws -> R) rethrows -> R {
-    guard let array else { return try body(nil) }
-    return try array.withUnsafeBufferPointer { try body($0.baseAddress) }
 }
 
 func isIdentifier(_ s: String) -> Bool {

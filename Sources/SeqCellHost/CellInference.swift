@@ -31,11 +31,6 @@ extension Cell {
         guard rows > 0, B > 0 else { return max(T, 1) }
         return min(max(T, 1), max(1, (rows + B - 1) / B))
     }
-
-    /// One plugin forward call with arguments the caller checked; returns the plugin's status.
-    func rawForward(_ args: inout seqcell_forward_args, error: inout ErrorBuffer) -> seqcell_status {
-        error.call { desc.forward(instance, &args, $0, $1) }
-    }
 }
 
 /// What one cell needs to run inference forwards of up to `maxSteps` steps at batch `batch`
@@ -113,7 +108,7 @@ package final class CellInferenceRunner {
     package func run(T: Int, input: UnsafePointer<Float>, lengths: UnsafePointer<Int32>?, params: [Tensor],
              initialStates: UnsafePointer<UnsafePointer<Float>?>?, output: UnsafeMutablePointer<Float>) throws {
         precondition(T >= 1 && T <= maxSteps, "CellInferenceRunner: T = \(T) outside 1...\(maxSteps)")
-        let status = withPointerTable(params, paramTable) {
+        let status = ABICall.pin(params.count, { params[$0].data }, into: paramTable) {
             runChunks(T: T, input: input, lengths: lengths, initialStates: initialStates, output: output)
         }
         guard status == SEQCELL_OK else {
@@ -149,19 +144,10 @@ package final class CellInferenceRunner {
                     chunkLens = UnsafePointer(chunkLengths)
                 }
             }
-            var args = seqcell_forward_args()
-            args.struct_size = UInt32(MemoryLayout<seqcell_forward_args>.size)
-            args.mode = SEQCELL_MODE_INFERENCE
-            args.seq_len = Int64(n)
-            args.batch = Int64(B)
-            args.input = input + t0 &* B &* I
-            args.lengths = chunkLens
-            args.params = UnsafePointer(paramTable)
-            args.initial_states = source
-            args.output = output + t0 &* B &* O
-            args.final_states = UnsafePointer(finalTable)
-            args.workspace = workspace.pointer
-            args.workspace_size = workspaceBytes
+            var args = ABICall.forwardArgs(T: n, B: B, training: false, input: input + t0 &* B &* I, lengths: chunkLens,
+                                           params: UnsafePointer(paramTable), initialStates: source,
+                                           output: output + t0 &* B &* O, finalStates: UnsafePointer(finalTable),
+                                           workspace: workspace.pointer, workspaceBytes: workspaceBytes)
             let status = cell.rawForward(&args, error: &error)
             guard status == SEQCELL_OK else { return status }
             if anyEnded, let lengths, let source {
@@ -191,31 +177,29 @@ package final class CellInferenceRunner {
     }
 }
 
-/// Calls `body` with `table[i]` pointing at `tensors[i]`'s values, without allocating.
-func withPointerTable<R>(_ tensors: [Tensor], _ table: UnsafeMutablePointer<UnsafePointer<Float>?>, from i: Int = 0,
-                         _ body: () -> R) -> R {
-    if i == tensors.count { return body() }
-    return tensors[i].data.withUnsafeBufferPointer { buf in
-        table[i] = buf.baseAddress
-        return withPointerTable(tensors, table, from: i + 1, body)
-    }
-}
-
 extension Cell {
     /// `forward` in inference mode, chunked over time (see `CellInferenceRunner`).
-    func forwardChunked(input: Tensor, T: Int, B: Int, lengths: [Int32]?, params: [Tensor],
-                        initialStates: [Tensor?]) throws -> ForwardResult {
+    func forwardChunked(_ call: CellCallInputs) throws -> ForwardResult {
+        let (T, B) = (call.T, call.B)
         let count = try PluginLimits.floatCount([T, B, outputSize], what: "cell '\(type.id)': output [T, B, O]")
         let runner = try CellInferenceRunner(cell: self, maxSteps: T, batch: B)
+        // [initial states]: the table `run` takes, NULL where a state is not given.
+        let S = call.initialStates.count
+        let stateTable = StableBuffer<UnsafePointer<Float>?>(repeating: nil, count: S)
         var thrown: Error? = nil
         let data = [Float](unsafeUninitializedCapacity: count) { y, initialized in
             do {
-                try input.data.withUnsafeBufferPointer { x in
-                    try withOptionalArray(lengths) { lens in
-                        try withOptionalPointersThrowing(initialStates) { statePtrs in
-                            try runner.run(T: T, input: x.baseAddress!, lengths: lens, params: params,
-                                           initialStates: initialStates.isEmpty ? nil : statePtrs, output: y.baseAddress!)
-                        }
+                // The input has T·B·I >= 1 values and y T·B·O >= 1 places (T, B, I, O >= 1).
+                guard let yBase = y.baseAddress else { throw SeqCellError(.shape, "cell '\(type.id)': empty output buffer") }
+                try call.input.data.withUnsafeBufferPointer { x in
+                    guard let xBase = x.baseAddress else { throw SeqCellError(.shape, "cell '\(type.id)': empty input") }
+                    try withOptionalArray(call.lengths) { lens in
+                        try ABICall.pin(S, { call.initialStates[$0]?.data }, into: stateTable.pointer) {
+                            Result {
+                                try runner.run(T: T, input: xBase, lengths: lens, params: call.params,
+                                               initialStates: S == 0 ? nil : stateTable.constPointer, output: yBase)
+                            }
+                        }.get()
                     }
                 }
             } catch {
@@ -228,10 +212,4 @@ extension Cell {
         return ForwardResult(output: Tensor(shape: [T, B, outputSize], data: data),
                              finalStates: states.indices.map(runner.finalState), tape: nil)
     }
-}
-
-func withOptionalPointersThrowing<R>(_ tensors: [Tensor?], _ body: (UnsafePointer<UnsafePointer<Float>?>) throws -> R) throws -> R {
-    var result: Result<R, Error>? = nil
-    withOptionalPointers(tensors) { ptrs in result = Result { try body(ptrs) } }
-    return try result!.get()
 }

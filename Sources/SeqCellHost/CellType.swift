@@ -183,11 +183,12 @@ public struct CellVersion: Comparable, Sendable, CustomStringConvertible {
 
     /// Parses "1", "1.2" or "1.2.3".
     public init?(_ text: String) {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false).map { Int($0) }
-        guard (1...3).contains(parts.count), parts.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
-        major = parts[0]!
-        minor = parts.count > 1 ? parts[1]! : 0
-        patch = parts.count > 2 ? parts[2]! : 0
+        let parsed = text.split(separator: ".", omittingEmptySubsequences: false).map { Int($0) }
+        let parts = parsed.compactMap { $0 }
+        guard (1...3).contains(parsed.count), parts.count == parsed.count, parts.allSatisfy({ $0 >= 0 }) else { return nil }
+        major = parts[0]
+        minor = parts.count > 1 ? parts[1] : 0
+        patch = parts.count > 2 ? parts[2] : 0
     }
 
     public var description: String { "\(major).\(minor).\(patch)" }

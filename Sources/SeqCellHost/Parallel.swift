@@ -137,6 +137,7 @@ final class WorkerPool: @unchecked Sendable {
     /// context while a worker still releases it.
     @inline(never)
     private static func invoke(_ address: UInt, _ index: Int) {
+        // `address` is the non-zero address of the caller's closure, alive until the call counts done.
         UnsafeMutablePointer<(Int) -> Void>(bitPattern: address)!.pointee(index)
     }
 
@@ -146,7 +147,7 @@ final class WorkerPool: @unchecked Sendable {
             var tid = pthread_t()
             let me = Unmanaged.passUnretained(self).toOpaque()
             pthread_create(&tid, nil, { arg in
-                Unmanaged<WorkerPool>.fromOpaque(arg!).takeUnretainedValue().workerLoop()
+                Unmanaged<WorkerPool>.fromOpaque(arg!).takeUnretainedValue().workerLoop()  // arg is `me`, never NULL
                 return nil
             }, me)
             pthread_detach(tid)

@@ -204,7 +204,10 @@ enum PluginLoader {
         }
         var fname = [CChar](repeating: 0, count: 4096)
         if sc_file_defining(sym, &fname, fname.count) != 0 {
-            let from = PluginRegistry.realPath(fname.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })
+            let from = PluginRegistry.realPath(fname.withUnsafeBufferPointer { buf in
+                // 4096 bytes; sc_file_defining NUL-terminates within them.
+                buf.baseAddress.map { String(cString: $0) } ?? ""
+            })
             guard from == file else {
                 throw SeqCellError(.plugin,
                     "'\(SEQCELL_ENTRY_SYMBOL)' resolves to \(from), not to this file: the library does not define it")

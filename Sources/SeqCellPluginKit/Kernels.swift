@@ -171,3 +171,61 @@ public func chunkRows(_ c: Int, of chunks: Int, rows: Int) -> Range<Int> {
     let lo = min(c * per, rows), hi = c == chunks - 1 ? rows : min(lo + per, rows)
     return lo..<hi
 }
+
+// MARK: - Input projection
+
+/// The input projection of a whole call, y[rows, n] += x[rows, k] · Wᵀ (W [n, k] row-major, y
+/// already holding the biases): one large product per layer and direction. On the AVX-512
+/// kernel path it runs on the packed kernel (W packed once into `scratch`, the rows shared
+/// out over the host's threads in panels of `panelRows`); otherwise on the host's sgemm
+/// (OpenBLAS). The rule is measured, not a guess (`benchmarks/proj_micro.c`, one core,
+/// docs/PERFORMANCE.md): on a Zen 5 core the AVX-512 packed kernel ran these products at
+/// 170–190 GFLOP/s against OpenBLAS 0.3.21's ~100 at every benchmark shape (rows 1280–3200,
+/// n 1024–4096, k 128–1024), while the AVX2 packed kernel (81–95) was slower than OpenBLAS.
+public enum InputProjection {
+    /// SEQCELL_PROJECTION=blas or =packed fixes the choice (for A/B measurements and tests;
+    /// other values leave the rule).
+    static let forced: String? = getenv("SEQCELL_PROJECTION").map { String(cString: $0) }
+
+    /// Rows of x per packed call: 256 rows of k slices stay in L2 while the weight panels stream.
+    static let panelRows = 256
+
+    /// Whether the packed kernel runs a projection of `rows` rows: on the AVX-512 path for at
+    /// least 64 rows (packing W, n·k strided copies, is then well under 2% of the product).
+    public static func usesPacked(rows: Int, n: Int, k: Int) -> Bool {
+        if forced == "packed" { return true }
+        if forced == "blas" { return false }
+        return vectorKernels.isa == Int32(SCK_ISA_AVX512) && rows >= 64
+    }
+
+    /// Floats of workspace the packed weights need (0 when the host's sgemm runs it). The
+    /// buffer is free again once `apply` returns (a cell may share it with W_hh's pack).
+    public static func workspaceFloats(rows: Int, n: Int, k: Int) -> Int {
+        usesPacked(rows: rows, n: n, k: k) ? Int(sck_packed_floats(Int64(n), Int64(k))) : 0
+    }
+
+    /// y[r, :] += x[r, :] · Wᵀ for r < rows. `scratch` holds `workspaceFloats(rows:n:k:)` floats.
+    public static func apply(_ x: UnsafePointer<Float>, ldx: Int, rows: Int, w: UnsafePointer<Float>, n: Int, k: Int,
+                             into y: UnsafeMutablePointer<Float>, ldy: Int, scratch: UnsafeMutablePointer<Float>) {
+        if rows == 0 || n == 0 { return }
+        guard usesPacked(rows: rows, n: n, k: k), k > 0 else {
+            sgemm(transA: false, transB: true, m: rows, n: n, k: k, a: x, lda: ldx, b: w, ldb: k, beta: 1, c: y, ldc: ldy)
+            return
+        }
+        let packed = RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: scratch)
+        let panels = (rows + panelRows - 1) / panelRows
+        let threads = rows * n * k >= 1 << 21 ? min(hostParallelThreads(), panels) : 1
+        // Two tasks per thread for large products, taken dynamically by the pool's threads.
+        let tasks = threads > 1 ? min(panels, threads * 2) : 1
+        func run(_ task: Int) {
+            let lo = task * panels / tasks * panelRows, hi = min((task + 1) * panels / tasks * panelRows, rows)
+            var r = lo
+            while r < hi {
+                let m = min(panelRows, hi - r)
+                packed.apply(x + r * ldx, ldh: ldx, rows: m, into: y + r * ldy, ldy: ldy, accumulate: true)
+                r += m
+            }
+        }
+        if tasks == 1 { run(0) } else { hostParallelFor(tasks) { run($0) } }
+    }
+}

@@ -135,7 +135,7 @@ final class DistributedTraining {
             m.add(param.path)
             m.add(param.value)
         }
-        for name in trainer.optimizer.slots.keys.sorted() { for t in trainer.optimizer.slots[name]! { m.add(t) } }
+        for slot in trainer.optimizer.state.namedSlots.sorted(by: { $0.name < $1.name }) { m.add(slot.values) }
         return Fingerprints(version: v.digest, plugins: p.digest, model: m.digest, data: data)
     }
 
@@ -202,7 +202,7 @@ final class DistributedTraining {
     func printSummary(_ trainer: Trainer) throws {
         guard size > 1, steps > 0 else { return }
         let wall = Date().timeIntervalSince(startTime)
-        var buffer = [Float](repeating: 0, count: trainer.model.namedParameters.reduce(0) { $0 + $1.value.count })
+        var buffer = [Float](repeating: 0, count: trainer.tree.elementCount)
         try communicator.barrier()
         let repeats = 10
         let start = Date()

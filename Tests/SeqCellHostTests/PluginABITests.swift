@@ -40,6 +40,46 @@ final class PluginABITests: XCTestCase {
         XCTAssertEqual(MemoryLayout<seqcell_cell_desc>.offset(of: \seqcell_cell_desc.backward), PluginABI.Size10.cellDesc - 8)
     }
 
+    func testCallArgumentsCarryAStructSizeEveryPluginSinceABI10Accepts() {
+        // A plugin refuses call arguments smaller than the struct it was compiled against: the
+        // host must write at least the 1.0 size, and exactly its own header's size.
+        XCTAssertEqual(MemoryLayout<seqcell_forward_args>.size, PluginABI.Size10.forwardArgs)
+        XCTAssertEqual(MemoryLayout<seqcell_backward_args>.size, PluginABI.Size10.backwardArgs)
+        let x = StableBuffer<Float>([1, 2, 3, 4, 5, 6])
+        let lengths = StableBuffer<Int32>([2, 1])
+        let y = StableBuffer<Float>(repeating: 0, count: 4)
+        let f = ABICall.forwardArgs(T: 2, B: 1, training: true, input: x.constPointer, lengths: lengths.constPointer,
+                                    params: nil, initialStates: nil, output: y.pointer, finalStates: nil,
+                                    workspace: nil, workspaceBytes: 64)
+        XCTAssertEqual(Int(f.struct_size), PluginABI.Size10.forwardArgs)
+        XCTAssertEqual(f.mode, SEQCELL_MODE_TRAINING)
+        XCTAssertEqual(f.seq_len, 2)
+        XCTAssertEqual(f.batch, 1)
+        XCTAssertEqual(f.input, x.constPointer)
+        XCTAssertEqual(f.lengths, lengths.constPointer)
+        XCTAssertEqual(f.output, y.pointer)
+        XCTAssertEqual(f.workspace_size, 64)
+        let b = ABICall.backwardArgs(T: 3, B: 2, input: x.constPointer, lengths: nil, params: nil, initialStates: nil,
+                                     output: y.constPointer, gradOutput: nil, gradFinalStates: nil, gradInput: nil,
+                                     gradInitialStates: nil, gradParams: nil, workspace: nil, workspaceBytes: 0)
+        XCTAssertEqual(Int(b.struct_size), PluginABI.Size10.backwardArgs)
+        XCTAssertEqual(b.seq_len, 3)
+        XCTAssertEqual(b.batch, 2)
+        XCTAssertEqual(b.output, y.constPointer)
+        XCTAssertNil(b.lengths)
+    }
+
+    func testPinningFillsOneTableOfAddressesWithNullsWhereAskedFor() {
+        let arrays: [[Float]?] = [[1, 2], nil, [3]]
+        let table = StableBuffer<UnsafePointer<Float>?>(repeating: UnsafePointer(bitPattern: 8), count: 3)
+        let seen = ABICall.pin(3, { arrays[$0] }, into: table.pointer) {
+            (table[0]?[1], table[1] == nil, table[2]?[0])
+        }
+        XCTAssertEqual(seen.0, 2)
+        XCTAssertTrue(seen.1)
+        XCTAssertEqual(seen.2, 3)
+    }
+
     func testShortStructIsCopiedIntoAZeroedHostStruct() {
         // A struct declaring fewer bytes than the host's: the rest reads as zero, never as
         // whatever follows it in the plugin's memory.

@@ -139,62 +139,32 @@ package func assertRawABIConventions(_ cell: Cell, T: Int, B: Int, lengths: [Int
     for i in 0..<guardBytes { ws.storeBytes(of: 0xA5, toByteOffset: wsBytes + i, as: UInt8.self) }
     func guardIntact() -> Bool { (0..<guardBytes).allSatisfy { ws.load(fromByteOffset: wsBytes + $0, as: UInt8.self) == 0xA5 } }
 
-    var output = Tensor.zeros([T, B, cell.outputSize])
+    // Every tensor in host memory of fixed address: the argument structs point into it.
+    let xBuf = StableBuffer(x.data)
+    let lengthBuf = lengths.map { StableBuffer($0) }
+    let paramBufs = params.map { StableBuffer($0.data) }
+    let paramTable = StableBuffer(paramBufs.map { Optional(UnsafePointer($0.pointer)) })
+    let stateBufs = h0.map { $0.map { StableBuffer($0.data) } }
+    let stateTable = StableBuffer(stateBufs.map { $0.map { UnsafePointer($0.pointer) } })
+    let outputBuf = StableBuffer<Float>(repeating: 0, count: T * B * cell.outputSize)
     let finals = OutputBuffers(shapes: cell.states.map { [B, $0.size] })
-    var gradParams = prefill
-    let status = withPointers(params) { paramPtrs in
-        withOptionalPointers(h0) { statePtrs in
-            finals.withPointers { finalPtrs in
-                withOptionalArray(lengths) { lens in
-                    x.data.withUnsafeBufferPointer { xp in
-                        output.data.withUnsafeMutableBufferPointer { yp -> (seqcell_status, seqcell_status) in
-                            var f = seqcell_forward_args()
-                            f.struct_size = UInt32(MemoryLayout<seqcell_forward_args>.size)
-                            f.mode = SEQCELL_MODE_TRAINING
-                            f.seq_len = Int64(T)
-                            f.batch = Int64(B)
-                            f.input = xp.baseAddress
-                            f.lengths = lens
-                            f.params = paramPtrs
-                            f.initial_states = statePtrs
-                            f.output = yp.baseAddress
-                            f.final_states = finalPtrs
-                            f.workspace = ws
-                            f.workspace_size = wsBytes
-                            let s1 = desc.forward(inst, &f, &error, error.count)
-                            guard s1 == SEQCELL_OK else { return (s1, SEQCELL_OK) }
-                            let gradOut = OutputBuffers(shapes: gradParams.map(\.shape))
-                            defer { for (i, t) in gradOut.tensors.enumerated() { gradParams[i] = t } }
-                            for (i, p) in gradOut.pointers.enumerated() {
-                                p!.update(from: prefill[i].data, count: prefill[i].count)
-                            }
-                            return (s1, rOut.data.withUnsafeBufferPointer { gy in
-                                gradOut.withPointers { gp in
-                                    var b = seqcell_backward_args()
-                                    b.struct_size = UInt32(MemoryLayout<seqcell_backward_args>.size)
-                                    b.seq_len = Int64(T)
-                                    b.batch = Int64(B)
-                                    b.input = xp.baseAddress
-                                    b.lengths = lens
-                                    b.params = paramPtrs
-                                    b.initial_states = statePtrs
-                                    b.output = UnsafePointer(yp.baseAddress)
-                                    b.grad_output = gy.baseAddress
-                                    b.grad_final_states = nil
-                                    b.grad_input = nil
-                                    b.grad_initial_states = nil
-                                    b.grad_params = gp
-                                    b.workspace = ws
-                                    b.workspace_size = wsBytes
-                                    return desc.backward(inst, &b, &error, error.count)
-                                }
-                            })
-                        }
-                    }
-                }
-            }
-        }
-    }
+    let gradOutBuf = StableBuffer(rOut.data)
+    let gradOut = OutputBuffers(shapes: prefill.map(\.shape))
+    for (buffer, values) in zip(gradOut.buffers, prefill) { buffer.assign(values.data) }
+
+    var f = ABICall.forwardArgs(T: T, B: B, training: true, input: xBuf.constPointer, lengths: lengthBuf?.constPointer,
+                                params: paramTable.constPointer, initialStates: stateTable.constPointer,
+                                output: outputBuf.pointer, finalStates: finals.pointers,
+                                workspace: ws, workspaceBytes: wsBytes)
+    var b = ABICall.backwardArgs(T: T, B: B, input: xBuf.constPointer, lengths: lengthBuf?.constPointer,
+                                 params: paramTable.constPointer, initialStates: stateTable.constPointer,
+                                 output: outputBuf.constPointer, gradOutput: gradOutBuf.constPointer, gradFinalStates: nil,
+                                 gradInput: nil, gradInitialStates: nil, gradParams: gradOut.pointers,
+                                 workspace: ws, workspaceBytes: wsBytes)
+    let s1 = desc.forward(inst, &f, &error, error.count)
+    let status = (s1, s1 == SEQCELL_OK ? desc.backward(inst, &b, &error, error.count) : SEQCELL_OK)
+    let output = Tensor(shape: [T, B, cell.outputSize], data: outputBuf.values)
+    let gradParams = gradOut.tensors
     let message = error.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     XCTAssertEqual(status.0, SEQCELL_OK, "\(what): forward failed: \(message)", file: file, line: line)
     XCTAssertEqual(status.1, SEQCELL_OK, "\(what): backward failed: \(message)", file: file, line: line)

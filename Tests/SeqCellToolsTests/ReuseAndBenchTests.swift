@@ -100,8 +100,14 @@ final class ReuseAndBenchTests: XCTestCase {
         let c = BenchConfig(name: "tiny", cell: "lstm", layers: 2, bidirectional: true, inputSize: 3, hiddenSize: 4,
                             batch: 2, seqLen: 5)
         let perDirection: Double = 2 * 5 * 2 * 4 * 4  // 2·T·B·G·H
-        XCTAssertEqual(c.flopsPerCall, 2 * perDirection * (3 + 4) + 2 * perDirection * (8 + 4))
+        XCTAssertEqual(try c.gates(registry: testRegistry), 4)  // LSTM: weight_ih is [4H, I]
+        XCTAssertEqual(c.flopsPerCall(gates: 4), 2 * perDirection * (3 + 4) + 2 * perDirection * (8 + 4))
         let runner = try BenchRunner(config: c, registry: testRegistry)
+        XCTAssertEqual(runner.gates, 4)
+        for (cell, gates) in [("gru", 3), ("rnn", 1)] {
+            let other = BenchConfig(name: "tiny", cell: cell, inputSize: 3, hiddenSize: 4, batch: 2, seqLen: 5)
+            XCTAssertEqual(try other.gates(registry: testRegistry), gates, cell)
+        }
         let out = try XCTUnwrap(runner.call())
         XCTAssertEqual(out, try runner.model.forward(input: runner.input).output)
         XCTAssertEqual(out.shape, [5, 2, 8])

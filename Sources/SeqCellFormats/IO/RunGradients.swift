@@ -76,7 +76,7 @@ extension Model {
 
     /// Parameter gradients paired with the checkpoint paths of `namedParameters`.
     public func namedGradients(_ g: Gradients) -> [(path: String, value: Tensor)] {
-        zip(namedParameters, g.flat).map { ($0.path, $1) }
+        parameterTree.entries.compactMap { e in ParameterTree.gradient(of: e, in: g).map { (e.path, $0) } }
     }
 }
 

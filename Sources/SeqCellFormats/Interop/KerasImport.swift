@@ -211,7 +211,7 @@ public enum KerasImporter {
             let layer = layers[k]
             var states: [String] = []
             for (d, dc) in layer.cells.enumerated() {
-                states += dc.cell.states.map { "final_states/layers/\(CheckpointFormat.layerName(k, count: layers.count))/\(layer.directionName(d))/\($0.name)" }
+                states += dc.cell.states.map { "final_states/" + ParameterTree.cellPath(layer: k, of: layers.count, direction: layer.directionName(d), name: $0.name) }
             }
             guard output.tensor - 1 < states.count else {
                 throw SeqCellError(.unsupported, "\(shownPath): layer '\(output.layer)' has \(states.count) state output(s); output \(output.tensor) does not exist")

@@ -202,11 +202,10 @@ extension PyTorchExport {
             metadata["seqcell.embedding"] = embeddingName
             if let p = e.paddingIndex { metadata["seqcell.padding_idx"] = String(p) }
         }
-        for (k, layer) in model.layers.enumerated() {
-            for (d, dc) in layer.cells.enumerated() {
-                for (info, t) in zip(dc.cell.params, dc.params) {
-                    tensors.append(("\(prefix)\(info.name)_l\(k)\(d == 1 ? "_reverse" : "")", t))
-                }
+        // PyTorch's names: <name>_l<k>, and _reverse for the backward direction.
+        model.parameterTree.forEachParameter(of: model) { e, t in
+            if case .cell(let k, let d, _) = e.key, let info = e.info {
+                tensors.append(("\(prefix)\(info.name)_l\(k)\(d == 1 ? "_reverse" : "")", t))
             }
         }
         if !prefix.isEmpty { metadata["seqcell.prefix"] = prefix }

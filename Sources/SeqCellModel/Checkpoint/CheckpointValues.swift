@@ -88,50 +88,18 @@ public enum CheckpointFormat {
 }
 
 extension Model {
-    /// Every parameter with its checkpoint path, in a fixed order: layers, directions,
-    /// the cell's parameter order, then the head (`head/weight`, `head/bias`), then the
-    /// embedding table (`embedding/weight`).
+    /// Every parameter with its checkpoint path, in the parameter tree's order (layers,
+    /// directions, the cell's parameter order, then `head/weight`, `head/bias`, then
+    /// `embedding/weight`): a convenience built from `parameterTree`.
     public var namedParameters: [(path: String, value: Tensor)] {
-        var out: [(String, Tensor)] = []
-        for (k, layer) in layers.enumerated() {
-            let lname = CheckpointFormat.layerName(k, count: layers.count)
-            for (d, dc) in layer.cells.enumerated() {
-                for (info, t) in zip(dc.cell.params, dc.params) {
-                    out.append(("layers/\(lname)/\(layer.directionName(d))/\(info.name)", t))
-                }
-            }
-        }
-        if let head {
-            out.append(("head/weight", head.weight))
-            out.append(("head/bias", head.bias))
-        }
-        if let embedding { out.append(("embedding/weight", embedding.weight)) }
+        var out: [(path: String, value: Tensor)] = []
+        parameterTree.forEachParameter(of: self) { e, t in out.append((e.path, t)) }
         return out
     }
 
     /// Replaces every parameter, in `namedParameters` order; shapes must match.
     public mutating func setParameters(_ values: [Tensor]) throws {
-        let current = namedParameters
-        guard values.count == current.count else {
-            throw SeqCellError(.shape, "\(values.count) parameter tensors for a model with \(current.count)")
-        }
-        for (v, c) in zip(values, current) where v.shape != c.value.shape {
-            throw SeqCellError(.shape, "parameter \(c.path) must be \(c.value.shape), got \(v.shape)")
-        }
-        var i = 0
-        for k in layers.indices {
-            for d in layers[k].cells.indices {
-                for p in layers[k].cells[d].params.indices {
-                    layers[k].cells[d].params[p] = values[i]
-                    i += 1
-                }
-            }
-        }
-        if head != nil {
-            head!.weight = values[i]
-            head!.bias = values[i + 1]
-            i += 2
-        }
-        if embedding != nil { embedding!.weight = values[i] }
+        let tree = parameterTree
+        try tree.scatterParameters(tree.flatten(values, what: "parameter"), into: &self)
     }
 }

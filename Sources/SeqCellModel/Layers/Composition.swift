@@ -46,16 +46,19 @@ extension Model {
     /// a mismatch names both sides by origin.
     public static func chain(_ sources: [LayerSource], head: LinearHead? = nil, headOrigin: String = "the head") throws -> Model {
         guard let first = sources.first else { throw SeqCellError(.invalidArgument, "nothing to chain: no layers given") }
-        for (a, b) in zip(sources, sources.dropFirst()) where a.layer.outputSize != b.layer.inputSize {
+        let layers = sources.map(\.layer)
+        if let bad = Model.badJoin(inputSize: first.layer.inputSize, layers: layers, head: head) {
+            // Layer 0 takes the model's input, which is its own width: a bad join is k >= 1.
+            guard bad.k < sources.count else {
+                throw SeqCellError(.shape,
+                    "cannot put \(headOrigin) after \(sources[sources.count - 1].origin): it takes \(bad.takes) features, the layer outputs \(bad.gets)")
+            }
+            let (a, b) = (sources[bad.k - 1], sources[bad.k])
             throw SeqCellError(.shape,
                 "cannot chain \(a.origin) [\(a.layer.summary)] into \(b.origin) [\(b.layer.summary)]: "
                 + "the first outputs \(a.layer.outputSize) features, the second takes \(b.layer.inputSize)")
         }
-        if let head, let last = sources.last, head.inputSize != last.layer.outputSize {
-            throw SeqCellError(.shape,
-                "cannot put \(headOrigin) after \(last.origin): it takes \(head.inputSize) features, the layer outputs \(last.layer.outputSize)")
-        }
-        return try Model(inputSize: first.layer.inputSize, layers: sources.map(\.layer), head: head)
+        return Model(joinsChecked: first.layer.inputSize, layers: layers, head: head)
     }
 
     /// The same model with layer `k` replaced; the new layer must fit both joins.
@@ -63,12 +66,17 @@ extension Model {
         guard layers.indices.contains(k) else {
             throw SeqCellError(.invalidArgument, "layer \(k) does not exist: the model has layers 0...\(layers.count - 1)")
         }
-        try Model.checkJoins(of: layer, at: k, layerCount: layers.count,
-                             width: k == 0 ? inputSize : layers[k - 1].outputSize,
-                             next: k + 1 < layers.count ? layers[k + 1].inputSize : head?.inputSize, origin: origin)
         var copy = self
         copy.layers[k] = layer
-        var out = try Model(inputSize: inputSize, layers: copy.layers, head: head)
+        if Model.badJoin(inputSize: inputSize, layers: copy.layers, head: head) != nil {
+            // The new layer's own joins are named by its origin; any other (layers are
+            // settable) in the model's words.
+            try Model.checkJoins(of: layer, at: k, layerCount: layers.count,
+                                 width: k == 0 ? inputSize : layers[k - 1].outputSize,
+                                 next: k + 1 < layers.count ? layers[k + 1].inputSize : head?.inputSize, origin: origin)
+            try Model.checkJoins(inputSize: inputSize, layers: copy.layers, head: head)
+        }
+        var out = Model(joinsChecked: inputSize, layers: copy.layers, head: head)
         out.embedding = embedding
         // Still the same model around the new layer: its output steps and imported names stay.
         out.outputSteps = outputSteps

@@ -165,6 +165,7 @@ public final class InferenceSession {
         try input.data.withUnsafeBufferPointer { x in
             try withOptionalArray(lengths) { lens in
                 try output.data.withUnsafeMutableBufferPointer { y in
+                    // Both hold T·B·I and T·B·O >= 1 values (checked above): their base addresses exist.
                     try run(T: T, input: x.baseAddress!, lengths: lens, output: y.baseAddress!)
                 }
             }
@@ -202,6 +203,7 @@ public final class InferenceSession {
             try runners[k][0].run(T: T, input: input, lengths: lengths, params: layer.cells[0].params, initialStates: nil,
                                   output: output)
         case .reverse:
+            // `reversedInput` is allocated by init whenever a layer runs reversed or bidirectional.
             let I = inputWidths[k], O = cellWidths[k][0]
             reverseRows(input, into: reversedInput!, T: T, B: B, width: I, lengths: lengths)
             try runners[k][0].run(T: T, input: reversedInput!, lengths: lengths, params: layer.cells[0].params,
@@ -210,7 +212,8 @@ public final class InferenceSession {
         case .bidirectional:
             // The directions run one after the other (each step still split over the host's
             // threads by the plugin): the pool's hand-off for running them side by side
-            // allocates in an unoptimised build, and a session call must not.
+            // allocates in an unoptimised build, and a session call must not. `reversedInput`
+            // is allocated by init whenever a layer runs reversed or bidirectional.
             reverseRows(input, into: reversedInput!, T: T, B: B, width: inputWidths[k], lengths: lengths)
             try runners[k][0].run(T: T, input: input, lengths: lengths, params: layer.cells[0].params, initialStates: nil,
                                   output: directionOutputs[0])
@@ -298,6 +301,7 @@ extension LinearHead {
             for r in 0..<rows { (y + r &* O).update(from: bb, count: O) }
         }
         if D > 0 {
+            // weight is [O, D] with O, D >= 1 (checkSelf): its base address exists.
             weight.data.withUnsafeBufferPointer { wp in
                 hostSgemm(transA: false, transB: true, m: rows, n: O, k: D, a: x, lda: D, b: wp.baseAddress!, ldb: D,
                           beta: 1, c: y, ldc: O)

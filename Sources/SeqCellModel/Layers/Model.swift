@@ -64,6 +64,7 @@ public struct LinearHead: Sendable {
             }
         }
         if rows > 0, O > 0, D > 0 {
+            // Every buffer below holds rows·D, O·D or rows·O > 0 values: base addresses exist.
             x.data.withUnsafeBufferPointer { xp in
                 weight.data.withUnsafeBufferPointer { wp in
                     y.withUnsafeMutableBufferPointer { yp in
@@ -134,6 +135,7 @@ public struct LinearHead: Sendable {
         var dW = [Float](repeating: 0, count: O * D)
         var db = [Float](repeating: 0, count: O)
         for r in 0..<rows { for j in 0..<O { db[j] += dz[r * O + j] } }
+        // Every buffer below holds rows·O, O·D or rows·D > 0 values: base addresses exist.
         if rows > 0, O > 0, D > 0 { dz.withUnsafeBufferPointer { dzp in
             weight.data.withUnsafeBufferPointer { wp in
                 dx.withUnsafeMutableBufferPointer { dxp in
@@ -171,21 +173,39 @@ public struct Model: Sendable {
 
     /// Checks every join: layer k's input size must equal layer k−1's output size.
     public init(inputSize: Int, layers: [RecurrentLayer], head: LinearHead? = nil) throws {
-        guard !layers.isEmpty else { throw SeqCellError(.invalidArgument, "a model needs at least one layer") }
-        var width = inputSize
-        for (k, l) in layers.enumerated() {
-            guard l.inputSize == width else {
-                let from = k == 0 ? "the model input is \(width) wide" : "layer \(k - 1) outputs \(width) features"
-                throw SeqCellError(.shape, "layer \(k) (\(l.cells[0].cell.type.id)) takes \(l.inputSize) inputs but \(from)")
-            }
-            width = l.outputSize
-        }
-        if let head, head.inputSize != width {
-            throw SeqCellError(.shape, "the head takes \(head.inputSize) inputs but layer \(layers.count - 1) outputs \(width) features")
-        }
+        try Model.checkJoins(inputSize: inputSize, layers: layers, head: head)
+        self.init(joinsChecked: inputSize, layers: layers, head: head)
+    }
+
+    /// A model whose joins the caller has checked (`checkJoins` or `badJoin`).
+    init(joinsChecked inputSize: Int, layers: [RecurrentLayer], head: LinearHead?) {
         self.inputSize = inputSize
         self.layers = layers
         self.head = head
+    }
+
+    /// The first join that does not fit: layer `k` (the head when k == layers.count) takes
+    /// `takes` features but receives `gets`; nil when every join fits. The one place joins are
+    /// compared; `checkJoins`, `chain` and `replacingLayer` word the error for their callers.
+    static func badJoin(inputSize: Int, layers: [RecurrentLayer], head: LinearHead?) -> (k: Int, takes: Int, gets: Int)? {
+        var width = inputSize
+        for (k, l) in layers.enumerated() {
+            if l.inputSize != width { return (k, l.inputSize, width) }
+            width = l.outputSize
+        }
+        if let head, head.inputSize != width { return (layers.count, head.inputSize, width) }
+        return nil
+    }
+
+    /// Throws when the model has no layer or a join does not fit, naming the join.
+    static func checkJoins(inputSize: Int, layers: [RecurrentLayer], head: LinearHead?) throws {
+        guard !layers.isEmpty else { throw SeqCellError(.invalidArgument, "a model needs at least one layer") }
+        guard let bad = badJoin(inputSize: inputSize, layers: layers, head: head) else { return }
+        if bad.k == layers.count {
+            throw SeqCellError(.shape, "the head takes \(bad.takes) inputs but layer \(layers.count - 1) outputs \(bad.gets) features")
+        }
+        let from = bad.k == 0 ? "the model input is \(bad.gets) wide" : "layer \(bad.k - 1) outputs \(bad.gets) features"
+        throw SeqCellError(.shape, "layer \(bad.k) (\(layers[bad.k].cells.first?.cell.type.id ?? "no cell")) takes \(bad.takes) inputs but \(from)")
     }
 
     /// A model that takes token ids: `embedding` maps them to vectors of its dimension, which
@@ -281,7 +301,7 @@ public struct Model: Sendable {
         let x = try embedding.forward(tokens)
         let checked = try lengths.map { try SequenceLengths.checked($0, T: tokens.steps, B: tokens.batch) }
         var out = try forwardChecked(input: x, T: tokens.steps, B: tokens.batch, lengths: checked, initialStates: initialStates,
-                                     training: training, dropout: dropout, seed: seed)
+                                     training: training, dropout: dropout, seed: seed, structureChecked: true)
         out.tokens = tokens
         return out
     }
@@ -296,24 +316,13 @@ public struct Model: Sendable {
                 throw SeqCellError(.shape, "the embedding gives \(embedding.dimension)-wide vectors but the model's input is \(inputSize) wide")
             }
         }
-        var width = inputSize
-        for (k, l) in layers.enumerated() {
-            guard l.inputSize == width else {
-                throw SeqCellError(.shape, "layer \(k) takes \(l.inputSize) inputs but receives \(width) features")
-            }
-            width = l.outputSize
-        }
-        if let head {
-            try head.checkSelf()
-            guard head.inputSize == width else {
-                throw SeqCellError(.shape, "the head takes \(head.inputSize) inputs but layer \(layers.count - 1) outputs \(width) features")
-            }
-        }
+        try Model.checkJoins(inputSize: inputSize, layers: layers, head: head)
+        if let head { try head.checkSelf() }
     }
 
     func forwardChecked(input: Tensor, T: Int, B: Int, lengths: [Int32]?, initialStates: [[[Tensor?]]],
-                        training: Bool, dropout: Float, seed: UInt64) throws -> Output {
-        try checkStructure()
+                        training: Bool, dropout: Float, seed: UInt64, structureChecked: Bool = false) throws -> Output {
+        if !structureChecked { try checkStructure() }
         guard initialStates.isEmpty || initialStates.count == layers.count else {
             throw SeqCellError(.shape, "initial states for \(initialStates.count) layers; the model has \(layers.count)")
         }
@@ -360,7 +369,9 @@ public struct Model: Sendable {
         /// The embedding table's gradient, [vocabulary, dimension].
         public var embedding: Tensor? = nil
 
-        /// Every parameter gradient in `Model.namedParameters` order.
+        /// Every parameter gradient in `Model.namedParameters` order (for a model whose
+        /// head and embedding, if any, have gradients; `ParameterTree.gatherGradients` lays
+        /// them out by key).
         public var flat: [Tensor] {
             var out: [Tensor] = params.flatMap { $0.flatMap { $0 } }
             if let h = head { out += [h.weight, h.bias] }

@@ -84,10 +84,10 @@ public struct LayerSpec: Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         var s = "\(cell):\(hiddenSize):\(direction.rawValue)"
         if direction == .bidirectional { s += ":\(mergeMode.rawValue)" }
-        for k in options.keys.sorted() { s += ",\(k)=\(options[k]!)" }
+        for (k, v) in options.sorted(by: { $0.key < $1.key }) { s += ",\(k)=\(v)" }
         if let b = backwardCell { s += ",backward_cell=\(b)" }
         if let b = backwardHiddenSize { s += ",backward_hidden=\(b)" }
-        for k in backwardOptions.keys.sorted() { s += ",backward.\(k)=\(backwardOptions[k]!)" }
+        for (k, v) in backwardOptions.sorted(by: { $0.key < $1.key }) { s += ",backward.\(k)=\(v)" }
         return s
     }
 

@@ -137,10 +137,13 @@ public struct RecurrentLayer: Sendable {
                 let dc = cells[i]
                 let rev = isReversed(i)
                 slots[i] = Result {
-                    let x = rev ? try reverseSequences(input, lengths: lengths) : input
-                    var r = try dc.cell.forward(input: x, lengths: lengths, params: dc.params,
-                                                initialStates: initialStates.isEmpty ? [] : initialStates[i], training: training)
-                    if rev { r.output = try reverseSequences(r.output, lengths: lengths) }
+                    // Input, lengths, parameters and states were checked above: the cell
+                    // gets them as checked values and does not check them again.
+                    let x = rev ? reversedSequences(input, lengths: lengths) : input
+                    let call = CellCallInputs(validated: x, T: T, B: B, lengths: lengths, params: dc.params,
+                                              initialStates: initialStates.isEmpty ? [] : initialStates[i])
+                    var r = try dc.cell.forward(call, training: training)
+                    if rev { r.output = reversedSequences(r.output, lengths: lengths) }
                     return r
                 }
             }
@@ -247,12 +250,13 @@ public struct RecurrentLayer: Sendable {
         var gradParams: [[Tensor]] = []
         for (i, dc) in cells.enumerated() {
             let rev = isReversed(i)
-            let gOut = try perDirection.map { rev ? try reverseSequences($0[i], lengths: lengths) : $0[i] }
+            // The lengths are the tape's, checked by the forward that made it.
+            let gOut = perDirection.map { rev ? reversedSequences($0[i], lengths: lengths) : $0[i] }
             let g = try dc.cell.backward(tape: tapes[i], gradOutput: gOut,
                                          gradFinalStates: gradFinalStates.isEmpty ? [] : gradFinalStates[i],
                                          wantInputGradient: wantInputGradient)
             if let gx = g.input {
-                let gxi = rev ? try reverseSequences(gx, lengths: lengths) : gx
+                let gxi = rev ? reversedSequences(gx, lengths: lengths) : gx
                 if let sum = gradInput {
                     guard sum.shape == gxi.shape else {
                         throw SeqCellError(.cell, "the directions' input gradients differ in shape: \(sum.shape) and \(gxi.shape)")
@@ -312,8 +316,17 @@ public struct RecurrentLayer: Sendable {
 public func reverseSequences(_ x: Tensor, lengths: [Int32]?) throws -> Tensor {
     guard x.rank == 3 else { throw SeqCellError(.shape, "reverseSequences needs [T, B, F], got shape \(x.shape)") }
     try Boundary.checkConsistent(x, "reverseSequences input")
-    let (T, B, F) = (x.shape[0], x.shape[1], x.shape[2])
+    let (T, B) = (x.shape[0], x.shape[1])
     let lens = try lengths.map { try SequenceLengths.checked($0, T: T, B: B) }
+    return reversedSequences(x, lengths: lens)
+}
+
+/// `reverseSequences` on a tensor and lengths checked already: `x` [T, B, F] holds its
+/// values, and every length is in 1...T with one per sample.
+func reversedSequences(_ x: Tensor, lengths lens: [Int32]?) -> Tensor {
+    let (T, B, F) = (x.shape[0], x.shape[1], x.shape[2])
+    assert(Boundary.elementCount(x.shape) == x.count && (lens.map { l in l.count == B && l.allSatisfy { $0 >= 1 && Int($0) <= T } } ?? true),
+           "reversedSequences: unchecked tensor or lengths")
     let out = [Float](unsafeUninitializedCapacity: x.count) { dst, n in
         n = 0
         x.data.withUnsafeBufferPointer { src in

@@ -169,6 +169,11 @@ public struct Trainer: Sendable {
     var rng: SplitMix64
     /// States carried between batches when `config.carryState` is on.
     var carried: [[[Tensor?]]] = []
+    /// The model's parameter layout, built once (again only if the model's structure changes).
+    public private(set) var tree: ParameterTree
+    /// The step's flat parameter and gradient buffers, kept between steps.
+    var flatParameters: [Float] = []
+    var flatGradients: [Float] = []
     /// The processes training this model together (data parallel), or one process alone.
     /// With more than one rank, `trainStep` takes this rank's share of each global batch and
     /// every rank applies the same update: docs/DISTRIBUTED.md.
@@ -183,6 +188,7 @@ public struct Trainer: Sendable {
         lossKind = try config.lossKind()
         targetMode = try config.targetMode()
         rng = SplitMix64(seed: config.seed)
+        tree = model.parameterTree
         guard config.dropout >= 0, config.dropout < 1 else {
             throw SeqCellError(.invalidArgument, "dropout must be in [0, 1), got \(config.dropout)")
         }
@@ -219,36 +225,35 @@ public struct Trainer: Sendable {
             throw SeqCellError(.checkpoint, "the checkpoint's rng state is \(state.rng.count) bytes, expected 8")
         }
         rng = SplitMix64(seed: state.rng.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }.littleEndian)
-        let paths = model.namedParameters
-        var slots: [String: [Tensor]] = [:]
-        for name in optimizer.slotNames {
-            guard let saved = state.slots[name] else {
-                throw SeqCellError(.checkpoint, "the checkpoint's optimizer state lacks slot '\(name)'")
-            }
-            slots[name] = try paths.map { p in
-                guard let t = saved[p.path] else {
-                    throw SeqCellError(.checkpoint, "optimizer slot '\(name)' lacks parameter \(p.path)")
-                }
-                guard t.shape == p.value.shape, t.count == p.value.count else {
-                    throw SeqCellError(.checkpoint, "optimizer slot '\(name)' for \(p.path) is \(t.shape); the parameter is \(p.value.shape)")
-                }
-                return t
-            }
-        }
         guard state.step >= 0, state.step < Int.max else {
             throw SeqCellError(.checkpoint, "the checkpoint's training step \(state.step) is out of range")
         }
-        optimizer.restore(step: state.step, slots: slots)
+        // A checkpoint saved before the first step holds no slots: the first step makes them.
+        let restored = state.step == 0 && state.slots.isEmpty ? OptimizerState.empty : try optimizer.state { name in
+            guard let saved = state.slots[name] else { return nil }
+            var flat = [Float](repeating: 0, count: tree.elementCount)
+            for e in tree.entries {
+                guard let t = saved[e.path] else {
+                    throw SeqCellError(.checkpoint, "optimizer slot '\(name)' lacks parameter \(e.path)")
+                }
+                guard t.shape == e.shape, t.count == e.count else {
+                    throw SeqCellError(.checkpoint, "optimizer slot '\(name)' for \(e.path) is \(t.shape); the parameter is \(e.shape)")
+                }
+                flat.replaceSubrange(e.range, with: t.data)
+            }
+            return flat
+        }
+        try optimizer.restore(step: state.step, state: restored)
     }
 
     public var step: Int { optimizer.step }
 
     /// The training state to save beside the model.
     public var state: TrainingState {
-        let paths = model.namedParameters.map(\.path)
+        let tree = self.tree.fits(model) ? self.tree : model.parameterTree
         var slots: [String: [String: Tensor]] = [:]
-        for (name, tensors) in optimizer.slots {
-            slots[name] = Dictionary(uniqueKeysWithValues: zip(paths, tensors))
+        for (name, values) in optimizer.state.namedSlots where values.count == tree.elementCount {
+            slots[name] = Dictionary(uniqueKeysWithValues: zip(tree.entries.map(\.path), tree.tensors(values)))
         }
         let configJSON = (try? JSONEncoder().encode(config)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         let seed = rng.state.littleEndian
@@ -336,19 +341,12 @@ public struct Trainer: Sendable {
             // Over ranks, a NaN's sign depends on the order of the sum: "nan" alone.
             throw SeqCellError(.numeric, "step \(stepNumber): the loss is \(lossValue.isNaN ? "nan" : "\(lossValue)"); stopping before the update (lower the learning rate or clip harder)")
         }
-        var flat = grads.flat
+        if !tree.fits(model) { tree = model.parameterTree }
+        try tree.gatherGradients(grads, into: &flatGradients)
         if parallel {
-            var buffer = [Float]()
-            buffer.reserveCapacity(flat.reduce(0) { $0 + $1.count })
             let scale = Float(share)
-            for t in flat { buffer.append(contentsOf: t.data.map { $0 * scale }) }
-            try timed(&seconds) { try communicator.allReduceSum(&buffer) }
-            var offset = 0
-            for i in flat.indices {
-                let n = flat[i].count
-                flat[i].data = Array(buffer[offset..<(offset + n)])
-                offset += n
-            }
+            flatGradients.withUnsafeMutableBufferPointer { g in for j in g.indices { g[j] *= scale } }
+            try timed(&seconds) { try communicator.allReduceSum(&flatGradients) }
         }
         var perStep: [Double]? = nil
         if measureStepGradients, let gx = grads.input, gx.rank == 3, gx.count == gx.shape.reduce(1, *) {
@@ -363,15 +361,15 @@ public struct Trainer: Sendable {
             if parallel { try timed(&seconds) { try communicator.allReduceSum(&squares) } }
             perStep = squares.map { $0.squareRoot() }
         }
-        let (norm, clipped) = clip(&flat, clipping)
+        let (norm, clipped) = clip(&flatGradients, clipping)
         guard norm.isFinite else {
             throw SeqCellError(.numeric, "step \(stepNumber): the gradient norm is \(norm) (NaN or Inf in the gradients); stopping before the update")
         }
         let rate = optimizer.currentRate
-        var params = model.namedParameters.map(\.value)
-        try optimizer.check(params: params, grads: flat)
-        optimizer.update(&params, flat)
-        try model.setParameters(params)
+        try optimizer.check(parameterCount: tree.elementCount, gradientCount: flatGradients.count)
+        tree.gatherParameters(of: model, into: &flatParameters)
+        optimizer.update(parameters: &flatParameters, gradients: flatGradients)
+        try tree.scatterParameters(flatParameters, into: &model)
         if config.carryState {
             carried = fwd.finalStates.map { $0.map { $0.map { Optional($0) } } }
         }

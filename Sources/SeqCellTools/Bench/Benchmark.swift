@@ -54,18 +54,24 @@ public struct BenchConfig: Sendable, Equatable {
 
     public static func named(_ name: String) -> BenchConfig? { standard.first { $0.name == name.uppercased() } }
 
-    /// Gate blocks per cell: 4 LSTM, 3 GRU, 1 RNN (others 1).
-    public var gates: Int {
-        switch cell {
-        case "lstm": return 4
-        case "gru": return 3
-        default: return 1
-        }
+    /// Gate blocks of the configuration's cell, read from its parameter layout through the
+    /// registry: the rows of its input weight over the hidden size (4 for an LSTM's [4H, I],
+    /// 3 for a GRU's, 1 for an Elman RNN's), 1 for a cell that declares no input weight.
+    public func gates(registry: PluginRegistry) throws -> Int {
+        let probe = try registry.cellType(cell).instantiate(inputSize: inputSize, hiddenSize: hiddenSize)
+        return BenchConfig.gates(of: probe)
+    }
+
+    /// Gate blocks of a configured cell: its input weight's rows over its hidden size.
+    static func gates(of cell: Cell) -> Int {
+        guard let w = cell.params.first(where: { $0.role == .inputWeight }), let rows = w.shape.first,
+              cell.hiddenSize > 0, rows >= cell.hiddenSize else { return 1 }
+        return rows / cell.hiddenSize
     }
 
     /// Floating-point operations of one call: 2·T·B·G·H·(I+H) per layer and direction (the
     /// input width of layers after the first is H·directions); a training step counts 3×.
-    public var flopsPerCall: Double {
+    public func flopsPerCall(gates: Int) -> Double {
         let dirs = bidirectional ? 2 : 1
         var total = 0.0
         var width = inputSize
@@ -114,6 +120,8 @@ public final class BenchRunner {
     public let config: BenchConfig
     public private(set) var model: Model
     public let input: Tensor
+    /// Gate blocks of the model's cell (`BenchConfig.gates(of:)`), for the FLOP count.
+    public let gates: Int
     private var trainer: Trainer?
     private let batch: Batch?
 
@@ -126,6 +134,8 @@ public final class BenchRunner {
             throw SeqCellError(.shape, "benchmark \(config.name): the model takes \(m.inputSize) inputs, the configuration \(config.inputSize)")
         }
         self.model = m
+        // The model's first cell is the configuration's cell (or the one a loaded model uses).
+        gates = m.layers.first?.cells.first.map { BenchConfig.gates(of: $0.cell) } ?? 1
         var rng = SplitMix64(seed: seed &+ 17)
         input = rng.uniformTensor([config.seqLen, config.batch, config.inputSize], scale: 1)
         if config.training {
@@ -151,6 +161,8 @@ public final class BenchRunner {
     @discardableResult
     public func call() throws -> Tensor? {
         if let batch {
+            // `batch` and `trainer` are set together (a training configuration); mutated in
+            // place, so the trainer's model is not copied.
             try trainer!.trainStep(batch)
             return nil
         }
@@ -197,7 +209,7 @@ public enum Benchmark {
         let runner = try BenchRunner(config: config, registry: registry, model: model)
         let times = try runner.measure(warmup: warmup, repeats: repeats)
         return BenchResult(name: config.name, summary: config.summary, threads: threads, warmup: warmup, times: times,
-                           flopsPerCall: config.flopsPerCall, stepsPerCall: config.seqLen * config.batch)
+                           flopsPerCall: config.flopsPerCall(gates: runner.gates), stepsPerCall: config.seqLen * config.batch)
     }
 }
 
