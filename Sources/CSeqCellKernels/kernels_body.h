@@ -14,9 +14,9 @@ typedef int32_t SCK_NAME(vi_t) __attribute__((vector_size(VW * 4)));
 #define NV (16 / VW)
 #define MRT (VW == 16 ? 8 : 6)
 
-static inline SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
-static inline SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-static inline SCK_ATTR vf SCK_NAME(splat)(float x) {
+static inline __attribute__((always_inline)) SCK_ATTR vf SCK_NAME(ld)(const float *p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(st)(float *p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+static inline __attribute__((always_inline)) SCK_ATTR vf SCK_NAME(splat)(float x) {
 #if VW == 16
     return (vf){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x};
 #else
@@ -26,12 +26,12 @@ static inline SCK_ATTR vf SCK_NAME(splat)(float x) {
 
 /* Clamps that let NaN through (a NaN lane of x stays NaN), unlike fmin/fmax, which drop
    it: x > hi ? hi : x and x < lo ? lo : x are false for NaN (x86 minps/maxps order). */
-static inline SCK_ATTR vf SCK_NAME(min_keep_nan)(vf x, float hi) {
+static inline __attribute__((always_inline)) SCK_ATTR vf SCK_NAME(min_keep_nan)(vf x, float hi) {
     vf h = SCK_NAME(splat)(hi);
     vi over = x > h;
     return (vf)((over & (vi)h) | (~over & (vi)x));
 }
-static inline SCK_ATTR vf SCK_NAME(max_keep_nan)(vf x, float lo) {
+static inline __attribute__((always_inline)) SCK_ATTR vf SCK_NAME(max_keep_nan)(vf x, float lo) {
     vf l = SCK_NAME(splat)(lo);
     vi under = x < l;
     return (vf)((under & (vi)l) | (~under & (vi)x));
@@ -42,7 +42,7 @@ static inline SCK_ATTR vf SCK_NAME(max_keep_nan)(vf x, float lo) {
    normal float; from 88.38 up n = 128 gives +inf (the true overflow is at 88.72; only
    sigmoid uses this, where the difference is below 4e-39), so sigmoid(-inf) = 0 exactly.
    NaN stays NaN. */
-static inline SCK_ATTR vf SCK_NAME(exp)(vf x) {
+static inline __attribute__((always_inline)) SCK_ATTR vf SCK_NAME(exp)(vf x) {
     x = SCK_NAME(min_keep_nan)(x, 89.0f);
     x = SCK_NAME(max_keep_nan)(x, -87.3365478515625f);
     const vf magic = SCK_NAME(splat)(12582912.0f); /* 1.5 * 2^23: round to nearest */
@@ -62,14 +62,14 @@ static inline SCK_ATTR vf SCK_NAME(exp)(vf x) {
     return y * (vf)bits;
 }
 
-static inline SCK_ATTR vf SCK_NAME(sigmoid_v)(vf x) {
+static inline __attribute__((always_inline)) SCK_ATTR vf SCK_NAME(sigmoid_v)(vf x) {
     return 1.0f / (1.0f + SCK_NAME(exp)(-x));
 }
 
 /* tanh: Eigen's rational approximation (odd degree 13 / even degree 6) on [-7.9, 7.9],
    clamped outside (where tanh rounds to ±1 within 3e-7), exactly ±1 from |x| = 9.02 (±inf
    included); x itself for |x| < 4e-4. NaN stays NaN (the clamp keeps it, the polynomial carries it). */
-static inline SCK_ATTR vf SCK_NAME(tanh_v)(vf x) {
+static inline __attribute__((always_inline)) SCK_ATTR vf SCK_NAME(tanh_v)(vf x) {
     const float c = 7.90531110763549805f;
     vf xc = SCK_NAME(min_keep_nan)(SCK_NAME(max_keep_nan)(x, -c), c);
     vf x2 = xc * xc;
