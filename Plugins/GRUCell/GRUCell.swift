@@ -95,6 +95,7 @@ final class GRUKernel: CarvedWorkspace {
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, H] dh_{t-1} being summed
         var drh: UnsafeMutablePointer<Float>    // training, reset = before: [B, H] gradient of r ⊙ h
         var packed: UnsafeMutablePointer<Float> // reset = after, small batches: W_hh packed
+        var tail: UnsafeMutablePointer<Float>   // training: the packed backward tail (GateGradientProduct)
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
@@ -111,7 +112,9 @@ final class GRUKernel: CarvedWorkspace {
         // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
         let packed = c.floats(max(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H),
                                   InputProjection.workspaceFloats(rows: T * B, n: 3 * H, k: inputSize)))
-        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed)
+        let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: 3 * H, inputSize: inputSize,
+                                                                           widths: [H])) : gx
+        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed, tail: tail)
     }
 
     func forward(_ f: ForwardCall) {
@@ -432,11 +435,12 @@ final class GRUKernel: CarvedWorkspace {
                 recurrent: [
                     RecurrentGradientBlock(gradients: dgx, leadingDimension: G, rows: 0..<2 * H, inputs: w.states, width: H),
                     RecurrentGradientBlock(gradients: dgx + 2 * H, leadingDimension: G, rows: 2 * H..<G, inputs: w.rh, width: H),
-                ])
+                ], scratch: w.tail)
         } else {
             // The recurrent part's gradient (gh) differs from the input part's in the n rows.
             g.accumulateGateGradients(dGates: dgx, gates: G, inputSize: I, parameters: .pytorch(bias: hasBias),
-                                      recurrent: [.all(w.gh, gates: G, inputs: w.states, width: H)], recurrentBias: w.gh)
+                                      recurrent: [.all(w.gh, gates: G, inputs: w.states, width: H)], recurrentBias: w.gh,
+                                      scratch: w.tail)
         }
     }
 }

@@ -131,6 +131,7 @@ final class LSTMKernel: CarvedWorkspace {
         var dhAll: UnsafeMutablePointer<Float>  // training + projecting: [T, B, P] total gradient of h_t
         var packed: UnsafeMutablePointer<Float> // W_hh packed for the recurrent product
         var packedT: UnsafeMutablePointer<Float> // training: W_hh packed for backward's dh = dgates W_hh
+        var tail: UnsafeMutablePointer<Float>   // training: the packed backward tail (GateGradientProduct)
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
@@ -150,8 +151,10 @@ final class LSTMKernel: CarvedWorkspace {
         let packed = c.floats(max(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P),
                                   InputProjection.workspaceFloats(rows: T * B, n: 4 * H, k: inputSize)))
         let packedT = training ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: P, k: 4 * H)) : gates
+        let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: 4 * H, inputSize: inputSize,
+                                                                           widths: [P])) : gates
         return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed,
-                       packedT: packedT)
+                       packedT: packedT, tail: tail)
     }
 
     func forward(_ f: ForwardCall) {
@@ -417,7 +420,7 @@ final class LSTMKernel: CarvedWorkspace {
         if let gc0 = g.gradInitialState(1) { gc0.update(from: w.dc, count: B * H) }
         // W_hh multiplies h_{t-1}: states [0, T) of the training layout, width P.
         g.accumulateGateGradients(dGates: dgAll, gates: G, inputSize: I, parameters: .pytorch(bias: hasBias),
-                                  recurrent: [.all(dgAll, gates: G, inputs: w.h, width: P)])
+                                  recurrent: [.all(dgAll, gates: G, inputs: w.h, width: P)], scratch: w.tail)
         if projecting, let dWhr = g.gradParam(hrIndex) {
             // dW_hr = Σ_t dh_total_t^T m_t (frozen rows: dh_total = 0 and m = 0).
             sgemm(transA: true, transB: false, m: P, n: H, k: T * B, a: w.dhAll, lda: P, b: w.m, ldb: H,

@@ -68,6 +68,7 @@ final class RNNKernel: CarvedWorkspace {
         var dh: UnsafeMutablePointer<Float>     // training only: [B, H]
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, H]
         var packed: UnsafeMutablePointer<Float> // small batches: W_hh packed for the recurrent product
+        var tail: UnsafeMutablePointer<Float>   // training: the packed backward tail (GateGradientProduct)
     }
 
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
@@ -79,7 +80,9 @@ final class RNNKernel: CarvedWorkspace {
         // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
         let packed = c.floats(max(RecurrentProduct.workspaceFloats(B: B, n: H, k: H),
                                   InputProjection.workspaceFloats(rows: T * B, n: H, k: inputSize)))
-        return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed)
+        let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: H, inputSize: inputSize,
+                                                                           widths: [H])) : pre
+        return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed, tail: tail)
     }
 
     func forward(_ f: ForwardCall) {
@@ -191,7 +194,7 @@ final class RNNKernel: CarvedWorkspace {
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * H) }
         // W_hh multiplies h_{t-1}: states [0, T) of the training layout.
         g.accumulateGateGradients(dGates: dpreAll, gates: H, inputSize: I, parameters: .pytorch(bias: hasBias),
-                                  recurrent: [.all(dpreAll, gates: H, inputs: w.states, width: H)])
+                                  recurrent: [.all(dpreAll, gates: H, inputs: w.states, width: H)], scratch: w.tail)
     }
 }
 

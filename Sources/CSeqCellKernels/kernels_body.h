@@ -514,6 +514,127 @@ static SCK_ATTR void SCK_NAME(gemm_packed)(const float *x, int64_t m, int64_t ld
 }
 #undef NB
 
+/* The packed GEMM with its x operand read transposed: y[r, :] (+)= Σ_kk x[kk·ldx + r] · W[:, kk]
+   for r < m, i.e. y = xᵀ·Wᵀ with x a row-major [k, ldx] matrix (a weight gradient dW += dᵀ·S
+   reads the gradients d [T·B, rows] this way, W = Sᵀ packed from S). A row tile broadcasts
+   consecutive floats of one x row per k. k in slices of KC outermost, so a slice of the x
+   panel (KC·m floats) stays in L2 while every block pair streams its packed W slice; each
+   output element sums its k terms in order, a slice at a time added into y, whatever m, the
+   row tiles or the blocks are (so threads may split y by rows or blocks). Blocks
+   [blk_begin, blk_end) only. */
+#define NB 16
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk16t)(
+    const int MR, const float *x, int64_t ldx, const float *p, int64_t k, float *y, int64_t ldy, int64_t cnt,
+    int32_t accumulate) {
+    vf acc[MRT][NV];
+    for (int r = 0; r < MR; r++) for (int v = 0; v < NV; v++) acc[r][v] = SCK_NAME(splat)(0);
+    for (int64_t kk = 0; kk < k; kk++) {
+        vf w[NV];
+        for (int v = 0; v < NV; v++) w[v] = SCK_NAME(ld)(p + v * VW);
+        const float *xr = x + kk * ldx;
+        for (int r = 0; r < MR; r++) {
+            vf s = SCK_NAME(splat)(xr[r]);
+            for (int v = 0; v < NV; v++) acc[r][v] += s * w[v];
+        }
+        p += NB;
+    }
+    for (int r = 0; r < MR; r++) SCK_NAME(put16)(y + r * ldy, acc[r], cnt, accumulate);
+}
+
+#define SCK_MKT(R) case R: SCK_NAME(mk16t)(R, xk + r, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc); break
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(block_rows_t)(
+    const float *xk, int64_t m, int64_t ldx, const float *pb, int64_t kc, float *yb, int64_t ldy, int64_t cnt,
+    int32_t acc) {
+    int64_t r = 0;
+#if VW == 16
+    int64_t tiles = (m + 7) / 8, base = m / tiles, extra = m % tiles;
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t R = base + (t < extra);
+        switch (R) {
+        SCK_MKT(8); SCK_MKT(7); SCK_MKT(6); SCK_MKT(5); SCK_MKT(4); SCK_MKT(3); SCK_MKT(2); SCK_MKT(1);
+        default: break;
+        }
+        r += R;
+    }
+#else
+    for (; r + MRT <= m; r += MRT) SCK_NAME(mk16t)(MRT, xk + r, ldx, pb, kc, yb + r * ldy, ldy, cnt, acc);
+    switch (m - r) {
+    SCK_MKT(5); SCK_MKT(4); SCK_MKT(3); SCK_MKT(2); SCK_MKT(1);
+    default: break;
+    }
+#endif
+}
+#undef SCK_MKT
+
+#if VW == 16
+/* MR rows x two adjacent full blocks, x transposed (mk32's tile). */
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(mk32t)(
+    const int MR, const float *x, int64_t ldx, const float *p0, const float *p1, int64_t k, float *y, int64_t ldy,
+    int32_t accumulate) {
+    vf acc[8][2];
+    for (int r = 0; r < MR; r++) { acc[r][0] = SCK_NAME(splat)(0); acc[r][1] = SCK_NAME(splat)(0); }
+    for (int64_t kk = 0; kk < k; kk++) {
+        vf w0 = SCK_NAME(ld)(p0), w1 = SCK_NAME(ld)(p1);
+        const float *xr = x + kk * ldx;
+        for (int r = 0; r < MR; r++) {
+            vf s = SCK_NAME(splat)(xr[r]);
+            acc[r][0] += s * w0;
+            acc[r][1] += s * w1;
+        }
+        p0 += NB; p1 += NB;
+    }
+    for (int r = 0; r < MR; r++) {
+        SCK_NAME(put16)(y + r * ldy, &acc[r][0], NB, accumulate);
+        SCK_NAME(put16)(y + r * ldy + NB, &acc[r][1], NB, accumulate);
+    }
+}
+
+#define SCK_MK2T(R) case R: SCK_NAME(mk32t)(R, xk + r, ldx, pb0, pb1, kc, yb + r * ldy, ldy, acc); break
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(pair_rows_t)(
+    const float *xk, int64_t m, int64_t ldx, const float *pb0, const float *pb1, int64_t kc, float *yb, int64_t ldy,
+    int32_t acc) {
+    int64_t tiles = (m + 7) / 8, base = m / tiles, extra = m % tiles, r = 0;
+    for (int64_t t = 0; t < tiles; t++) {
+        int64_t R = base + (t < extra);
+        switch (R) {
+        SCK_MK2T(8); SCK_MK2T(7); SCK_MK2T(6); SCK_MK2T(5); SCK_MK2T(4); SCK_MK2T(3); SCK_MK2T(2); SCK_MK2T(1);
+        default: break;
+        }
+        r += R;
+    }
+}
+#undef SCK_MK2T
+#endif
+
+static SCK_ATTR void SCK_NAME(gemm_packed_xt_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed,
+                                                     int64_t n, int64_t k, float *y, int64_t ldy, int32_t accumulate,
+                                                     int64_t blk_begin, int64_t blk_end) {
+    const int64_t KC = 256;
+    if (m <= 0) return;
+    for (int64_t k0 = 0; k0 < k; k0 += KC) {
+        int64_t kc = k - k0 < KC ? k - k0 : KC;
+        int32_t acc = k0 == 0 ? accumulate : 1;
+        const float *xk = x + k0 * ldx;
+        int64_t blk = blk_begin;
+#if VW == 16
+        for (; blk + 1 < blk_end && n - (blk + 1) * NB >= NB; blk += 2) {
+            const float *pb = packed + blk * k * NB + k0 * NB;
+            if (acc) SCK_NAME(pair_rows_t)(xk, m, ldx, pb, pb + k * NB, kc, y + blk * NB, ldy, 1);
+            else SCK_NAME(pair_rows_t)(xk, m, ldx, pb, pb + k * NB, kc, y + blk * NB, ldy, 0);
+        }
+#endif
+        for (; blk < blk_end; blk++) {
+            const float *pb = packed + blk * k * NB + k0 * NB;
+            int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
+            float *yb = y + blk * NB;
+            if (cnt == NB && acc) SCK_NAME(block_rows_t)(xk, m, ldx, pb, kc, yb, ldy, NB, 1);
+            else if (cnt == NB) SCK_NAME(block_rows_t)(xk, m, ldx, pb, kc, yb, ldy, NB, 0);
+            else SCK_NAME(block_rows_t)(xk, m, ldx, pb, kc, yb, ldy, cnt, acc);
+        }
+    }
+}
+#undef NB
+
 static const sck_table SCK_NAME(table) = {
     .isa = SCK_ISA_VALUE,
     .sigmoid = SCK_NAME(sigmoid),
@@ -526,6 +647,7 @@ static const sck_table SCK_NAME(table) = {
     .gemm_packed_blocks = SCK_NAME(gemm_packed_blocks),
     .lstm_row_range = SCK_NAME(lstm_row_range),
     .gru_row_range = SCK_NAME(gru_row_range),
+    .gemm_packed_xt_blocks = SCK_NAME(gemm_packed_xt_blocks),
 };
 
 #undef VW
