@@ -2,6 +2,10 @@
 """A/B timing of SeqCell variants (environment settings) on one machine, interleaved.
 
     python3 benchmarks/ab.py --configs A C --variant base= --variant blas=SEQCELL_PACKED_BATCH_MAX=0
+    python3 benchmarks/ab.py --configs F --variant main= --binary main=/tmp/main-build/seqcell --variant new=
+
+--binary NAME=PATH runs variant NAME with another build's seqcell (its plugins are the ones
+next to it), e.g. a copy of main's release build against this one.
 
 Each variant is a persistent `seqcell bench --serve` process with its own environment;
 rounds rotate through them so background load hits all alike. Prints medians and ratios
@@ -16,18 +20,20 @@ def main():
     ap.add_argument("--seqcell", default=os.path.join(ROOT, ".build", "release", "seqcell"))
     ap.add_argument("--configs", nargs="+", default=["A"])
     ap.add_argument("--variant", action="append", required=True, help="NAME=VAR=VALUE,VAR=VALUE")
+    ap.add_argument("--binary", action="append", default=[], help="NAME=PATH: variant NAME runs this seqcell")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--calls", type=int, default=3)
     a = ap.parse_args()
     procs = {}
+    binaries = dict(b.partition("=")[::2] for b in a.binary)
     for v in a.variant:
         name, _, assigns = v.partition("=")
         env = dict(os.environ)
         for kv in filter(None, assigns.split(",")):
             k, _, val = kv.partition("=")
             env[k] = val
-        procs[name] = subprocess.Popen([a.seqcell, "bench", "--serve", "--threads", str(a.threads)], env=env,
+        procs[name] = subprocess.Popen([binaries.get(name, a.seqcell), "bench", "--serve", "--threads", str(a.threads)], env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     def ask(p, line):
         p.stdin.write(line + "\n"); p.stdin.flush()

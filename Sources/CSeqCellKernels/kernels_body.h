@@ -517,8 +517,8 @@ static SCK_ATTR void SCK_NAME(gemm_packed)(const float *x, int64_t m, int64_t ld
 /* The packed GEMM with its x operand read transposed: y[r, :] (+)= Σ_kk x[kk·ldx + r] · W[:, kk]
    for r < m, i.e. y = xᵀ·Wᵀ with x a row-major [k, ldx] matrix (a weight gradient dW += dᵀ·S
    reads the gradients d [T·B, rows] this way, W = Sᵀ packed from S). A row tile broadcasts
-   consecutive floats of one x row per k. k in slices of KC outermost, so a slice of the x
-   panel (KC·m floats) stays in L2 while every block pair streams its packed W slice; each
+   consecutive floats of one x row per k. k in slices of KC outermost, rows in groups of XM
+   whose x slice is copied once to a contiguous buffer and used by every block pair; each
    output element sums its k terms in order, a slice at a time added into y, whatever m, the
    row tiles or the blocks are (so threads may split y by rows or blocks). Blocks
    [blk_begin, blk_end) only. */
@@ -609,27 +609,35 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(pair_rows_t)
 static SCK_ATTR void SCK_NAME(gemm_packed_xt_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed,
                                                      int64_t n, int64_t k, float *y, int64_t ldy, int32_t accumulate,
                                                      int64_t blk_begin, int64_t blk_end) {
-    const int64_t KC = 256;
+    /* Each k slice of up to XM rows is first copied into xb [kc][mc] (32 KB on the stack):
+       read in place, x's rows are ldx apart (4 KB for an LSTM with H = 256), so a tile's
+       broadcasts all fall in a few L1 sets and every block pair fetched them from L2 again. */
+    enum { KC = 256, XM = 32 };
+    float xb[KC * XM] __attribute__((aligned(64)));
     if (m <= 0) return;
     for (int64_t k0 = 0; k0 < k; k0 += KC) {
         int64_t kc = k - k0 < KC ? k - k0 : KC;
         int32_t acc = k0 == 0 ? accumulate : 1;
-        const float *xk = x + k0 * ldx;
-        int64_t blk = blk_begin;
+        for (int64_t m0 = 0; m0 < m; m0 += XM) {
+            int64_t mc = m - m0 < XM ? m - m0 : XM;
+            for (int64_t kk = 0; kk < kc; kk++) __builtin_memcpy(xb + kk * mc, x + (k0 + kk) * ldx + m0, (size_t)mc * 4);
+            float *ym = y + m0 * ldy;
+            int64_t blk = blk_begin;
 #if VW == 16
-        for (; blk + 1 < blk_end && n - (blk + 1) * NB >= NB; blk += 2) {
-            const float *pb = packed + blk * k * NB + k0 * NB;
-            if (acc) SCK_NAME(pair_rows_t)(xk, m, ldx, pb, pb + k * NB, kc, y + blk * NB, ldy, 1);
-            else SCK_NAME(pair_rows_t)(xk, m, ldx, pb, pb + k * NB, kc, y + blk * NB, ldy, 0);
-        }
+            for (; blk + 1 < blk_end && n - (blk + 1) * NB >= NB; blk += 2) {
+                const float *pb = packed + blk * k * NB + k0 * NB;
+                if (acc) SCK_NAME(pair_rows_t)(xb, mc, mc, pb, pb + k * NB, kc, ym + blk * NB, ldy, 1);
+                else SCK_NAME(pair_rows_t)(xb, mc, mc, pb, pb + k * NB, kc, ym + blk * NB, ldy, 0);
+            }
 #endif
-        for (; blk < blk_end; blk++) {
-            const float *pb = packed + blk * k * NB + k0 * NB;
-            int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
-            float *yb = y + blk * NB;
-            if (cnt == NB && acc) SCK_NAME(block_rows_t)(xk, m, ldx, pb, kc, yb, ldy, NB, 1);
-            else if (cnt == NB) SCK_NAME(block_rows_t)(xk, m, ldx, pb, kc, yb, ldy, NB, 0);
-            else SCK_NAME(block_rows_t)(xk, m, ldx, pb, kc, yb, ldy, cnt, acc);
+            for (; blk < blk_end; blk++) {
+                const float *pb = packed + blk * k * NB + k0 * NB;
+                int64_t cnt = n - blk * NB < NB ? n - blk * NB : NB;
+                float *yb = ym + blk * NB;
+                if (cnt == NB && acc) SCK_NAME(block_rows_t)(xb, mc, mc, pb, kc, yb, ldy, NB, 1);
+                else if (cnt == NB) SCK_NAME(block_rows_t)(xb, mc, mc, pb, kc, yb, ldy, NB, 0);
+                else SCK_NAME(block_rows_t)(xb, mc, mc, pb, kc, yb, ldy, cnt, acc);
+            }
         }
     }
 }
