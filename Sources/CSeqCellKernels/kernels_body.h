@@ -620,7 +620,9 @@ static SCK_ATTR void SCK_NAME(gemm_packed_xt_blocks)(const float *x, int64_t m, 
         int32_t acc = k0 == 0 ? accumulate : 1;
         for (int64_t m0 = 0; m0 < m; m0 += XM) {
             int64_t mc = m - m0 < XM ? m - m0 : XM;
-            for (int64_t kk = 0; kk < kc; kk++) __builtin_memcpy(xb + kk * mc, x + (k0 + kk) * ldx + m0, (size_t)mc * 4);
+            const float *xs = x + k0 * ldx + m0;
+            if (mc == XM) { for (int64_t kk = 0; kk < kc; kk++) __builtin_memcpy(xb + kk * XM, xs + kk * ldx, XM * 4); }
+            else { for (int64_t kk = 0; kk < kc; kk++) for (int64_t r = 0; r < mc; r++) xb[kk * mc + r] = xs[kk * ldx + r]; }
             float *ym = y + m0 * ldy;
             int64_t blk = blk_begin;
 #if VW == 16
