@@ -6,10 +6,10 @@
 # on it with `.package(url: "file://…", from: "9.9.9")`. A version requirement makes SwiftPM
 # treat SeqCell as a remote dependency, so any unsafe build flag in the products used fails
 # the build, exactly as it would for a user. The consumer uses the products SeqCell,
-# seqcell_rnn, seqcell_lstm and seqcell_gru; its executable checks that
+# SeqCellConformance, seqcell_rnn, seqcell_lstm and seqcell_gru; its executable checks that
 # PluginRegistry.standard() finds the three built-in cells in the .so files SwiftPM put beside
-# it, runs a tiny forward through all three, runs the conformance kit on the RNN plugin, and that no plugin's symbol references bind to
-# another plugin's definitions (the consumer links the cell products, so all three are loaded
+# it, runs a tiny forward through all three, runs the conformance kit (every check) on the RNN
+# plugin, and that no plugin's symbol references bind to another plugin's definitions (the consumer links the cell products, so all three are loaded
 # into the global scope at start-up: the case where an exported, interposable symbol would
 # be shared). Exits non-zero with a message on any failure; removes its temporary folders.
 #
