@@ -6,10 +6,10 @@
 # on it with `.package(url: "file://…", from: "9.9.9")`. A version requirement makes SwiftPM
 # treat SeqCell as a remote dependency, so any unsafe build flag in the products used fails
 # the build, exactly as it would for a user. The consumer uses the products SeqCell,
-# seqcell_rnn, seqcell_lstm and seqcell_gru; its executable checks that
+# SeqCellConformance, seqcell_rnn, seqcell_lstm and seqcell_gru; its executable checks that
 # PluginRegistry.standard() finds the three built-in cells in the .so files SwiftPM put beside
-# it, runs a tiny forward through all three, and that no plugin's symbol references bind to
-# another plugin's definitions (the consumer links the cell products, so all three are loaded
+# it, runs a tiny forward through all three, runs the conformance kit (every check) on the RNN
+# plugin, and that no plugin's symbol references bind to another plugin's definitions (the consumer links the cell products, so all three are loaded
 # into the global scope at start-up: the case where an exported, interposable symbol would
 # be shared). Exits non-zero with a message on any failure; removes its temporary folders.
 #
@@ -52,6 +52,7 @@ let package = Package(
             name: "consumer",
             dependencies: [
                 .product(name: "SeqCell", package: "SeqCell"),
+                .product(name: "SeqCellConformance", package: "SeqCell"),
                 .product(name: "seqcell_rnn", package: "SeqCell"),
                 .product(name: "seqcell_lstm", package: "SeqCell"),
                 .product(name: "seqcell_gru", package: "SeqCell"),
@@ -62,6 +63,7 @@ EOF
 cat >"$tmp/consumer/Sources/consumer/main.swift" <<'EOF'
 import Foundation
 import SeqCell
+import SeqCellConformance
 
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("consumer: \(message)\n".utf8))
@@ -100,6 +102,11 @@ do {
 } catch {
     fail("forward failed: \(error)")
 }
+// The conformance kit, as a cell author's own test suite uses it: every check on one library.
+let rnnLibrary = "\(exeDir)/libseqcell_rnn.so"
+let report = ConformanceRunner().validate(library: rnnLibrary)
+guard report.passed, report.checks.count >= 5 else { fail("conformance of libseqcell_rnn.so: \(report)") }
+print("conformance kit: libseqcell_rnn.so passed all \(report.checks.count) checks")
 print("consumer: OK")
 EOF
 
