@@ -27,6 +27,12 @@ def main():
     a = ap.parse_args()
     procs = {}
     binaries = dict(b.partition("=")[::2] for b in a.binary)
+    unknown = set(binaries) - {v.partition("=")[0] for v in a.variant}
+    if unknown:
+        ap.error(f"--binary names no --variant: {', '.join(sorted(unknown))}")
+    for name, path in binaries.items():
+        if not os.access(path, os.X_OK):
+            ap.error(f"--binary {name}: {path} is not an executable file")
     for v in a.variant:
         name, _, assigns = v.partition("=")
         env = dict(os.environ)

@@ -79,7 +79,7 @@ typedef struct sck_table {
     /* gemm_packed_blocks with x read transposed: y[r, :] (+)= Σ_kk x[kk·ldx + r] · W[:, kk] for
        r < m (x a row-major [k, ldx] matrix; a weight gradient dW += dᵀ·S with W = Sᵀ packed).
        Each output element sums its k terms in order (slices of 256 added into y), whatever m
-       and the block range are. */
+       and the block range are. Uses 32 KB of the calling thread's stack. */
     void (*gemm_packed_xt_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n, int64_t k,
                                   float *y, int64_t ldy, int32_t accumulate, int64_t blk_begin, int64_t blk_end);
 } sck_table;
