@@ -183,19 +183,9 @@ public enum GateGradientProduct {
         return n
     }
 
-    /// Packs W [n, k] (element (j, q) at w[j·rs + q·cs]) into `scratch`, shared over the host's
-    /// threads by blocks when large.
+    /// Packs W [n, k] (element (j, q) at w[j·rs + q·cs]) into `scratch` (RecurrentProduct's packing).
     static func pack(_ w: UnsafePointer<Float>, rs: Int, cs: Int, n: Int, k: Int, into scratch: UnsafeMutablePointer<Float>) {
-        let blocks = Int(sck_packed_blocks(Int64(n)))
-        let threads = n * k >= 1 << 18 ? min(hostParallelThreads(), blocks) : 1
-        if threads > 1 {
-            hostParallelFor(threads) { c in
-                sck_pack_strided_blocks(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch,
-                                        Int64(c * blocks / threads), Int64((c + 1) * blocks / threads))
-            }
-        } else {
-            sck_pack_strided(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch)
-        }
+        RecurrentProduct.pack(w, rs: rs, cs: cs, n: n, k: k, into: scratch)
     }
 
     /// Runs `body(0..<tasks)` over the host's threads (serially for small products).

@@ -49,17 +49,7 @@ public struct RecurrentProduct {
         self.transposed = transposed
         if usePacked && RecurrentProduct.workspaceFloats(B: B, n: n, k: k) > 0 {
             let (rs, cs) = transposed ? (1, n) : (k, 1)
-            let blocks = Int(sck_packed_blocks(Int64(n)))
-            let threads = n * k >= 1 << 18 ? min(hostParallelThreads(), blocks) : 1
-            if threads > 1 {
-                // Packing reads all of W once per call: share it out by blocks.
-                hostParallelFor(threads) { c in
-                    sck_pack_strided_blocks(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch,
-                                            Int64(c * blocks / threads), Int64((c + 1) * blocks / threads))
-                }
-            } else {
-                sck_pack_strided(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch)
-            }
+            RecurrentProduct.pack(w, rs: rs, cs: cs, n: n, k: k, into: scratch)
             packed = scratch
         } else {
             packed = nil
@@ -80,6 +70,21 @@ public struct RecurrentProduct {
 }
 
 extension RecurrentProduct {
+    /// Packs W [n, k] (element (j, q) at w[j·rs + q·cs]) into `scratch`; packing reads all of W
+    /// once per call, so a large W is shared out over the host's threads by blocks.
+    static func pack(_ w: UnsafePointer<Float>, rs: Int, cs: Int, n: Int, k: Int, into scratch: UnsafeMutablePointer<Float>) {
+        let blocks = Int(sck_packed_blocks(Int64(n)))
+        let threads = n * k >= 1 << 18 ? min(hostParallelThreads(), blocks) : 1
+        if threads > 1 {
+            hostParallelFor(threads) { c in
+                sck_pack_strided_blocks(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch,
+                                        Int64(c * blocks / threads), Int64((c + 1) * blocks / threads))
+            }
+        } else {
+            sck_pack_strided(w, Int64(rs), Int64(cs), Int64(n), Int64(k), scratch)
+        }
+    }
+
     /// Whether `applyUnits` can split this product by hidden units: packed, and each of
     /// `chunks` ranges of `hidden` units whole 16-column blocks.
     public func canSplitUnits(hidden: Int, chunks: Int) -> Bool {
