@@ -94,7 +94,7 @@ let package = Package(
         .executableTarget(
             name: "seqcell",
             dependencies: [
-                "SeqCell", "SeqCellConformance", "SeqCellTools",
+                "SeqCell", "SeqCellConformance", "SeqCellTools", "CSeqCellHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),

@@ -55,6 +55,7 @@ struct DemoCommand: ParsableCommand {
     }
 
     func run() throws {
+        FreedMemory.keepInProcess()
         let registry = plugins.registry()
         let ids = cells.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         for id in ids { _ = try registry.cellType(id) }

@@ -214,6 +214,7 @@ struct TrainCommand: ParsableCommand {
     }
 
     func run() throws {
+        FreedMemory.keepInProcess()
         let distributed = try DistributedTraining.start()  // one process, or a rank under mpirun
         try distributed.run { try train(distributed) }
     }
