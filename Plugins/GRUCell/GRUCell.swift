@@ -95,6 +95,8 @@ final class GRUKernel: CarvedWorkspace {
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, H] dh_{t-1} being summed
         var drh: UnsafeMutablePointer<Float>    // training, reset = before: [B, H] gradient of r ⊙ h
         var packed: UnsafeMutablePointer<Float> // reset = after, small batches: W_hh packed
+        /// training, reset = after: W_hh packed for backward's dh += d(W_hh h) W_hh.
+        var packedT: UnsafeMutablePointer<Float>
         var tail: UnsafeMutablePointer<Float>   // training: the packed backward tail (GateGradientProduct)
     }
 
@@ -112,9 +114,11 @@ final class GRUKernel: CarvedWorkspace {
         // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
         let packed = c.floats(max(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H),
                                   InputProjection.workspaceFloats(rows: T * B, n: 3 * H, k: inputSize)))
+        let packedT = training && !resetBefore ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: H, k: 3 * H)) : gx
         let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: 3 * H, inputSize: inputSize,
                                                                            widths: [H])) : gx
-        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed, tail: tail)
+        return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed, packedT: packedT,
+                       tail: tail)
     }
 
     func forward(_ f: ForwardCall) {
@@ -319,6 +323,9 @@ final class GRUKernel: CarvedWorkspace {
         // Each step's saved activations are last read at that step: gx becomes d(pre) of the
         // input part (dr, dz, dn), gh (reset = after) d(pre) of the recurrent part.
         let dgx = w.gx
+        // reset = after: dh_{t-1} += d(W_hh h) W_hh, y = x·Wᵀ with W = W_hhᵀ, packed once for all steps.
+        let back = RecurrentProduct(w: whh, n: H, k: G, B: B, scratch: w.packedT, transposed: true, usePacked: !resetBefore)
+        let chunks = resetBefore ? 1 : stepChunks(rows: B, macs: B * G * H)
         for t in stride(from: T - 1, through: 0, by: -1) {
             let hPrev = w.states + t * B * H
             let dgxT = dgx + t * B * G
@@ -380,50 +387,54 @@ final class GRUKernel: CarvedWorkspace {
                       beta: 1, c: w.tmp, ldc: H)
             } else {
                 let dghT = w.gh + t * B * G
-                for b in 0..<B {
-                    let d = dgxT + b * G, dgh = dghT + b * G
-                    guard t < g.length(b) else {
-                        d.update(repeating: 0, count: G)
-                        dgh.update(repeating: 0, count: G)
-                        (w.tmp + b * H).update(repeating: 0, count: H)
-                        continue
-                    }
-                    let dz = d + H, dn = d + 2 * H
-                    let dhz = dgh + H, dhn = dgh + 2 * H
-                    let dh = w.dh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
-                    let gy = goT.map { $0 + b * H }
-                    if general {
-                        // d holds the pre-activations of r, z, n (before clip) on the general path.
-                        let fa = gateActivation, ga = candidateActivation, clip = clip
+                // Rows are independent within a step: each chunk does its rows' gate gradients and
+                // their share of dh_{t-1} += d(W_hh h) W_hh.
+                func rows(_ span: Range<Int>) {
+                    for b in span {
+                        let d = dgxT + b * G, dgh = dghT + b * G
+                        guard t < g.length(b) else {
+                            d.update(repeating: 0, count: G)
+                            dgh.update(repeating: 0, count: G)
+                            (w.tmp + b * H).update(repeating: 0, count: H)
+                            continue
+                        }
+                        let dz = d + H, dn = d + 2 * H
+                        let dhz = dgh + H, dhn = dgh + 2 * H
+                        let dh = w.dh + b * H, hp = hPrev + b * H, acc = w.tmp + b * H
+                        let gy = goT.map { $0 + b * H }
+                        if general {
+                            // d holds the pre-activations of r, z, n (before clip) on the general path.
+                            let fa = gateActivation, ga = candidateActivation, clip = clip
+                            for j in 0..<H {
+                                let up = dh[j] + (gy?[j] ?? 0)
+                                let xr = d[j], xz = dz[j], xn = dn[j]
+                                let r = fa(clip(xr)), z = fa(clip(xz)), n = ga(clip(xn))
+                                let hnPre = dhn[j] + bhn[j]  // W_hn h + b_hn
+                                acc[j] = up * z
+                                let dnPre = up * (1 - z) * ga.derivative(clip(xn)) * clip.derivative(xn)
+                                let drPre = dnPre * hnPre * fa.derivative(clip(xr)) * clip.derivative(xr)
+                                let dzPre = up * (hp[j] - n) * fa.derivative(clip(xz)) * clip.derivative(xz)
+                                d[j] = drPre; dz[j] = dzPre; dn[j] = dnPre
+                                dgh[j] = drPre; dhz[j] = dzPre; dhn[j] = dnPre * r
+                            }
+                            continue
+                        }
                         for j in 0..<H {
                             let up = dh[j] + (gy?[j] ?? 0)
-                            let xr = d[j], xz = dz[j], xn = dn[j]
-                            let r = fa(clip(xr)), z = fa(clip(xz)), n = ga(clip(xn))
+                            let r = d[j], z = dz[j], n = dn[j]
                             let hnPre = dhn[j] + bhn[j]  // W_hn h + b_hn
                             acc[j] = up * z
-                            let dnPre = up * (1 - z) * ga.derivative(clip(xn)) * clip.derivative(xn)
-                            let drPre = dnPre * hnPre * fa.derivative(clip(xr)) * clip.derivative(xr)
-                            let dzPre = up * (hp[j] - n) * fa.derivative(clip(xz)) * clip.derivative(xz)
+                            let dnPre = up * (1 - z) * (1 - n * n)
+                            let drPre = dnPre * hnPre * r * (1 - r)
+                            let dzPre = up * (hp[j] - n) * z * (1 - z)
                             d[j] = drPre; dz[j] = dzPre; dn[j] = dnPre
                             dgh[j] = drPre; dhz[j] = dzPre; dhn[j] = dnPre * r
                         }
-                        continue
                     }
-                    for j in 0..<H {
-                        let up = dh[j] + (gy?[j] ?? 0)
-                        let r = d[j], z = dz[j], n = dn[j]
-                        let hnPre = dhn[j] + bhn[j]  // W_hn h + b_hn
-                        acc[j] = up * z
-                        let dnPre = up * (1 - z) * (1 - n * n)
-                        let drPre = dnPre * hnPre * r * (1 - r)
-                        let dzPre = up * (hp[j] - n) * z * (1 - z)
-                        d[j] = drPre; dz[j] = dzPre; dn[j] = dnPre
-                        dgh[j] = drPre; dhz[j] = dzPre; dhn[j] = dnPre * r
-                    }
+                    back.apply(dghT + span.lowerBound * G, ldh: G, rows: span.count, into: w.tmp + span.lowerBound * H,
+                               ldy: H, accumulate: true)
                 }
-                // dh_{t-1} += d(W_hh h) W_hh.
-                sgemm(transA: false, transB: false, m: B, n: H, k: G, a: dghT, lda: G, b: whh, ldb: H,
-                      beta: 1, c: w.tmp, ldc: H)
+                if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
             }
             g.carryActiveRows(step: t, from: w.tmp, into: w.dh, width: H)
         }

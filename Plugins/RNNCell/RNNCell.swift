@@ -68,6 +68,7 @@ final class RNNKernel: CarvedWorkspace {
         var dh: UnsafeMutablePointer<Float>     // training only: [B, H]
         var tmp: UnsafeMutablePointer<Float>    // training only: [B, H]
         var packed: UnsafeMutablePointer<Float> // small batches: W_hh packed for the recurrent product
+        var packedT: UnsafeMutablePointer<Float> // training: W_hh packed for backward's dh = dpre W_hh
         var tail: UnsafeMutablePointer<Float>   // training: the packed backward tail (GateGradientProduct)
     }
 
@@ -80,9 +81,10 @@ final class RNNKernel: CarvedWorkspace {
         // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
         let packed = c.floats(max(RecurrentProduct.workspaceFloats(B: B, n: H, k: H),
                                   InputProjection.workspaceFloats(rows: T * B, n: H, k: inputSize)))
+        let packedT = training ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: H, k: H)) : pre
         let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: H, inputSize: inputSize,
                                                                            widths: [H])) : pre
-        return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed, tail: tail)
+        return Buffers(pre: pre, states: states, dh: dh, tmp: tmp, packed: packed, packedT: packedT, tail: tail)
     }
 
     func forward(_ f: ForwardCall) {
@@ -163,32 +165,39 @@ final class RNNKernel: CarvedWorkspace {
         let whh = g.param(1)
         copyOrZero(g.gradFinalState(0), to: w.dh, count: B * H)
         let dpreAll = w.pre  // the pre-activations are no longer needed: reuse for dpre
+        // dh_{t-1} = dpre_t W_hh: y = x·Wᵀ with W = W_hhᵀ, packed once for all steps.
+        let back = RecurrentProduct(w: whh, n: H, k: H, B: B, scratch: w.packedT, transposed: true)
+        let chunks = stepChunks(rows: B, macs: B * H * H)
         for t in stride(from: T - 1, through: 0, by: -1) {
             let hT = w.states + (t + 1) * B * H
             let dpre = dpreAll + t * B * H
-            for b in 0..<B {
-                let d = dpre + b * H
-                guard t < g.length(b) else { d.update(repeating: 0, count: H); continue }
-                let dh = w.dh + b * H, h = hT + b * H
-                let go = g.gradOutput.map { $0 + (t * B + b) * H }
-                if general {
-                    // d holds the pre-activation (before clip) until it is overwritten here.
-                    let act = activation, clip = clip
-                    for j in 0..<H {
-                        let up = dh[j] + (go?[j] ?? 0), x = d[j]
-                        d[j] = up * act.derivative(clip(x)) * clip.derivative(x)
+            // Rows are independent within a step: each chunk does its rows' dpre and their share of
+            // dh_{t-1} = dpre_t W_hh (samples frozen at t carry dh unchanged).
+            func rows(_ span: Range<Int>) {
+                for b in span {
+                    let d = dpre + b * H
+                    guard t < g.length(b) else { d.update(repeating: 0, count: H); continue }
+                    let dh = w.dh + b * H, h = hT + b * H
+                    let go = g.gradOutput.map { $0 + (t * B + b) * H }
+                    if general {
+                        // d holds the pre-activation (before clip) until it is overwritten here.
+                        let act = activation, clip = clip
+                        for j in 0..<H {
+                            let up = dh[j] + (go?[j] ?? 0), x = d[j]
+                            d[j] = up * act.derivative(clip(x)) * clip.derivative(x)
+                        }
+                        continue
                     }
-                    continue
+                    for j in 0..<H {
+                        let up = dh[j] + (go?[j] ?? 0)
+                        // relu: torch's threshold_backward (h <= 0 ? 0 : up), so a NaN h passes its gradient.
+                        d[j] = relu ? (h[j] <= 0 ? 0 : up) : up * (1 - h[j] * h[j])
+                    }
                 }
-                for j in 0..<H {
-                    let up = dh[j] + (go?[j] ?? 0)
-                    // relu: torch's threshold_backward (h <= 0 ? 0 : up), so a NaN h passes its gradient.
-                    d[j] = relu ? (h[j] <= 0 ? 0 : up) : up * (1 - h[j] * h[j])
-                }
+                back.apply(dpre + span.lowerBound * H, ldh: H, rows: span.count, into: w.tmp + span.lowerBound * H, ldy: H,
+                           accumulate: false)
             }
-            // dh_{t-1} = dpre_t W_hh for samples active at t; the others carry dh unchanged.
-            sgemm(transA: false, transB: false, m: B, n: H, k: H, a: dpre, lda: H, b: whh, ldb: H,
-                  beta: 0, c: w.tmp, ldc: H)
+            if chunks == 1 { rows(0..<B) } else { hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) } }
             g.carryActiveRows(step: t, from: w.tmp, into: w.dh, width: H)
         }
         if let gh0 = g.gradInitialState(0) { gh0.update(from: w.dh, count: B * H) }

@@ -163,9 +163,16 @@ public func hostParallelFor(_ count: Int, _ body: (Int) -> Void) {
 /// `macs` multiply-adds: one per host thread when the step is big enough to pay for the
 /// hand-off (measured: a few µs per parallel_for), else 1.
 public func stepChunks(rows: Int, macs: Int) -> Int {
-    guard rows >= 4, macs >= 1 << 20 else { return 1 }
+    guard rows >= 4, macs >= stepSplitMACs else { return 1 }
     return max(1, min(hostParallelThreads(), rows / 2))
 }
+
+/// The smallest step, in multiply-adds, that `stepChunks` splits: 1<<20;
+/// SEQCELL_STEP_SPLIT_MACS=N sets it (for A/B measurements).
+let stepSplitMACs: Int = {
+    if let s = getenv("SEQCELL_STEP_SPLIT_MACS"), let v = Int(String(cString: s)) { return max(v, 0) }
+    return 1 << 20
+}()
 
 /// Rows [lo, hi) of chunk c of `chunks` over `rows` rows, in multiples of 6 where possible
 /// (the packed kernel's row tile).

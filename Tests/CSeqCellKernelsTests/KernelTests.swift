@@ -560,6 +560,83 @@ final class KernelISACLITests: TemporaryDirectoryTestCase {
         }
     }
 
+    /// The recurrent part of backward (dh_{t-1} = dgates_t · W_hh) on W_hh packed transposed
+    /// once per call, against the host's sgemm (SEQCELL_PACKED_BATCH_MAX=0 turns the packed
+    /// products off), on every ISA path this CPU runs: rnn (tanh, relu) and gru (reset after;
+    /// reset before keeps sgemm and is checked as a control), with per-sample lengths (four
+    /// samples shorter than T, one of length 1), forward and reverse, a gradient of the final
+    /// state, and once with every step split over two threads by rows; every output and
+    /// gradient agrees within 2e-5 of the largest value.
+    func testPackedRecurrentBackwardMatchesSgemm() throws {
+        let (T, B, I) = (23, 11, 7)
+        let paths = runnablePaths()
+        XCTAssertTrue(paths.contains("baseline"))
+        let lengths: [Int64] = [23, 5, 23, 2, 17, 23, 23, 1, 23, 23, 9]
+        XCTAssertEqual(lengths.count, B)
+        for spec in ["rnn:48", "rnn:40:reverse", "rnn:32,activation=relu", "gru:48", "gru:40:reverse", "gru:32,bias=false",
+                     "gru:24,reset=before"] {
+            let model = try Model.build(inputSize: I, layers: [try LayerSpec(parsing: spec)], registry: testRegistry, seed: 3)
+            var rng = SplitMix64(seed: 11)
+            let x = rng.uniformTensor([T, B, I], scale: 1.5)
+            let g = rng.uniformTensor([T, B, model.outputSize], scale: 1)
+            let gh = rng.uniformTensor([1, B, model.outputSize], scale: 1)
+            let m = path("rb-m.h5"), xin = path("rb-x.h5"), gin = path("rb-g.h5")
+            try Checkpoint(model: model).save(to: m)
+            let xf = try H5File(creating: xin)
+            try xf.root.writeDataset("input", shape: x.shape, floats: x.data)
+            try xf.root.writeDataset("lengths", shape: [B], int64s: lengths)
+            try xf.close()
+            let gf = try H5File(creating: gin)
+            try gf.root.writeDataset("grad_output", shape: g.shape, floats: g.data)
+            try gf.root.writeDataset("grad_h_n", shape: gh.shape, floats: gh.data)
+            try gf.close()
+            var results: [String: [String: [Float]]] = [:]
+            // split: every step split over the two threads by rows (SEQCELL_STEP_SPLIT_MACS=0).
+            let packedModes = paths.map { "packed-\($0)" } + ["split-\(paths.last!)"]
+            for mode in ["sgemm"] + packedModes {
+                let out = path("rb-y-\(mode).h5")
+                var env = ["SEQCELL_PACKED_BATCH_MAX": mode == "sgemm" ? "0" : "1000000"]
+                if mode != "sgemm" { env["SEQCELL_ISA"] = String(mode.split(separator: "-")[1]) }
+                if mode.hasPrefix("split-") { env["SEQCELL_STEP_SPLIT_MACS"] = "0" }
+                let r = try runProgram(["run", m, "--input", xin, "--grad-output", gin, "-o", out, "--threads", "2"],
+                                       environment: env)
+                XCTAssertEqual(r.status, 0, "\(spec) \(mode): \(r.err)")
+                guard r.status == 0 else { continue }
+                results[mode] = try readAllDirections(out)
+            }
+            guard let reference = results["sgemm"] else { return XCTFail("\(spec): the sgemm run failed") }
+            XCTAssertGreaterThan(reference["grad_input"]?.count ?? 0, 0, spec)
+            XCTAssertGreaterThan(reference["grad_h0"]?.count ?? 0, 0, spec)
+            XCTAssertGreaterThan(reference.keys.filter { $0.contains("weight_hh") }.count, 0, "\(spec): a recurrent weight gradient")
+            XCTAssertGreaterThan(reference["grad_input"]?.map { abs($0) }.max() ?? 0, 0, "\(spec): gradients not all zero")
+            for mode in packedModes {
+                guard let packed = results[mode] else { XCTFail("\(spec) \(mode): the run failed"); continue }
+                XCTAssertEqual(Set(packed.keys), Set(reference.keys))
+                for (name, v) in packed {
+                    let b = reference[name]!
+                    XCTAssertEqual(v.count, b.count, "\(spec) \(name)")
+                    let scale = max(1, b.map { abs($0) }.max() ?? 1)
+                    let worst = zip(v, b).map { abs($0 - $1) }.max() ?? .infinity
+                    XCTAssertLessThanOrEqual(worst, 2e-5 * scale, "\(spec) \(mode) \(name): packed recurrent backward vs sgemm")
+                }
+            }
+        }
+    }
+
+    /// Output, input and initial-state gradients and every direction's parameter gradients.
+    func readAllDirections(_ file: String) throws -> [String: [Float]] {
+        let root = try H5File(opening: file).root
+        var out: [String: [Float]] = ["output": try root.dataset("output").readFloats(),
+                                      "grad_input": try root.dataset("grad_input").readFloats(),
+                                      "grad_h0": try root.dataset("grad_h0").readFloats()]
+        let layer = try root.group("grad_params").group("layers").group("00")
+        for direction in try layer.memberNames() {
+            let pg = try layer.group(direction)
+            for name in try pg.memberNames() { out["\(direction)/\(name)"] = try pg.dataset(name).readFloats() }
+        }
+        return out
+    }
+
     func testPluginsReportsTheISAAndSEQCELL_ISACapsIt() throws {
         let cpu = CPUFeatures.current
         let r = try runProgram(["plugins"], environment: ["SEQCELL_ISA": ""])
