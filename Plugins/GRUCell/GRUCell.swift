@@ -419,17 +419,8 @@ final class GRUKernel: CarvedWorkspace {
                             }
                             continue
                         }
-                        for j in 0..<H {
-                            let up = dh[j] + (gy?[j] ?? 0)
-                            let r = d[j], z = dz[j], n = dn[j]
-                            let hnPre = dhn[j] + bhn[j]  // W_hn h + b_hn
-                            acc[j] = up * z
-                            let dnPre = up * (1 - z) * (1 - n * n)
-                            let drPre = dnPre * hnPre * r * (1 - r)
-                            let dzPre = up * (hp[j] - n) * z * (1 - z)
-                            d[j] = drPre; dz[j] = dzPre; dn[j] = dnPre
-                            dgh[j] = drPre; dhz[j] = dzPre; dhn[j] = dnPre * r
-                        }
+                        // One fused vector pass: activations and W_hn h in, both parts' gradients out.
+                        vectorKernels.gru_row_backward(d, dgh, bhn, hp, dh, gy, acc, Int64(H))
                     }
                     back.apply(dghT + span.lowerBound * G, ldh: G, rows: span.count, into: w.tmp + span.lowerBound * H,
                                ldy: H, accumulate: true)

@@ -244,6 +244,45 @@ static SCK_ATTR void SCK_NAME(gru_row_range)(float *gx, const float *gh, const f
     if (j < j1) SCK_NAME(gru_vec)(gx, gh, bhn, h_prev, h_out, h_out2, H, j, j1 - j, store_acts);
 }
 
+static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(gru_bvec)(float *acts, float *dgh, const float *bhn,
+                                              const float *h_prev, const float *dh, const float *gy, float *acc,
+                                              int64_t H, int64_t j, int64_t cnt) {
+    vf r, z, n, hn, bn, hp, up, g;
+    if (cnt == VW) {
+        r = SCK_NAME(ld)(acts + j); z = SCK_NAME(ld)(acts + H + j); n = SCK_NAME(ld)(acts + 2 * H + j);
+        hn = SCK_NAME(ld)(dgh + 2 * H + j); bn = SCK_NAME(ld)(bhn + j); hp = SCK_NAME(ld)(h_prev + j);
+        up = SCK_NAME(ld)(dh + j);
+        g = gy ? SCK_NAME(ld)(gy + j) : SCK_NAME(splat)(0);
+    } else {
+        SCK_TAIL_LOAD(r, acts, j, cnt); SCK_TAIL_LOAD(z, acts + H, j, cnt); SCK_TAIL_LOAD(n, acts + 2 * H, j, cnt);
+        SCK_TAIL_LOAD(hn, dgh + 2 * H, j, cnt); SCK_TAIL_LOAD(bn, bhn, j, cnt); SCK_TAIL_LOAD(hp, h_prev, j, cnt);
+        SCK_TAIL_LOAD(up, dh, j, cnt);
+        if (gy) SCK_TAIL_LOAD(g, gy, j, cnt); else g = SCK_NAME(splat)(0);
+    }
+    up = up + g;
+    vf a = up * z;
+    vf dn = up * (1.0f - z) * (1.0f - n * n);
+    vf dr = dn * (hn + bn) * r * (1.0f - r);
+    vf dz = up * (hp - n) * z * (1.0f - z);
+    vf dnr = dn * r;
+    if (cnt == VW) {
+        SCK_NAME(st)(acts + j, dr); SCK_NAME(st)(acts + H + j, dz); SCK_NAME(st)(acts + 2 * H + j, dn);
+        SCK_NAME(st)(dgh + j, dr); SCK_NAME(st)(dgh + H + j, dz); SCK_NAME(st)(dgh + 2 * H + j, dnr);
+        SCK_NAME(st)(acc + j, a);
+    } else {
+        SCK_TAIL_STORE(acts, j, cnt, dr); SCK_TAIL_STORE(acts + H, j, cnt, dz); SCK_TAIL_STORE(acts + 2 * H, j, cnt, dn);
+        SCK_TAIL_STORE(dgh, j, cnt, dr); SCK_TAIL_STORE(dgh + H, j, cnt, dz); SCK_TAIL_STORE(dgh + 2 * H, j, cnt, dnr);
+        SCK_TAIL_STORE(acc, j, cnt, a);
+    }
+}
+
+static SCK_ATTR void SCK_NAME(gru_row_backward)(float *acts, float *dgh, const float *bhn, const float *h_prev,
+                                                const float *dh, const float *gy, float *acc, int64_t H) {
+    int64_t j = 0;
+    for (; j + VW <= H; j += VW) SCK_NAME(gru_bvec)(acts, dgh, bhn, h_prev, dh, gy, acc, H, j, VW);
+    if (j < H) SCK_NAME(gru_bvec)(acts, dgh, bhn, h_prev, dh, gy, acc, H, j, H - j);
+}
+
 /* Packed GEMM for the recurrent product. W is packed in blocks of 16 outputs; inside a
    block, for each k, the 16 weights W[blk*16 + 0..15, k] (64 contiguous bytes, a K x 16
    panel: 16 KB at K = 256, so it stays in L1 while every row tile uses it). Blocks
@@ -658,6 +697,7 @@ static const sck_table SCK_NAME(table) = {
     .lstm_row_range = SCK_NAME(lstm_row_range),
     .gru_row_range = SCK_NAME(gru_row_range),
     .gemm_packed_xt_blocks = SCK_NAME(gemm_packed_xt_blocks),
+    .gru_row_backward = SCK_NAME(gru_row_backward),
 };
 
 #undef VW

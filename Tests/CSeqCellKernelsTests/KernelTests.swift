@@ -361,6 +361,33 @@ final class KernelISATests: XCTestCase {
                 XCTAssertEqual(Double(o1[j]), (1 - z) * nn + z * Double(hp[j]), accuracy: 2e-6, "\(name) gru H=\(H)")
                 XCTAssertEqual(o1[j], o2[j], accuracy: 2e-6, "\(name) gru vs baseline H=\(H)")
             }
+            // GRU backward row (reset after), with and without an output gradient, against the
+            // baseline and the equations in Double.
+            let dhIn = (0..<H).map { _ in rng.uniform(-1, 1) }, gyIn = (0..<H).map { _ in rng.uniform(-1, 1) }
+            for withOutput in [true, false] {
+                var ac1 = x1, ac2 = x1
+                var gh1 = gh.map { $0 * 0.7 }, gh2 = gh1
+                let ghIn = gh1
+                var acc1 = [Float](repeating: .nan, count: H), acc2 = acc1
+                t.gru_row_backward(&ac1, &gh1, bhn, hp, dhIn, withOutput ? gyIn : nil, &acc1, Int64(H))
+                b.gru_row_backward(&ac2, &gh2, bhn, hp, dhIn, withOutput ? gyIn : nil, &acc2, Int64(H))
+                for j in 0..<H {
+                    let r = Double(x1[j]), z = Double(x1[H + j]), n = Double(x1[2 * H + j])
+                    let up = Double(dhIn[j]) + (withOutput ? Double(gyIn[j]) : 0)
+                    let dn = up * (1 - z) * (1 - n * n)
+                    let dr = dn * (Double(ghIn[2 * H + j]) + Double(bhn[j])) * r * (1 - r)
+                    let dz = up * (Double(hp[j]) - n) * z * (1 - z)
+                    let want: [(Float, Double)] = [(ac1[j], dr), (ac1[H + j], dz), (ac1[2 * H + j], dn), (gh1[j], dr),
+                                                   (gh1[H + j], dz), (gh1[2 * H + j], dn * r), (acc1[j], up * z)]
+                    for (k, (got, ref)) in want.enumerated() {
+                        XCTAssertEqual(Double(got), ref, accuracy: 2e-6, "\(name) gru backward H=\(H) item \(k)")
+                    }
+                    let base: [Float] = [ac2[j], ac2[H + j], ac2[2 * H + j], gh2[j], gh2[H + j], gh2[2 * H + j], acc2[j]]
+                    for (k, (got, _)) in want.enumerated() {
+                        XCTAssertEqual(got, base[k], accuracy: 2e-6, "\(name) gru backward vs baseline H=\(H) item \(k)")
+                    }
+                }
+            }
         }
 
         // Packed GEMM: row counts around the row tiles (6, 8 and 12), ragged n and k, both

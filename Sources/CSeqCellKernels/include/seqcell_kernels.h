@@ -82,6 +82,13 @@ typedef struct sck_table {
        and the block range are. Uses 32 KB of the calling thread's stack. */
     void (*gemm_packed_xt_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n, int64_t k,
                                   float *y, int64_t ldy, int32_t accumulate, int64_t blk_begin, int64_t blk_end);
+    /* GRU backward for one row, reset after (PyTorch). acts [3H]: the activations r,z,n in,
+       the gradients of the input part's pre-activations out; dgh [3H]: W_hh h (no bias) in
+       (only its n part is read), the gradients of W_hh h out (r, z as acts; n times r);
+       bhn [H]; dh [H] the gradient reaching h from later steps, gy [H] the output's (NULL:
+       zero); acc [H] out: the part of dh_{t-1} through z ⊙ h_{t-1}. */
+    void (*gru_row_backward)(float *acts, float *dgh, const float *bhn, const float *h_prev, const float *dh,
+                             const float *gy, float *acc, int64_t H);
 } sck_table;
 
 /* The table for `isa`, or NULL if this CPU cannot run it. */
