@@ -254,8 +254,8 @@ public enum InputProjection {
 /// longer grows with T (training keeps the whole-call projection: backward needs every
 /// step's gates). On the packed path (AVX-512, as `InputProjection`) W is packed once per
 /// call into its own buffer, beside W_hh's pack, and a step split over threads by hidden
-/// units projects the same units of the chunk inside the same parallel region; otherwise
-/// each chunk is one call of the host's sgemm.
+/// units projects the same units of the chunk inside the same parallel region. On AVX2 and
+/// baseline the chunk runs on the host's sgemm (split by the same units when the step is).
 public struct ChunkedInputProjection {
     /// SEQCELL_PROJ_STEPS=N (N >= 1) fixes the steps per chunk (for A/B measurements and tests).
     static let forcedSteps: Int? = getenv("SEQCELL_PROJ_STEPS").flatMap { Int(String(cString: $0)) }.flatMap { $0 >= 1 ? $0 : nil }
@@ -274,13 +274,17 @@ public struct ChunkedInputProjection {
         return min(max(fit, least, 1), T)
     }
 
+    @inline(__always)
+    static func roundUp16(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+
     static func usesPacked(T: Int, B: Int, n: Int, k: Int) -> Bool {
         k > 0 && n > 0 && InputProjection.usesPacked(rows: steps(T: T, B: B, n: n) * B, n: n, k: k)
     }
 
-    /// Floats of workspace: the ring, the bias row, then W's pack on the packed path.
+    /// Floats of workspace: the ring, the bias row, then W's pack on the packed path (each
+    /// rounded up to 16 floats, so the pack starts 64-byte aligned as the carver's buffers do).
     public static func workspaceFloats(T: Int, B: Int, n: Int, k: Int) -> Int {
-        (steps(T: T, B: B, n: n) * B + 1) * n + (usesPacked(T: T, B: B, n: n, k: k) ? Int(sck_packed_floats(Int64(n), Int64(k))) : 0)
+        roundUp16(steps(T: T, B: B, n: n) * B * n) + roundUp16(n) + (usesPacked(T: T, B: B, n: n, k: k) ? Int(sck_packed_floats(Int64(n), Int64(k))) : 0)
     }
 
     public let steps: Int
@@ -300,11 +304,11 @@ public struct ChunkedInputProjection {
                 scratch: UnsafeMutablePointer<Float>) {
         let s = ChunkedInputProjection.steps(T: T, B: B, n: n)
         (self.x, self.w, self.n, self.k, self.T, self.B, steps, ring) = (x, w, n, k, T, B, s, scratch)
-        bias = scratch + s * B * n
+        bias = scratch + ChunkedInputProjection.roundUp16(s * B * n)
         let b2 = min(bias2Columns ?? n, n)
         for j in 0..<n { bias[j] = (bias1?[j] ?? 0) + (j < b2 ? bias2?[j] ?? 0 : 0) }
         packed = ChunkedInputProjection.usesPacked(T: T, B: B, n: n, k: k)
-            ? RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: bias + n) : nil
+            ? RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: bias + ChunkedInputProjection.roundUp16(n)) : nil
     }
 
     /// Step t's gate rows [B, n] in the ring.
