@@ -84,7 +84,8 @@ final class GRUKernel: CarvedWorkspace {
     deinit { zeroBias.deallocate() }
 
     struct Buffers {
-        var gx: UnsafeMutablePointer<Float>     // [T, B, 3H] input part + biases → activations (r,z,n) → d(pre)
+        var gx: UnsafeMutablePointer<Float>     // [T, B, 3H] input part + biases → activations (r,z,n) → d(pre);
+                                                // fused inference: the chunked projection's ring and W_ih's pack
         var states: UnsafeMutablePointer<Float> // training: [T+1, B, H]; inference: [2, B, H] (steps alternate)
         /// reset = after: W_hh h_{t-1} without bias (r,z,n) → in backward its gradient.
         /// Training [T, B, 3H] (backward needs W_hn h), inference [B, 3H].
@@ -104,16 +105,19 @@ final class GRUKernel: CarvedWorkspace {
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
         let H = hidden
         let steps = training ? T : 1
-        let gx = c.floats(T, B, 3 * H)
+        let chunked = usesChunkedProjection(training: training)
+        let gx = chunked ? c.floats(ChunkedInputProjection.workspaceFloats(T: T, B: B, n: 3 * H, k: inputSize))
+                         : c.floats(T, B, 3 * H)
         let states = c.floats((training ? T + 1 : 2), B, H)
         let gh = resetBefore ? gx : c.floats(steps, B, 3 * H)
         let rh = resetBefore ? c.floats(steps, B, H) : gx
         let dh = training ? c.floats(B, H) : gx
         let tmp = training ? c.floats(B, H) : gx
         let drh = training && resetBefore ? c.floats(B, H) : gx
-        // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
+        // W_ih's pack for the input projection, then W_hh's for the steps (one after the other);
+        // the chunked projection keeps W_ih's pack beside the ring.
         let packed = c.floats(max(resetBefore ? 0 : RecurrentProduct.workspaceFloats(B: B, n: 3 * H, k: H),
-                                  InputProjection.workspaceFloats(rows: T * B, n: 3 * H, k: inputSize)))
+                                  chunked ? 0 : InputProjection.workspaceFloats(rows: T * B, n: 3 * H, k: inputSize)))
         let packedT = training && !resetBefore ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: H, k: 3 * H)) : gx
         let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: 3 * H, inputSize: inputSize,
                                                                            widths: [H])) : gx
@@ -121,15 +125,27 @@ final class GRUKernel: CarvedWorkspace {
                        tail: tail)
     }
 
+    /// Inference on the fused path projects the input in chunks of steps inside the step loop
+    /// (`ChunkedInputProjection`); training and the general path project every step at once.
+    func usesChunkedProjection(training: Bool) -> Bool { !training && !general }
+
     func forward(_ f: ForwardCall) {
         let (T, B, I, H) = (f.T, f.B, inputSize, hidden)
         let G = 3 * H
         let w = buffers(f)
         let wih = f.param(0), whh = f.param(1)
-        // Input projection of every step at once: gx = X W_ih^T + b_ih + b_hh, except that for
-        // reset = after b_hn stays out (it sits inside r ⊙ (W_hn h + b_hn)).
+        // Input projection: gx = X W_ih^T + b_ih + b_hh, except that for reset = after b_hn
+        // stays out (it sits inside r ⊙ (W_hn h + b_hn)). Fused inference projects chunks of
+        // steps inside the step loop; otherwise every step is projected at once here.
+        let chunked = usesChunkedProjection(training: f.training)
+            ? ChunkedInputProjection(x: f.input, w: wih, n: G, k: I, T: T, B: B, bias1: hasBias ? f.param(2) : nil,
+                                     bias2: hasBias ? f.param(3) : nil, bias2Columns: resetBefore ? G : 2 * H,
+                                     scratch: w.gx)
+            : nil
         let row = w.gx
-        if hasBias {
+        if chunked != nil {
+            // Projected chunk by chunk in the step loop.
+        } else if hasBias {
             let bih = f.param(2), bhh = f.param(3)
             for j in 0..<2 * H { row[j] = bih[j] + bhh[j] }
             if resetBefore {
@@ -140,8 +156,10 @@ final class GRUKernel: CarvedWorkspace {
         } else {
             row.update(repeating: 0, count: G)
         }
-        for r in 1..<T * B { (w.gx + r * G).update(from: row, count: G) }
-        InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: G, k: I, into: w.gx, ldy: G, scratch: w.packed)
+        if chunked == nil {
+            for r in 1..<T * B { (w.gx + r * G).update(from: row, count: G) }
+            InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: G, k: I, into: w.gx, ldy: G, scratch: w.packed)
+        }
         copyOrZero(f.initialState(0), to: w.states, count: B * H)
         let bhn: UnsafePointer<Float> = hasBias ? f.param(3) + 2 * H : UnsafePointer(zeroBias)
         let whn = whh + 2 * H * H
@@ -154,13 +172,18 @@ final class GRUKernel: CarvedWorkspace {
         let store: Int32 = f.training ? 1 : 0
         let chunks = resetBefore ? 1 : stepChunks(rows: B, macs: B * G * H)
         let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * H, threads: chunks)
+        // A chunk's projection is split by the step's unit chunks when it can be (same parallel
+        // region, no extra hand-off); else it runs before the step.
+        let projectUnits = unitChunks > 0 && chunked?.canSplitUnits(hidden: H, chunks: unitChunks) == true
         for t in 0..<T {
             // Inference alternates two h buffers (threads split by hidden units write h_t while
             // others still read h_{t-1}).
             let hPrev = f.training ? w.states + t * B * H : w.states + (t & 1) * B * H
             let hNext = f.training ? w.states + (t + 1) * B * H : w.states + ((t + 1) & 1) * B * H
-            let gxT = w.gx + t * B * G
+            let gxT = chunked?.gates(step: t) ?? w.gx + t * B * G
             let out = f.output + t * B * H
+            let projectNow = chunked?.startsChunk(t) == true
+            if projectNow && !projectUnits { chunked!.project(chunkAt: t) }
             if resetBefore {
                 // r, z: their recurrent part is added in place; then n needs W_hn (r ⊙ h).
                 let rhT = f.training ? w.rh + t * B * H : w.rh
@@ -217,6 +240,7 @@ final class GRUKernel: CarvedWorkspace {
                 // Split by hidden units when the packed blocks allow (each thread keeps its share
                 // of W_hh in cache and runs full row tiles).
                 func units(_ u: Range<Int>) {
+                    if projectNow && projectUnits { chunked!.project(chunkAt: t, gates: 3, hidden: H, units: u) }
                     recurrent.applyUnits(hPrev, ldh: H, rows: B, into: ghT, ldy: G, accumulate: false, gates: 3, hidden: H,
                                          units: u)
                     for b in 0..<B {

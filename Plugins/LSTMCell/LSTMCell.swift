@@ -120,7 +120,8 @@ final class LSTMKernel: CarvedWorkspace {
     }
 
     struct Buffers {
-        var gates: UnsafeMutablePointer<Float>  // [T, B, 4H] pre-activations → activations (i,f,g,o) → dgates
+        var gates: UnsafeMutablePointer<Float>  // [T, B, 4H] pre-activations → activations (i,f,g,o) → dgates;
+                                                // fused inference: the chunked projection's ring and W_ih's pack
         var h: UnsafeMutablePointer<Float>      // training: [T+1, B, P]; inference: [2, B, P] (steps alternate)
         var c: UnsafeMutablePointer<Float>      // training: [T+1, B, H]; inference: [B, H]
         var m: UnsafeMutablePointer<Float>      // projecting: o ⊙ tanh(c'), training [T, B, H], inference [B, H]
@@ -138,7 +139,9 @@ final class LSTMKernel: CarvedWorkspace {
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
         let (H, P) = (hidden, hWidth)
         let steps = training ? T : 1
-        let gates = c.floats(T, B, 4 * H)
+        let chunked = usesChunkedProjection(training: training)
+        let gates = chunked ? c.floats(ChunkedInputProjection.workspaceFloats(T: T, B: B, n: 4 * H, k: inputSize))
+                            : c.floats(T, B, 4 * H)
         let h = c.floats((training ? T + 1 : 2), B, P)
         let cs = c.floats((training ? T + 1 : 1), B, H)
         let m = projecting ? c.floats(steps, B, H) : gates
@@ -147,9 +150,10 @@ final class LSTMKernel: CarvedWorkspace {
         let tmp = training ? c.floats(B, P) : gates
         let dm = training && projecting ? c.floats(B, H) : gates
         let dhAll = training && projecting ? c.floats(T, B, P) : gates
-        // W_ih's pack for the input projection, then W_hh's for the steps (one after the other).
+        // W_ih's pack for the input projection, then W_hh's for the steps (one after the other);
+        // the chunked projection keeps W_ih's pack beside the ring.
         let packed = c.floats(max(RecurrentProduct.workspaceFloats(B: B, n: 4 * H, k: P),
-                                  InputProjection.workspaceFloats(rows: T * B, n: 4 * H, k: inputSize)))
+                                  chunked ? 0 : InputProjection.workspaceFloats(rows: T * B, n: 4 * H, k: inputSize)))
         let packedT = training ? c.floats(RecurrentProduct.workspaceFloats(B: B, n: P, k: 4 * H)) : gates
         let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: 4 * H, inputSize: inputSize,
                                                                            widths: [P])) : gates
@@ -157,14 +161,24 @@ final class LSTMKernel: CarvedWorkspace {
                        packedT: packedT, tail: tail)
     }
 
+    /// Inference on the fused path projects the input in chunks of steps inside the step loop
+    /// (`ChunkedInputProjection`); training and the general path project every step at once.
+    func usesChunkedProjection(training: Bool) -> Bool { !training && !general }
+
     func forward(_ f: ForwardCall) {
         let (T, B, I, H, P) = (f.T, f.B, inputSize, hidden, hWidth)
         let G = 4 * H
         let w = buffers(f)
         let wih = f.param(0), whh = f.param(1)
-        // Input projection of every step at once: gates = X W_ih^T + b_ih + b_hh.
-        fillRows(w.gates, rows: T * B, n: G, bias1: hasBias ? f.param(2) : nil, bias2: hasBias ? f.param(3) : nil)
-        InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: G, k: I, into: w.gates, ldy: G, scratch: w.packed)
+        let bias1 = hasBias ? f.param(2) : nil, bias2 = hasBias ? f.param(3) : nil
+        let chunked = usesChunkedProjection(training: f.training)
+            ? ChunkedInputProjection(x: f.input, w: wih, n: G, k: I, T: T, B: B, bias1: bias1, bias2: bias2, scratch: w.gates)
+            : nil
+        if chunked == nil {
+            // Input projection of every step at once: gates = X W_ih^T + b_ih + b_hh.
+            fillRows(w.gates, rows: T * B, n: G, bias1: bias1, bias2: bias2)
+            InputProjection.apply(f.input, ldx: I, rows: T * B, w: wih, n: G, k: I, into: w.gates, ldy: G, scratch: w.packed)
+        }
         copyOrZero(f.initialState(0), to: w.h, count: B * P)
         copyOrZero(f.initialState(1), to: w.c, count: B * H)
         let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)
@@ -175,6 +189,9 @@ final class LSTMKernel: CarvedWorkspace {
         let store: Int32 = f.training ? 1 : 0
         let chunks = projecting ? 1 : stepChunks(rows: B, macs: B * G * P)
         let unitChunks = recurrent.unitChunks(hidden: H, macs: B * G * P, threads: chunks)
+        // A chunk's projection is split by the step's unit chunks when it can be (same parallel
+        // region, no extra hand-off); else it runs before the step.
+        let projectUnits = unitChunks > 0 && chunked?.canSplitUnits(hidden: H, chunks: unitChunks) == true
         for t in 0..<T {
             // Inference alternates two h buffers: a step's product reads all of h_{t-1} while
             // threads split by hidden units already write h_t.
@@ -183,8 +200,10 @@ final class LSTMKernel: CarvedWorkspace {
             let cPrev = f.training ? w.c + t * B * H : w.c
             let cNext = f.training ? w.c + (t + 1) * B * H : w.c
             let mT = f.training ? w.m + t * B * H : w.m
-            let gatesT = w.gates + t * B * G
+            let gatesT = chunked?.gates(step: t) ?? w.gates + t * B * G
             let out = f.output + t * B * P
+            let projectNow = chunked?.startsChunk(t) == true
+            if projectNow && !projectUnits { chunked!.project(chunkAt: t) }
             // Rows are independent within a step: each chunk does its rows' recurrent product
             // and gate pass, so a step needs one hand-off, not one per GEMM.
             func rows(_ r: Range<Int>) {
@@ -211,6 +230,7 @@ final class LSTMKernel: CarvedWorkspace {
             // Split by hidden units when the packed blocks allow: each thread then reads only its
             // share of W_hh every step (it stays in its core's cache) and runs full row tiles.
             func units(_ u: Range<Int>) {
+                if projectNow && projectUnits { chunked!.project(chunkAt: t, gates: 4, hidden: H, units: u) }
                 recurrent.applyUnits(hPrev, ldh: P, rows: B, into: gatesT, ldy: G, accumulate: true, gates: 4, hidden: H,
                                      units: u)
                 for b in 0..<B {

@@ -326,8 +326,9 @@ public final class Cell: @unchecked Sendable {
     package func forward(_ call: CellCallInputs, training: Bool) throws -> ForwardResult {
         let (T, B) = (call.T, call.B)
         // Inference over more steps than one chunk: the plugin is called chunk by chunk, so
-        // the workspace holds one chunk's input projection (CellInference.swift).
-        if !training, Cell.inferenceChunk(T: T, B: B) < T {
+        // the workspace holds one chunk's input projection (CellInference.swift), unless the
+        // cell's workspace does not grow with T.
+        if !training, inferenceChunkSteps(T: T, B: B) < T {
             return try forwardChunked(call)
         }
         let count = try PluginLimits.floatCount([T, B, outputSize], what: "cell '\(type.id)': output [T, B, O]")

@@ -7,11 +7,13 @@ import SeqCellBase
 
 // Inference forwards into caller-owned memory, in chunks of time steps.
 //
-// A cell projects the input of every step of a call at once (one large GEMM into its
+// A cell may project the input of every step of a call at once (one large GEMM into its
 // workspace, [T, B, gates]); for a long sequence that buffer is the largest thing a forward
-// call holds. An inference forward therefore calls the plugin on chunks of steps, each
-// chunk's final states the next chunk's initial states, so the workspace holds the
-// projection of one chunk only. The result is the same computation: a step sees the same
+// call holds. An inference forward of such a cell therefore calls the plugin on chunks of
+// steps, each chunk's final states the next chunk's initial states, so the workspace holds
+// the projection of one chunk only. A cell whose inference workspace does not grow with T
+// (the built-in LSTM and GRU project chunks of steps themselves) runs each call whole:
+// chunking would only re-pack its weights. The result is the same computation: a step sees the same
 // state whatever chunk it falls in. Samples that ended before a chunk starts (per-sample
 // lengths) are run for one step and their output rows and states put back afterwards, so
 // any plugin that keeps the ABI's rules gives the same answer chunked as whole.
@@ -20,16 +22,34 @@ extension Cell {
     /// Rows (steps × batch) of input projection per plugin call of an inference forward:
     /// `SEQCELL_CHUNK_ROWS`, default 2048; 0 runs every call whole. A chunk re-packs the
     /// recurrent weights once; at 2048 rows that is well under 1% of the chunk's work.
-    static let inferenceChunkRows: Int = {
+    static let inferenceChunkRows: Int = inferenceChunkRowsSet ?? 2048
+
+    /// SEQCELL_CHUNK_ROWS when set (then it applies to every cell, growing workspace or not).
+    static let inferenceChunkRowsSet: Int? = {
         if let s = getenv("SEQCELL_CHUNK_ROWS"), let n = Int(String(cString: s)), n >= 0 { return n }
-        return 2048
+        return nil
     }()
+
+    /// A call runs whole when its workspace is at most this many times one chunk's.
+    static let wholeCallWorkspaceRatio = 1.25
 
     /// Steps per plugin call for an inference forward of T steps at batch B.
     package static func inferenceChunk(T: Int, B: Int) -> Int {
         let rows = inferenceChunkRows
         guard rows > 0, B > 0 else { return max(T, 1) }
         return min(max(T, 1), max(1, (rows + B - 1) / B))
+    }
+
+    /// Steps per plugin call of this cell's inference forward of T steps at batch B:
+    /// `inferenceChunk(T:B:)`, or T when the whole call's workspace is at most 1.25× one
+    /// chunk's (the cell's workspace does not grow with T, so chunks would only re-pack its
+    /// weights). A SEQCELL_CHUNK_ROWS setting applies as given.
+    package func inferenceChunkSteps(T: Int, B: Int) -> Int {
+        let chunk = Cell.inferenceChunk(T: T, B: B)
+        guard chunk < T, Cell.inferenceChunkRowsSet == nil,
+              let whole = try? requiredWorkspace(T: T, B: B, training: false),
+              let part = try? requiredWorkspace(T: chunk, B: B, training: false) else { return chunk }
+        return Double(whole) <= Cell.wholeCallWorkspaceRatio * Double(part) ? T : chunk
     }
 }
 
@@ -56,7 +76,7 @@ package final class CellInferenceRunner {
     private let finalTable: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>
     private var error = ErrorBuffer()
 
-    /// - Parameter chunk: steps per call; `Cell.inferenceChunk` when nil.
+    /// - Parameter chunk: steps per call; `Cell.inferenceChunkSteps` when nil.
     package init(cell: Cell, maxSteps: Int, batch: Int, chunk: Int? = nil) throws {
         guard maxSteps >= 1, batch >= 1 else {
             throw SeqCellError(.shape, "\(cell.summaryForErrors): an inference run needs T >= 1 and B >= 1, got T = \(maxSteps), B = \(batch)")
@@ -67,7 +87,7 @@ package final class CellInferenceRunner {
         self.cell = cell
         self.maxSteps = maxSteps
         self.batch = batch
-        self.chunk = min(max(chunk ?? Cell.inferenceChunk(T: maxSteps, B: batch), 1), maxSteps)
+        self.chunk = min(max(chunk ?? cell.inferenceChunkSteps(T: maxSteps, B: batch), 1), maxSteps)
         workspaceBytes = try cell.requiredWorkspace(T: self.chunk, B: batch, training: false)
         workspace = try cell.takeWorkspace(bytes: workspaceBytes)
         let sizes = cell.states.map(\.size)

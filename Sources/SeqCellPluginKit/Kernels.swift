@@ -224,7 +224,18 @@ public enum InputProjection {
             sgemm(transA: false, transB: true, m: rows, n: n, k: k, a: x, lda: ldx, b: w, ldb: k, beta: 1, c: y, ldc: ldy)
             return
         }
-        let packed = RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: scratch)
+        applyRows(x, ldx: ldx, rows: rows, w: w, n: n, k: k, into: y, ldy: ldy,
+                  packed: RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: scratch))
+    }
+
+    /// y[r, :] += x[r, :] · Wᵀ for r < rows with W already packed (`packed`), or on the host's
+    /// sgemm when `packed` is nil; rows shared out over the host's threads in panels when large.
+    static func applyRows(_ x: UnsafePointer<Float>, ldx: Int, rows: Int, w: UnsafePointer<Float>, n: Int, k: Int,
+                          into y: UnsafeMutablePointer<Float>, ldy: Int, packed: RecurrentProduct?) {
+        guard let packed else {
+            sgemm(transA: false, transB: true, m: rows, n: n, k: k, a: x, lda: ldx, b: w, ldb: k, beta: 1, c: y, ldc: ldy)
+            return
+        }
         let panels = (rows + panelRows - 1) / panelRows
         let threads = rows * n * k >= 1 << 21 ? min(hostParallelThreads(), panels) : 1
         // Two tasks per thread for large products, taken dynamically by the pool's threads.
@@ -239,5 +250,123 @@ public enum InputProjection {
             }
         }
         if tasks == 1 { run(0) } else { hostParallelFor(tasks) { run($0) } }
+    }
+}
+
+// MARK: - Chunked input projection (inference)
+
+/// The input projection of an inference forward, computed inside the step loop in chunks of
+/// `steps` steps into a ring buffer [steps, B, n]: before step t with t % steps == 0,
+/// gates[t..<t+steps) = X[t..<t+steps) · Wᵀ + bias1 + bias2. The cell's workspace then no
+/// longer grows with T (training keeps the whole-call projection: backward needs every
+/// step's gates). On the packed path (AVX-512, as `InputProjection`) W is packed once per
+/// call into its own buffer, beside W_hh's pack, and a step split over threads by hidden
+/// units projects the same units of the chunk inside the same parallel region. On AVX2 and
+/// baseline the chunk runs on the host's sgemm (split by the same units when the step is).
+public struct ChunkedInputProjection {
+    /// SEQCELL_PROJ_STEPS=N (N >= 1) fixes the steps per chunk (for A/B measurements and tests).
+    static let forcedSteps: Int? = getenv("SEQCELL_PROJ_STEPS").flatMap { Int(String(cString: $0)) }.flatMap { $0 >= 1 ? $0 : nil }
+
+    /// Ring budget: a chunk's gates stay within 512 KB (they are read back within a few steps),
+    /// but a chunk has at least 256 rows so that the product still runs at GEMM speed.
+    static let budgetBytes = 512 * 1024
+    static let minimumRows = 256
+
+    /// Steps per chunk for a call of T steps at batch B, gate width n.
+    public static func steps(T: Int, B: Int, n: Int) -> Int {
+        let T = max(T, 1)
+        if let s = forcedSteps { return min(s, T) }
+        let fit = budgetBytes / max(B * n * MemoryLayout<Float>.size, 1)
+        let least = (minimumRows + max(B, 1) - 1) / max(B, 1)
+        return min(max(fit, least, 1), T)
+    }
+
+    @inline(__always)
+    static func roundUp16(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+
+    static func usesPacked(T: Int, B: Int, n: Int, k: Int) -> Bool {
+        k > 0 && n > 0 && InputProjection.usesPacked(rows: steps(T: T, B: B, n: n) * B, n: n, k: k)
+    }
+
+    /// Floats of workspace: the ring, the bias row, then W's pack on the packed path (each
+    /// rounded up to 16 floats, so the pack starts 64-byte aligned as the carver's buffers do).
+    public static func workspaceFloats(T: Int, B: Int, n: Int, k: Int) -> Int {
+        roundUp16(steps(T: T, B: B, n: n) * B * n) + roundUp16(n) + (usesPacked(T: T, B: B, n: n, k: k) ? Int(sck_packed_floats(Int64(n), Int64(k))) : 0)
+    }
+
+    public let steps: Int
+    let x: UnsafePointer<Float>
+    let w: UnsafePointer<Float>
+    /// bias1 + bias2, the first term of every projected row.
+    let bias: UnsafeMutablePointer<Float>
+    let T: Int, B: Int, n: Int, k: Int
+    let ring: UnsafeMutablePointer<Float>
+    let packed: RecurrentProduct?
+
+    /// x [T, B, k], W [n, k]; `scratch` holds `workspaceFloats(T:B:n:k:)` floats. The rows'
+    /// bias is bias1 (all n columns) + bias2 (its first `bias2Columns` columns, default n);
+    /// either may be nil.
+    public init(x: UnsafePointer<Float>, w: UnsafePointer<Float>, n: Int, k: Int, T: Int, B: Int,
+                bias1: UnsafePointer<Float>?, bias2: UnsafePointer<Float>?, bias2Columns: Int? = nil,
+                scratch: UnsafeMutablePointer<Float>) {
+        let s = ChunkedInputProjection.steps(T: T, B: B, n: n)
+        (self.x, self.w, self.n, self.k, self.T, self.B, steps, ring) = (x, w, n, k, T, B, s, scratch)
+        bias = scratch + ChunkedInputProjection.roundUp16(s * B * n)
+        let b2 = min(bias2Columns ?? n, n)
+        for j in 0..<n { bias[j] = (bias1?[j] ?? 0) + (j < b2 ? bias2?[j] ?? 0 : 0) }
+        packed = ChunkedInputProjection.usesPacked(T: T, B: B, n: n, k: k)
+            ? RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: bias + ChunkedInputProjection.roundUp16(n)) : nil
+    }
+
+    /// Step t's gate rows [B, n] in the ring.
+    @inline(__always)
+    public func gates(step t: Int) -> UnsafeMutablePointer<Float> { ring + (t % steps) * B * n }
+
+    /// Whether step t starts a chunk (its projection is due before the step's product).
+    @inline(__always)
+    public func startsChunk(_ t: Int) -> Bool { t % steps == 0 }
+
+    /// Whether `project(chunkAt:gates:hidden:units:)` can run the units of `chunks` chunks
+    /// (packed: whole 16-column blocks per chunk; the host's sgemm takes any columns).
+    public func canSplitUnits(hidden: Int, chunks: Int) -> Bool {
+        packed.map { $0.canSplitUnits(hidden: hidden, chunks: chunks) } ?? (chunks > 1)
+    }
+
+    /// Projects the chunk starting at step t (every column), over the host's threads when large.
+    public func project(chunkAt t: Int) {
+        let rows = min(steps, T - t) * B
+        guard rows > 0 else { return }
+        for r in 0..<rows { (ring + r * n).update(from: bias, count: n) }
+        InputProjection.applyRows(x + t * B * k, ldx: k, rows: rows, w: w, n: n, k: k, into: ring, ldy: n, packed: packed)
+    }
+
+    /// Projects hidden units `units` of each of `gates` gate blocks of width `hidden` for the
+    /// chunk starting at step t (needs `canSplitUnits`): the caller's share of a step split by units.
+    public func project(chunkAt t: Int, gates: Int, hidden: Int, units: Range<Int>) {
+        let rows = min(steps, T - t) * B
+        guard rows > 0, !units.isEmpty else { return }
+        for r in 0..<rows {
+            let y = ring + r * n
+            for g in 0..<gates {
+                let lo = g * hidden + units.lowerBound
+                (y + lo).update(from: bias + lo, count: units.count)
+            }
+        }
+        let xc = x + t * B * k
+        guard let packed else {
+            for g in 0..<gates {
+                let lo = g * hidden + units.lowerBound
+                sgemm(transA: false, transB: true, m: rows, n: units.count, k: k, a: xc, lda: k, b: w + lo * k, ldb: k,
+                      beta: 1, c: ring + lo, ldc: n)
+            }
+            return
+        }
+        var r = 0
+        while r < rows {
+            let m = min(InputProjection.panelRows, rows - r)
+            packed.applyUnits(xc + r * k, ldh: k, rows: m, into: ring + r * n, ldy: n, accumulate: true, gates: gates,
+                              hidden: hidden, units: units)
+            r += m
+        }
     }
 }

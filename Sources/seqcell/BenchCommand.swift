@@ -86,7 +86,7 @@ struct BenchCommand: ParsableCommand {
     func memoryReport(_ chosen: [BenchConfig], registry: PluginRegistry) throws {
         var rows: [ForwardMemory] = []
         if !json {
-            print("peak of one cold inference forward (VmHWM growth), MB; chunk = steps per plugin call (SEQCELL_CHUNK_ROWS)")
+            print("peak of one cold inference forward (VmHWM growth), MB; chunk = steps per plugin call (SEQCELL_CHUNK_ROWS; whole for cells whose workspace does not grow with T)")
             print(pad("", 2) + pad("params", 9) + pad("input", 9) + pad("output", 9) + pad("chunk", 7) + pad("ws chunk", 10)
                   + pad("ws whole", 10) + pad("between", 9) + pad("bound", 9) + pad("peak", 9))
         }

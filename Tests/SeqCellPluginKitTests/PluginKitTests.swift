@@ -581,3 +581,24 @@ private func assertClose(_ got: [Float], _ want: [Float], _ what: String, file: 
         return
     }
 }
+
+/// The chunked input projection's steps per chunk: the largest S with S·B·n·4 bytes ≤ 512 KB,
+/// but at least 256 rows (S·B ≥ 256), capped by T (SEQCELL_PROJ_STEPS unset in the suite).
+final class ChunkedProjectionStepsTests: XCTestCase {
+    func testStepsPerChunkFollowTheRule() throws {
+        guard getenv("SEQCELL_PROJ_STEPS") == nil else {
+            throw XCTSkip("ChunkedProjectionStepsTests: SEQCELL_PROJ_STEPS is set, which fixes the steps")
+        }
+        // The benchmark configurations: A (LSTM H 256, B 32), B (LSTM H 256, B 16), C (GRU H 512,
+        // B 64), E (LSTM H 1024, B 64).
+        XCTAssertEqual(ChunkedInputProjection.steps(T: 100, B: 32, n: 1024), 8)
+        XCTAssertEqual(ChunkedInputProjection.steps(T: 200, B: 16, n: 1024), 16)
+        XCTAssertEqual(ChunkedInputProjection.steps(T: 50, B: 64, n: 1536), 4)
+        XCTAssertEqual(ChunkedInputProjection.steps(T: 20, B: 64, n: 4096), 4)
+        // The budget decides when it allows more than 256 rows: B 1, n 128 → 1024 steps.
+        XCTAssertEqual(ChunkedInputProjection.steps(T: 5000, B: 1, n: 128), 1024)
+        // Capped by T.
+        XCTAssertEqual(ChunkedInputProjection.steps(T: 3, B: 1, n: 128), 3)
+        XCTAssertEqual(ChunkedInputProjection.steps(T: 1, B: 300, n: 4096), 1)
+    }
+}

@@ -16,9 +16,10 @@ import SeqCellHost
 /// for x in batches { try session.forward(input: x, into: &y) }
 /// ```
 ///
-/// Peak memory of a call: the parameters, the input, the output, and per cell the
-/// projection of one chunk of steps (`Cell.inferenceChunk`) plus what the plugin keeps
-/// besides (e.g. packed recurrent weights); stacked and bidirectional models add the
+/// Peak memory of a call: the parameters, the input, the output, and per cell its
+/// workspace: for the built-in LSTM and GRU a ring of a few projected steps and the packed
+/// weights whatever T is; for other cells the projection of one chunk of steps
+/// (`Cell.inferenceChunkSteps`) plus what the plugin keeps besides; stacked and bidirectional models add the
 /// intermediate layer outputs and reversed copies (`bufferBytes`).
 ///
 /// The model is copied in: later changes to the caller's model do not reach the session.
@@ -57,8 +58,9 @@ public final class InferenceSession {
     ///   - steps: the longest sequence a call will have (calls may be shorter).
     ///   - batch: the batch size of every call.
     ///   - chunkSteps: time steps per plugin call (each cell's workspace holds the input
-    ///     projection of that many steps); nil for `Cell.inferenceChunk`'s choice
-    ///     (`SEQCELL_CHUNK_ROWS` rows, default 2048).
+    ///     projection of that many steps); nil for `Cell.inferenceChunkSteps`' choice
+    ///     (`SEQCELL_CHUNK_ROWS` rows, default 2048, or the whole call for a cell whose
+    ///     workspace does not grow with T).
     public init(model: Model, steps: Int, batch: Int, chunkSteps: Int? = nil) throws {
         guard steps >= 1, batch >= 1 else {
             throw SeqCellError(.shape, "an inference session needs steps >= 1 and batch >= 1, got steps \(steps), batch \(batch)")

@@ -11,8 +11,9 @@ public struct ForwardMemory: Codable, Sendable {
     public var parameterBytes: Int
     public var inputBytes: Int
     public var outputBytes: Int
-    /// Steps per plugin call (`Cell.inferenceChunk`), and the workspaces the cells ask for
-    /// at that chunk and over the whole sequence, summed over layers and directions.
+    /// Steps per plugin call (`Cell.inferenceChunkSteps`, the largest over the cells), and the
+    /// workspaces the cells ask for at their chunk and over the whole sequence, summed over
+    /// layers and directions.
     public var chunkSteps: Int
     public var chunkWorkspaceBytes: Int
     public var wholeWorkspaceBytes: Int
@@ -36,10 +37,12 @@ extension Benchmark {
         let runner = try BenchRunner(config: config, registry: registry)
         let model = runner.model
         let (T, B) = (config.seqLen, config.batch)
-        var chunkWS = 0, wholeWS = 0, intermediate = 0
+        var chunkWS = 0, wholeWS = 0, intermediate = 0, chunkSteps = 0
         for (k, layer) in model.layers.enumerated() {
             for dc in layer.cells {
-                chunkWS += try dc.cell.requiredWorkspace(T: Cell.inferenceChunk(T: T, B: B), B: B, training: false)
+                let steps = dc.cell.inferenceChunkSteps(T: T, B: B)
+                chunkSteps = max(chunkSteps, steps)
+                chunkWS += try dc.cell.requiredWorkspace(T: steps, B: B, training: false)
                 wholeWS += try dc.cell.requiredWorkspace(T: T, B: B, training: false)
             }
             if k + 1 < model.layers.count { intermediate += 4 * T * B * layer.outputSize }
@@ -60,7 +63,7 @@ extension Benchmark {
         let peak = try residentKiB("VmHWM")
         return ForwardMemory(
             name: config.name, parameterBytes: 4 * model.parameterCount, inputBytes: 4 * runner.input.count,
-            outputBytes: 4 * y.count, chunkSteps: Cell.inferenceChunk(T: T, B: B), chunkWorkspaceBytes: chunkWS,
+            outputBytes: 4 * y.count, chunkSteps: chunkSteps, chunkWorkspaceBytes: chunkWS,
             wholeWorkspaceBytes: wholeWS, intermediateBytes: intermediate, peakBytes: max(peak - before, 0) * 1024)
     }
 
