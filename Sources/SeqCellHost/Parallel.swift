@@ -62,6 +62,20 @@ public enum HostParallelism {
     }
 }
 
+extension HostParallelism {
+    /// `forEach` for a job the caller built once and keeps (an escaping closure stored
+    /// beside the state it reads): the hand-off wraps nothing, so it allocates nothing even
+    /// in an unoptimised build, which `forEach`'s conversion of a non-escaping body does not
+    /// promise. Same rules: concurrent when threads allow, serial inside another region or
+    /// when the pool is busy; returns when all indices are done.
+    package static func runJob(_ count: Int, _ job: @escaping (Int) -> Void) {
+        let n = available
+        if count <= 1 || n <= 1 || !WorkerPool.shared.run(count: count, workers: n - 1, job) {
+            for i in 0..<count { job(i) }
+        }
+    }
+}
+
 /// Persistent workers that take indices of one job at a time. The job's generation, its
 /// size and the next index share one atomic word: a worker claims an index with one
 /// compare-exchange and only then reads the job's body, which cannot change while any

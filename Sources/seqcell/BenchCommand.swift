@@ -15,7 +15,9 @@ struct BenchCommand: ParsableCommand {
             E  LSTM          I=1024 H=1024 B=64 T=20     (GEMM-bound)
             F  training step on A: forward, MSE on all outputs, backward, clip norm 1.0, SGD
             GFLOP/s counts 2·T·B·G·H·(I+H) per layer and direction (G = 4 LSTM, 3 GRU, 1 RNN),
-            3× that for F. --serve reads commands on stdin for benchmarks/compare.py:
+            3× that for F. A–E time a warmed InferenceSession call into a caller-owned output
+            (the allocation-free API; --api model times Model.forward, which allocates per call);
+            faults/call counts minor page faults per timed call. --serve reads commands on stdin for benchmarks/compare.py:
               threads N | load NAME CHECKPOINT | run NAME REPEATS | quit
             and answers each with one JSON line.
             """)
@@ -36,6 +38,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Run this checkpoint instead of a fresh model (one configuration only).")
     var model: String?
 
+    @Option(help: "What A–E time: 'session' (a warmed InferenceSession call into a caller-owned output) or 'model' (Model.forward, allocating per call). Also for --serve.")
+    var api: String = "session"
+
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
@@ -51,7 +56,8 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let registry = plugins.registry()
         threadOptions.apply()
-        if serve { return try serveLoop(registry: registry) }
+        guard let api = BenchAPI(rawValue: api) else { throw CLIError("--api takes session or model, got '\(api)'") }
+        if serve { return try serveLoop(registry: registry, api: api) }
         if let checkpoint { return try checkpointIO(checkpoint, registry: registry) }
         let names = configs.isEmpty ? BenchConfig.standard.map(\.name) : configs
         let chosen = try names.map { n -> BenchConfig in
@@ -66,17 +72,17 @@ struct BenchCommand: ParsableCommand {
         let loaded = try model.map { try Checkpoint.load(from: $0, registry: registry).model }
         var results: [BenchResult] = []
         if !json {
-            print("threads \(Benchmark.threads), warmup \(warmup), repeats \(repeats)")
+            print("threads \(Benchmark.threads), warmup \(warmup), repeats \(repeats), api \(api.rawValue) (A–E)")
             print(CPUFeatures.current.summary)
-            print(pad("", 2) + pad("median ms", 11) + pad("min–max ms", 18) + pad("steps/s", 12) + pad("GFLOP/s", 9) + "  configuration")
+            print(pad("", 2) + pad("median ms", 11) + pad("min–max ms", 18) + pad("steps/s", 12) + pad("GFLOP/s", 9) + pad("faults/call", 12) + "  configuration")
         }
         for c in chosen {
-            let r = try Benchmark.run(c, registry: registry, warmup: warmup, repeats: repeats, model: loaded)
+            let r = try Benchmark.run(c, registry: registry, warmup: warmup, repeats: repeats, model: loaded, api: api)
             results.append(r)
             if !json {
                 print(pad(c.name, 2) + pad(fmt(r.median * 1e3, 3), 11)
                       + pad(fmt(r.min * 1e3, 3) + "–" + fmt(r.max * 1e3, 3), 18)
-                      + pad(fmt(r.stepsPerSecond, 0), 12) + pad(fmt(r.gflops, 1), 9) + "  " + c.summary)
+                      + pad(fmt(r.stepsPerSecond, 0), 12) + pad(fmt(r.gflops, 1), 9) + pad(fmt(r.faultsPerCall, 0), 12) + "  " + c.summary)
             }
         }
         if json { print(try jsonLine(results)) }
@@ -109,7 +115,7 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
-    func serveLoop(registry: PluginRegistry) throws {
+    func serveLoop(registry: PluginRegistry, api: BenchAPI) throws {
         var runners: [String: BenchRunner] = [:]
         func reply(_ object: [String: Any]) {
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
@@ -128,7 +134,7 @@ struct BenchCommand: ParsableCommand {
                 case "load":
                     guard words.count >= 2, let c = BenchConfig.named(words[1]) else { throw CLIError("load NAME [CHECKPOINT]") }
                     let m = try words.count > 2 ? Checkpoint.load(from: words[2], registry: registry).model : nil
-                    runners[words[1]] = try BenchRunner(config: c, registry: registry, model: m)
+                    runners[words[1]] = try BenchRunner(config: c, registry: registry, model: m, api: api)
                     reply(["ok": true])
                 case "run":
                     guard words.count == 3, let r = runners[words[1]], let n = Int(words[2]) else {
@@ -183,7 +189,7 @@ struct BenchCommand: ParsableCommand {
         let rows: [[String: Any]] = results.map { r in
             ["name": r.name, "summary": r.summary, "threads": r.threads, "warmup": r.warmup, "times": r.times,
              "median": r.median, "min": r.min, "max": r.max, "steps_per_second": r.stepsPerSecond,
-             "gflops": r.gflops, "flops_per_call": r.flopsPerCall]
+             "gflops": r.gflops, "flops_per_call": r.flopsPerCall, "faults_per_call": r.faultsPerCall]
         }
         let data = try JSONSerialization.data(withJSONObject: rows, options: [.sortedKeys])
         return String(decoding: data, as: UTF8.self)

@@ -90,6 +90,40 @@ final class ForwardMemoryTests: XCTestCase {
         }
     }
 
+    /// Bidirectional layers with two host threads run their directions side by side (one
+    /// thread each); with one, or with SEQCELL_SESSION_DIRECTIONS=serial, one after the
+    /// other. Both give `Model.forward`'s output, and a warmed side-by-side call allocates
+    /// nothing (the job is built by init).
+    func testBidirectionalDirectionsSideBySide() throws {
+        try requireCounter()
+        try requireOptimisedCells("testBidirectionalDirectionsSideBySide")
+        let threads = HostParallelism.threads
+        defer { HostParallelism.setThreads(threads) }
+        let (T, B) = (31, 4)
+        let lengths: [Int32] = [31, 2, 17, 30]
+        for cell in ["rnn", "lstm", "gru"] {
+            let m = try model(cell, layers: [(.bidirectional, .concat), (.bidirectional, .sum)], head: false, hidden: 7)
+            var rng = TestRNG(seed: 9)
+            let x = rng.tensor([T, B, 3])
+            for lens in [nil, lengths] {
+                let reference = try m.forward(input: x, lengths: lens).output
+                var outputs: [Tensor] = []
+                for n in [2, 1] {
+                    HostParallelism.setThreads(n)
+                    let session = try InferenceSession(model: m, steps: T, batch: B, chunkSteps: 8)
+                    var y = session.makeOutput()
+                    for _ in 0..<2 { try session.forward(input: x, lengths: lens, into: &y) }
+                    let before = seqcell_alloc_count()
+                    try session.forward(input: x, lengths: lens, into: &y)
+                    XCTAssertEqual(seqcell_alloc_count() - before, 0, "\(cell), \(n) threads: a warmed-up call allocated")
+                    assertClose(y, reference, tol: 1e-5, "\(cell), \(n) threads: session vs Model.forward")
+                    outputs.append(y)
+                }
+                XCTAssertEqual(outputs[0], outputs[1], "\(cell): side by side vs one after the other")
+            }
+        }
+    }
+
     /// Chunked calls (1, 3, 7 steps and whole) give the whole-sequence answer for every
     /// cell, direction and merge mode, with lengths that end inside, at and before chunk
     /// boundaries.

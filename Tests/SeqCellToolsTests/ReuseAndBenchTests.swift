@@ -124,6 +124,25 @@ final class ReuseAndBenchTests: XCTestCase {
         XCTAssertEqual(XCTAssertNoThrowValue(try trainer.measure(warmup: 0, repeats: 2)).count, 2)
         _ = before
         XCTAssertEqual(BenchConfig.standard.map(\.name), ["A", "B", "C", "D", "E", "F"])
+        XCTAssertEqual(runner.api, .session)
+        let viaModel = try BenchRunner(config: c, registry: testRegistry, api: .model)
+        XCTAssertEqual(try viaModel.call(), out)
+    }
+
+    /// `seqcell bench` times A–E through a warmed `InferenceSession` by default: its output
+    /// is the one `Model.forward` gives (`--api model`), call after call.
+    func testSessionAndModelAPIsGiveTheSameOutput() throws {
+        for c in BenchConfig.standard where !c.training {
+            let session = try BenchRunner(config: c, registry: testRegistry)
+            let model = try BenchRunner(config: c, registry: testRegistry, api: .model)
+            XCTAssertEqual(model.input, session.input, c.name)
+            let want = try XCTUnwrap(model.call(), c.name)
+            for call in 0..<2 {
+                let got = try XCTUnwrap(session.call(), c.name)
+                XCTAssertEqual(got.shape, want.shape, c.name)
+                XCTAssertEqual(got, want, "\(c.name): session call \(call) vs Model.forward")
+            }
+        }
     }
 }
 

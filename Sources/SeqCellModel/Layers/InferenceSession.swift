@@ -25,6 +25,16 @@ import SeqCellHost
 /// The model is copied in: later changes to the caller's model do not reach the session.
 /// Initial states are zero; models with an embedding stage take `Model.forward(tokens:)`.
 /// Not for concurrent use: one session per thread.
+///
+/// The two directions of a bidirectional layer run side by side when the host has two
+/// threads or more (`HostParallelism.threads`), one thread each, the backward direction
+/// reversing its input in its own task; the plugins' per-step regions then run on the
+/// direction's thread (nested regions are serial), so no step waits on a hand-off. The
+/// worker pool runs one job at a time, so beyond two threads the rest stay idle during a
+/// bidirectional layer. `SEQCELL_SESSION_DIRECTIONS=serial` runs them one after the other
+/// instead, each step split over the host's threads by the plugin (docs/PERFORMANCE.md
+/// has the measurements). The side-by-side job is built once, by init, and reads the
+/// layer it runs from the session, so a call hands it off without allocating.
 public final class InferenceSession {
     public let model: Model
     /// The largest T a call may have.
@@ -49,6 +59,20 @@ public final class InferenceSession {
     private let outputWidths: [Int]
     private let cellWidths: [[Int]]
     private let outputSize: Int
+    /// Whether bidirectional layers may run their directions side by side
+    /// (`SEQCELL_SESSION_DIRECTIONS` is not `serial`).
+    private let sideBySide: Bool
+    private let reverseInTask: Bool
+    /// The side-by-side job (index = direction), built once so a call creates no closure,
+    /// and what it reads: the layer, T, its input and the lengths, set before each hand-off.
+    private var directionJob: ((Int) -> Void)? = nil
+    private var jobLayer = 0
+    private var jobSteps = 0
+    private var jobInput: UnsafePointer<Float>? = nil
+    private var jobLengths: UnsafePointer<Int32>? = nil
+    /// What each direction of the job threw.
+    private var forwardError: Error? = nil
+    private var backwardError: Error? = nil
     /// Bytes the session holds besides the runners' workspaces.
     public let bufferBytes: Int
     /// Bytes of the cells' workspaces (one chunk each).
@@ -106,6 +130,12 @@ public final class InferenceSession {
         directionOutputs = try (0..<(bidirectional ? 2 : reversing ? 1 : 0)).map { _ in try buffer(widestCell) }
         bufferBytes = 4 * rows * (activationCount * max(widest, 1) + (reversing ? max(widestInput, 1) : 0)
                                   + directionOutputs.count * max(widestCell, 1))
+        sideBySide = getenv("SEQCELL_SESSION_DIRECTIONS").map { String(cString: $0) != "serial" } ?? true
+        reverseInTask = getenv("SEQCELL_SESSION_REVERSE").map { String(cString: $0) != "caller" } ?? true
+        if bidirectional {
+            // Unowned: the session owns the job.
+            directionJob = { [unowned self] d in self.runDirection(d) }
+        }
     }
 
     deinit {
@@ -212,16 +242,49 @@ public final class InferenceSession {
                                   initialStates: nil, output: directionOutputs[0])
             reverseRows(directionOutputs[0], into: output, T: T, B: B, width: O, lengths: lengths)
         case .bidirectional:
-            // The directions run one after the other (each step still split over the host's
-            // threads by the plugin): the pool's hand-off for running them side by side
-            // allocates in an unoptimised build, and a session call must not. `reversedInput`
-            // is allocated by init whenever a layer runs reversed or bidirectional.
-            reverseRows(input, into: reversedInput!, T: T, B: B, width: inputWidths[k], lengths: lengths)
-            try runners[k][0].run(T: T, input: input, lengths: lengths, params: layer.cells[0].params, initialStates: nil,
-                                  output: directionOutputs[0])
-            try runners[k][1].run(T: T, input: reversedInput!, lengths: lengths, params: layer.cells[1].params,
-                                  initialStates: nil, output: directionOutputs[1])
+            // `directionJob` is built by init whenever a layer is bidirectional.
+            (jobLayer, jobSteps, jobInput, jobLengths) = (k, T, input, lengths)
+            if !reverseInTask {
+                reverseRows(input, into: reversedInput!, T: T, B: B, width: inputWidths[k], lengths: lengths)
+            }
+            forwardError = nil
+            backwardError = nil
+            if sideBySide && HostParallelism.threads >= 2 {
+                HostParallelism.runJob(2, directionJob!)
+            } else {
+                runDirection(0)
+                runDirection(1)
+            }
+            jobInput = nil
+            jobLengths = nil
+            if let e = forwardError { throw e }
+            if let e = backwardError { throw e }
             mergeDirections(k, layer.mergeMode, T: T, lengths: lengths, output: output)
+        }
+    }
+
+    /// Runs direction `d` of the bidirectional layer `jobLayer` on `jobInput` into
+    /// `directionOutputs[d]`; the backward direction reverses its input first. Records what
+    /// it throws (`forwardError`, `backwardError`). The two directions touch disjoint buffers
+    /// and runners, so they may run on two threads at once.
+    private func runDirection(_ d: Int) {
+        let k = jobLayer, T = jobSteps, lengths = jobLengths
+        // Set by runLayer before the job runs.
+        let input = jobInput!
+        do {
+            if d == 0 {
+                try runners[k][0].run(T: T, input: input, lengths: lengths, params: model.layers[k].cells[0].params,
+                                      initialStates: nil, output: directionOutputs[0])
+            } else {
+                // `reversedInput` is allocated by init whenever a layer runs reversed or bidirectional.
+                if reverseInTask {
+                    reverseRows(input, into: reversedInput!, T: T, B: batch, width: inputWidths[k], lengths: lengths)
+                }
+                try runners[k][1].run(T: T, input: reversedInput!, lengths: lengths, params: model.layers[k].cells[1].params,
+                                      initialStates: nil, output: directionOutputs[1])
+            }
+        } catch {
+            if d == 0 { forwardError = error } else { backwardError = error }
         }
     }
 

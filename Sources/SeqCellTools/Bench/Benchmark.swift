@@ -92,6 +92,15 @@ public struct BenchConfig: Sendable, Equatable {
     }
 }
 
+/// What an inference configuration times.
+public enum BenchAPI: String, CaseIterable, Sendable {
+    /// A warmed `InferenceSession` call into a caller-owned output: the allocation-free API
+    /// (built once per runner; the default).
+    case session
+    /// `Model.forward(input:)`, which allocates its buffers and output on every call.
+    case model
+}
+
 /// Timings of one configuration.
 public struct BenchResult: Codable, Sendable {
     public var name: String
@@ -102,6 +111,8 @@ public struct BenchResult: Codable, Sendable {
     public var times: [Double]
     public var flopsPerCall: Double
     public var stepsPerCall: Int
+    /// Minor page faults per timed call (getrusage around the timed calls).
+    public var faultsPerCall: Double = 0
 
     public var median: Double {
         let s = times.sorted()
@@ -114,21 +125,30 @@ public struct BenchResult: Codable, Sendable {
     public var gflops: Double { flopsPerCall / median / 1e9 }
 }
 
-/// A configuration made runnable: a model, an input, and for training a trainer and batch.
-/// Calls reuse everything they can; only `call()` is timed.
+/// A configuration made runnable: a model, an input, and for training a trainer and batch,
+/// for inference an `InferenceSession` and its output (`BenchAPI.session`). Calls reuse
+/// everything they can; only `call()` is timed.
 public final class BenchRunner {
     public let config: BenchConfig
     public private(set) var model: Model
     public let input: Tensor
     /// Gate blocks of the model's cell (`BenchConfig.gates(of:)`), for the FLOP count.
     public let gates: Int
+    /// What an inference call times (a training configuration ignores it).
+    public let api: BenchAPI
     private var trainer: Trainer?
     private let batch: Batch?
+    private let session: InferenceSession?
+    private var output = Tensor.zeros([0])
 
-    /// - Parameter model: a model to run (e.g. loaded from a checkpoint); a fresh one
-    ///   (seeded) when nil. Its shape must match `config`.
-    public init(config: BenchConfig, registry: PluginRegistry, model: Model? = nil, seed: UInt64 = 1) throws {
+    /// - Parameters:
+    ///   - model: a model to run (e.g. loaded from a checkpoint); a fresh one (seeded) when
+    ///     nil. Its shape must match `config`.
+    ///   - api: what an inference call times.
+    public init(config: BenchConfig, registry: PluginRegistry, model: Model? = nil, seed: UInt64 = 1,
+                api: BenchAPI = .session) throws {
         self.config = config
+        self.api = api
         let m = try model ?? Model.build(inputSize: config.inputSize, layers: config.layerSpecs, registry: registry, seed: seed)
         guard m.inputSize == config.inputSize else {
             throw SeqCellError(.shape, "benchmark \(config.name): the model takes \(m.inputSize) inputs, the configuration \(config.inputSize)")
@@ -150,14 +170,23 @@ public final class BenchRunner {
             trainer = try Trainer(model: m, config: tc)
             let targets = rng.uniformTensor([config.seqLen, config.batch, m.outputSize], scale: 0.5)
             batch = Batch(input: input, targets: targets)
+            session = nil
         } else {
             trainer = nil
             batch = nil
+            if api == .session {
+                let s = try InferenceSession(model: m, steps: config.seqLen, batch: config.batch)
+                output = s.makeOutput()
+                session = s
+            } else {
+                session = nil
+            }
         }
     }
 
-    /// One call: a forward pass, or one training step. Returns the output of a forward pass
-    /// (nil for training).
+    /// One call: a forward pass (into the runner's output for `.session`), or one training
+    /// step. Returns the output of a forward pass (nil for training); holding it past the
+    /// next call makes that call copy the session's output once.
     @discardableResult
     public func call() throws -> Tensor? {
         if let batch {
@@ -166,19 +195,28 @@ public final class BenchRunner {
             try trainer!.trainStep(batch)
             return nil
         }
+        if let session {
+            try session.forward(input: input, into: &output)
+            return output
+        }
         return try model.forward(input: input).output
     }
+
+    /// Minor page faults per call of the last `measure`.
+    public private(set) var faultsPerCall = 0.0
 
     /// `warmup` untimed calls, then `repeats` timed ones.
     public func measure(warmup: Int, repeats: Int) throws -> [Double] {
         for _ in 0..<warmup { try call() }
         var times: [Double] = []
         times.reserveCapacity(repeats)
+        let faults0 = minorFaults()
         for _ in 0..<repeats {
             let t0 = monotonicSeconds()
             try call()
             times.append(monotonicSeconds() - t0)
         }
+        faultsPerCall = Double(minorFaults() - faults0) / Double(max(repeats, 1))
         return times
     }
 }
@@ -205,12 +243,20 @@ public enum Benchmark {
 
     /// Runs one configuration and collects its timings.
     public static func run(_ config: BenchConfig, registry: PluginRegistry, warmup: Int = 3, repeats: Int = 10,
-                           model: Model? = nil) throws -> BenchResult {
-        let runner = try BenchRunner(config: config, registry: registry, model: model)
+                           model: Model? = nil, api: BenchAPI = .session) throws -> BenchResult {
+        let runner = try BenchRunner(config: config, registry: registry, model: model, api: api)
         let times = try runner.measure(warmup: warmup, repeats: repeats)
         return BenchResult(name: config.name, summary: config.summary, threads: threads, warmup: warmup, times: times,
-                           flopsPerCall: config.flopsPerCall(gates: runner.gates), stepsPerCall: config.seqLen * config.batch)
+                           flopsPerCall: config.flopsPerCall(gates: runner.gates), stepsPerCall: config.seqLen * config.batch,
+                           faultsPerCall: runner.faultsPerCall)
     }
+}
+
+/// This process's minor page faults so far (getrusage).
+func minorFaults() -> Int {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return u.ru_minflt
 }
 
 /// Seconds on the monotonic clock.

@@ -34,7 +34,7 @@ extension Benchmark {
         guard !config.training else {
             throw SeqCellError(.invalidArgument, "configuration \(config.name) is a training step; --memory measures inference forwards")
         }
-        let runner = try BenchRunner(config: config, registry: registry)
+        let runner = try BenchRunner(config: config, registry: registry, api: .model)
         let model = runner.model
         let (T, B) = (config.seqLen, config.batch)
         var chunkWS = 0, wholeWS = 0, intermediate = 0, chunkSteps = 0
