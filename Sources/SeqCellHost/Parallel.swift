@@ -111,7 +111,10 @@ final class WorkerPool: @unchecked Sendable {
               busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else { return false }
         defer { busy.store(false, ordering: .releasing) }
         ensureWorkers(min(workers, 63))
-        var closure = work
+        // In a struct, the closure keeps its own representation: a pointer to a bare closure
+        // is generic storage, and converting to and from it allocates a thunk's context in an
+        // unoptimised build.
+        var closure = JobBody(call: work)
         withUnsafeMutablePointer(to: &closure) { ptr in
             body.store(UInt(bitPattern: ptr), ordering: .relaxed)
             remaining.store(count, ordering: .relaxed)
@@ -152,7 +155,12 @@ final class WorkerPool: @unchecked Sendable {
     @inline(never)
     private static func invoke(_ address: UInt, _ index: Int) {
         // `address` is the non-zero address of the caller's closure, alive until the call counts done.
-        UnsafeMutablePointer<(Int) -> Void>(bitPattern: address)!.pointee(index)
+        UnsafeMutablePointer<JobBody>(bitPattern: address)!.pointee.call(index)
+    }
+
+    /// A job's body as the caller's variable holds it.
+    private struct JobBody {
+        var call: (Int) -> Void
     }
 
     private func ensureWorkers(_ n: Int) {
