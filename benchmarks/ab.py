@@ -5,7 +5,9 @@
     python3 benchmarks/ab.py --configs F --variant main= --binary main=/tmp/main-build/seqcell --variant new=
 
 --binary NAME=PATH runs variant NAME with another build's seqcell (its plugins are the ones
-next to it), e.g. a copy of main's release build against this one.
+next to it), e.g. a copy of main's release build against this one. --args NAME=ARGS adds arguments to variant
+NAME's `seqcell bench --serve`, e.g. `--args model=--api=model` to time Model.forward
+against the default warmed InferenceSession call.
 
 Each variant is a persistent `seqcell bench --serve` process with its own environment;
 rounds rotate through them so background load hits all alike. Prints medians and ratios
@@ -21,15 +23,17 @@ def main():
     ap.add_argument("--configs", nargs="+", default=["A"])
     ap.add_argument("--variant", action="append", required=True, help="NAME=VAR=VALUE,VAR=VALUE")
     ap.add_argument("--binary", action="append", default=[], help="NAME=PATH: variant NAME runs this seqcell")
+    ap.add_argument("--args", action="append", default=[], help="NAME=ARGS: more arguments for variant NAME's seqcell (space-separated)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--calls", type=int, default=3)
     a = ap.parse_args()
     procs = {}
     binaries = dict(b.partition("=")[::2] for b in a.binary)
-    unknown = set(binaries) - {v.partition("=")[0] for v in a.variant}
+    extra = {n: v.split() for n, v in (x.partition("=")[::2] for x in a.args)}
+    unknown = (set(binaries) | set(extra)) - {v.partition("=")[0] for v in a.variant}
     if unknown:
-        ap.error(f"--binary names no --variant: {', '.join(sorted(unknown))}")
+        ap.error(f"--binary or --args names no --variant: {', '.join(sorted(unknown))}")
     for name, path in binaries.items():
         if not os.access(path, os.X_OK):
             ap.error(f"--binary {name}: {path} is not an executable file")
@@ -39,7 +43,7 @@ def main():
         for kv in filter(None, assigns.split(",")):
             k, _, val = kv.partition("=")
             env[k] = val
-        procs[name] = subprocess.Popen([binaries.get(name, a.seqcell), "bench", "--serve", "--threads", str(a.threads)], env=env,
+        procs[name] = subprocess.Popen([binaries.get(name, a.seqcell), "bench", "--serve", "--threads", str(a.threads)] + extra.get(name, []), env=env,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     def ask(p, line):
         p.stdin.write(line + "\n"); p.stdin.flush()
