@@ -93,8 +93,12 @@ final class WorkerPool: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let cond: UnsafeMutablePointer<pthread_cond_t>
     private nonisolated(unsafe) var sleepers = 0
-    /// Spin iterations before a worker sleeps (roughly 50–100 µs).
-    static let spins = 20_000
+    /// Spin iterations before a worker sleeps (roughly 50–100 µs); `SEQCELL_POOL_SPINS`
+    /// sets another count (for measurements; 0: sleep at once).
+    static let spins: Int = {
+        if let s = getenv("SEQCELL_POOL_SPINS"), let n = Int(String(cString: s)), n >= 0 { return n }
+        return 20_000
+    }()
     static let maxCount = (1 << 20) - 1
 
     private init() {
@@ -178,10 +182,11 @@ final class WorkerPool: @unchecked Sendable {
 
     private func workerLoop() {
         var seen = ticket.load(ordering: .acquiring) >> 40
+        let limit = WorkerPool.spins
         while true {
             var spins = 0
             var gen = ticket.load(ordering: .acquiring) >> 40
-            while gen == seen && spins < WorkerPool.spins {
+            while gen == seen && spins < limit {
                 seqcell_spin_pause()
                 spins += 1
                 gen = ticket.load(ordering: .acquiring) >> 40
