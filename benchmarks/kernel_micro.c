@@ -1,10 +1,12 @@
 /* Times the plugins' vector kernels on one core, per ISA path this CPU runs: the packed
- * recurrent product at the benchmark configurations' step shapes and the fused gate rows.
+ * recurrent product at the benchmark configurations' step shapes, one thread's share of A's
+ * and E's steps and input projection panels at 2 threads, and the fused gate rows.
  * Minimum over many single calls of per-thread CPU time (CLOCK_THREAD_CPUTIME_ID), so other
  * load on a shared machine (time slices given to other processes) does not count.
  *
  *   clang -O2 -ISources/CSeqCellKernels/include Sources/CSeqCellKernels/kernels.c \
  *         benchmarks/kernel_micro.c -lm -o /tmp/kernel_micro && /tmp/kernel_micro
+ *   KERNEL_MICRO_ISA=avx512 /tmp/kernel_micro      # one ISA path only
  */
 #include "seqcell_kernels.h"
 #include <stdio.h>
