@@ -510,8 +510,9 @@ static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int
                                                   int64_t blk_begin, int64_t blk_end) {
     /* k in slices of KC, slices after the first accumulating into y; one or two rows take
        all of k at once. From three rows on KC depends on k only (not on m or the block
-       range), so threads splitting a product by rows or blocks, and the panels of a
-       projection, get the same bits. Up to k = 1024 all of k is one slice (a
+       range), so threads splitting a product by blocks, and the panels of a projection, get
+       the same bits (by rows too on the AVX-512 path; the 8-float paths give a 1- or 2-row
+       remainder its own k order). Up to k = 1024 all of k is one slice (a
        pair's panels, 2·k·64 bytes, 128 KB at k = 1024, then serve the later row tiles from
        L2 rather than L1, and y is read and written once): measured faster than 256-float
        slices on E's shapes (kernel_micro, avx512 and avx2, Zen 5) and no slower on A, B and
