@@ -508,9 +508,16 @@ static inline __attribute__((always_inline)) SCK_ATTR void SCK_NAME(pair_rows)(
 static SCK_ATTR void SCK_NAME(gemm_packed_blocks)(const float *x, int64_t m, int64_t ldx, const float *packed, int64_t n,
                                                   int64_t k, float *y, int64_t ldy, int32_t accumulate,
                                                   int64_t blk_begin, int64_t blk_end) {
-    /* k in slices of KC (a 16 KB panel slice stays in L1 under the rows' tiles); slices
-       after the first accumulate. One or two rows take all of k at once. */
-    const int64_t KC = m <= 2 ? k : 256;
+    /* k in slices of KC, slices after the first accumulating into y; one or two rows take
+       all of k at once. From three rows on KC depends on k only (not on m or the block
+       range), so threads splitting a product by blocks, and the panels of a projection, get
+       the same bits (by rows too on the AVX-512 path; the 8-float paths give a 1- or 2-row
+       remainder its own k order). Up to k = 1024 all of k is one slice (a
+       pair's panels, 2·k·64 bytes, 128 KB at k = 1024, then serve the later row tiles from
+       L2 rather than L1, and y is read and written once): measured faster than 256-float
+       slices on E's shapes (kernel_micro, avx512 and avx2, Zen 5) and no slower on A, B and
+       C (docs/PERFORMANCE.md, "Whole-k slices"). */
+    const int64_t KC = m <= 2 || k <= 1024 ? k : 1024;
     if (m == 1) {
         /* One row: full blocks NB1 at a time (mk16_1n; pairs measured fastest with 16-float
            vectors: D's step 54 -> 60-72 GFLOP/s, kernel_micro), the rest one by one below. */

@@ -199,7 +199,8 @@ public enum InputProjection {
     /// other values leave the rule).
     static let forced: String? = getenv("SEQCELL_PROJECTION").map { String(cString: $0) }
 
-    /// Rows of x per packed call: 256 rows of k slices stay in L2 while the weight panels stream.
+    /// Rows of x per packed call (each block pair reads them again: 256 KB at k = 256, 1 MB at
+    /// E's k = 1024, whose k is one slice since the whole-k change, docs/PERFORMANCE.md).
     static let panelRows = 256
 
     /// Whether the packed kernel runs a projection of `rows` rows: on the AVX-512 path for at

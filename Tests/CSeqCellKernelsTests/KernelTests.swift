@@ -238,6 +238,64 @@ final class KernelISATests: XCTestCase {
 
     func testAVX512KernelsMatchBaselineAndReference() throws { try checkAll(try table("avx512"), name: "avx512") }
 
+    /// The packed GEMM past 256-step k (E's k = 1024 is one slice, k > 1024 runs in slices of
+    /// 1024), on every path: against a Double reference and the baseline path, by blocks (two
+    /// calls) bit for bit equal to the whole product, both accumulate modes; on the AVX-512
+    /// path by rows too (its row tiles are all of 3 to 8 rows; the 8-float paths give a 1- or
+    /// 2-row remainder its own k order).
+    func checkLargeK(_ t: sck_table, name: String) {
+        var rng = SplitMix64(seed: 33)
+        let b = baseline
+        for (m, n, k) in [(64, 96, 1024), (20, 80, 1100), (3, 48, 2100), (9, 40, 1025)] {
+            let ldx = k + 5, ldy = n + 1
+            let w = (0..<n * k).map { _ in rng.uniform(-1, 1) }, x = (0..<m * ldx).map { _ in rng.uniform(-1, 1) }
+            let y0 = (0..<m * ldy).map { _ in rng.uniform(-1, 1) }
+            var packed = [Float](repeating: .nan, count: Int(sck_packed_floats(Int64(n), Int64(k))))
+            sck_pack_wt(w, Int64(k), Int64(n), Int64(k), &packed)
+            let tol = 2e-6 * Double(k).squareRoot()
+            let blocks = sck_packed_blocks(Int64(n))
+            for accumulate: Int32 in [0, 1] {
+                var y = y0, yb = y0, yk = y0, yr = y0
+                t.gemm_packed(x, Int64(m), Int64(ldx), packed, Int64(n), Int64(k), &y, Int64(ldy), accumulate)
+                b.gemm_packed(x, Int64(m), Int64(ldx), packed, Int64(n), Int64(k), &yb, Int64(ldy), accumulate)
+                for (lo, hi) in [(Int64(0), blocks / 2 + 1), (blocks / 2 + 1, blocks)] {
+                    t.gemm_packed_blocks(x, Int64(m), Int64(ldx), packed, Int64(n), Int64(k), &yk, Int64(ldy), accumulate, lo, hi)
+                }
+                XCTAssertEqual(yk, y, "\(name) gemm by blocks m=\(m) n=\(n) k=\(k) acc=\(accumulate)")
+                if m >= 6 && t.isa == Int32(SCK_ISA_AVX512) {
+                    let half = m / 2
+                    x.withUnsafeBufferPointer { xp in
+                        yr.withUnsafeMutableBufferPointer { yp in
+                            for (r0, rows) in [(0, half), (half, m - half)] {
+                                t.gemm_packed(xp.baseAddress! + r0 * ldx, Int64(rows), Int64(ldx), packed, Int64(n), Int64(k),
+                                              yp.baseAddress! + r0 * ldy, Int64(ldy), accumulate)
+                            }
+                        }
+                    }
+                    XCTAssertEqual(yr, y, "\(name) gemm by rows m=\(m) n=\(n) k=\(k) acc=\(accumulate)")
+                }
+                var worstRef = 0.0, worstBase: Float = 0
+                for r in 0..<m {
+                    for j in 0..<n {
+                        var ref = accumulate == 1 ? Double(y0[r * ldy + j]) : 0
+                        for q in 0..<k { ref += Double(x[r * ldx + q]) * Double(w[j * k + q]) }
+                        worstRef = max(worstRef, abs(Double(y[r * ldy + j]) - ref))
+                        worstBase = max(worstBase, abs(y[r * ldy + j] - yb[r * ldy + j]))
+                    }
+                    for j in n..<ldy { XCTAssertEqual(y[r * ldy + j], y0[r * ldy + j], "\(name): padding untouched") }
+                }
+                XCTAssertLessThan(worstRef, tol, "\(name) gemm m=\(m) n=\(n) k=\(k) acc=\(accumulate) vs reference")
+                XCTAssertLessThan(Double(worstBase), tol, "\(name) gemm m=\(m) n=\(n) k=\(k) acc=\(accumulate) vs baseline")
+            }
+        }
+    }
+
+    func testLargeKPackedGemmBaseline() { checkLargeK(baseline, name: "baseline") }
+
+    func testLargeKPackedGemmAVX2() throws { checkLargeK(try table("avx2"), name: "avx2") }
+
+    func testLargeKPackedGemmAVX512() throws { checkLargeK(try table("avx512"), name: "avx512") }
+
     func testAVX512AndAVX2AgreeBitForBit() throws {
         let a = try table("avx512"), b = try table("avx2")
         var rng = SplitMix64(seed: 21)
