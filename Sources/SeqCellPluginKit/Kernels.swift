@@ -221,12 +221,9 @@ public enum InputProjection {
     public static func apply(_ x: UnsafePointer<Float>, ldx: Int, rows: Int, w: UnsafePointer<Float>, n: Int, k: Int,
                              into y: UnsafeMutablePointer<Float>, ldy: Int, scratch: UnsafeMutablePointer<Float>) {
         if rows == 0 || n == 0 { return }
-        guard usesPacked(rows: rows, n: n, k: k), k > 0 else {
-            sgemm(transA: false, transB: true, m: rows, n: n, k: k, a: x, lda: ldx, b: w, ldb: k, beta: 1, c: y, ldc: ldy)
-            return
-        }
-        applyRows(x, ldx: ldx, rows: rows, w: w, n: n, k: k, into: y, ldy: ldy,
-                  packed: RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: scratch))
+        let packed = usesPacked(rows: rows, n: n, k: k) && k > 0
+            ? RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: scratch) : nil
+        applyRows(x, ldx: ldx, rows: rows, w: w, n: n, k: k, into: y, ldy: ldy, packed: packed)
     }
 
     /// y[r, :] += x[r, :] · Wᵀ for r < rows with W already packed (`packed`), or on the host's
