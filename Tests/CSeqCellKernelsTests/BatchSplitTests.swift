@@ -13,9 +13,10 @@ import SeqCellTestSupport
 /// forward on one thread (no split at all) and split step by step (SEQCELL_SPLIT=units and
 /// =rows), through the CLI on every ISA path this CPU runs (SEQCELL_ISA caps it), on the packed
 /// projection kernel and on OpenBLAS (SEQCELL_PROJECTION), with projection chunks of 3 steps
-/// and the default. Per-sample lengths, both directions of a bidirectional layer (the reverse
-/// one included), initial states, and B = 13, 37, 70, 90 (not multiples of 8). A projecting
-/// LSTM and a GRU with the reset gate before keep the per-step split; they are run too.
+/// and the default. Per-sample lengths, reverse layers, both directions of a bidirectional
+/// layer (run one after the other, SEQCELL_SESSION_DIRECTIONS=serial, so that each is split),
+/// initial states, and B = 13, 37, 70, 90 (not multiples of 8). A projecting LSTM and a GRU with
+/// the reset gate before keep the per-step split; they are run too.
 final class BatchSplitTests: TemporaryDirectoryTestCase {
     func runnablePaths() -> [String] {
         [("baseline", SCK_ISA_BASELINE), ("avx2", SCK_ISA_AVX2), ("avx512", SCK_ISA_AVX512)]
@@ -41,6 +42,7 @@ final class BatchSplitTests: TemporaryDirectoryTestCase {
             ("lstm:37", 11, 13, 33, false), ("gru:37", 11, 13, 33, true),
             ("lstm:32:bidirectional", 9, 37, 20, true), ("gru:48:bidirectional", 9, 37, 20, false),
             ("lstm:64", 9, 70, 20, false), ("gru:64", 9, 90, 20, true), ("lstm:64", 7, 37, 20, true),
+            ("lstm:48:reverse", 9, 37, 20, true), ("gru:32:reverse", 9, 37, 20, false),
             ("lstm:37,proj_size=9", 7, 37, 33, false), ("gru:37,reset=before", 7, 37, 33, false),
         ]
         for (spec, T, B, I, withStates) in cases {
@@ -68,7 +70,7 @@ final class BatchSplitTests: TemporaryDirectoryTestCase {
             for isa in paths {
                 let ref = path("ref-\(isa).h5")
                 let r = try runProgram(["run", m, "--input", xin, "-o", ref, "--threads", "1"],
-                                       environment: ["SEQCELL_ISA": isa, "SEQCELL_SPLIT": "units"])
+                                       environment: ["SEQCELL_ISA": isa, "SEQCELL_SPLIT": "units", "SEQCELL_SESSION_DIRECTIONS": "serial"])
                 XCTAssertEqual(r.status, 0, "\(spec) \(isa) one thread: \(r.err)")
                 guard r.status == 0 else { continue }
                 let want = try outputs(ref)
@@ -85,13 +87,17 @@ final class BatchSplitTests: TemporaryDirectoryTestCase {
                 for v in variants {
                     var env = v
                     env["SEQCELL_ISA"] = isa
+                    // A session runs a bidirectional layer's directions side by side, each on one
+                    // thread; one after the other, each direction gets both threads to split.
+                    env["SEQCELL_SESSION_DIRECTIONS"] = "serial"
                     let what = "\(spec) B=\(B) " + env.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
                     // The one-thread reference on the same projection path.
                     var wantHere = want
                     if let p = v["SEQCELL_PROJECTION"] {
                         let ref1 = path("ref1.h5")
                         let s1 = try runProgram(["run", m, "--input", xin, "-o", ref1, "--threads", "1"],
-                                                environment: ["SEQCELL_ISA": isa, "SEQCELL_SPLIT": "units", "SEQCELL_PROJECTION": p])
+                                                environment: ["SEQCELL_ISA": isa, "SEQCELL_SPLIT": "units", "SEQCELL_PROJECTION": p,
+                                                             "SEQCELL_SESSION_DIRECTIONS": "serial"])
                         XCTAssertEqual(s1.status, 0, "\(what) one thread: \(s1.err)")
                         guard s1.status == 0 else { continue }
                         wantHere = try outputs(ref1)
