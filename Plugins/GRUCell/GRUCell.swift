@@ -200,7 +200,7 @@ final class GRUKernel: CarvedWorkspace {
         // Inference, reset = after: the batch rows are independent for the whole sequence, so a
         // large enough batch is split by rows ONCE, each chunk running every step of its rows
         // (its rows of the chunked projection too): one hand-off per call, not per step.
-        let seqChunks = f.training || resetBefore || chunked == nil ? 1 : sequenceChunks(rows: B, steps: T, macs: B * G * (H + I))
+        let seqChunks = f.training || resetBefore || chunked == nil ? 1 : sequenceChunks(rows: B, steps: T, weights: G * H)
         if seqChunks > 1 {
             hostParallelFor(seqChunks) { c in
                 let r = batchChunkRows(c, of: seqChunks, rows: B)

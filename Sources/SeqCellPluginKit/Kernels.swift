@@ -173,29 +173,36 @@ public func stepChunks(rows: Int, macs: Int) -> Int {
 /// packed blocks allow, resp. always by rows). Other values leave the rule.
 let forcedSplit: String? = getenv("SEQCELL_SPLIT").map { String(cString: $0) }
 
-/// How many chunks of batch rows an INFERENCE forward of `steps` steps and `rows` rows runs
-/// its whole sequence in (1: no such split; the steps are then split one by one as
-/// `stepChunks` says). Without backward the rows are independent for the whole sequence, so
-/// each chunk runs every step of its rows (its rows of the chunked input projection, of the
-/// recurrent product and of the gates) in ONE parallel region: one hand-off per call instead
-/// of one per step, and h_t never crosses cores. Each thread then reads all of the weights
-/// every step, so it needs full row tiles: the rule splits when every thread gets at least
-/// `batchSplitRowsPerThread` rows (8, the AVX-512 packed kernel's row tile) and the call
-/// (`macs` multiply-adds per step) is worth one hand-off.
-public func sequenceChunks(rows: Int, steps: Int, macs: Int) -> Int {
+/// How many chunks of batch rows an INFERENCE forward of `steps` steps and `rows` rows, whose
+/// recurrent weights hold `weights` floats (W_hh: gates·hidden × its input), runs its whole
+/// sequence in (1: no such split; the steps are then split one by one as `stepChunks` says).
+/// Without backward the rows are independent for the whole sequence, so each chunk runs every
+/// step of its rows (its rows of the chunked input projection, of the recurrent product and
+/// of the gates) in ONE parallel region: one hand-off per call instead of one per step, and
+/// h_t never crosses cores. Each thread then reads all of W_hh every step instead of its
+/// share, so the rule (measured, docs/PERFORMANCE.md "Inference split by batch rows") splits
+/// when every thread gets at least `batchSplitRowsPerThread` rows (8, the AVX-512 packed
+/// kernel's row tile), W_hh is at most `batchSplitMaxWeights` floats (4 MB: config C's 3 MB
+/// gained, E's 16 MB lost 10% against the per-step split by hidden units) and the call is
+/// worth one hand-off.
+public func sequenceChunks(rows: Int, steps: Int, weights: Int) -> Int {
     let threads = hostParallelThreads()
     guard threads > 1, rows >= 2 else { return 1 }
     switch forcedSplit {
     case "batch": return min(threads, rows)
     case "units", "rows": return 1
     default:
-        guard rows >= batchSplitRowsPerThread * 2, steps * macs >= 1 << 20 else { return 1 }
+        guard rows >= batchSplitRowsPerThread * 2, weights <= batchSplitMaxWeights,
+              steps * rows * weights >= 1 << 20 else { return 1 }
         return min(threads, rows / batchSplitRowsPerThread)
     }
 }
 
 /// The fewest rows per thread for which `sequenceChunks` splits by default.
 let batchSplitRowsPerThread = 8
+
+/// The most recurrent weights, in floats, for which `sequenceChunks` splits by default: 1<<20 (4 MB).
+let batchSplitMaxWeights = 1 << 20
 
 /// Rows [lo, hi) of chunk c of `chunks` near-equal chunks over `rows` rows (a chunk of
 /// `sequenceChunks`).
