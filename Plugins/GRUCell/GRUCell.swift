@@ -175,7 +175,42 @@ final class GRUKernel: CarvedWorkspace {
         // A chunk's projection is split by the step's unit chunks when it can be (same parallel
         // region, no extra hand-off); else it runs before the step.
         let projectUnits = unitChunks > 0 && chunked?.canSplitUnits(hidden: H, chunks: unitChunks) == true
-        for t in 0..<T {
+        // reset = after: rows are independent within a step, so a chunk of rows does its rows'
+        // recurrent product (into gh, the n part must stay separate from gx) and one fused gate
+        // pass for step t.
+        func rows(_ t: Int, _ r: Range<Int>) {
+            let hPrev = f.training ? w.states + t * B * H : w.states + (t & 1) * B * H
+            let hNext = f.training ? w.states + (t + 1) * B * H : w.states + ((t + 1) & 1) * B * H
+            let gxT = chunked?.gates(step: t) ?? w.gx + t * B * G
+            let out = f.output + t * B * H
+            let ghT = f.training ? w.gh + t * B * G : w.gh
+            recurrent.apply(hPrev + r.lowerBound * H, ldh: H, rows: r.count, into: ghT + r.lowerBound * G, ldy: G,
+                            accumulate: false)
+            for b in r {
+                let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
+                guard t < f.length(b) else {
+                    o.update(repeating: 0, count: H)
+                    if hn != hp { hn.update(from: hp, count: H) }
+                    continue
+                }
+                // One fused vector pass: r, z, n (kept for backward when training), h'.
+                vectorKernels.gru_row(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), store)
+            }
+        }
+        // Inference, reset = after: the batch rows are independent for the whole sequence, so a
+        // large enough batch is split by rows ONCE, each chunk running every step of its rows
+        // (its rows of the chunked projection too): one hand-off per call, not per step.
+        let seqChunks = f.training || resetBefore || chunked == nil ? 1 : sequenceChunks(rows: B, steps: T, weights: G * H)
+        if seqChunks > 1 {
+            hostParallelFor(seqChunks) { c in
+                let r = batchChunkRows(c, of: seqChunks, rows: B)
+                for t in 0..<T {
+                    if chunked!.startsChunk(t) { chunked!.project(chunkAt: t, rows: r) }
+                    rows(t, r)
+                }
+            }
+        }
+        for t in 0..<(seqChunks > 1 ? 0 : T) {
             // Inference alternates two h buffers (threads split by hidden units write h_t while
             // others still read h_{t-1}).
             let hPrev = f.training ? w.states + t * B * H : w.states + (t & 1) * B * H
@@ -222,21 +257,6 @@ final class GRUKernel: CarvedWorkspace {
                 // One recurrent GEMM for all three gates into its own buffer (the n part must
                 // stay separate from gx), then one fused loop adds and activates.
                 let ghT = f.training ? w.gh + t * B * G : w.gh
-                // Rows are independent within a step: each chunk does its rows' product and gates.
-                func rows(_ r: Range<Int>) {
-                    recurrent.apply(hPrev + r.lowerBound * H, ldh: H, rows: r.count, into: ghT + r.lowerBound * G, ldy: G,
-                                    accumulate: false)
-                    for b in r {
-                        let o = out + b * H, hn = hNext + b * H, hp = hPrev + b * H
-                        guard t < f.length(b) else {
-                            o.update(repeating: 0, count: H)
-                            if hn != hp { hn.update(from: hp, count: H) }
-                            continue
-                        }
-                        // One fused vector pass: r, z, n (kept for backward when training), h'.
-                        vectorKernels.gru_row(gxT + b * G, ghT + b * G, bhn, hp, o, hn, Int64(H), store)
-                    }
-                }
                 // Split by hidden units when the packed blocks allow (each thread keeps its share
                 // of W_hh in cache and runs full row tiles).
                 func units(_ u: Range<Int>) {
@@ -255,11 +275,11 @@ final class GRUKernel: CarvedWorkspace {
                     }
                 }
                 if chunks == 1 {
-                    rows(0..<B)
+                    rows(t, 0..<B)
                 } else if unitChunks > 0 {
                     hostParallelFor(unitChunks) { units(chunkUnits($0, of: unitChunks, hidden: H)) }
                 } else {
-                    hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) }
+                    hostParallelFor(chunks) { rows(t, chunkRows($0, of: chunks, rows: B)) }
                 }
             }
         }

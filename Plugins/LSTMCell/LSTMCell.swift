@@ -192,6 +192,51 @@ final class LSTMKernel: CarvedWorkspace {
         // A chunk's projection is split by the step's unit chunks when it can be (same parallel
         // region, no extra hand-off); else it runs before the step.
         let projectUnits = unitChunks > 0 && chunked?.canSplitUnits(hidden: H, chunks: unitChunks) == true
+        // Rows are independent within a step: each chunk does its rows' recurrent product
+        // and gate pass for step t, so a step needs one hand-off, not one per GEMM.
+        func rows(_ t: Int, _ r: Range<Int>) {
+            let hPrev = f.training ? w.h + t * B * P : w.h + (t & 1) * B * P
+            let hNext = f.training ? w.h + (t + 1) * B * P : w.h + ((t + 1) & 1) * B * P
+            let cPrev = f.training ? w.c + t * B * H : w.c
+            let cNext = f.training ? w.c + (t + 1) * B * H : w.c
+            let mT = f.training ? w.m + t * B * H : w.m
+            let gatesT = chunked?.gates(step: t) ?? w.gates + t * B * G
+            let out = f.output + t * B * P
+            recurrent.apply(hPrev + r.lowerBound * P, ldh: P, rows: r.count, into: gatesT + r.lowerBound * G, ldy: G,
+                            accumulate: true)
+            for b in r {
+                let cp = cPrev + b * H, cn = cNext + b * H
+                guard t < f.length(b) else {
+                    if cn != cp { cn.update(from: cp, count: H) }
+                    if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
+                        (out + b * H).update(repeating: 0, count: H)
+                        let hp = hPrev + b * P, hn = hNext + b * P
+                        if hn != hp { hn.update(from: hp, count: P) }
+                    }
+                    continue
+                }
+                // One fused vector pass: activations (kept for backward when training),
+                // c' = f ⊙ c + i ⊙ g, and m = o ⊙ tanh(c'). Without projection m is h'
+                // itself: written to the output and h together.
+                let m = projecting ? mT + b * H : out + b * H
+                vectorKernels.lstm_row(gatesT + b * G, Int64(H), cp, cn, m, projecting ? nil : hNext + b * P, store)
+            }
+        }
+        // Inference without projection: the batch rows are independent for the whole sequence,
+        // so a large enough batch is split by rows ONCE, each chunk running every step of its
+        // rows (its rows of the chunked projection too): one hand-off per call, not per step.
+        let seqChunks = f.training || projecting || chunked == nil ? 1 : sequenceChunks(rows: B, steps: T, weights: G * P)
+        if seqChunks > 1 {
+            hostParallelFor(seqChunks) { c in
+                let r = batchChunkRows(c, of: seqChunks, rows: B)
+                for t in 0..<T {
+                    if chunked!.startsChunk(t) { chunked!.project(chunkAt: t, rows: r) }
+                    rows(t, r)
+                }
+            }
+            writeFinalStates(f, w)
+            return
+        }
         for t in 0..<T {
             // Inference alternates two h buffers: a step's product reads all of h_{t-1} while
             // threads split by hidden units already write h_t.
@@ -204,29 +249,6 @@ final class LSTMKernel: CarvedWorkspace {
             let out = f.output + t * B * P
             let projectNow = chunked?.startsChunk(t) == true
             if projectNow && !projectUnits { chunked!.project(chunkAt: t) }
-            // Rows are independent within a step: each chunk does its rows' recurrent product
-            // and gate pass, so a step needs one hand-off, not one per GEMM.
-            func rows(_ r: Range<Int>) {
-                recurrent.apply(hPrev + r.lowerBound * P, ldh: P, rows: r.count, into: gatesT + r.lowerBound * G, ldy: G,
-                                accumulate: true)
-                for b in r {
-                    let cp = cPrev + b * H, cn = cNext + b * H
-                    guard t < f.length(b) else {
-                        if cn != cp { cn.update(from: cp, count: H) }
-                        if projecting { (mT + b * H).update(repeating: 0, count: H) } else {
-                            (out + b * H).update(repeating: 0, count: H)
-                            let hp = hPrev + b * P, hn = hNext + b * P
-                            if hn != hp { hn.update(from: hp, count: P) }
-                        }
-                        continue
-                    }
-                    // One fused vector pass: activations (kept for backward when training),
-                    // c' = f ⊙ c + i ⊙ g, and m = o ⊙ tanh(c'). Without projection m is h'
-                    // itself: written to the output and h together.
-                    let m = projecting ? mT + b * H : out + b * H
-                    vectorKernels.lstm_row(gatesT + b * G, Int64(H), cp, cn, m, projecting ? nil : hNext + b * P, store)
-                }
-            }
             // Split by hidden units when the packed blocks allow: each thread then reads only its
             // share of W_hh every step (it stays in its core's cache) and runs full row tiles.
             func units(_ u: Range<Int>) {
@@ -246,11 +268,11 @@ final class LSTMKernel: CarvedWorkspace {
                 }
             }
             if chunks == 1 {
-                rows(0..<B)
+                rows(t, 0..<B)
             } else if unitChunks > 0 {
                 hostParallelFor(unitChunks) { units(chunkUnits($0, of: unitChunks, hidden: H)) }
             } else {
-                hostParallelFor(chunks) { rows(chunkRows($0, of: chunks, rows: B)) }
+                hostParallelFor(chunks) { rows(t, chunkRows($0, of: chunks, rows: B)) }
             }
             if projecting { project(f, step: t, m: mT, out: out, hPrev: hPrev, hNext: hNext) }
         }

@@ -106,7 +106,7 @@ extension RecurrentProduct {
     static let chunksPerThread: Int? = getenv("SEQCELL_CHUNKS_PER_THREAD").flatMap { Int(String(cString: $0)) }
 
     /// SEQCELL_SPLIT=rows: always split steps by rows (for A/B measurements).
-    static let splitRowsOnly: Bool = getenv("SEQCELL_SPLIT").map { String(cString: $0) == "rows" } ?? false
+    static let splitRowsOnly: Bool = forcedSplit == "rows"
 
     /// The columns of hidden units `units` in each of `gates` gate blocks of width `hidden`
     /// (needs `canSplitUnits`): y[:, g·hidden + units] (+)= h · W[g·hidden + units, :]ᵀ.
@@ -165,6 +165,50 @@ public func hostParallelFor(_ count: Int, _ body: (Int) -> Void) {
 public func stepChunks(rows: Int, macs: Int) -> Int {
     guard rows >= 4, macs >= stepSplitMACs else { return 1 }
     return max(1, min(hostParallelThreads(), rows / 2))
+}
+
+/// SEQCELL_SPLIT=batch|units|rows fixes how an inference forward shares out its work (for A/B
+/// measurements and tests): `batch` splits the whole sequence by batch rows whenever there are
+/// two threads and two rows, `units` and `rows` split every step (by hidden units where the
+/// packed blocks allow, resp. always by rows). Other values leave the rule.
+let forcedSplit: String? = getenv("SEQCELL_SPLIT").map { String(cString: $0) }
+
+/// How many chunks of batch rows an INFERENCE forward of `steps` steps and `rows` rows, whose
+/// recurrent weights hold `weights` floats (W_hh: gates·hidden × its input), runs its whole
+/// sequence in (1: no such split; the steps are then split one by one as `stepChunks` says).
+/// Without backward the rows are independent for the whole sequence, so each chunk runs every
+/// step of its rows (its rows of the chunked input projection, of the recurrent product and
+/// of the gates) in ONE parallel region: one hand-off per call instead of one per step, and
+/// h_t never crosses cores. Each thread then reads all of W_hh every step instead of its
+/// share, so the rule (measured, docs/PERFORMANCE.md "Inference split by batch rows") splits
+/// when every thread gets at least `batchSplitRowsPerThread` rows (8, the AVX-512 packed
+/// kernel's row tile), W_hh is at most `batchSplitMaxWeights` floats (4 MB: config C's 3 MB
+/// gained, E's 16 MB lost 10% against the per-step split by hidden units) and the call is
+/// worth one hand-off.
+public func sequenceChunks(rows: Int, steps: Int, weights: Int) -> Int {
+    let threads = hostParallelThreads()
+    guard threads > 1, rows >= 2 else { return 1 }
+    switch forcedSplit {
+    case "batch": return min(threads, rows)
+    case "units", "rows": return 1
+    default:
+        guard rows >= batchSplitRowsPerThread * 2, weights <= batchSplitMaxWeights,
+              steps * rows * weights >= 1 << 20 else { return 1 }
+        return min(threads, rows / batchSplitRowsPerThread)
+    }
+}
+
+/// The fewest rows per thread for which `sequenceChunks` splits by default.
+let batchSplitRowsPerThread = 8
+
+/// The most recurrent weights, in floats, for which `sequenceChunks` splits by default: 1<<20 (4 MB).
+let batchSplitMaxWeights = 1 << 20
+
+/// Rows [lo, hi) of chunk c of `chunks` near-equal chunks over `rows` rows (a chunk of
+/// `sequenceChunks`).
+@inline(__always)
+public func batchChunkRows(_ c: Int, of chunks: Int, rows: Int) -> Range<Int> {
+    (c * rows / chunks)..<((c + 1) * rows / chunks)
 }
 
 /// The smallest step, in multiply-adds, that `stepChunks` splits: 1<<20;
@@ -336,6 +380,24 @@ public struct ChunkedInputProjection {
         guard rows > 0 else { return }
         for r in 0..<rows { (ring + r * n).update(from: bias, count: n) }
         InputProjection.applyRows(x + t * B * k, ldx: k, rows: rows, w: w, n: n, k: k, into: ring, ldy: n, packed: packed)
+    }
+
+    /// Projects batch rows `r` of every step of the chunk starting at step t (all columns): the
+    /// caller's share of a call split by batch rows (`sequenceChunks`). The rows of one step
+    /// are contiguous in x [T, B, k] and in the ring [steps, B, n], so one product per step.
+    public func project(chunkAt t: Int, rows r: Range<Int>) {
+        let count = min(steps, T - t)
+        guard count > 0, !r.isEmpty else { return }
+        for s in 0..<count {
+            let y = ring + (s * B + r.lowerBound) * n
+            for i in 0..<r.count { (y + i * n).update(from: bias, count: n) }
+            let xs = x + ((t + s) * B + r.lowerBound) * k
+            if let packed {
+                packed.apply(xs, ldh: k, rows: r.count, into: y, ldy: n, accumulate: true)
+            } else {
+                sgemm(transA: false, transB: true, m: r.count, n: n, k: k, a: xs, lda: k, b: w, ldb: k, beta: 1, c: y, ldc: n)
+            }
+        }
     }
 
     /// Projects hidden units `units` of each of `gates` gate blocks of width `hidden` for the
