@@ -202,13 +202,7 @@ final class GRUKernel: CarvedWorkspace {
         // (its rows of the chunked projection too): one hand-off per call, not per step.
         let seqChunks = f.training || resetBefore || chunked == nil ? 1 : sequenceChunks(rows: B, steps: T, weights: G * H)
         if seqChunks > 1 {
-            hostParallelFor(seqChunks) { c in
-                let r = batchChunkRows(c, of: seqChunks, rows: B)
-                for t in 0..<T {
-                    if chunked!.startsChunk(t) { chunked!.project(chunkAt: t, rows: r) }
-                    rows(t, r)
-                }
-            }
+            runBatchChunks(seqChunks, rows: B, steps: T, projection: chunked!) { t, r in rows(t, r) }
         }
         for t in 0..<(seqChunks > 1 ? 0 : T) {
             // Inference alternates two h buffers (threads split by hidden units write h_t while

@@ -227,13 +227,7 @@ final class LSTMKernel: CarvedWorkspace {
         // rows (its rows of the chunked projection too): one hand-off per call, not per step.
         let seqChunks = f.training || projecting || chunked == nil ? 1 : sequenceChunks(rows: B, steps: T, weights: G * P)
         if seqChunks > 1 {
-            hostParallelFor(seqChunks) { c in
-                let r = batchChunkRows(c, of: seqChunks, rows: B)
-                for t in 0..<T {
-                    if chunked!.startsChunk(t) { chunked!.project(chunkAt: t, rows: r) }
-                    rows(t, r)
-                }
-            }
+            runBatchChunks(seqChunks, rows: B, steps: T, projection: chunked!) { t, r in rows(t, r) }
             writeFinalStates(f, w)
             return
         }

@@ -211,6 +211,21 @@ public func batchChunkRows(_ c: Int, of chunks: Int, rows: Int) -> Range<Int> {
     (c * rows / chunks)..<((c + 1) * rows / chunks)
 }
 
+/// An inference call split by batch rows for the whole sequence (`chunks`: `sequenceChunks`'
+/// answer, > 1): one parallel region, each chunk of rows running every step, first its rows of
+/// the chunked input projection when a projection chunk starts, then `step(t, rows)`.
+@inline(__always)
+public func runBatchChunks(_ chunks: Int, rows: Int, steps: Int, projection: ChunkedInputProjection,
+                           _ step: (Int, Range<Int>) -> Void) {
+    hostParallelFor(chunks) { c in
+        let r = batchChunkRows(c, of: chunks, rows: rows)
+        for t in 0..<steps {
+            if projection.startsChunk(t) { projection.project(chunkAt: t, rows: r) }
+            step(t, r)
+        }
+    }
+}
+
 /// The smallest step, in multiply-adds, that `stepChunks` splits: 1<<20;
 /// SEQCELL_STEP_SPLIT_MACS=N sets it (for A/B measurements).
 let stepSplitMACs: Int = {

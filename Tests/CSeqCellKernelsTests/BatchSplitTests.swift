@@ -18,24 +18,13 @@ import SeqCellTestSupport
 /// initial states, and B = 13, 37, 70, 90 (not multiples of 8). A projecting LSTM and a GRU with
 /// the reset gate before keep the per-step split; they are run too.
 final class BatchSplitTests: TemporaryDirectoryTestCase {
-    func runnablePaths() -> [String] {
-        [("baseline", SCK_ISA_BASELINE), ("avx2", SCK_ISA_AVX2), ("avx512", SCK_ISA_AVX512)]
-            .filter { sck_kernels(Int32($0.1)) != nil }.map(\.0)
-    }
-
-    func outputs(_ file: String) throws -> (output: [Float], finals: [String: [Float]]) {
-        let root = try H5File(opening: file).root
-        var finals: [String: [Float]] = [:]
-        for name in try root.memberNames() where name.hasSuffix("_n") { finals[name] = try root.dataset(name).readFloats() }
-        return (try root.dataset("output").readFloats(), finals)
-    }
 
     func worst(_ a: [Float], _ b: [Float]) -> Float {
         a.count == b.count ? zip(a, b).map { abs($0 - $1) }.max() ?? 0 : .infinity
     }
 
     func testBatchSplitInferenceMatchesOneThreadAndTheStepSplitOnEveryISAPath() throws {
-        let paths = runnablePaths()
+        let paths = runnableISAPaths()
         XCTAssertTrue(paths.contains("baseline"))
         // (spec, T, B, I, initial states)
         let cases: [(String, Int, Int, Int, Bool)] = [
@@ -73,7 +62,7 @@ final class BatchSplitTests: TemporaryDirectoryTestCase {
                                        environment: ["SEQCELL_ISA": isa, "SEQCELL_SPLIT": "units", "SEQCELL_SESSION_DIRECTIONS": "serial"])
                 XCTAssertEqual(r.status, 0, "\(spec) \(isa) one thread: \(r.err)")
                 guard r.status == 0 else { continue }
-                let want = try outputs(ref)
+                let want = try runOutputs(ref)
                 XCTAssertEqual(want.output.count, T * B * model.outputSize)
                 let other = isa == "avx512" ? "blas" : "packed"
                 var variants: [[String: String]] = [["SEQCELL_SPLIT": "units"], ["SEQCELL_SPLIT": "rows"]]
@@ -100,13 +89,13 @@ final class BatchSplitTests: TemporaryDirectoryTestCase {
                                                              "SEQCELL_SESSION_DIRECTIONS": "serial"])
                         XCTAssertEqual(s1.status, 0, "\(what) one thread: \(s1.err)")
                         guard s1.status == 0 else { continue }
-                        wantHere = try outputs(ref1)
+                        wantHere = try runOutputs(ref1)
                     }
                     let out = path("y.h5")
                     let s = try runProgram(["run", m, "--input", xin, "-o", out, "--threads", "2"], environment: env)
                     XCTAssertEqual(s.status, 0, "\(what): \(s.err)")
                     guard s.status == 0 else { continue }
-                    let got = try outputs(out)
+                    let got = try runOutputs(out)
                     let scale = max(1, wantHere.output.map { abs($0) }.max() ?? 1)
                     XCTAssertLessThanOrEqual(worst(got.output, wantHere.output), 1e-6 * scale, "\(what): output vs one thread")
                     XCTAssertEqual(Set(got.finals.keys), Set(wantHere.finals.keys), what)

@@ -17,20 +17,9 @@ import SeqCellTestSupport
 /// of 16, a projecting LSTM, a GRU with the reset gate before, and a shape whose steps are
 /// split over two threads by hidden units (the chunk's projection then split the same way).
 final class ChunkedProjectionTests: TemporaryDirectoryTestCase {
-    func runnablePaths() -> [String] {
-        [("baseline", SCK_ISA_BASELINE), ("avx2", SCK_ISA_AVX2), ("avx512", SCK_ISA_AVX512)]
-            .filter { sck_kernels(Int32($0.1)) != nil }.map(\.0)
-    }
-
-    func outputs(_ file: String) throws -> (output: [Float], finals: [String: [Float]]) {
-        let root = try H5File(opening: file).root
-        var finals: [String: [Float]] = [:]
-        for name in try root.memberNames() where name.hasSuffix("_n") { finals[name] = try root.dataset(name).readFloats() }
-        return (try root.dataset("output").readFloats(), finals)
-    }
 
     func testChunkedProjectionMatchesTheWholeCallProjectionOnEveryISAPath() throws {
-        let paths = runnablePaths()
+        let paths = runnableISAPaths()
         XCTAssertTrue(paths.contains("baseline"))
         // (spec, T, B, I): B = 13, 70 and 90 and H = 37 not multiples of 16; lstm:64 at B = 70
         // and gru:64 at B = 90 are big enough for a step to be split by hidden units over two
@@ -62,7 +51,7 @@ final class ChunkedProjectionTests: TemporaryDirectoryTestCase {
                                        environment: ["SEQCELL_ISA": isa])
                 XCTAssertEqual(r.status, 0, "\(spec) \(isa) training forward: \(r.err)")
                 guard r.status == 0 else { continue }
-                let want = try outputs(ref)
+                let want = try runOutputs(ref)
                 XCTAssertEqual(want.output.count, T * B * model.outputSize)
                 let scale = max(1, want.output.map { abs($0) }.max() ?? 1)
                 // The AVX-512 path packs by default; the others are forced onto the packed kernel.
@@ -76,7 +65,7 @@ final class ChunkedProjectionTests: TemporaryDirectoryTestCase {
                         let s = try runProgram(["run", m, "--input", xin, "-o", out, "--threads", "2"], environment: env)
                         XCTAssertEqual(s.status, 0, "\(what): \(s.err)")
                         guard s.status == 0 else { continue }
-                        let got = try outputs(out)
+                        let got = try runOutputs(out)
                         XCTAssertEqual(got.output.count, want.output.count, what)
                         let worst = zip(got.output, want.output).map { abs($0 - $1) }.max() ?? .infinity
                         XCTAssertLessThanOrEqual(worst, 1e-5 * scale, "\(what): output vs the training forward")

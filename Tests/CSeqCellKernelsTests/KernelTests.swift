@@ -491,11 +491,6 @@ final class KernelISATests: XCTestCase {
 /// choice): `seqcell run --grad-output` per path, outputs and gradients compared with the
 /// baseline path's run; plus the variable's report and its bad values.
 final class KernelISACLITests: TemporaryDirectoryTestCase {
-    func runnablePaths() -> [String] {
-        [("baseline", SCK_ISA_BASELINE), ("avx2", SCK_ISA_AVX2), ("avx512", SCK_ISA_AVX512)]
-            .filter { sck_kernels(Int32($0.1)) != nil }.map(\.0)
-    }
-
     func readAll(_ file: String) throws -> [String: [Float]] {
         let root = try H5File(opening: file).root
         var out: [String: [Float]] = ["output": try root.dataset("output").readFloats(),
@@ -506,7 +501,7 @@ final class KernelISACLITests: TemporaryDirectoryTestCase {
     }
 
     func testEveryCellGivesTheSameResultsOnEveryISAPath() throws {
-        let paths = runnablePaths()
+        let paths = runnableISAPaths()
         // H = 37: vector tails at 8 and 16 floats; B = 13: one row past the 12-row tile.
         let (T, B, I) = (5, 13, 6)
         for spec in ["rnn:37", "lstm:37", "gru:37", "lstm:37,proj_size=9", "gru:37,reset=before"] {
@@ -602,7 +597,7 @@ final class KernelISACLITests: TemporaryDirectoryTestCase {
     /// the reset gate before (two recurrent blocks), a projecting LSTM and both directions.
     func testPackedBackwardTailMatchesOpenBLAS() throws {
         let (T, B, I) = (40, 13, 33)
-        let paths = runnablePaths()
+        let paths = runnableISAPaths()
         XCTAssertTrue(paths.contains("baseline"))
         for spec in ["rnn:48", "lstm:48", "gru:48", "lstm:37,proj_size=9", "gru:40,reset=before", "lstm:32:bidirectional"] {
             let model = try Model.build(inputSize: I, layers: [try LayerSpec(parsing: spec)], registry: testRegistry, seed: 5)
@@ -654,7 +649,7 @@ final class KernelISACLITests: TemporaryDirectoryTestCase {
     /// gradient agrees within 2e-5 of the largest value.
     func testPackedRecurrentBackwardMatchesSgemm() throws {
         let (T, B, I) = (23, 11, 7)
-        let paths = runnablePaths()
+        let paths = runnableISAPaths()
         XCTAssertTrue(paths.contains("baseline"))
         let lengths: [Int64] = [23, 5, 23, 2, 17, 23, 23, 1, 23, 23, 9]
         XCTAssertEqual(lengths.count, B)
