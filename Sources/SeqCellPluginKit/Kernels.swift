@@ -183,8 +183,10 @@ let forcedSplit: String? = getenv("SEQCELL_SPLIT").map { String(cString: $0) }
 /// share, so the rule (measured, docs/PERFORMANCE.md "Inference split by batch rows") splits
 /// when every thread gets at least `batchSplitRowsPerThread` rows (8, the AVX-512 packed
 /// kernel's row tile), W_hh is at most `batchSplitMaxWeights` floats (4 MB: config C's 3 MB
-/// gained, E's 16 MB lost 10% against the per-step split by hidden units) and the call is
-/// worth one hand-off.
+/// gained, E's 16 MB lost 10% against the per-step split by hidden units), the call is worth
+/// one hand-off, and the kernels are the AVX-512 path (there a chunk's rows of the input
+/// projection run on W_ih's pack; on AVX2 and baseline they are one small sgemm per step,
+/// which re-packs W_ih every time: A on the AVX2 path was 1.17× faster split per step).
 public func sequenceChunks(rows: Int, steps: Int, weights: Int) -> Int {
     let threads = hostParallelThreads()
     guard threads > 1, rows >= 2 else { return 1 }
@@ -192,8 +194,8 @@ public func sequenceChunks(rows: Int, steps: Int, weights: Int) -> Int {
     case "batch": return min(threads, rows)
     case "units", "rows": return 1
     default:
-        guard rows >= batchSplitRowsPerThread * 2, weights <= batchSplitMaxWeights,
-              steps * rows * weights >= 1 << 20 else { return 1 }
+        guard vectorKernels.isa == Int32(SCK_ISA_AVX512), rows >= batchSplitRowsPerThread * 2,
+              weights <= batchSplitMaxWeights, steps * rows * weights >= 1 << 20 else { return 1 }
         return min(threads, rows / batchSplitRowsPerThread)
     }
 }
