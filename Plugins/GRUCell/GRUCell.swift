@@ -99,12 +99,14 @@ final class GRUKernel: CarvedWorkspace {
         /// training, reset = after: W_hh packed for backward's dh += d(W_hh h) W_hh.
         var packedT: UnsafeMutablePointer<Float>
         var tail: UnsafeMutablePointer<Float>   // training: the packed backward tail (GateGradientProduct)
+        var cache: UnsafeMutablePointer<Float>  // PackCache's header, first in every layout
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
         let H = hidden
         let steps = training ? T : 1
+        let cache = c.floats(PackCache.floats)
         let chunked = usesChunkedProjection(training: training)
         let gx = chunked ? c.floats(ChunkedInputProjection.workspaceFloats(T: T, B: B, n: 3 * H, k: inputSize))
                          : c.floats(T, B, 3 * H)
@@ -122,7 +124,7 @@ final class GRUKernel: CarvedWorkspace {
         let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: 3 * H, inputSize: inputSize,
                                                                            widths: [H])) : gx
         return Buffers(gx: gx, states: states, gh: gh, rh: rh, dh: dh, tmp: tmp, drh: drh, packed: packed, packedT: packedT,
-                       tail: tail)
+                       tail: tail, cache: cache)
     }
 
     /// Inference on the fused path projects the input in chunks of steps inside the step loop
@@ -137,10 +139,14 @@ final class GRUKernel: CarvedWorkspace {
         // Input projection: gx = X W_ih^T + b_ih + b_hh, except that for reset = after b_hn
         // stays out (it sits inside r ⊙ (W_hn h + b_hn)). Fused inference projects chunks of
         // steps inside the step loop; otherwise every step is projected at once here.
-        let chunked = usesChunkedProjection(training: f.training)
+        // Fused inference keeps W_ih's and W_hh's packs in the workspace between calls of one
+        // params_epoch (an InferenceSession's calls): they are packed by the first call only.
+        let fused = usesChunkedProjection(training: f.training)
+        let prepacked = PackCache.check(w.cache, f, instance: self, wih, whh, cacheable: fused)
+        let chunked = fused
             ? ChunkedInputProjection(x: f.input, w: wih, n: G, k: I, T: T, B: B, bias1: hasBias ? f.param(2) : nil,
                                      bias2: hasBias ? f.param(3) : nil, bias2Columns: resetBefore ? G : 2 * H,
-                                     scratch: w.gx)
+                                     scratch: w.gx, prepacked: prepacked)
             : nil
         let row = w.gx
         if chunked != nil {
@@ -164,7 +170,9 @@ final class GRUKernel: CarvedWorkspace {
         let bhn: UnsafePointer<Float> = hasBias ? f.param(3) + 2 * H : UnsafePointer(zeroBias)
         let whn = whh + 2 * H * H
         // reset = before has no full-width recurrent product (r, z and n are separate GEMMs).
-        let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore)
+        let recurrent = RecurrentProduct(w: whh, n: G, k: H, B: B, scratch: w.packed, usePacked: !resetBefore,
+                                         prepacked: prepacked)
+        if fused { PackCache.commit(w.cache, f, instance: self, wih, whh) }
         if general {
             forwardGeneral(f, w, recurrent, bhn: bhn)
             return

@@ -133,12 +133,14 @@ final class LSTMKernel: CarvedWorkspace {
         var packed: UnsafeMutablePointer<Float> // W_hh packed for the recurrent product
         var packedT: UnsafeMutablePointer<Float> // training: W_hh packed for backward's dh = dgates W_hh
         var tail: UnsafeMutablePointer<Float>   // training: the packed backward tail (GateGradientProduct)
+        var cache: UnsafeMutablePointer<Float>  // PackCache's header, first in every layout
     }
 
     /// Sizes (with a measuring carver) and carves the workspace: the one place both happen.
     func carve(_ c: inout WorkspaceCarver, T: Int, B: Int, training: Bool) -> Buffers {
         let (H, P) = (hidden, hWidth)
         let steps = training ? T : 1
+        let cache = c.floats(PackCache.floats)
         let chunked = usesChunkedProjection(training: training)
         let gates = chunked ? c.floats(ChunkedInputProjection.workspaceFloats(T: T, B: B, n: 4 * H, k: inputSize))
                             : c.floats(T, B, 4 * H)
@@ -158,7 +160,7 @@ final class LSTMKernel: CarvedWorkspace {
         let tail = training ? c.floats(GateGradientProduct.workspaceFloats(rows: T * B, gates: 4 * H, inputSize: inputSize,
                                                                            widths: [P])) : gates
         return Buffers(gates: gates, h: h, c: cs, m: m, dh: dh, dc: dc, tmp: tmp, dm: dm, dhAll: dhAll, packed: packed,
-                       packedT: packedT, tail: tail)
+                       packedT: packedT, tail: tail, cache: cache)
     }
 
     /// Inference on the fused path projects the input in chunks of steps inside the step loop
@@ -171,8 +173,13 @@ final class LSTMKernel: CarvedWorkspace {
         let w = buffers(f)
         let wih = f.param(0), whh = f.param(1)
         let bias1 = hasBias ? f.param(2) : nil, bias2 = hasBias ? f.param(3) : nil
-        let chunked = usesChunkedProjection(training: f.training)
-            ? ChunkedInputProjection(x: f.input, w: wih, n: G, k: I, T: T, B: B, bias1: bias1, bias2: bias2, scratch: w.gates)
+        // Fused inference keeps W_ih's and W_hh's packs in the workspace between calls of one
+        // params_epoch (an InferenceSession's calls): they are packed by the first call only.
+        let fused = usesChunkedProjection(training: f.training)
+        let prepacked = PackCache.check(w.cache, f, instance: self, wih, whh, cacheable: fused)
+        let chunked = fused
+            ? ChunkedInputProjection(x: f.input, w: wih, n: G, k: I, T: T, B: B, bias1: bias1, bias2: bias2, scratch: w.gates,
+                                     prepacked: prepacked)
             : nil
         if chunked == nil {
             // Input projection of every step at once: gates = X W_ih^T + b_ih + b_hh.
@@ -181,7 +188,8 @@ final class LSTMKernel: CarvedWorkspace {
         }
         copyOrZero(f.initialState(0), to: w.h, count: B * P)
         copyOrZero(f.initialState(1), to: w.c, count: B * H)
-        let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed)
+        let recurrent = RecurrentProduct(w: whh, n: G, k: P, B: B, scratch: w.packed, prepacked: prepacked)
+        if fused { PackCache.commit(w.cache, f, instance: self, wih, whh) }
         if general {
             forwardGeneral(f, w, recurrent)
             return

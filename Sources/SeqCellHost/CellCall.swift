@@ -249,7 +249,8 @@ package enum ABICall {
                             initialStates: UnsafePointer<UnsafePointer<Float>?>?,
                             output: UnsafeMutablePointer<Float>?,
                             finalStates: UnsafePointer<UnsafeMutablePointer<Float>?>?,
-                            workspace: UnsafeMutableRawPointer?, workspaceBytes: Int) -> seqcell_forward_args {
+                            workspace: UnsafeMutableRawPointer?, workspaceBytes: Int,
+                            paramsEpoch: UInt64 = 0) -> seqcell_forward_args {
         var a = seqcell_forward_args()
         a.struct_size = forwardArgsSize
         a.mode = training ? SEQCELL_MODE_TRAINING : SEQCELL_MODE_INFERENCE
@@ -263,6 +264,7 @@ package enum ABICall {
         a.final_states = finalStates
         a.workspace = workspace
         a.workspace_size = workspaceBytes
+        a.params_epoch = training ? 0 : paramsEpoch
         return a
     }
 

@@ -1,3 +1,4 @@
+import Synchronization
 import CSeqCell
 
 #if canImport(Glibc)
@@ -53,6 +54,12 @@ extension Cell {
     }
 }
 
+/// Nonzero `params_epoch` values (ABI 1.3), each handed out once per process.
+enum ParamsEpoch {
+    private static let counter = Atomic<UInt64>(0)
+    static func next() -> UInt64 { counter.add(1, ordering: .relaxed).newValue }
+}
+
 /// What one cell needs to run inference forwards of up to `maxSteps` steps at batch `batch`
 /// without allocating: the workspace of one chunk, two sets of state buffers, the final
 /// states, a chunk's lengths and the pointer tables of the ABI call. Built once, reused by
@@ -75,9 +82,16 @@ package final class CellInferenceRunner {
     private let stateTable: UnsafeMutablePointer<UnsafePointer<Float>?>
     private let finalTable: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>
     private var error = ErrorBuffer()
+    /// The ABI 1.3 `params_epoch` of every call (0: none).
+    private let paramsEpoch: UInt64
 
-    /// - Parameter chunk: steps per call; `Cell.inferenceChunkSteps` when nil.
-    package init(cell: Cell, maxSteps: Int, batch: Int, chunk: Int? = nil) throws {
+    /// - Parameters:
+    ///   - chunk: steps per call; `Cell.inferenceChunkSteps` when nil.
+    ///   - fixedParams: the owner passes the same parameter tensors, unchanged, to every
+    ///     `run` (an `InferenceSession`, whose model is its own copy): the calls then carry a
+    ///     `params_epoch` of their own, so a cell may keep what it derives from the
+    ///     parameters (packed weights) in this runner's workspace from call to call.
+    package init(cell: Cell, maxSteps: Int, batch: Int, chunk: Int? = nil, fixedParams: Bool = false) throws {
         guard maxSteps >= 1, batch >= 1 else {
             throw SeqCellError(.shape, "\(cell.summaryForErrors): an inference run needs T >= 1 and B >= 1, got T = \(maxSteps), B = \(batch)")
         }
@@ -85,6 +99,7 @@ package final class CellInferenceRunner {
             _ = try PluginLimits.floatCount([batch, s.size], what: "cell '\(cell.type.id)': state '\(s.name)' [B, size]")
         }
         self.cell = cell
+        paramsEpoch = fixedParams ? ParamsEpoch.next() : 0
         self.maxSteps = maxSteps
         self.batch = batch
         self.chunk = min(max(chunk ?? cell.inferenceChunkSteps(T: maxSteps, B: batch), 1), maxSteps)
@@ -167,7 +182,8 @@ package final class CellInferenceRunner {
             var args = ABICall.forwardArgs(T: n, B: B, training: false, input: input + t0 &* B &* I, lengths: chunkLens,
                                            params: UnsafePointer(paramTable), initialStates: source,
                                            output: output + t0 &* B &* O, finalStates: UnsafePointer(finalTable),
-                                           workspace: workspace.pointer, workspaceBytes: workspaceBytes)
+                                           workspace: workspace.pointer, workspaceBytes: workspaceBytes,
+                                           paramsEpoch: paramsEpoch)
             let status = cell.rawForward(&args, error: &error)
             guard status == SEQCELL_OK else { return status }
             if anyEnded, let lengths, let source {

@@ -15,6 +15,10 @@ public struct ForwardCall {
     public let args: UnsafePointer<seqcell_forward_args>
     public let output: UnsafeMutablePointer<Float>
     public let workspace: UnsafeMutableRawPointer
+    /// The host's `params_epoch` (ABI 1.3; 0 from an older host and for training calls):
+    /// nonzero means that what the last call with this epoch left in the workspace derived
+    /// from the parameters (`PackCache`) is still theirs.
+    public let paramsEpoch: UInt64
 
     /// Parameter `i` (the kit has checked that none is NULL).
     @inline(__always) public func param(_ i: Int) -> UnsafePointer<Float> { args.pointee.params[i]! }

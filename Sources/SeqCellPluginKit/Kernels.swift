@@ -41,15 +41,16 @@ public struct RecurrentProduct {
     /// `scratch` holds `workspaceFloats(B:n:k:)` floats; W is packed into it when that is > 0.
     /// `transposed`: W is given as its transpose, a row-major [k, n] matrix.
     /// `usePacked: false` always calls the host's sgemm (and needs no scratch).
+    /// `prepacked`: `scratch` already holds this W's pack (`PackCache`), so it is not packed again.
     public init(w: UnsafePointer<Float>, n: Int, k: Int, B: Int, scratch: UnsafeMutablePointer<Float>,
-                transposed: Bool = false, usePacked: Bool = true) {
+                transposed: Bool = false, usePacked: Bool = true, prepacked: Bool = false) {
         self.w = w
         self.n = n
         self.k = k
         self.transposed = transposed
         if usePacked && RecurrentProduct.workspaceFloats(B: B, n: n, k: k) > 0 {
             let (rs, cs) = transposed ? (1, n) : (k, 1)
-            RecurrentProduct.pack(w, rs: rs, cs: cs, n: n, k: k, into: scratch)
+            if !prepacked { RecurrentProduct.pack(w, rs: rs, cs: cs, n: n, k: k, into: scratch) }
             packed = scratch
         } else {
             packed = nil
@@ -364,17 +365,18 @@ public struct ChunkedInputProjection {
 
     /// x [T, B, k], W [n, k]; `scratch` holds `workspaceFloats(T:B:n:k:)` floats. The rows'
     /// bias is bias1 (all n columns) + bias2 (its first `bias2Columns` columns, default n);
-    /// either may be nil.
+    /// either may be nil. `prepacked`: W's pack is already in `scratch` (`PackCache`).
     public init(x: UnsafePointer<Float>, w: UnsafePointer<Float>, n: Int, k: Int, T: Int, B: Int,
                 bias1: UnsafePointer<Float>?, bias2: UnsafePointer<Float>?, bias2Columns: Int? = nil,
-                scratch: UnsafeMutablePointer<Float>) {
+                scratch: UnsafeMutablePointer<Float>, prepacked: Bool = false) {
         let s = ChunkedInputProjection.steps(T: T, B: B, n: n)
         (self.x, self.w, self.n, self.k, self.T, self.B, steps, ring) = (x, w, n, k, T, B, s, scratch)
         bias = scratch + ChunkedInputProjection.roundUp16(s * B * n)
         let b2 = min(bias2Columns ?? n, n)
         for j in 0..<n { bias[j] = (bias1?[j] ?? 0) + (j < b2 ? bias2?[j] ?? 0 : 0) }
         packed = ChunkedInputProjection.usesPacked(T: T, B: B, n: n, k: k)
-            ? RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: bias + ChunkedInputProjection.roundUp16(n)) : nil
+            ? RecurrentProduct(w: w, n: n, k: k, B: 0, scratch: bias + ChunkedInputProjection.roundUp16(n), prepacked: prepacked)
+            : nil
     }
 
     /// Step t's gate rows [B, n] in the ring.

@@ -108,15 +108,25 @@ func fail(_ error: CellError, _ buffer: UnsafeMutablePointer<CChar>?, _ capacity
     return error.status
 }
 
+/// `seqcell_forward_args`' size up to `workspace_size`: what a 1.2 host passes (1.3 appended
+/// `params_epoch`).
+let forwardArgsSize12 = MemoryLayout<seqcell_forward_args>.offset(of: \seqcell_forward_args.params_epoch)!
+
 let kitForward: @convention(c) (
     UnsafeRawPointer?, UnsafePointer<seqcell_forward_args>?, UnsafeMutablePointer<CChar>?, Int
 ) -> seqcell_status = { instance, args, errorBuffer, capacity in
     guard let instance else { return fail(.invalid("instance is NULL"), errorBuffer, capacity) }
     guard let args else { return fail(.invalid("forward args are NULL"), errorBuffer, capacity) }
-    let a = args.pointee
-    guard a.struct_size >= UInt32(MemoryLayout<seqcell_forward_args>.size) else {
-        return fail(.invalid("forward args struct_size \(a.struct_size) is smaller than this cell's \(MemoryLayout<seqcell_forward_args>.size)"),
+    // A 1.2 host's struct ends before params_epoch (ABI 1.3): copy what the host gave into a
+    // zeroed struct, so a field it lacks reads as 0 and nothing past its struct is read.
+    let given = Int(UnsafeRawPointer(args).load(as: UInt32.self))
+    guard given >= forwardArgsSize12 else {
+        return fail(.invalid("forward args struct_size \(given) is smaller than its ABI 1.2 size \(forwardArgsSize12)"),
                     errorBuffer, capacity)
+    }
+    var a = seqcell_forward_args()
+    withUnsafeMutableBytes(of: &a) { dst in
+        dst.copyMemory(from: UnsafeRawBufferPointer(start: args, count: min(given, MemoryLayout<seqcell_forward_args>.size)))
     }
     let k = kernel(instance)
     let training = a.mode == SEQCELL_MODE_TRAINING
@@ -129,9 +139,12 @@ let kitForward: @convention(c) (
     }
     guard let input = a.input else { return fail(.invalid("input is NULL"), errorBuffer, capacity) }
     guard let output = a.output else { return fail(.invalid("output is NULL"), errorBuffer, capacity) }
-    k.forward(ForwardCall(
-        T: Int(a.seq_len), B: Int(a.batch), training: training, input: input, lengths: a.lengths,
-        args: args, output: output, workspace: a.workspace ?? placeholderBlock))
+    let (T, B, lengths, workspace) = (Int(a.seq_len), Int(a.batch), a.lengths, a.workspace ?? placeholderBlock)
+    let epoch = training ? 0 : a.params_epoch
+    withUnsafePointer(to: &a) { copied in
+        k.forward(ForwardCall(T: T, B: B, training: training, input: input, lengths: lengths, args: copied,
+                              output: output, workspace: workspace, paramsEpoch: epoch))
+    }
     return SEQCELL_OK
 }
 

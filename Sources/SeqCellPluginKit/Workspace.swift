@@ -65,3 +65,56 @@ extension CarvedWorkspace {
     }
 }
 
+
+/// Packed weights kept in an inference workspace from one call to the next (ABI 1.3
+/// `params_epoch`). A cell reserves `floats` at the start of every workspace layout
+/// (training too, so the header is always at offset 0) and, on a call that may reuse:
+///
+///     let hit = PackCache.check(w.cache, f, instance: self, wih, whh, cacheable: fusedInference)
+///     ... pack unless hit ...
+///     if fusedInference { PackCache.commit(w.cache, f, instance: self, wih, whh) }
+///
+/// A hit needs the same nonzero epoch, instance, T, B and weight pointers as the call that
+/// committed (the layout, and so where the packs lie, depends on T and B only). Any other call
+/// clears the header before it writes the workspace, so a workspace another call (a training
+/// forward, another epoch) has used since can never pass for packed.
+public enum PackCache {
+    /// Floats reserved for the header (64 bytes).
+    public static let floats = 16
+    static let magic: UInt64 = 0x5345_5143_5041_434B  // "SEQCPACK"
+
+    @inline(__always)
+    static func key(_ f: ForwardCall, _ instance: AnyObject, _ w0: UnsafePointer<Float>, _ w1: UnsafePointer<Float>?)
+        -> (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) {
+        (magic, f.paramsEpoch, UInt64(f.T), UInt64(f.B),
+         UInt64(UInt(bitPattern: Unmanaged.passUnretained(instance).toOpaque())),
+         UInt64(UInt(bitPattern: w0)), UInt64(UInt(bitPattern: w1)))
+    }
+
+    /// Whether the packs the last call left in this workspace are this call's (only when
+    /// `cacheable` and the host gave an epoch); otherwise the header is cleared, and the
+    /// caller packs.
+    public static func check(_ region: UnsafeMutablePointer<Float>, _ f: ForwardCall, instance: AnyObject,
+                             _ w0: UnsafePointer<Float>, _ w1: UnsafePointer<Float>?, cacheable: Bool) -> Bool {
+        let h = UnsafeMutableRawPointer(region).assumingMemoryBound(to: UInt64.self)
+        if cacheable && f.paramsEpoch != 0 {
+            let k = key(f, instance, w0, w1)
+            if h[0] == k.0 && h[1] == k.1 && h[2] == k.2 && h[3] == k.3 && h[4] == k.4 && h[5] == k.5 && h[6] == k.6 {
+                return true
+            }
+        }
+        h[0] = 0
+        return false
+    }
+
+    /// Records that the workspace now holds this call's packs (after packing them; a no-op
+    /// without an epoch).
+    public static func commit(_ region: UnsafeMutablePointer<Float>, _ f: ForwardCall, instance: AnyObject,
+                              _ w0: UnsafePointer<Float>, _ w1: UnsafePointer<Float>?) {
+        guard f.paramsEpoch != 0 else { return }
+        let h = UnsafeMutableRawPointer(region).assumingMemoryBound(to: UInt64.self)
+        let k = key(f, instance, w0, w1)
+        (h[1], h[2], h[3], h[4], h[5], h[6], h[7]) = (k.1, k.2, k.3, k.4, k.5, k.6, 0)
+        h[0] = k.0
+    }
+}

@@ -42,8 +42,11 @@ final class PluginABITests: XCTestCase {
 
     func testCallArgumentsCarryAStructSizeEveryPluginSinceABI10Accepts() {
         // A plugin refuses call arguments smaller than the struct it was compiled against: the
-        // host must write at least the 1.0 size, and exactly its own header's size.
-        XCTAssertEqual(MemoryLayout<seqcell_forward_args>.size, PluginABI.Size10.forwardArgs)
+        // host must write at least the 1.0 size, and exactly its own header's size. The
+        // forward arguments grew at 1.3 (params_epoch) and only there.
+        XCTAssertEqual(MemoryLayout<seqcell_forward_args>.offset(of: \seqcell_forward_args.params_epoch),
+                       PluginABI.Size10.forwardArgs)
+        XCTAssertEqual(MemoryLayout<seqcell_forward_args>.size, PluginABI.Size10.forwardArgs + 8)
         XCTAssertEqual(MemoryLayout<seqcell_backward_args>.size, PluginABI.Size10.backwardArgs)
         let x = StableBuffer<Float>([1, 2, 3, 4, 5, 6])
         let lengths = StableBuffer<Int32>([2, 1])
@@ -51,7 +54,8 @@ final class PluginABITests: XCTestCase {
         let f = ABICall.forwardArgs(T: 2, B: 1, training: true, input: x.constPointer, lengths: lengths.constPointer,
                                     params: nil, initialStates: nil, output: y.pointer, finalStates: nil,
                                     workspace: nil, workspaceBytes: 64)
-        XCTAssertEqual(Int(f.struct_size), PluginABI.Size10.forwardArgs)
+        XCTAssertEqual(Int(f.struct_size), MemoryLayout<seqcell_forward_args>.size)
+        XCTAssertEqual(f.params_epoch, 0, "a training call carries no params_epoch")
         XCTAssertEqual(f.mode, SEQCELL_MODE_TRAINING)
         XCTAssertEqual(f.seq_len, 2)
         XCTAssertEqual(f.batch, 1)

@@ -44,7 +44,7 @@ extern "C" {
 #endif
 
 #define SEQCELL_ABI_MAJOR 1u
-#define SEQCELL_ABI_MINOR 2u
+#define SEQCELL_ABI_MINOR 3u
 
 #if defined(_WIN32)
 #define SEQCELL_EXPORT __declspec(dllexport)
@@ -200,6 +200,15 @@ typedef struct seqcell_layout {
  *   final_states     num_states pointers, each [B, size]; an entry may be NULL (not wanted)
  *   workspace        workspace_size(mode) bytes, 64-byte aligned. In TRAINING mode the
  *                    host keeps it untouched until the matching backward call.
+ *   params_epoch     (ABI 1.3; read only when struct_size reaches it, else 0) 0, or a number
+ *                    the host promises for INFERENCE calls: every call passing the same
+ *                    nonzero epoch passes the same params pointers with the same contents,
+ *                    the same instance and the same workspace, and nothing else writes that
+ *                    workspace between them. A cell may then keep what it derives from the
+ *                    params (packed weights) in the workspace from one such call to the
+ *                    next. A cell must re-derive when anything it relies on differs (T, B,
+ *                    pointers), and must treat 0, or any TRAINING call, as "derive anew".
+ *                    A host never reuses a nonzero epoch for other params.
  * Reverse and bidirectional layers are the host's business: a cell only runs forward.
  */
 typedef struct seqcell_forward_args {
@@ -215,6 +224,8 @@ typedef struct seqcell_forward_args {
     float *const *final_states;
     void *workspace;
     size_t workspace_size;
+    /* ---- ABI 1.3: read only when struct_size reaches it ---- */
+    uint64_t params_epoch;
 } seqcell_forward_args;
 
 /*

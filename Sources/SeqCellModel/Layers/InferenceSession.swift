@@ -105,7 +105,7 @@ public final class InferenceSession {
         cellWidths = model.layers.map { $0.cells.map(\.cell.outputSize) }
         outputSize = model.outputSize
         runners = try model.layers.map { layer in
-            try layer.cells.map { try CellInferenceRunner(cell: $0.cell, maxSteps: steps, batch: batch, chunk: chunkSteps) }
+            try layer.cells.map { try CellInferenceRunner(cell: $0.cell, maxSteps: steps, batch: batch, chunk: chunkSteps, fixedParams: true) }
         }
         let L = model.layers.count
         // Layer k's output goes to the caller's output when it is the last layer and there is
