@@ -307,7 +307,54 @@ extension PluginConformance {
             case nil: f.add("concurrent forward \(k) did not run")
             }
         }
-        return "forward and backward are bit-identical across repeated calls and \(threads) concurrent forwards on one instance"
+        try checkParamsEpoch(cell, inputs, &f)
+        return "forward and backward are bit-identical across repeated calls, \(threads) concurrent forwards on one instance, and inference calls sharing a params_epoch (ABI 1.3)"
+    }
+
+    /// ABI 1.3 `params_epoch`: inference calls on one workspace that share an epoch may reuse
+    /// what the cell derived from the parameters; each must still equal a call without one
+    /// (`Cell.forward`: epoch 0, a fresh workspace), bit for bit — also at a shorter T under
+    /// the same epoch, with new parameter values under a new epoch, and after a training call
+    /// used the workspace. Catches a cell that keeps derived data without checking enough.
+    static func checkParamsEpoch(_ cell: Cell, _ inputs: Inputs, _ f: inout Findings) throws {
+        let raw = try RawCall(cell, inputs: inputs, lengths: nil)
+        let T = raw.T, B = raw.B, O = cell.outputSize
+        func run(_ epoch: UInt64, steps: Int, training: Bool = false) -> [Float]? {
+            raw.output.pointer.update(repeating: .nan, count: T * B * O)
+            let r = raw.forward(training: training) {
+                $0.params_epoch = epoch
+                $0.seq_len = Int64(steps)
+            }
+            guard r.status == SEQCELL_OK else {
+                f.add("forward with params_epoch \(epoch), T = \(steps) failed: \(r.message)")
+                return nil
+            }
+            return Array(raw.output.values[0..<(steps * B * O)])
+        }
+        func expect(_ got: [Float]?, steps: Int, params: [Tensor], _ label: String) throws {
+            guard let got else { return }
+            let x = Tensor(shape: [steps, B, cell.inputSize], data: Array(inputs.x.data[0..<(steps * B * cell.inputSize)]))
+            let want = try cell.forward(input: x, params: params, initialStates: inputs.h0).output.data
+            if let i = firstMismatch(got, want, .bitwise) {
+                f.add("\(label): value \(i) is \(got[i]), a call without params_epoch gives \(want[i])")
+            }
+        }
+        let e1 = UInt64.random(in: 1...UInt64.max / 2), e2 = e1 + 1
+        try expect(run(e1, steps: T), steps: T, params: inputs.params, "first inference call of params_epoch \(e1)")
+        try expect(run(e1, steps: T), steps: T, params: inputs.params, "second call of the same params_epoch")
+        if T > 1 {
+            try expect(run(e1, steps: T - 1), steps: T - 1, params: inputs.params, "the same params_epoch at T - 1")
+            try expect(run(e1, steps: T), steps: T, params: inputs.params, "the same params_epoch back at T")
+        }
+        // New values in the same buffers, under a new epoch.
+        var changed = inputs.params
+        for (k, p) in raw.params.enumerated() {
+            for i in 0..<inputs.params[k].data.count { p.pointer[i] *= -0.75 }
+            changed[k] = Tensor(shape: inputs.params[k].shape, data: p.values)
+        }
+        try expect(run(e2, steps: T), steps: T, params: changed, "new parameter values under a new params_epoch")
+        _ = run(e2, steps: T, training: true)
+        try expect(run(e2, steps: T), steps: T, params: changed, "the same params_epoch after a training call on the workspace")
     }
 
     static func checkLengths(_ cell: Cell, _ f: inout Findings) throws -> String {
