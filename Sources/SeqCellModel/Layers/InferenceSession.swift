@@ -23,6 +23,8 @@ import SeqCellHost
 /// intermediate layer outputs and reversed copies (`bufferBytes`).
 ///
 /// The model is copied in: later changes to the caller's model do not reach the session.
+/// So each cell's calls carry a `params_epoch` of their own (ABI 1.3): the built-in LSTM and
+/// GRU pack their weights on the first call and reuse the packs in later ones.
 /// Initial states are zero; models with an embedding stage take `Model.forward(tokens:)`.
 /// Not for concurrent use: one session per thread.
 ///
