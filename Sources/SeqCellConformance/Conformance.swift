@@ -339,7 +339,7 @@ extension PluginConformance {
                 f.add("\(label): value \(i) is \(got[i]), a call without params_epoch gives \(want[i])")
             }
         }
-        let e1 = UInt64.random(in: 1...UInt64.max / 2), e2 = e1 + 1
+        let e1 = ParamsEpoch.next(), e2 = ParamsEpoch.next()
         try expect(run(e1, steps: T), steps: T, params: inputs.params, "first inference call of params_epoch \(e1)")
         try expect(run(e1, steps: T), steps: T, params: inputs.params, "second call of the same params_epoch")
         if T > 1 {

@@ -55,9 +55,9 @@ extension Cell {
 }
 
 /// Nonzero `params_epoch` values (ABI 1.3), each handed out once per process.
-enum ParamsEpoch {
+package enum ParamsEpoch {
     private static let counter = Atomic<UInt64>(0)
-    static func next() -> UInt64 { counter.add(1, ordering: .relaxed).newValue }
+    package static func next() -> UInt64 { counter.add(1, ordering: .relaxed).newValue }
 }
 
 /// What one cell needs to run inference forwards of up to `maxSteps` steps at batch `batch`

@@ -16,7 +16,8 @@ public let vectorKernels: sck_table = sck_best().pointee
 
 /// The recurrent product of one step, y[B, n] = (accumulate ? y : 0) + h[B, k] · Wᵀ with
 /// W [n, k] row-major. W is packed once per call into the workspace (or once per
-/// `params_epoch`, `PackCache`) and the packed kernel reads it every step; OpenBLAS 0.3.21's sgemm re-packs W on every call, which at these
+/// `params_epoch`, `PackCache`) and the packed kernel reads it every step; OpenBLAS 0.3.21's
+/// sgemm re-packs W on every call, which at these
 /// shapes (one step: B rows) costs it 10–50% (at B = 1, H = 128: ~7 µs vs <1 µs), and
 /// measured single-threaded the packed kernel is ahead at every benchmark shape
 /// (benchmarks/, docs/PERFORMANCE.md). Batches above `packedBatchLimit` use the host's sgemm.

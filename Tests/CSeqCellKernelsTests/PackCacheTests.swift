@@ -143,6 +143,20 @@ final class PackCacheTests: XCTestCase {
         try check("lstm:16,peepholes=true", I: 12, B: 8, T: 9, cached: false)
     }
 
+    func testForwardArgumentsShorterThanABI12AreRefusedNamingBothSizes() throws {
+        // The kit accepts a 1.2 host's struct (it ends before params_epoch) but nothing shorter.
+        let model = try Model.build(inputSize: 4, layers: [try LayerSpec(parsing: "lstm:8")], registry: testRegistry, seed: 1)
+        let cell = model.layers[0].cells[0]
+        let raw = try Raw(cell: cell.cell, params: cell.params, B: 2, maxT: 3)
+        let x = Tensor(shape: [3, 2, 4], data: (0..<24).map { Float($0) / 24 })
+        let size12 = MemoryLayout<seqcell_forward_args>.offset(of: \seqcell_forward_args.params_epoch)!
+        XCTAssertNoThrow(try raw.forward(x, epoch: 0, structSize: size12))
+        XCTAssertThrowsError(try raw.forward(x, epoch: 0, structSize: size12 - 8)) { error in
+            XCTAssertTrue("\(error)".contains("forward args struct_size \(size12 - 8) is smaller than its ABI 1.2 size \(size12)"),
+                          "\(error)")
+        }
+    }
+
     func testASessionGivesACellOneEpochAndEachSessionItsOwn() throws {
         let model = try Model.build(inputSize: 20, layers: [try LayerSpec(parsing: "lstm:32")], registry: testRegistry, seed: 4)
         var rng = SplitMix64(seed: 6)
